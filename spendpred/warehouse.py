@@ -1,0 +1,260 @@
+"""Warehouse access: engines, SQL files, streaming reads and bulk writes.
+
+Works on SQLite (the zero-set-up default) and PostgreSQL. On PostgreSQL every connection
+gets ``search_path = <source schema>, spendpred`` so the same unqualified SQL runs on both
+dialects: source relations resolve to the source schema, outputs to ``spendpred``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from spendpred.config import Settings, get_settings
+from spendpred.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_SCHEMA = "spendpred"
+SQL_SUBDIRS_FOR_INIT = ("schema", "views")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+def sql_dir() -> Path:
+    """Return the project's ``sql/`` folder (beside the package in a source checkout or image)."""
+    here = Path(__file__).resolve().parent.parent / "sql"
+    if here.is_dir():
+        return here
+    raise ConfigError(
+        f"SQL folder not found at {here}: install spendpred from its source tree "
+        "(`pip install -e .`) so that sql/ sits beside the spendpred package"
+    )
+
+
+def load_sql(name: str, dialect: str) -> str:
+    """Return the text of ``sql/<name>.<dialect>.sql`` if it exists, else ``sql/<name>.sql``.
+
+    Raises ``ConfigError`` when neither file exists.
+    """
+    base = sql_dir()
+    for candidate in (base / f"{name}.{dialect}.sql", base / f"{name}.sql"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise ConfigError(f"no SQL file for {name!r} (dialect {dialect}) under {base}")
+
+
+def sql_files(subdir: str, dialect: str) -> list[Path]:
+    """Return the SQL files of ``sql/<subdir>`` for a dialect, sorted by name.
+
+    ``X.<dialect>.sql`` replaces ``X.sql``; files for other dialects are ignored.
+    """
+    folder = sql_dir() / subdir
+    if not folder.is_dir():
+        return []
+    chosen: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.sql")):
+        parts = path.name[: -len(".sql")].split(".")
+        stem, file_dialect = (parts[0], parts[1]) if len(parts) > 1 else (parts[0], None)
+        if file_dialect is None:
+            chosen.setdefault(stem, path)
+        elif file_dialect == dialect:
+            chosen[stem] = path
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def split_statements(script: str) -> list[str]:
+    """Split a SQL script into statements at semicolons that end a line.
+
+    Comment-only chunks are dropped. ``$$``-quoted bodies are kept whole.
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    in_dollar = False
+    for line in script.splitlines():
+        current.append(line)
+        if line.count("$$") % 2 == 1:
+            in_dollar = not in_dollar
+        if not in_dollar and line.rstrip().endswith(";"):
+            statements.append("\n".join(current))
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    cleaned = []
+    for stmt in statements:
+        body = "\n".join(ln for ln in stmt.splitlines() if not ln.strip().startswith("--")).strip()
+        if body:
+            cleaned.append(stmt.strip().rstrip(";"))
+    return cleaned
+
+
+def get_engine(url: str | None = None, settings: Settings | None = None) -> sa.Engine:
+    """Return a SQLAlchemy engine for the warehouse.
+
+    ``url`` defaults to the settings' warehouse URL (a SQLite file under ``var/``). The
+    parent folder of a SQLite file is created here, when an engine is asked for.
+    Raises ``ConfigError`` for an unsupported URL.
+    """
+    settings = settings or get_settings()
+    url = url or settings.resolved_warehouse_url
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
+        raise ConfigError(f"invalid warehouse URL {url!r}: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if backend == "postgresql":
+        source = settings.source_schema or "public"
+        if not _IDENTIFIER.match(source):
+            raise ConfigError(f"SPENDPRED_SOURCE_SCHEMA={source!r} is not a valid schema name")
+        return sa.create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"options": f"-c search_path={source},{OUTPUT_SCHEMA}"},
+        )
+    raise ConfigError(
+        f"unsupported warehouse backend {backend!r} in {url!r}: use sqlite:///path.db or "
+        "postgresql+psycopg2://user:password@host:5432/database"
+    )
+
+
+def run_script(conn: sa.Connection, script: str) -> None:
+    """Execute every statement of a SQL script on ``conn`` (inside the caller's transaction)."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        for statement in split_statements(script):
+            cursor.execute(statement)  # verbatim: scripts carry no parameters
+    finally:
+        cursor.close()
+
+
+def init_db(engine: sa.Engine) -> list[str]:
+    """Create the source relations, output tables and views of the contract; idempotent.
+
+    Returns the names of the SQL files applied, in order.
+    """
+    dialect = engine.dialect.name
+    applied: list[str] = []
+    with engine.begin() as conn:
+        for subdir in SQL_SUBDIRS_FOR_INIT:
+            for path in sql_files(subdir, dialect):
+                run_script(conn, path.read_text(encoding="utf-8"))
+                applied.append(f"{subdir}/{path.name}")
+    logger.info("warehouse initialised (%s): %s", dialect, ", ".join(applied))
+    return applied
+
+
+def table_counts(engine: sa.Engine, tables: Sequence[str] = ("users", "orders", "events", "reviews")) -> dict[str, int]:
+    """Return ``{table: row count}`` for the given tables (names checked, not bound)."""
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for table in tables:
+            _check_identifier(table)
+            counts[table] = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one())
+    return counts
+
+
+def stream_query(
+    engine: sa.Engine,
+    sql: str,
+    params: Mapping[str, Any] | None = None,
+    chunk_rows: int = 50_000,
+    schema: pa.Schema | None = None,
+) -> Iterator[pa.Table]:
+    """Run a query and yield its rows as Arrow tables of at most ``chunk_rows`` rows.
+
+    On PostgreSQL a server-side cursor is used, so memory does not grow with the result.
+    When ``schema`` is given every chunk is built with it (stable types across chunks);
+    otherwise types are inferred per chunk, with NUMERIC read as float64.
+    """
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, max_row_buffer=chunk_rows).execute(
+            sa.text(sql), dict(params or {})
+        )
+        names = list(result.keys())
+        for rows in result.partitions(chunk_rows):
+            columns = list(zip(*rows)) if rows else [() for _ in names]
+            if schema is not None:
+                arrays = [pa.array(list(col), type=schema.field(name).type) for name, col in zip(names, columns)]
+                yield pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(n) for n in names]))
+            else:
+                yield pa.Table.from_arrays([_inferred(col) for col in columns], names=names)
+
+
+def _inferred(values: Sequence[Any]) -> pa.Array:
+    """Infer an Arrow array; decimals (PostgreSQL NUMERIC) become float64 so chunks agree."""
+    array = pa.array(list(values))
+    if pa.types.is_decimal(array.type):
+        array = array.cast(pa.float64())
+    return array
+
+
+def _check_identifier(name: str) -> None:
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"invalid table or column name {name!r}")
+
+
+def _sqlite_ready(table: pa.Table) -> pa.Table:
+    """Turn timestamps and dates into the text formats the SQLite contract uses."""
+    columns = []
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_timestamp(field.type):
+            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+        elif pa.types.is_date(field.type):
+            column = pc.strftime(column, format="%Y-%m-%d")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def bulk_insert(conn: sa.Connection, table: str, data: pa.Table) -> int:
+    """Append ``data`` (column names = table columns) to ``table`` inside the caller's transaction.
+
+    PostgreSQL: ``COPY ... FROM STDIN`` in CSV; SQLite: ``executemany``. Returns the row count.
+    """
+    _check_identifier(table)
+    for name in data.column_names:
+        _check_identifier(name)
+    if data.num_rows == 0:
+        return 0
+    cols = ", ".join(data.column_names)
+    if conn.dialect.name == "postgresql":
+        buffer = io.BytesIO()
+        pacsv.write_csv(data, buffer, write_options=pacsv.WriteOptions(include_header=False))
+        buffer.seek(0)
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buffer)
+        finally:
+            cursor.close()
+        return data.num_rows
+    ready = _sqlite_ready(data)
+    placeholders = ", ".join("?" for _ in data.column_names)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        for batch in ready.to_batches(max_chunksize=50_000):
+            pylists = [col.to_pylist() for col in batch.columns]
+            cursor.executemany(f"INSERT INTO {table} ({cols}) VALUES ({placeholders})", list(zip(*pylists)))
+    finally:
+        cursor.close()
+    return data.num_rows

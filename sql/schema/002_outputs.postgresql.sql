@@ -1,0 +1,22 @@
+-- Output tables in schema spendpred (PostgreSQL).
+CREATE SCHEMA IF NOT EXISTS spendpred;
+
+CREATE TABLE IF NOT EXISTS spendpred.user_spend_scores (
+    as_of           DATE NOT NULL,
+    user_id         TEXT NOT NULL,
+    predicted_spend DOUBLE PRECISION NOT NULL CHECK (predicted_spend >= 0),
+    tier            TEXT NOT NULL CHECK (tier IN ('high', 'medium', 'low')),
+    model_name      TEXT NOT NULL,
+    model_version   TEXT NOT NULL,
+    scored_at       TIMESTAMP NOT NULL,
+    PRIMARY KEY (as_of, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS spendpred.tier_thresholds (
+    as_of         DATE NOT NULL,
+    tier          TEXT NOT NULL CHECK (tier IN ('high', 'medium', 'low')),
+    lower_bound   DOUBLE PRECISION,
+    upper_bound   DOUBLE PRECISION,
+    model_version TEXT NOT NULL,
+    PRIMARY KEY (as_of, tier)
+);

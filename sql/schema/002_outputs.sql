@@ -1,0 +1,20 @@
+-- Output tables (SQLite: plain tables; PostgreSQL: schema spendpred).
+CREATE TABLE IF NOT EXISTS user_spend_scores (
+    as_of           DATE NOT NULL,
+    user_id         TEXT NOT NULL,
+    predicted_spend DOUBLE PRECISION NOT NULL CHECK (predicted_spend >= 0),
+    tier            TEXT NOT NULL CHECK (tier IN ('high', 'medium', 'low')),
+    model_name      TEXT NOT NULL,
+    model_version   TEXT NOT NULL,
+    scored_at       TIMESTAMP NOT NULL,
+    PRIMARY KEY (as_of, user_id)
+);
+
+CREATE TABLE IF NOT EXISTS tier_thresholds (
+    as_of         DATE NOT NULL,
+    tier          TEXT NOT NULL CHECK (tier IN ('high', 'medium', 'low')),
+    lower_bound   DOUBLE PRECISION,
+    upper_bound   DOUBLE PRECISION,
+    model_version TEXT NOT NULL,
+    PRIMARY KEY (as_of, tier)
+);
