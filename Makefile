@@ -1,0 +1,38 @@
+# spendpred — every target has a one-line description: run `make help`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv (when missing) and install spendpred with pinned dependencies
+
+DEMO_USERS ?= 3000
+DEMO_END ?= 2024-12-31
+
+demo: $(STAMP) ## Run the main job on the embedded defaults (SQLite warehouse and MLflow under var/)
+	$(VENV)/bin/spendpred db init
+	$(VENV)/bin/spendpred seed --users $(DEMO_USERS) --days 730 --end-date $(DEMO_END)
+	$(VENV)/bin/spendpred summary
+
+test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
+	$(VENV)/bin/pytest
+
+clean: ## Remove var/ (demo warehouse, MLflow store, staging)
+	rm -rf var

