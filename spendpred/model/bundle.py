@@ -1,0 +1,307 @@
+"""``SpendModel``: a trained regressor with its tokenizer and normaliser, saved as a plain folder.
+
+Bundle layout (no pickles)::
+
+    <dir>/encoder/            encoder.save_pretrained + tokenizer.save_pretrained (safetensors)
+    <dir>/head.safetensors    the MLP head's tensors
+    <dir>/bundle.json         loss, feature columns, normaliser, text-template version,
+                              max_length, pooling, head shape, sha256 of every file above
+
+``SpendModel.load`` checks every file against the checksums in ``bundle.json`` and raises
+``ModelError`` naming the missing or corrupt file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from spendpred.errors import ConfigError, ModelError
+from spendpred.model.data import length_sorted_batches, tokenize_texts
+from spendpred.model.features import FeatureNormaliser, check_texts
+from spendpred.model.losses import LOSSES, output_dim, predict_spend
+from spendpred.model.network import SpendHead, SpendRegressor, load_encoder, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"
+PREDICT_CHUNK = 16384
+"""Rows tokenised at once by ``SpendModel.predict`` (then sorted by length within the chunk)."""
+
+_REQUIRED_KEYS = (
+    "format_version",
+    "loss",
+    "feature_columns",
+    "normaliser",
+    "use_features",
+    "text_template_version",
+    "max_length",
+    "pooling",
+    "head",
+    "files",
+)
+_FIX = "retrain the model or pick another registered version"
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for ``device`` ("auto", "cpu" or "cuda").
+
+    Raises ``ConfigError`` naming the field ``device`` when it is unknown, or "cuda" is asked
+    for on a machine without CUDA.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} but CUDA is not available here: use device='auto' or 'cpu'")
+        return torch.device(device)
+    raise ConfigError(f"device={device!r} is not supported: use 'auto', 'cpu' or 'cuda'")
+
+
+def autocast_context(device: torch.device):  # noqa: ANN201 - a context manager
+    """Return bf16 autocast on a CUDA device that supports it, else a no-op context."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of the file at ``path``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, desc: str) -> Iterator[Any]:
+    """Yield a tqdm bar (disabled when ``enabled`` is false or stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="row", disable=not enabled or not sys.stderr.isatty(), leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+class SpendModel:
+    """A trained spend regressor: ``predict`` spend, ``save`` to a folder, ``load`` it back.
+
+    ``meta`` is the content of ``bundle.json``.
+    """
+
+    def __init__(
+        self,
+        regressor: SpendRegressor,
+        tokenizer: Any,
+        normaliser: FeatureNormaliser,
+        meta: dict[str, Any],
+        device: torch.device | None = None,
+    ) -> None:
+        self.regressor = regressor
+        self.tokenizer = tokenizer
+        self.normaliser = normaliser
+        self.meta = meta
+        self.device = device or next(regressor.parameters()).device
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def loss(self) -> str:
+        """The loss the model was trained with (``mse``, ``huber`` or ``ziln``)."""
+        return str(self.meta["loss"])
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Numeric feature columns ``predict`` needs (empty when features are not used)."""
+        return list(self.meta["feature_columns"]) if self.meta["use_features"] else []
+
+    @property
+    def max_length(self) -> int:
+        """Token limit texts are truncated to."""
+        return int(self.meta["max_length"])
+
+    def to(self, device: str | torch.device) -> SpendModel:
+        """Move the model to ``device`` ("auto", "cpu", "cuda" or a torch device); return self."""
+        target = resolve_device(device) if isinstance(device, str) else device
+        self.regressor.to(target)
+        self.device = target
+        return self
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict(
+        self, df: pd.DataFrame, batch_size: int = 256, chunk_size: int = PREDICT_CHUNK, progress: bool = False
+    ) -> np.ndarray:
+        """Return predicted spend (float64, currency units, >= 0) for each row of ``df``, in order.
+
+        ``df`` needs the ``text`` column and, when the model uses them, its feature columns.
+        Texts are tokenised a chunk at a time, sorted by length and padded per batch; CUDA
+        runs under bf16 autocast. Raises ``DataError`` naming the column or row when the
+        input is malformed and ``ConfigError`` for a non-positive batch or chunk size.
+        """
+        if batch_size < 1 or chunk_size < 1:
+            raise ConfigError(f"batch_size={batch_size} and chunk_size={chunk_size} must both be >= 1")
+        texts = check_texts(df, "prediction input")
+        features = self.normaliser.transform(df, "prediction input") if self.feature_columns else None
+        out = np.empty(len(texts), dtype=np.float64)
+        self.regressor.eval()
+        with _progress(len(texts), progress, "predict") as bar, torch.inference_mode():
+            for start in range(0, len(texts), chunk_size):
+                stop = min(start + chunk_size, len(texts))
+                tokens = tokenize_texts(self.tokenizer, texts[start:stop], self.max_length)
+                chunk_features = None if features is None else torch.from_numpy(features[start:stop])
+                for index in length_sorted_batches(tokens.lengths, batch_size):
+                    out[start + index] = self._predict_batch(tokens, index, chunk_features)
+                    bar.update(len(index))
+        return out
+
+    def _predict_batch(self, tokens: Any, index: np.ndarray, features: torch.Tensor | None) -> np.ndarray:
+        """Return predicted spend for rows ``index`` of a tokenised chunk."""
+        input_ids, mask = tokens.batch(index)
+        non_blocking = self.device.type == "cuda"
+        input_ids = input_ids.to(self.device, non_blocking=non_blocking)
+        mask = mask.to(self.device, non_blocking=non_blocking)
+        batch_features = None
+        if features is not None:
+            batch_features = features[torch.from_numpy(index)].to(self.device, non_blocking=non_blocking)
+        with autocast_context(self.device):
+            pooled = self.regressor.pool(input_ids, mask)
+        raw = self.regressor.head_forward(pooled, batch_features)
+        return predict_spend(self.loss, raw).double().cpu().numpy()
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write the bundle to ``directory`` (created); return its path.
+
+        Raises ``ModelError`` when ``directory`` already holds a bundle and ``overwrite``
+        is false.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(directory)
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise ModelError(f"{path} is not empty: save the model to a new folder or pass overwrite=True")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        encoder_path = path / ENCODER_DIR
+        self.regressor.encoder.save_pretrained(str(encoder_path))
+        self.tokenizer.save_pretrained(str(encoder_path))
+        head_state = {k: v.detach().to("cpu").contiguous() for k, v in self.regressor.head.state_dict().items()}
+        save_file(head_state, str(path / HEAD_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+        files = {
+            file.relative_to(path).as_posix(): sha256_file(file)
+            for file in sorted(path.rglob("*"))
+            if file.is_file()
+        }
+        meta = dict(self.meta)
+        meta["files"] = files
+        meta["format_version"] = FORMAT_VERSION
+        (path / BUNDLE_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        self.meta = meta
+        logger.info("saved model bundle to %s (%d files, loss=%s)", path, len(files) + 1, self.loss)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> SpendModel:
+        """Return the model saved in ``directory``, on ``device`` ("auto", "cpu" or "cuda").
+
+        Raises ``ModelError`` naming the missing or corrupt file (bundle.json, head.safetensors,
+        a file under encoder/) and saying to retrain or pick another version; ``ConfigError``
+        for a bad device.
+        """
+        from safetensors.torch import load_file
+
+        path = Path(directory)
+        if not path.is_dir():
+            raise ModelError(f"model bundle folder {path} does not exist: {_FIX}")
+        meta = _read_meta(path)
+        _verify_files(path, meta)
+        tokenizer = load_tokenizer(path / ENCODER_DIR)
+        encoder = load_encoder(path / ENCODER_DIR)
+        head_meta = meta["head"]
+        try:
+            head = SpendHead(
+                int(head_meta["in_dim"]), int(head_meta["hidden_dim"]), int(head_meta["out_dim"]),
+                float(head_meta.get("dropout", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path / BUNDLE_JSON}: 'head' is malformed ({exc!r}); {_FIX}") from exc
+        try:
+            head.load_state_dict(load_file(str(path / HEAD_FILE)), strict=True)
+        except Exception as exc:  # SafetensorError, RuntimeError on shape mismatch
+            raise ModelError(f"{path / HEAD_FILE} is corrupt or does not match bundle.json ({exc}); {_FIX}") from exc
+        columns = list(meta["feature_columns"]) if meta["use_features"] else []
+        normaliser = FeatureNormaliser.from_dict(columns, meta["normaliser"]) if columns else FeatureNormaliser()
+        hidden = int(encoder.config.hidden_size)
+        if head.in_dim != hidden + len(columns) or head.out_dim != output_dim(meta["loss"]):
+            raise ModelError(
+                f"{path}: head shape ({head.in_dim} -> {head.out_dim}) does not fit the encoder width {hidden}, "
+                f"{len(columns)} features and loss {meta['loss']!r}; {_FIX}"
+            )
+        regressor = SpendRegressor(encoder, head, len(columns))
+        target = resolve_device(device)
+        regressor.to(target).eval()
+        logger.info("loaded model bundle %s (loss=%s, %d features) on %s", path, meta["loss"], len(columns), target)
+        return cls(regressor, tokenizer, normaliser, meta, target)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """Return the checked ``bundle.json`` of the bundle at ``path``; raises ``ModelError``."""
+    meta_path = path / BUNDLE_JSON
+    if not meta_path.is_file():
+        raise ModelError(f"{meta_path} is missing: {path} is not a complete model bundle; {_FIX}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_path} is corrupt ({exc}); {_FIX}") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path} is corrupt (not a JSON object); {_FIX}")
+    missing = [key for key in _REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise ModelError(f"{meta_path} lacks {missing}; {_FIX}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise ModelError(
+            f"{meta_path} has format_version {meta['format_version']!r}, this spendpred reads {FORMAT_VERSION}: "
+            "use a matching spendpred version or retrain the model"
+        )
+    if meta["loss"] not in LOSSES:
+        raise ModelError(f"{meta_path}: unknown loss {meta['loss']!r}; {_FIX}")
+    if meta["pooling"] != "mean":
+        raise ModelError(f"{meta_path}: unknown pooling {meta['pooling']!r}; {_FIX}")
+    if not isinstance(meta["files"], dict) or HEAD_FILE not in meta["files"]:
+        raise ModelError(f"{meta_path}: 'files' does not list {HEAD_FILE}; {_FIX}")
+    return meta
+
+
+def _verify_files(path: Path, meta: dict[str, Any]) -> None:
+    """Check every file listed in ``meta['files']`` exists with its sha256; raises ``ModelError``."""
+    root = path.resolve()
+    for name, expected in sorted(meta["files"].items()):
+        file = (path / name).resolve()
+        if root not in file.parents:
+            raise ModelError(f"{path / BUNDLE_JSON} lists a file outside the bundle ({name!r}); {_FIX}")
+        if not file.is_file():
+            raise ModelError(f"{path / name} is missing from the model bundle; {_FIX}")
+        if sha256_file(file) != expected:
+            raise ModelError(f"{path / name} is corrupt (its sha256 does not match bundle.json); {_FIX}")
+    if not (path / ENCODER_DIR / "config.json").is_file():
+        raise ModelError(f"{path / ENCODER_DIR / 'config.json'} is missing from the model bundle; {_FIX}")
+

@@ -1,0 +1,147 @@
+"""Loss functions and output-to-spend mappings for the spend regressor (pure functions).
+
+Every loss takes the raw head output and the true spend in currency units (``y >= 0``):
+
+- ``mse``: the head outputs one value ``z`` per user, trained with the mean squared error
+  against ``log1p(y)``; the predicted spend is ``expm1(z)`` clipped at 0.
+- ``huber``: as ``mse`` but with the Huber loss (``delta`` in log1p units).
+- ``ziln``: zero-inflated lognormal. The head outputs ``(logit, mu, sigma_raw)`` with
+  ``sigma = softplus(sigma_raw)``; the loss is ``BCE(logit, y > 0)`` plus, for buyers,
+  the negative log lognormal density ``log y + log sigma + log(2 pi)/2 +
+  (log y - mu)^2 / (2 sigma^2)``, both averaged over all users in the batch. The
+  predicted spend is the expectation ``sigmoid(logit) * exp(mu + sigma^2 / 2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spendpred.errors import ConfigError
+
+LOSSES: tuple[str, ...] = ("mse", "huber", "ziln")
+"""Names of the supported losses."""
+
+SIGMA_MIN = 1e-4
+"""Lower bound on the ZILN scale, so that the density never divides by zero."""
+
+MAX_LOG_SPEND = 80.0
+"""Upper bound on a log-spend before ``exp`` (keeps predictions finite in float32)."""
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def check_loss_name(loss: str) -> str:
+    """Return ``loss`` unchanged when supported; raises ``ConfigError`` naming the choices."""
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r} is not supported: use one of {', '.join(LOSSES)}")
+    return loss
+
+
+def output_dim(loss: str) -> int:
+    """Return how many values the head outputs per user for ``loss`` (1, or 3 for ZILN).
+
+    Raises ``ConfigError`` for an unknown loss.
+    """
+    return 3 if check_loss_name(loss) == "ziln" else 1
+
+
+def mse_log1p_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return the mean squared error between ``output`` (shape (n,) or (n, 1)) and ``log1p(y)``."""
+    return F.mse_loss(output.reshape(-1), torch.log1p(y.reshape(-1)))
+
+
+def huber_log1p_loss(output: torch.Tensor, y: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Return the mean Huber loss (threshold ``delta``) between ``output`` and ``log1p(y)``."""
+    return F.huber_loss(output.reshape(-1), torch.log1p(y.reshape(-1)), delta=delta)
+
+
+def ziln_params(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split a ZILN head output of shape (n, 3) into ``(logit, mu, sigma)`` (sigma > 0).
+
+    Raises ``ValueError`` when the output does not have 3 columns.
+    """
+    if output.ndim != 2 or output.shape[1] != 3:
+        raise ValueError(f"a ZILN head output must have shape (n, 3), got {tuple(output.shape)}")
+    logit, mu, sigma_raw = output.unbind(dim=1)
+    sigma = F.softplus(sigma_raw).clamp_min(SIGMA_MIN)
+    return logit, mu, sigma
+
+
+def ziln_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Return the zero-inflated lognormal negative log-likelihood, averaged over the batch.
+
+    ``output`` has shape (n, 3): purchase logit, mu, raw sigma. Raises ``ValueError`` on a
+    wrongly shaped output.
+    """
+    logit, mu, sigma = ziln_params(output)
+    y = y.reshape(-1).to(logit.dtype)
+    positive = (y > 0).to(logit.dtype)
+    classification = F.binary_cross_entropy_with_logits(logit, positive, reduction="none")
+    log_y = torch.log(torch.where(y > 0, y, torch.ones_like(y)))
+    nll = log_y + torch.log(sigma) + _HALF_LOG_2PI + (log_y - mu) ** 2 / (2.0 * sigma**2)
+    return (classification + positive * nll).mean()
+
+
+def compute_loss(loss: str, output: torch.Tensor, y: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
+    """Return the scalar training loss ``loss`` of ``output`` against spend ``y``.
+
+    Raises ``ConfigError`` for an unknown loss.
+    """
+    name = check_loss_name(loss)
+    if name == "mse":
+        return mse_log1p_loss(output, y)
+    if name == "huber":
+        return huber_log1p_loss(output, y, delta=huber_delta)
+    return ziln_loss(output, y)
+
+
+def log1p_predict(output: torch.Tensor) -> torch.Tensor:
+    """Return the spend predicted by an ``mse``/``huber`` head: ``expm1(output)`` clipped at 0, shape (n,)."""
+    return torch.expm1(output.reshape(-1).clamp(max=MAX_LOG_SPEND)).clamp_min(0.0)
+
+
+def ziln_predict(output: torch.Tensor) -> torch.Tensor:
+    """Return the expected spend under the ZILN head output: ``sigmoid(logit) * exp(mu + sigma^2/2)``."""
+    logit, mu, sigma = ziln_params(output)
+    return torch.sigmoid(logit) * torch.exp((mu + 0.5 * sigma**2).clamp(max=MAX_LOG_SPEND))
+
+
+def predict_spend(loss: str, output: torch.Tensor) -> torch.Tensor:
+    """Return predicted spend (currency units, >= 0, shape (n,)) from a raw head output.
+
+    Raises ``ConfigError`` for an unknown loss.
+    """
+    if check_loss_name(loss) == "ziln":
+        return ziln_predict(output)
+    return log1p_predict(output)
+
+
+def initial_bias(loss: str, y: Sequence[float] | np.ndarray) -> list[float]:
+    """Return a starting bias for the head's last layer that fits the label distribution.
+
+    ``mse``/``huber``: the mean of ``log1p(y)``. ``ziln``: the log-odds of buying, the mean
+    log spend of buyers and the raw sigma whose softplus is their log-spend standard
+    deviation. Starting there makes the untrained model the best constant predictor, so
+    training only has to learn the differences between users. Raises ``ConfigError`` for
+    an unknown loss.
+    """
+    name = check_loss_name(loss)
+    values = np.asarray(y, dtype=np.float64).reshape(-1)
+    if name != "ziln":
+        return [float(np.log1p(values).mean()) if values.size else 0.0]
+    n = values.size
+    buyers = values[values > 0]
+    share = (buyers.size + 0.5) / (n + 1.0)
+    logit = math.log(share / (1.0 - share))
+    if buyers.size == 0:
+        return [logit, 0.0, 0.0]
+    log_y = np.log(buyers)
+    mu = float(log_y.mean())
+    std = max(float(log_y.std()), 0.1)
+    sigma_raw = std + math.log(-math.expm1(-std))  # inverse softplus
+    return [logit, mu, sigma_raw]
