@@ -1,0 +1,320 @@
+"""Evaluation metrics for zero-inflated, heavy-tailed spend (pure numpy).
+
+Every function takes ``y_true`` (observed spend, >= 0 where shares of spend are involved)
+and ``y_pred`` (predicted spend) as 1-D array-likes of the same length and raises
+:class:`spendpred.errors.DataError` on empty, mis-shaped or non-finite input.
+
+Conventions shared by the ranking metrics (Gini, top-k capture, decile MAPE):
+
+* Users are ordered by prediction, highest first.
+* **Ties in the prediction share their spend evenly**: inside a group of equal predictions
+  every user is credited with the group's mean true spend. The result therefore depends
+  neither on the input order nor on a sort's tie-breaking, and a constant predictor gets no
+  credit for a lucky order.
+* **No spend at all** (``sum(y_true) == 0``): shares of spend are undefined, so
+  :func:`gini`, :func:`normalised_gini` and :func:`top_k_capture` return ``nan``.
+
+Tiers (:func:`assign_tiers_by_rank`) rank values highest first: the top ``high`` share is
+``"high"``, the next ``medium`` share ``"medium"``, the rest ``"low"``; equal values always
+get the same tier (a tie group goes where its mean rank falls).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from spendpred.errors import DataError
+
+TIERS: tuple[str, str, str] = ("high", "medium", "low")
+"""Tier names, best first: the row/column order of :func:`tier_confusion`."""
+
+ArrayLike = npt.ArrayLike
+
+
+def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.size == 0:
+        raise DataError(f"{name} is empty: metrics need at least one user")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{name} has {int(bad.sum())} non-finite value(s) (first at position {first}: "
+            f"{array[first]!r}); fill or drop them before computing metrics"
+        )
+    return array
+
+
+def _pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    true = _as_1d(y_true, "y_true")
+    pred = _as_1d(y_pred, "y_pred")
+    if true.shape != pred.shape:
+        raise DataError(
+            f"y_true has {true.size} values but y_pred has {pred.size}: "
+            "pass one prediction per user"
+        )
+    return true, pred
+
+
+def _require_non_negative(y_true: np.ndarray) -> None:
+    negative = y_true < 0
+    if negative.any():
+        first = int(np.flatnonzero(negative)[0])
+        raise DataError(
+            f"y_true has {int(negative.sum())} negative value(s) (first at position {first}: "
+            f"{y_true[first]!r}); spend must be >= 0 for shares of spend"
+        )
+
+
+def _top_count(n: int, share: float) -> int:
+    """Users in the top ``share`` of ``n``: ``ceil(share * n)`` (robust to float noise)."""
+    return min(n, max(0, math.ceil(share * n - 1e-9)))
+
+
+def rankdata(values: ArrayLike) -> np.ndarray:
+    """Return 1-based ranks of ``values`` (smallest = 1), ties given their average rank.
+
+    Raises ``DataError`` on empty or non-finite input.
+    """
+    array = _as_1d(values, "values")
+    order = np.argsort(array, kind="stable")
+    sorted_values = array[order]
+    # start of each run of equal values
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], array.size]  # exclusive
+    average = (starts + ends + 1) / 2.0  # mean of 1-based positions start+1 .. end
+    ranks = np.empty(array.size, dtype=np.float64)
+    ranks[order] = np.repeat(average, ends - starts)
+    return ranks
+
+
+def _sorted_by_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """True spend ordered by prediction (highest first), ties sharing their spend evenly."""
+    order = np.argsort(-y_pred, kind="stable")
+    pred_sorted = y_pred[order]
+    true_sorted = y_true[order]
+    starts = np.flatnonzero(np.r_[True, pred_sorted[1:] != pred_sorted[:-1]])
+    sizes = np.diff(np.r_[starts, y_pred.size])
+    group_means = np.add.reduceat(true_sorted, starts) / sizes
+    return np.repeat(group_means, sizes)
+
+
+def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Return the root mean squared error. Raises ``DataError`` on bad input."""
+    true, pred = _pair(y_true, y_pred)
+    return float(np.sqrt(np.mean((pred - true) ** 2)))
+
+
+def mae(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Return the mean absolute error. Raises ``DataError`` on bad input."""
+    true, pred = _pair(y_true, y_pred)
+    return float(np.mean(np.abs(pred - true)))
+
+
+def spearman(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Return Spearman's rank correlation (Pearson correlation of average ranks).
+
+    ``nan`` when either side is constant (the correlation is undefined).
+    Raises ``DataError`` on bad input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    rank_true = rankdata(true)
+    rank_pred = rankdata(pred)
+    dev_true = rank_true - rank_true.mean()
+    dev_pred = rank_pred - rank_pred.mean()
+    denominator = math.sqrt(float(np.sum(dev_true**2)) * float(np.sum(dev_pred**2)))
+    if denominator == 0.0:
+        return float("nan")
+    return float(np.sum(dev_true * dev_pred) / denominator)
+
+
+def gain_curve(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Return the cumulative gain curve ``(share_of_users, share_of_spend)``.
+
+    Both arrays have ``n + 1`` points starting at ``(0, 0)``; users are taken in order of
+    prediction (highest first), ties sharing their spend evenly. The spend share is ``nan``
+    everywhere when ``sum(y_true) == 0``. Raises ``DataError`` on bad or negative input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    _require_non_negative(true)
+    total = float(true.sum())
+    share_users = np.arange(true.size + 1, dtype=np.float64) / true.size
+    if total == 0.0:
+        return share_users, np.full(true.size + 1, np.nan)
+    cumulative = np.r_[0.0, np.cumsum(_sorted_by_prediction(true, pred))] / total
+    return share_users, cumulative
+
+
+def gini(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Return the Gini of the predicted ordering: ``2 * mean_k(C_k) - 1``.
+
+    ``C_k`` is the share of all true spend held by the ``k`` users with the highest
+    predictions (``k = 1..n``; ties share their spend evenly). One user holding all spend
+    and ranked first gives 1; a constant prediction gives ``1/n``. ``nan`` when
+    ``sum(y_true) == 0``. Raises ``DataError`` on bad or negative input.
+    """
+    _, cumulative = gain_curve(y_true, y_pred)
+    if np.isnan(cumulative[-1]):
+        return float("nan")
+    return float(2.0 * cumulative[1:].mean() - 1.0)
+
+
+def normalised_gini(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Return the model's Gini divided by the Gini of the perfect ordering (``y_pred = y_true``).
+
+    1 means the predictions order users exactly as their true spend does. ``nan`` when
+    ``sum(y_true) == 0`` (the perfect Gini is then undefined; it is > 0 otherwise).
+    Raises ``DataError`` on bad or negative input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    perfect = gini(true, true)
+    if math.isnan(perfect):
+        return float("nan")
+    return gini(true, pred) / perfect
+
+
+def top_k_capture(y_true: ArrayLike, y_pred: ArrayLike, k: float = 0.10) -> float:
+    """Return the share of true spend held by the top ``k`` share of users by prediction.
+
+    The top group has ``ceil(k * n)`` users (at least one when ``k > 0``); ties with the
+    group's last member share their spend evenly. ``nan`` when ``sum(y_true) == 0``.
+    Raises ``DataError`` on bad input and ``ValueError`` when ``k`` is not in (0, 1].
+    """
+    if not 0.0 < k <= 1.0:
+        raise ValueError(f"k must be a share of users in (0, 1], got {k!r}")
+    _, cumulative = gain_curve(y_true, y_pred)
+    n = cumulative.size - 1
+    return float(cumulative[_top_count(n, k)])
+
+
+def decile_table(
+    y_true: ArrayLike, y_pred: ArrayLike, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return ``(mean_pred, mean_true, count)`` per prediction decile, highest decile first.
+
+    Users are ordered by prediction (ties sharing their spend evenly) and split into
+    ``bins`` groups of sizes differing by at most one (``numpy.array_split``: the larger
+    groups come first). With fewer users than bins the trailing groups are empty: their
+    means are ``nan`` and their count 0. Raises ``DataError`` on bad input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins!r}")
+    true_sorted = _sorted_by_prediction(true, pred)
+    pred_sorted = np.sort(pred)[::-1]
+    mean_pred = np.full(bins, np.nan)
+    mean_true = np.full(bins, np.nan)
+    counts = np.zeros(bins, dtype=np.int64)
+    for index, positions in enumerate(np.array_split(np.arange(true.size), bins)):
+        if positions.size:
+            mean_pred[index] = pred_sorted[positions].mean()
+            mean_true[index] = true_sorted[positions].mean()
+            counts[index] = positions.size
+    return mean_pred, mean_true, counts
+
+
+def decile_mape(y_true: ArrayLike, y_pred: ArrayLike, bins: int = 10) -> float:
+    """Return the mean over prediction deciles of ``|mean pred - mean true| / mean true``.
+
+    Deciles as in :func:`decile_table`. Deciles that are empty or whose mean true spend is
+    zero are skipped (the relative error is undefined there); ``nan`` when every decile is
+    skipped. Raises ``DataError`` on bad or negative input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    _require_non_negative(true)
+    mean_pred, mean_true, counts = decile_table(true, pred, bins)
+    usable = (counts > 0) & (mean_true > 0)
+    if not usable.any():
+        return float("nan")
+    errors = np.abs(mean_pred[usable] - mean_true[usable]) / mean_true[usable]
+    return float(errors.mean())
+
+
+def assign_tiers_by_rank(
+    values: ArrayLike, high: float = 0.10, medium: float = 0.30
+) -> np.ndarray:
+    """Return the tier (``"high"``, ``"medium"`` or ``"low"``) of each value, ranked highest first.
+
+    The first ``ceil(high * n)`` ranks are high, ranks up to ``ceil((high + medium) * n)``
+    medium, the rest low. Equal values get the same tier: a tie group takes the tier of its
+    mean (0-based) rank, so e.g. a large group of zero spenders lands where most of it falls.
+    Raises ``DataError`` on bad input and ``ValueError`` on shares outside [0, 1].
+    """
+    array = _as_1d(values, "values")
+    if not (0.0 <= high <= 1.0 and 0.0 <= medium <= 1.0 and high + medium <= 1.0 + 1e-12):
+        raise ValueError(
+            f"tier shares must be in [0, 1] with high + medium <= 1, got high={high!r}, "
+            f"medium={medium!r}"
+        )
+    n = array.size
+    n_high = _top_count(n, high)
+    n_high_or_medium = max(n_high, _top_count(n, high + medium))
+    # 0-based mean position in descending order = n - (ascending 1-based average rank)
+    position = n - rankdata(array)
+    tiers = np.full(n, "low", dtype=object)
+    tiers[position < n_high_or_medium] = "medium"
+    tiers[position < n_high] = "high"
+    return tiers.astype(str)
+
+
+def tier_confusion(
+    y_true: ArrayLike, y_pred: ArrayLike, high: float = 0.10, medium: float = 0.30
+) -> np.ndarray:
+    """Return the 3x3 tier confusion matrix (int counts) of true versus predicted tiers.
+
+    Rows are true tiers and columns predicted tiers, both in :data:`TIERS` order
+    (high, medium, low); tiers come from :func:`assign_tiers_by_rank` applied separately to
+    ``y_true`` and ``y_pred``. Raises ``DataError`` on bad input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    true_tiers = assign_tiers_by_rank(true, high, medium)
+    pred_tiers = assign_tiers_by_rank(pred, high, medium)
+    index = {tier: position for position, tier in enumerate(TIERS)}
+    matrix = np.zeros((len(TIERS), len(TIERS)), dtype=np.int64)
+    for true_tier, pred_tier in zip(true_tiers, pred_tiers, strict=True):
+        matrix[index[true_tier], index[pred_tier]] += 1
+    return matrix
+
+
+METRIC_NAMES: Sequence[str] = (
+    "rmse",
+    "mae",
+    "spearman",
+    "gini",
+    "normalised_gini",
+    "top10_capture",
+    "decile_mape",
+    "tier_accuracy",
+    "high_tier_recall",
+)
+"""Keys of :func:`evaluate`'s result, in report order."""
+
+
+def evaluate(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+    """Return every scalar metric as ``{name: value}`` with keys :data:`METRIC_NAMES`.
+
+    ``tier_accuracy`` is the share of users whose predicted tier equals their true tier;
+    ``high_tier_recall`` the share of truly high users predicted high. Undefined metrics are
+    ``nan`` (see the module docstring). Raises ``DataError`` on bad or negative input.
+    """
+    true, pred = _pair(y_true, y_pred)
+    _require_non_negative(true)
+    confusion = tier_confusion(true, pred)
+    true_high = int(confusion[0].sum())
+    return {
+        "rmse": rmse(true, pred),
+        "mae": mae(true, pred),
+        "spearman": spearman(true, pred),
+        "gini": gini(true, pred),
+        "normalised_gini": normalised_gini(true, pred),
+        "top10_capture": top_k_capture(true, pred, 0.10),
+        "decile_mape": decile_mape(true, pred),
+        "tier_accuracy": float(np.trace(confusion) / true.size),
+        "high_tier_recall": float(confusion[0, 0] / true_high) if true_high else float("nan"),
+    }

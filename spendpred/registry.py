@@ -1,0 +1,655 @@
+"""MLflow tracking, model registry and the promotion gate.
+
+* Experiment ``spendpred`` (created with ``Settings.resolved_artifact_root``), registered
+  model ``spendpred-regressor``, aliases ``champion`` (what scoring uses) and ``challenger``
+  (the latest candidate).
+* :func:`log_training_run` records one training: params, per-epoch metrics, the snapshot
+  manifest and validation result, the evaluation report and plots, and the model as a pyfunc
+  around the bundle folder (safetensors). The pyfunc is logged "from code" (a three-line
+  file that instantiates ``SpendPyfuncModel``), so nothing is pickled at all.
+  The model becomes a new registered version with alias ``challenger`` and version tags
+  (text-template version, loss, feature columns, normaliser, test metrics).
+* :func:`promote` applies the gate: the challenger becomes champion only when it beats the
+  champion's normalised Gini on the same test users without losing more than a tolerance
+  on RMSE; the first version always becomes champion; ``mode="force"`` is recorded.
+* :func:`load_model` and :func:`champion_info` read the registry back.
+
+The tracking URI is never set at import; every function takes ``settings`` (default:
+:func:`spendpred.config.get_settings`) and talks to ``Settings.resolved_tracking_uri``.
+MLflow is imported inside functions (it is slow to import), and ``SpendPyfuncModel`` is
+built on first access through the module ``__getattr__``, so the class is importable as
+``spendpred.registry.SpendPyfuncModel`` (as the logged code file does) without importing
+MLflow when this module is imported.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import math
+import numbers
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from spendpred.config import Settings, get_settings
+from spendpred.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from spendpred.model import SpendModel
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT_NAME = "spendpred"
+REGISTERED_MODEL = "spendpred-regressor"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LOGGED_MODEL_NAME = "model"
+BUNDLE_ARTIFACT = "bundle"
+METRIC_TAG_PREFIX = "test_"
+PromotionMode = Literal["auto", "never", "force"]
+NO_CHAMPION_MESSAGE = "no champion yet: run `spendpred train --promote auto` first"
+_PIP_PACKAGES = ("spendpred", "mlflow", "torch", "transformers", "safetensors", "numpy", "pandas")
+
+
+# -- connection -----------------------------------------------------------------------------
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings if settings is not None else get_settings()
+
+
+def _prepare_store(uri: str) -> None:
+    """Create the folder of a SQLite tracking database (MLflow creates the file itself)."""
+    if uri.startswith("sqlite:///"):
+        database = uri[len("sqlite:///"):]
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def get_client(settings: Settings | None = None) -> MlflowClient:
+    """Return an ``MlflowClient`` on the settings' tracking URI (also used as registry URI).
+
+    Creates the folder of a SQLite store if needed; sets nothing global.
+    """
+    from mlflow import MlflowClient
+
+    uri = _settings(settings).resolved_tracking_uri
+    _prepare_store(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def _tracking(settings: Settings) -> Iterator[None]:
+    """Point MLflow's fluent API at the settings' store for the block, then restore it.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; the previous module
+    state and environment are put back exactly (the fluent API is process-global, so this is
+    not meant for concurrent threads).
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    uri = settings.resolved_tracking_uri
+    _prepare_store(uri)
+    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
+    saved_registry = getattr(registry_utils, "_registry_uri", None)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def ensure_experiment(client: MlflowClient, settings: Settings | None = None) -> str:
+    """Return the id of experiment ``spendpred``, creating it (artifacts under
+    ``Settings.resolved_artifact_root``) or restoring it when it was deleted.
+    """
+    from mlflow.exceptions import MlflowException
+
+    settings = _settings(settings)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        try:
+            return str(
+                client.create_experiment(EXPERIMENT_NAME, artifact_location=settings.resolved_artifact_root)
+            )
+        except MlflowException:  # created concurrently by another process
+            experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        logger.warning("experiment %r was deleted; restoring it", EXPERIMENT_NAME)
+        client.restore_experiment(experiment.experiment_id)
+    return str(experiment.experiment_id)
+
+
+# -- the pyfunc wrapper -------------------------------------------------------------------------
+
+
+def _build_pyfunc_class() -> type:
+    """Create ``SpendPyfuncModel`` (needs MLflow, so it is built on first access)."""
+    import mlflow.pyfunc
+    import numpy as np
+    import pandas as pd
+
+    class SpendPyfuncModel(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc around a spendpred model bundle (the ``bundle`` artifact).
+
+        The instance holds no weights: ``load_context`` loads ``SpendModel`` from the
+        bundle folder and ``predict`` takes a DataFrame with the snapshot columns (``text``
+        and the feature columns; others are ignored) and returns predicted spend.
+        """
+
+        def load_context(self, context: Any) -> None:
+            from spendpred.model import SpendModel
+
+            self.model = SpendModel.load(context.artifacts[BUNDLE_ARTIFACT])
+
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> np.ndarray:
+            """Return predicted spend (numpy float64, >= 0) for each row of ``model_input``."""
+            if not isinstance(model_input, pd.DataFrame):
+                model_input = pd.DataFrame(model_input)
+            batch_size = int((params or {}).get("batch_size", 256))
+            return self.model.predict(model_input, batch_size=batch_size)
+
+        # MLflow reads predict's type hints when the class is created; postponed annotations are
+        # strings naming function-local imports it cannot resolve, so give it the objects.
+        predict.__annotations__ = {
+            "context": Any, "model_input": pd.DataFrame, "params": dict[str, Any] | None, "return": np.ndarray,
+        }
+
+    SpendPyfuncModel.__module__ = __name__
+    SpendPyfuncModel.__qualname__ = "SpendPyfuncModel"
+    return SpendPyfuncModel
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``SpendPyfuncModel`` on first access (module attribute hook); raise ``AttributeError`` otherwise."""
+    if name == "SpendPyfuncModel":
+        cls = _build_pyfunc_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_MODEL_CODE = '''"""MLflow models-from-code entry point of spendpred-regressor (written by spendpred.registry)."""
+
+import mlflow
+
+from spendpred.registry import SpendPyfuncModel
+
+mlflow.models.set_model(SpendPyfuncModel())
+'''
+"""The pyfunc's code file: the model is logged from code, so nothing is pickled."""
+
+
+def _signature(feature_columns: Sequence[str]) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", "text"), *(ColSpec("double", column) for column in feature_columns)])
+    outputs = Schema([ColSpec("double", "predicted_spend")])
+    params = ParamSchema([ParamSpec("batch_size", "long", 256)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the pyfunc (listed, not inferred: inference loads the model).
+
+    Local version labels are dropped (``torch==2.x+cpu`` -> ``torch==2.x``) so a GPU serving
+    environment can install its own build; ``spendpred`` itself comes from this repository.
+    """
+    requirements = []
+    for package in _PIP_PACKAGES:
+        try:
+            requirements.append(f"{package}=={metadata.version(package).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            requirements.append(package)
+    return requirements
+
+
+# -- logging a training run ---------------------------------------------------------------------
+
+
+def _read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
+    meta_path = bundle_dir / "bundle.json"
+    if not meta_path.is_file():
+        raise ModelError(f"{meta_path} is missing: save the trained model with SpendModel.save first")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_path} is corrupt ({exc}): save the trained model again") from exc
+    for key in ("loss", "feature_columns", "text_template_version"):
+        if key not in meta:
+            raise ModelError(f"{meta_path} lacks {key!r}: save the trained model again")
+    return meta
+
+
+def _used_features(meta: Mapping[str, Any]) -> list[str]:
+    return list(meta["feature_columns"]) if meta.get("use_features", True) else []
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_") or "model"
+
+
+def _finite_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
+            out[str(key)] = float(value)
+    return out
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Path):
+        text = str(value)
+    else:
+        try:
+            text = json.dumps(value, sort_keys=True, default=str)
+        except (TypeError, ValueError):
+            text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+def log_training_run(
+    *,
+    bundle_dir: str | Path,
+    params: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    test_metrics: Mapping[str, float],
+    baseline_metrics: Mapping[str, Mapping[str, float]] | None = None,
+    snapshot_dir: str | Path | None = None,
+    evaluation_dir: str | Path | None = None,
+    run_name: str | None = None,
+    run_tags: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> tuple[str, str]:
+    """Log one training run and register its model as a new ``spendpred-regressor`` version.
+
+    Logs ``params``; each ``history`` entry's numbers with ``step=entry["epoch"]`` (its
+    position + 1 when absent); ``test_metrics`` as ``test_<metric>`` and ``baseline_metrics``
+    (``{name: metrics}``) as ``test_<name>_<metric>``; from ``snapshot_dir`` the files
+    manifest.json, validation.json and validation.md (under ``snapshot/``); every file of
+    ``evaluation_dir`` (report.md, metrics.json, plots; under ``evaluation/``); the bundle as
+    a pyfunc model. The new version gets alias ``challenger`` and tags
+    ``text_template_version``, ``loss``, ``feature_columns``, ``use_features``,
+    ``normaliser`` and ``test_<metric>``.
+
+    Returns ``(run_id, version)``. Raises ``ModelError`` when ``bundle_dir`` is not a saved
+    bundle and ``ConfigError`` when a named folder does not exist.
+    """
+    import mlflow
+
+    settings = _settings(settings)
+    bundle = Path(bundle_dir)
+    meta = _read_bundle_meta(bundle)
+    snapshot = Path(snapshot_dir) if snapshot_dir is not None else None
+    evaluation = Path(evaluation_dir) if evaluation_dir is not None else None
+    for label, folder in (("snapshot_dir", snapshot), ("evaluation_dir", evaluation)):
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(f"{label}={folder} is not a folder: pass the folder the step wrote")
+
+    client = get_client(settings)
+    experiment_id = ensure_experiment(client, settings)
+    all_params = {
+        "loss": meta["loss"],
+        "text_template_version": meta["text_template_version"],
+        "use_features": meta.get("use_features", True),
+        "max_length": meta.get("max_length"),
+        **params,
+    }
+    metrics = {f"{METRIC_TAG_PREFIX}{key}": value for key, value in _finite_metrics(test_metrics).items()}
+    for name, values in (baseline_metrics or {}).items():
+        for key, value in _finite_metrics(values).items():
+            metrics[f"{METRIC_TAG_PREFIX}{_slug(name)}_{key}"] = value
+
+    with _tracking(settings), mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=dict(run_tags or {})
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.log_params({str(key): _param_value(value) for key, value in all_params.items()})
+        for position, entry in enumerate(history, start=1):
+            step = int(entry.get("epoch", position))
+            epoch_metrics = {k: v for k, v in _finite_metrics(entry).items() if k != "epoch"}
+            if epoch_metrics:
+                mlflow.log_metrics(epoch_metrics, step=step)
+        if metrics:
+            mlflow.log_metrics(metrics)
+        if snapshot is not None:
+            for name in ("manifest.json", "validation.json", "validation.md"):
+                if (snapshot / name).is_file():
+                    mlflow.log_artifact(str(snapshot / name), artifact_path="snapshot")
+                else:
+                    logger.warning("snapshot folder %s has no %s; not logged", snapshot, name)
+        if evaluation is not None:
+            mlflow.log_artifacts(str(evaluation), artifact_path="evaluation")
+        with tempfile.TemporaryDirectory(prefix="spendpred-pyfunc-") as code_dir, warnings.catch_warnings():
+            # no input example on purpose: it would store a user's behaviour text in the registry
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            code_file = Path(code_dir) / "spendpred_pyfunc.py"
+            code_file.write_text(_MODEL_CODE, encoding="utf-8")
+            model_info = mlflow.pyfunc.log_model(
+                name=LOGGED_MODEL_NAME,
+                python_model=str(code_file),
+                artifacts={BUNDLE_ARTIFACT: str(bundle)},
+                signature=_signature(_used_features(meta)),
+                pip_requirements=_pip_requirements(),
+                registered_model_name=REGISTERED_MODEL,
+            )
+    version = str(model_info.registered_model_version)
+    client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
+    version_tags = {
+        "text_template_version": str(meta["text_template_version"]),
+        "loss": str(meta["loss"]),
+        "feature_columns": json.dumps(list(meta["feature_columns"])),
+        "use_features": json.dumps(bool(meta.get("use_features", True))),
+        "normaliser": json.dumps(meta.get("normaliser", {})),
+        **{f"{METRIC_TAG_PREFIX}{key}": repr(value) for key, value in _finite_metrics(test_metrics).items()},
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+    logger.info(
+        "logged run %s in experiment %r; registered %s version %s as %s",
+        run_id, EXPERIMENT_NAME, REGISTERED_MODEL, version, CHALLENGER,
+    )
+    return run_id, version
+
+
+# -- promotion --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Outcome of :func:`promote`: whether ``version`` became champion, and why."""
+
+    promoted: bool
+    reason: str
+    version: str
+    previous_champion: str | None
+    mode: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the decision as a JSON-ready dict (for XCom and logs)."""
+        return {
+            "promoted": self.promoted, "reason": self.reason, "version": self.version,
+            "previous_champion": self.previous_champion, "mode": self.mode,
+        }
+
+
+def _champion_version(client: MlflowClient) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(REGISTERED_MODEL, CHAMPION).version)
+    except MlflowException as exc:
+        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return None
+        raise
+
+
+def _require(metrics: Mapping[str, float], what: str) -> tuple[float, float]:
+    missing = [key for key in ("normalised_gini", "rmse") if key not in metrics]
+    if missing:
+        raise ConfigError(f"{what} lacks {missing}: pass the dict returned by spendpred.metrics.evaluate")
+
+    def number(key: str) -> float:  # None (an undefined metric read back from JSON) -> nan
+        value = metrics[key]
+        return float("nan") if value is None else float(value)
+
+    return number("normalised_gini"), number("rmse")
+
+
+def _gate(
+    candidate: Mapping[str, float], champion: Mapping[str, float], gini_margin: float, rmse_tolerance: float
+) -> tuple[bool, str]:
+    """Return (passes, reason) of the auto-promotion rule."""
+    cand_gini, cand_rmse = _require(candidate, "candidate_metrics")
+    champ_gini, champ_rmse = _require(champion, "champion_metrics_on_same_users")
+    numbers = (cand_gini, cand_rmse, champ_gini, champ_rmse)
+    if not all(math.isfinite(value) for value in numbers):
+        return False, (
+            f"a metric is undefined (candidate normalised_gini={cand_gini}, rmse={cand_rmse}; "
+            f"champion normalised_gini={champ_gini}, rmse={champ_rmse}): not promoted"
+        )
+    rmse_limit = champ_rmse * (1.0 + rmse_tolerance)
+    facts = (
+        f"normalised Gini {cand_gini:.4f} vs champion {champ_gini:.4f} (margin {gini_margin}), "
+        f"RMSE {cand_rmse:.4f} vs limit {rmse_limit:.4f} (champion {champ_rmse:.4f} + {rmse_tolerance:.0%})"
+    )
+    if cand_gini <= champ_gini + gini_margin:
+        return False, f"does not beat the champion on normalised Gini: {facts}"
+    if cand_rmse > rmse_limit:
+        return False, f"loses too much on RMSE: {facts}"
+    return True, f"beats the champion: {facts}"
+
+
+def promote(
+    client: MlflowClient,
+    version: str | int,
+    candidate_metrics: Mapping[str, float],
+    champion_metrics_on_same_users: Mapping[str, float] | None,
+    gini_margin: float = 0.0,
+    rmse_tolerance: float = 0.05,
+    mode: PromotionMode = "auto",
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+) -> PromotionDecision:
+    """Decide whether ``version`` becomes champion; set the alias and record the decision.
+
+    ``mode="auto"``: the first version becomes champion; otherwise ``version`` is promoted only
+    if its normalised Gini exceeds the champion's (computed by the caller on the same test
+    users) by more than ``gini_margin`` and its RMSE is at most the champion's times
+    ``1 + rmse_tolerance``. ``"never"`` only records the decision; ``"force"`` promotes
+    regardless and records ``promotion=forced`` with ``promoted_by`` (``actor``, default the
+    OS user), ``promoted_at`` and ``promotion_reason`` (``reason``). Every decision is written
+    as version tags ``promotion`` and ``promotion_reason``.
+
+    Returns a :class:`PromotionDecision`. Raises ``ConfigError`` for an unknown mode, a negative
+    tolerance, or missing metrics when a champion exists in auto mode; ``ModelError`` when the
+    version does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if mode not in ("auto", "never", "force"):
+        raise ConfigError(f"promote mode={mode!r} is not supported: use 'auto', 'never' or 'force'")
+    if rmse_tolerance < 0 or gini_margin < 0:
+        raise ConfigError(
+            f"rmse_tolerance={rmse_tolerance} and gini_margin={gini_margin} must both be >= 0"
+        )
+    version = str(version)
+    try:
+        client.get_model_version(REGISTERED_MODEL, version)
+    except MlflowException as exc:
+        raise ModelError(f"{REGISTERED_MODEL} version {version} does not exist: {exc.message}") from exc
+    previous = _champion_version(client)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+
+    if mode == "never":
+        promoted, outcome, why = False, "skipped", "promotion disabled (--promote never)"
+    elif mode == "force":
+        promoted, outcome = True, "forced"
+        why = f"forced by {actor or getpass.getuser()}: {reason or 'no reason given'}"
+    elif previous is None:
+        promoted, outcome, why = True, "first", "first version: becomes champion"
+    elif previous == version:
+        promoted, outcome, why = False, "unchanged", f"version {version} is already the champion"
+    else:
+        if champion_metrics_on_same_users is None:
+            raise ConfigError(
+                f"version {previous} is champion but champion_metrics_on_same_users is None: evaluate "
+                "load_model('champion') on the same test users, or use mode='force'"
+            )
+        promoted, why = _gate(candidate_metrics, champion_metrics_on_same_users, gini_margin, rmse_tolerance)
+        outcome = "promoted" if promoted else "rejected"
+
+    tags = {"promotion": outcome, "promotion_reason": why[:4900], "promotion_decided_at": now}
+    if promoted:
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
+        tags["promoted_at"] = now
+        if previous is not None and previous != version:
+            tags["previous_champion"] = previous
+    if mode == "force":
+        tags["promoted_by"] = actor or getpass.getuser()
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+    decision = PromotionDecision(promoted, why, version, previous, mode)
+    logger.info(
+        "promotion of %s version %s (%s): %s - %s",
+        REGISTERED_MODEL, version, mode, "PROMOTED" if promoted else "not promoted", why,
+    )
+    return decision
+
+
+# -- reading the registry back ------------------------------------------------------------------
+
+
+def resolve_version(client: MlflowClient, alias_or_version: str | int) -> ModelVersion:
+    """Return the ``ModelVersion`` for an alias (``"champion"``) or a version number.
+
+    Raises ``ModelError`` with the fix when there is no champion, the alias is unset or the
+    version does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    ref = str(alias_or_version).strip()
+    if ref.isdigit():
+        try:
+            return client.get_model_version(REGISTERED_MODEL, ref)
+        except MlflowException as exc:
+            raise ModelError(
+                f"{REGISTERED_MODEL} version {ref} does not exist ({exc.message}); "
+                "list versions in the MLflow UI or use alias 'champion'"
+            ) from exc
+    try:
+        return client.get_model_version_by_alias(REGISTERED_MODEL, ref)
+    except MlflowException as exc:
+        if ref == CHAMPION:
+            raise ModelError(NO_CHAMPION_MESSAGE) from exc
+        raise ModelError(
+            f"no version of {REGISTERED_MODEL} has alias {ref!r} ({exc.message}); use 'champion', "
+            "'challenger' or a version number"
+        ) from exc
+
+
+def load_model(
+    alias_or_version: str | int = CHAMPION,
+    *,
+    settings: Settings | None = None,
+    device: str = "auto",
+    dst_dir: str | Path | None = None,
+) -> tuple[SpendModel, ModelVersion]:
+    """Download a registered version's bundle and load it.
+
+    ``alias_or_version`` is an alias (``"champion"``, ``"challenger"``) or a version number.
+    The bundle is downloaded into ``dst_dir`` when given (kept), else into a temporary folder
+    removed after loading. Returns ``(SpendModel, ModelVersion)``.
+    Raises ``ModelError`` when there is no champion ("run `spendpred train --promote auto`
+    first"), the version does not exist, or its artifact is missing or corrupt.
+    """
+    import mlflow.artifacts
+
+    from spendpred.model import SpendModel
+
+    settings = _settings(settings)
+    client = get_client(settings)
+    model_version = resolve_version(client, alias_or_version)
+    version = str(model_version.version)
+
+    def _load(folder: Path) -> SpendModel:
+        try:
+            # the logged model's own location (file://, s3://, mlflow-artifacts://...), so that
+            # no models:/ URI has to be resolved through MLflow's global registry URI
+            root = client.get_model_version_download_uri(REGISTERED_MODEL, version).rstrip("/")
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{root}/artifacts/{BUNDLE_ARTIFACT}",
+                dst_path=str(folder),
+                tracking_uri=settings.resolved_tracking_uri,
+            )
+        except Exception as exc:  # MlflowException, OSError: the artifact store lacks the files
+            raise ModelError(
+                f"{REGISTERED_MODEL} version {version}: cannot download its model artifact ({exc}); "
+                "the artifact store is missing the files: pick another version or retrain"
+            ) from exc
+        try:
+            return SpendModel.load(local, device=device)
+        except ModelError as exc:
+            raise ModelError(f"{REGISTERED_MODEL} version {version}: {exc}") from exc
+
+    if dst_dir is not None:
+        target = Path(dst_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        model = _load(target)
+    else:
+        with tempfile.TemporaryDirectory(prefix="spendpred-model-") as tmp:
+            model = _load(Path(tmp))
+    logger.info("loaded %s version %s (%s)", REGISTERED_MODEL, version, alias_or_version)
+    return model, model_version
+
+
+def champion_info(settings: Settings | None = None) -> dict[str, Any] | None:
+    """Return the champion's ``{"name", "version", "run_id", "created_at", "aliases",
+    "metrics", "tags"}`` for display, or ``None`` when there is no champion yet.
+
+    ``metrics`` are the ``test_*`` version tags as floats. Raises ``ModelError`` when the
+    tracking store cannot be read.
+    """
+    from mlflow.exceptions import MlflowException
+
+    settings = _settings(settings)
+    try:
+        client = get_client(settings)
+        try:
+            model_version = resolve_version(client, CHAMPION)
+        except ModelError:
+            return None
+    except MlflowException as exc:
+        raise ModelError(
+            f"cannot read the MLflow registry at {settings.resolved_tracking_uri}: {exc}; "
+            "check SPENDPRED_MLFLOW_TRACKING_URI"
+        ) from exc
+    tags = dict(model_version.tags or {})
+    metrics: dict[str, float] = {}
+    for key, value in tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                metrics[key[len(METRIC_TAG_PREFIX):]] = float(value)
+            except ValueError:
+                continue
+    created = datetime.fromtimestamp(model_version.creation_timestamp / 1000, tz=UTC)
+    return {
+        "name": REGISTERED_MODEL,
+        "version": str(model_version.version),
+        "run_id": model_version.run_id,
+        "created_at": created.isoformat(timespec="seconds"),
+        "aliases": list(model_version.aliases or []),
+        "metrics": metrics,
+        "tags": tags,
+    }

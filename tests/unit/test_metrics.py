@@ -1,0 +1,192 @@
+"""Metrics on small hand-computed examples (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from spendpred import metrics
+from spendpred.errors import DataError
+
+# The running example: five users, total true spend 100.
+Y_TRUE = np.array([0.0, 10.0, 0.0, 30.0, 60.0])
+Y_PRED = np.array([1.0, 2.0, 3.0, 5.0, 4.0])
+
+
+def test_rmse_and_mae_by_hand() -> None:
+    # pred - true = [1, -8, 3, -25, -56]
+    # squares 1 + 64 + 9 + 625 + 3136 = 3835; 3835 / 5 = 767; sqrt(767) = 27.6947...
+    assert metrics.rmse(Y_TRUE, Y_PRED) == pytest.approx(math.sqrt(767.0))
+    # |errors| 1 + 8 + 3 + 25 + 56 = 93; 93 / 5 = 18.6
+    assert metrics.mae(Y_TRUE, Y_PRED) == pytest.approx(18.6)
+
+
+def test_rankdata_averages_ties() -> None:
+    # sorted: 0, 0, 10, 30, 60 -> the two zeros share ranks 1 and 2 -> 1.5 each
+    np.testing.assert_allclose(metrics.rankdata(Y_TRUE), [1.5, 3.0, 1.5, 4.0, 5.0])
+
+
+def test_spearman_by_hand() -> None:
+    # ranks true [1.5, 3, 1.5, 4, 5], ranks pred [1, 2, 3, 5, 4], both mean 3
+    # deviations true [-1.5, 0, -1.5, 1, 2], pred [-2, -1, 0, 2, 1]
+    # sum of products 3 + 0 + 0 + 2 + 2 = 7; sums of squares 9.5 and 10
+    # rho = 7 / sqrt(95) = 0.71818...
+    assert metrics.spearman(Y_TRUE, Y_PRED) == pytest.approx(7.0 / math.sqrt(95.0))
+    assert metrics.spearman(Y_TRUE, Y_TRUE) == pytest.approx(1.0)
+    assert metrics.spearman(Y_TRUE, -Y_TRUE) == pytest.approx(-1.0)
+
+
+def test_spearman_constant_side_is_nan() -> None:
+    assert math.isnan(metrics.spearman(Y_TRUE, np.ones(5)))
+
+
+def test_gini_and_normalised_gini_by_hand() -> None:
+    # predicted order (highest first): users 3, 4, 2, 1, 0 with true spend 30, 60, 0, 10, 0
+    # cumulative shares 0.3, 0.9, 0.9, 1.0, 1.0 -> mean 4.1 / 5 = 0.82 -> Gini 2*0.82-1 = 0.64
+    assert metrics.gini(Y_TRUE, Y_PRED) == pytest.approx(0.64)
+    # perfect order 60, 30, 10, 0, 0 -> shares 0.6, 0.9, 1, 1, 1 -> mean 0.9 -> Gini 0.8
+    assert metrics.gini(Y_TRUE, Y_TRUE) == pytest.approx(0.8)
+    # normalised = 0.64 / 0.8 = 0.8
+    assert metrics.normalised_gini(Y_TRUE, Y_PRED) == pytest.approx(0.8)
+    assert metrics.normalised_gini(Y_TRUE, Y_TRUE) == pytest.approx(1.0)
+
+
+def test_gini_ties_share_spend_evenly_whatever_the_input_order() -> None:
+    # two users, equal predictions: each is credited with the mean spend 5
+    # cumulative shares 0.5, 1.0 -> mean 0.75 -> Gini 0.5 (= 1/n for a constant predictor)
+    assert metrics.gini([10.0, 0.0], [1.0, 1.0]) == pytest.approx(0.5)
+    assert metrics.gini([0.0, 10.0], [1.0, 1.0]) == pytest.approx(0.5)
+    # perfect: shares 1, 1 -> Gini 1; normalised 0.5 / 1
+    assert metrics.normalised_gini([0.0, 10.0], [1.0, 1.0]) == pytest.approx(0.5)
+
+
+def test_ranking_metrics_do_not_depend_on_input_order() -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.exponential(10.0, 200) * (rng.random(200) < 0.4)
+    y_pred = np.round(y_true + rng.normal(0, 5, 200), 0)  # rounding creates ties
+    permutation = rng.permutation(200)
+    for name, value in metrics.evaluate(y_true, y_pred).items():
+        permuted = metrics.evaluate(y_true[permutation], y_pred[permutation])[name]
+        assert permuted == pytest.approx(value), name
+
+
+def test_all_zero_truth_gives_nan_for_shares_of_spend() -> None:
+    zeros = np.zeros(4)
+    pred = np.array([1.0, 2.0, 3.0, 4.0])
+    assert math.isnan(metrics.gini(zeros, pred))
+    assert math.isnan(metrics.normalised_gini(zeros, pred))
+    assert math.isnan(metrics.top_k_capture(zeros, pred))
+    assert math.isnan(metrics.decile_mape(zeros, pred))
+    # errors stay defined: rmse = sqrt((1+4+9+16)/4) = sqrt(7.5)
+    assert metrics.rmse(zeros, pred) == pytest.approx(math.sqrt(7.5))
+
+
+def test_top_k_capture_by_hand() -> None:
+    # k = 10% of 5 users -> ceil(0.5) = 1 user: user 3 holds 30 of 100
+    assert metrics.top_k_capture(Y_TRUE, Y_PRED) == pytest.approx(0.3)
+    # k = 40% -> 2 users: 30 + 60 = 90 of 100
+    assert metrics.top_k_capture(Y_TRUE, Y_PRED, k=0.4) == pytest.approx(0.9)
+    # 20 users, top decile = 2 users holding 50 + 30 of 100 (18 others share the last 20)
+    y_true = np.r_[50.0, 30.0, np.full(18, 20.0 / 18.0)]
+    y_pred = np.arange(20, 0, -1, dtype=float)
+    assert metrics.top_k_capture(y_true, y_pred) == pytest.approx(0.8)
+
+
+def test_top_k_capture_rejects_bad_k() -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        metrics.top_k_capture(Y_TRUE, Y_PRED, k=0.0)
+
+
+def test_gain_curve_starts_at_origin_and_ends_at_one() -> None:
+    share_users, share_spend = metrics.gain_curve(Y_TRUE, Y_PRED)
+    np.testing.assert_allclose(share_users, [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(share_spend, [0, 0.3, 0.9, 0.9, 1.0, 1.0])
+
+
+def test_decile_mape_by_hand() -> None:
+    # two "deciles" (bins=2); order by prediction: (pred 5, true 6), (3, 4), (2, 2), (1, 0)
+    # bin 1: mean pred 4, mean true 5 -> |4-5|/5 = 0.2
+    # bin 2: mean pred 1.5, mean true 1 -> |1.5-1|/1 = 0.5 ; mean of bins 0.35
+    assert metrics.decile_mape([0, 4, 2, 6], [1, 3, 2, 5], bins=2) == pytest.approx(0.35)
+    # a bin with zero mean true spend is skipped: order (4, 6), (3, 2), (2, 0), (1, 0)
+    # bin 1: |3.5 - 4| / 4 = 0.125; bin 2 true mean 0 -> skipped
+    assert metrics.decile_mape([0, 0, 2, 6], [1, 2, 3, 4], bins=2) == pytest.approx(0.125)
+
+
+def test_decile_table_default_ten_bins() -> None:
+    # 20 users -> 10 bins of 2, highest predictions first
+    y_pred = np.arange(20, dtype=float)
+    y_true = 2.0 * y_pred
+    mean_pred, mean_true, counts = metrics.decile_table(y_true, y_pred)
+    assert counts.tolist() == [2] * 10
+    # first bin: predictions 19 and 18 -> mean 18.5; true 38, 36 -> 37
+    assert mean_pred[0] == pytest.approx(18.5)
+    assert mean_true[0] == pytest.approx(37.0)
+    # predictions are half the truth everywhere: every decile off by 50%
+    assert metrics.decile_mape(y_true, y_pred) == pytest.approx(0.5)
+
+
+def test_assign_tiers_by_rank_counts_and_ties() -> None:
+    # n = 10: high = ceil(1.0) = 1 user, high+medium = ceil(4.0) = 4 users
+    values = [5, 4, 3, 2, 1, 0, 0, 0, 0, 0]
+    assert metrics.assign_tiers_by_rank(values).tolist() == (
+        ["high"] + ["medium"] * 3 + ["low"] * 6
+    )
+    # ties share a tier, the tier of their mean 0-based position. n = 4, high=0.25,
+    # medium=0.5: one high slot (position 0), medium up to ceil(0.75 * 4) = 3 (positions 1, 2)
+    # two 3s at positions 0, 1 -> mean 0.5 < 1 -> both high; 1 at position 2 -> medium
+    tiers = metrics.assign_tiers_by_rank([3, 3, 1, 0], high=0.25, medium=0.5)
+    assert tiers.tolist() == ["high", "high", "medium", "low"]
+    # three 3s at positions 0, 1, 2 -> mean 1, not < 1 -> all medium
+    tiers = metrics.assign_tiers_by_rank([3, 3, 3, 0], high=0.25, medium=0.5)
+    assert tiers.tolist() == ["medium", "medium", "medium", "low"]
+    # the zero spenders (positions 3..9, mean 6) stay low even though 10% + 30% reaches them
+    many_zeros = [9, 8, 7] + [0] * 7
+    assert metrics.assign_tiers_by_rank(many_zeros).tolist() == (
+        ["high", "medium", "medium"] + ["low"] * 7
+    )
+
+
+def test_assign_tiers_rejects_bad_shares() -> None:
+    with pytest.raises(ValueError, match="tier shares"):
+        metrics.assign_tiers_by_rank([1, 2, 3], high=0.8, medium=0.5)
+
+
+def test_tier_confusion_by_hand() -> None:
+    # n = 5: high = ceil(0.5) = 1 user, high+medium = ceil(2.0) = 2 users
+    # true tiers: 60 high, 30 medium, 10 low, the zeros (mean position 3.5) low
+    # pred tiers: user 3 (pred 5) high, user 4 (pred 4) medium, rest low
+    confusion = metrics.tier_confusion(Y_TRUE, Y_PRED)
+    assert confusion.tolist() == [
+        [0, 1, 0],  # true high (user 4) predicted medium
+        [1, 0, 0],  # true medium (user 3) predicted high
+        [0, 0, 3],  # users 0, 1, 2 low on both sides
+    ]
+
+
+def test_evaluate_returns_every_scalar_metric() -> None:
+    result = metrics.evaluate(Y_TRUE, Y_PRED)
+    assert list(result) == list(metrics.METRIC_NAMES)
+    assert result["normalised_gini"] == pytest.approx(0.8)
+    assert result["top10_capture"] == pytest.approx(0.3)
+    # 3 of 5 users on the diagonal; the single truly high user is predicted medium
+    assert result["tier_accuracy"] == pytest.approx(0.6)
+    assert result["high_tier_recall"] == pytest.approx(0.0)
+    assert all(isinstance(value, float) for value in result.values())
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "message"),
+    [
+        ([1.0, 2.0], [1.0], "y_true has 2 values but y_pred has 1"),
+        ([], [], "empty"),
+        ([1.0, float("nan")], [1.0, 2.0], "non-finite value"),
+        ([[1.0]], [[1.0]], "one-dimensional"),
+        ([-1.0, 2.0], [1.0, 2.0], "negative"),
+    ],
+)
+def test_bad_input_raises_data_error(y_true: list, y_pred: list, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        metrics.evaluate(y_true, y_pred)
