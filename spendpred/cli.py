@@ -82,6 +82,62 @@ def summary(url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = No
     _echo_json(pipeline.warehouse_summary(url))
 
 
+@app.command()
+def extract(
+    as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date D, YYYY-MM-DD (rows before D + 1 day).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for snapshot.parquet and manifest.json.")],
+    with_labels: Annotated[bool, typer.Option("--with-labels", help="Add label = completed spend in (D, D+H].")] = False,
+    horizon_days: Annotated[int | None, typer.Option("--horizon-days", help="H (default: SPENDPRED_HORIZON_DAYS).")] = None,
+    url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+) -> None:
+    """Extract a point-in-time behaviour snapshot (features + text [+ labels])."""
+    from spendpred import pipeline
+
+    _echo_json(pipeline.extract_snapshot(as_of, out, with_labels=with_labels, horizon_days=horizon_days, url=url))
+
+
+@app.command()
+def validate(
+    snapshot_dir: Annotated[Path, typer.Argument(help="A snapshot folder written by `spendpred extract`.")],
+    previous: Annotated[Path | None, typer.Option(help="The previous snapshot, for the row-count check.")] = None,
+) -> None:
+    """Validate a snapshot with Great Expectations; exits 2 listing each failed expectation."""
+    from spendpred import pipeline
+
+    _echo_json(pipeline.validate_snapshot(snapshot_dir, previous))
+
+
+@app.command()
+def train(
+    as_of: Annotated[str, typer.Option("--as-of", help="Run date R: features as of R-H, labels in (R-H, R].")],
+    horizon_days: Annotated[int | None, typer.Option("--horizon-days", help="H (default: SPENDPRED_HORIZON_DAYS).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    max_users: Annotated[int | None, typer.Option("--max-users", help="Train on a stable subset of this many users.")] = None,
+    freeze: Annotated[str | None, typer.Option(help="none | embeddings | bottom-k:N | all-but-head.")] = None,
+    loss: Annotated[str | None, typer.Option(help="mse | huber | ziln.")] = None,
+    promote: Annotated[str, typer.Option(help="auto | never | force.")] = "auto",
+    url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+) -> None:
+    """Retrain: extract, validate, fine-tune, evaluate against baselines, register, promote."""
+    from spendpred import pipeline
+
+    _echo_json(pipeline.train(as_of, horizon_days, epochs, max_users, freeze, loss, promote, url))
+
+
+@app.command()
+def score(
+    as_of: Annotated[str, typer.Option("--as-of", help="Scoring date: features as of this date.")],
+    model: Annotated[str, typer.Option(help="champion | challenger | a version number.")] = "champion",
+    no_publish: Annotated[bool, typer.Option("--no-publish", help="Score and tier, but write nothing to the warehouse.")] = False,
+    shards: Annotated[int, typer.Option(help="Split users into this many shards (scored one after another).")] = 1,
+    url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+) -> None:
+    """Nightly scoring: extract, validate, score, assign tiers, publish atomically."""
+    from spendpred import pipeline
+
+    _echo_json(pipeline.score(as_of, model=model, publish=not no_publish, shards=shards, url=url))
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning spendpred errors into one clear line."""
     try:

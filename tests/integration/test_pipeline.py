@@ -1,0 +1,136 @@
+"""The pipeline steps end to end (train, then score and publish) on SQLite and PostgreSQL,
+with a tiny random BERT, a small synthetic warehouse and a real MLflow store in tmp.
+Also the bad inputs of nightly scoring: each stops with a clear message and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from spendpred import pipeline, warehouse
+from spendpred.errors import DataError, ModelError, ValidationFailed
+from tests.tiny_bert import make_tiny_bert
+
+RUN_DATE = "2024-06-30"
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
+
+
+@pytest.fixture
+def env(tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch, isolated_settings: Path) -> Path:
+    monkeypatch.setenv("SPENDPRED_ENCODER_DIR", str(tiny_encoder))
+    monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", "60")
+    return isolated_settings
+
+
+def _seed(url: str, users: int = 400) -> None:
+    pipeline.seed(users=users, days=400, end_date=RUN_DATE, seed=7, url=url)
+
+
+def _scores(url: str) -> list[tuple]:
+    engine = warehouse.get_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "SELECT CAST(as_of AS TEXT), tier, COUNT(*) FROM user_spend_scores GROUP BY 1, 2 ORDER BY 1, 2"
+            ))]
+    finally:
+        engine.dispose()
+
+
+def test_train_then_score_publishes_one_partition(env: Path, warehouse_url: str) -> None:
+    _seed(warehouse_url)
+    trained = pipeline.train(RUN_DATE, epochs=1, promote="auto", url=warehouse_url)
+    assert trained["version"] == "1"
+    assert trained["promotion"]["promoted"] is True
+    assert trained["promotion"]["champion_version"] == "1"
+    assert 0.0 < trained["metrics"]["normalised_gini"] <= 1.0
+    train_dir = Path(trained["train_dir"])
+    assert (train_dir / "evaluation" / "report.md").is_file()
+    assert json.loads((train_dir / "result.json").read_text())["as_of"] == "2024-05-01"  # R - H
+
+    first = pipeline.score(RUN_DATE, shards=3, url=warehouse_url)
+    assert first["published"] is True and first["model_version"] == "1"
+    assert first["rows"] == 400
+    assert first["counts"] == {"high": 40, "medium": 120, "low": 240}
+    before = _scores(warehouse_url)
+    assert sum(n for _, _, n in before) == 400
+
+    again = pipeline.score(RUN_DATE, shards=2, url=warehouse_url)  # a rerun of the same date
+    assert again["rows"] == 400
+    assert _scores(warehouse_url) == before
+
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=warehouse_url)["snapshot_dir"]
+    pipeline.validate_snapshot(snap)
+    half = pipeline.score_shard(snap, 0, 2)
+    with pytest.raises(DataError, match="do not cover"):
+        pipeline.assign_tiers(snap, [half])
+    assert _scores(warehouse_url) == before
+
+    dry = pipeline.score("2024-07-01", publish=False, url=warehouse_url)
+    assert dry["published"] is False
+    assert {row[0] for row in _scores(warehouse_url)} == {RUN_DATE}
+
+
+def test_score_without_a_champion_stops_clearly(env: Path, sqlite_url: str) -> None:
+    _seed(sqlite_url, users=60)
+    with pytest.raises(ModelError, match="no champion yet"):
+        pipeline.score(RUN_DATE, url=sqlite_url)
+    assert _scores(sqlite_url) == []
+
+
+def test_template_mismatch_and_unvalidated_snapshots_are_refused(env: Path, sqlite_url: str) -> None:
+    _seed(sqlite_url, users=300)
+    pipeline.train(RUN_DATE, epochs=1, url=sqlite_url)
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)["snapshot_dir"]
+
+    with pytest.raises(ValidationFailed, match="has not been validated"):
+        pipeline.plan_shards(snap, 2)
+
+    pipeline.validate_snapshot(snap)
+    manifest_path = Path(snap) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["text_template_version"] = "v0"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="text template 'v1' but the snapshot uses 'v0'"):
+        pipeline.score_shard(snap, 0, 1)
+
+    report = Path(snap) / "validation.json"
+    report.write_text(json.dumps({**json.loads(report.read_text()), "success": False}))
+    with pytest.raises(ValidationFailed, match="failed validation"):
+        pipeline.score_shard(snap, 0, 1)
+    assert _scores(sqlite_url) == []
+
+
+def test_empty_warehouse_snapshot_fails_validation(env: Path, sqlite_url: str) -> None:
+    pipeline.init_warehouse(sqlite_url)
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)["snapshot_dir"]
+    with pytest.raises(ValidationFailed):
+        pipeline.validate_snapshot(snap)
+    with pytest.raises(ValidationFailed):
+        pipeline.plan_shards(snap, 1)
+    assert _scores(sqlite_url) == []
+
+
+def test_cli_reports_bad_input_in_one_line(env: Path, sqlite_url: str) -> None:
+    for args, message in (
+        (["score", "--as-of", "2024-13-01"], "as_of='2024-13-01' is not a date: use YYYY-MM-DD"),
+        (["score", "--as-of", RUN_DATE, "--model", "latest"], "use 'champion', 'challenger' or a version number"),
+        (["train", "--as-of", RUN_DATE, "--horizon-days", "0"], "horizon_days=0 is out of range"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "spendpred.cli", *args, "--url", sqlite_url], capture_output=True, text=True
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+        assert "Traceback" not in done.stderr
