@@ -92,12 +92,7 @@ def warehouse_summary(url: str | None = None) -> dict[str, Any]:
     try:
         counts = warehouse.table_counts(engine)
         with engine.connect() as conn:
-            orders = conn.execute(
-                sa.text(
-                    "SELECT MIN(ordered_at), MAX(ordered_at), COUNT(DISTINCT user_id), "
-                    "SUM(CASE WHEN status = 'completed' THEN amount ELSE 0 END) FROM orders"
-                )
-            ).one()
+            orders = conn.execute(sa.text(warehouse.load_sql("report/warehouse_summary", engine.dialect.name))).one()
         return {
             "url": engine.url.render_as_string(hide_password=True),
             "counts": counts,

@@ -220,7 +220,8 @@ def _sqlite_ready(table: pa.Table) -> pa.Table:
     columns = []
     for field, column in zip(table.schema, table.columns):
         if pa.types.is_timestamp(field.type):
-            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S")
+            # whole seconds first: Arrow's %S prints fractions for sub-second units
+            column = pc.strftime(pc.cast(column, pa.timestamp("s", field.type.tz), safe=False), format="%Y-%m-%d %H:%M:%S")
         elif pa.types.is_date(field.type):
             column = pc.strftime(column, format="%Y-%m-%d")
         columns.append(column)

@@ -86,3 +86,13 @@ def test_bad_identifier_is_refused(sqlite_url: str) -> None:
 def test_split_statements_keeps_dollar_quoted_bodies() -> None:
     script = "-- c\nCREATE TABLE a (x int);\nDO $$\nBEGIN\n  PERFORM 1;\nEND\n$$;\n-- trailing\n"
     assert warehouse.split_statements(script) == ["-- c\nCREATE TABLE a (x int)", "DO $$\nBEGIN\n  PERFORM 1;\nEND\n$$"]
+
+
+def test_sqlite_timestamps_are_stored_as_whole_second_text(sqlite_url: str) -> None:
+    engine = warehouse.get_engine(sqlite_url)
+    warehouse.init_db(engine)
+    with engine.begin() as conn:
+        warehouse.bulk_insert(conn, "orders", _orders(2))
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT ordered_at FROM orders ORDER BY order_id").scalars().all()
+    assert stored == ["2024-01-01 08:30:00", "2024-01-01 09:30:00"]
