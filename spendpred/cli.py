@@ -49,6 +49,17 @@ def db_init(url: Annotated[str | None, typer.Option(help="Warehouse URL (default
     _echo_json(pipeline.init_warehouse(url))
 
 
+@db_app.command("grant-readonly")
+def db_grant_readonly(
+    role: Annotated[str, typer.Argument(help="An existing PostgreSQL role (e.g. created with CREATE ROLE reporting LOGIN).")],
+    url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+) -> None:
+    """Give a role read-only access to the downstream views (PostgreSQL)."""
+    from spendpred import pipeline
+
+    _echo_json(pipeline.grant_readonly(role, url))
+
+
 @app.command()
 def seed(
     users: Annotated[int, typer.Option(help="Number of users to generate.")] = 5000,

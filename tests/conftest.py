@@ -74,11 +74,6 @@ def pg_url(pg_database: str) -> Iterator[str]:
         conn.exec_driver_sql("DROP SCHEMA IF EXISTS spendpred CASCADE")
         conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
         conn.exec_driver_sql("CREATE SCHEMA public")
-        for role in conn.execute(
-            sa.text("SELECT rolname FROM pg_roles WHERE rolname LIKE 'spendpred_test_reader_%'")
-        ).scalars():
-            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
-            conn.exec_driver_sql(f'DROP ROLE "{role}"')
     engine.dispose()
     yield pg_database
 

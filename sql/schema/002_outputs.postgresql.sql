@@ -11,6 +11,8 @@ CREATE TABLE IF NOT EXISTS spendpred.user_spend_scores (
     scored_at       TIMESTAMP NOT NULL,
     PRIMARY KEY (as_of, user_id)
 );
+-- one user's history (user_spend_tier_current, the churn feed) without a full scan
+CREATE INDEX IF NOT EXISTS user_spend_scores_user ON spendpred.user_spend_scores (user_id, as_of);
 
 CREATE TABLE IF NOT EXISTS spendpred.tier_thresholds (
     as_of         DATE NOT NULL,

