@@ -1,0 +1,436 @@
+"""Point-in-time behaviour snapshots: features, text and labels as of a date, as Parquet.
+
+A snapshot as of date D (``extract_snapshot``) holds one row per user who signed up by the
+end of D. Everything is computed from rows with timestamps ``< D + 1 day`` (the cutoff);
+the optional label is the completed-order spend in ``(D, D + H]``, i.e. orders with
+``cutoff <= ordered_at < D + H + 1 day``. See ``sql/extract/`` for the SQL, which runs in the
+warehouse.
+
+Numeric features are float64 without nulls (``FEATURE_COLUMNS``). Sentinels for undefined
+values: ``recency_days = tenure_days`` when the user has no completed order (as if the last
+purchase were the signup), ``days_since_last_event = tenure_days`` when the user has no
+event, ``mean_rating = 0`` without reviews and ``avg_basket = 0`` without completed orders.
+All day counts are whole calendar days between the as-of date and the row's date.
+
+Memory stays flat as users grow: the features and the per-user recent items (a few rows
+per user, ranked in SQL) are two streams ordered by ``user_id`` in byte order, merged chunk by
+chunk and appended to the Parquet file one row group at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from spendpred import textify, warehouse
+from spendpred.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "snapshot.parquet"
+MANIFEST_FILE = "manifest.json"
+REPORT_FILES = ("validation.json", "validation.md")
+SOURCE_TABLES = ("users", "orders", "events", "reviews")
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "recency_days",
+    "tenure_days",
+    "frequency_30d",
+    "frequency_90d",
+    "frequency_365d",
+    "frequency_all",
+    "monetary_30d",
+    "monetary_90d",
+    "monetary_365d",
+    "monetary_all",
+    "avg_basket",
+    "category_diversity",
+    "views_30d",
+    "views_90d",
+    "clicks_30d",
+    "clicks_90d",
+    "add_to_carts_30d",
+    "add_to_carts_90d",
+    "searches_30d",
+    "searches_90d",
+    "wishlists_30d",
+    "wishlists_90d",
+    "review_count",
+    "mean_rating",
+    "days_since_last_event",
+)
+MONEY_COLUMNS: tuple[str, ...] = ("monetary_30d", "monetary_90d", "monetary_365d", "monetary_all", "avg_basket")
+
+_EVENT_FEATURES = {
+    "view": "views",
+    "click": "clicks",
+    "add_to_cart": "add_to_carts",
+    "search": "searches",
+    "wishlist": "wishlists",
+}
+
+
+def snapshot_columns(with_labels: bool) -> list[str]:
+    """Return the Parquet column names of a snapshot, in order."""
+    return ["user_id", "text", *FEATURE_COLUMNS, "past_spend", *(["label"] if with_labels else [])]
+
+
+def snapshot_schema(with_labels: bool) -> pa.Schema:
+    """Return the Arrow schema of ``snapshot.parquet`` (strings and float64, in order)."""
+    fields = [pa.field("user_id", pa.string()), pa.field("text", pa.string())]
+    fields += [pa.field(name, pa.float64()) for name in snapshot_columns(with_labels)[2:]]
+    return pa.schema(fields)
+
+
+_TEXT_INPUTS = (
+    "user_id",
+    "tenure_days",
+    "frequency_all",
+    "monetary_all",
+    "days_since_last_event",
+    "has_events",
+    *(f"{stem}_{w}" for stem in _EVENT_FEATURES.values() for w in ("30d", "90d")),
+)
+
+_FEATURE_QUERY_SCHEMA = pa.schema(
+    [pa.field("user_id", pa.string())]
+    + [pa.field(name, pa.float64()) for name in (*FEATURE_COLUMNS, "past_spend", "label")]
+    + [pa.field("has_events", pa.int64())]
+)
+
+
+@dataclass
+class Manifest:
+    """The ``manifest.json`` of a snapshot (keys as in the snapshot contract)."""
+
+    as_of: str
+    horizon_days: int
+    with_labels: bool
+    row_count: int
+    text_template_version: str
+    feature_columns: list[str]
+    source_row_counts: dict[str, int]
+    max_source_timestamp: str | None
+    checksum: str
+    created_at: str
+    max_source_timestamps: dict[str, str | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the manifest as a JSON-ready dict."""
+        return asdict(self)
+
+    def write(self, directory: Path) -> Path:
+        """Write ``manifest.json`` into ``directory`` atomically; return its path."""
+        path = Path(directory) / MANIFEST_FILE
+        tmp = path.with_name(f".{MANIFEST_FILE}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        """Read ``manifest.json`` from a snapshot directory.
+
+        Raises ``DataError`` when it is missing, not JSON, or lacks a required key.
+        """
+        path = Path(directory) / MANIFEST_FILE
+        if not path.is_file():
+            raise DataError(f"no {MANIFEST_FILE} in {directory}: extract the snapshot first (`spendpred extract`)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is not valid JSON ({exc}): re-extract the snapshot") from exc
+        known = set(cls.__dataclass_fields__)
+        required = known - {"max_source_timestamps"}
+        missing = sorted(required - set(data))
+        if missing:
+            raise DataError(f"{path} lacks the key(s) {', '.join(missing)}: re-extract the snapshot")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """Return the hex SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def query_params(dialect: str, as_of: date, horizon_days: int, with_labels: bool) -> dict[str, Any]:
+    """Return the bound parameters of the extract SQL for an as-of date and horizon.
+
+    ``cutoff`` = as_of + 1 day (00:00); windows start at cutoff - N days; ``label_end`` =
+    as_of + H + 1 day. SQLite gets the text formats of the warehouse contract, PostgreSQL
+    date and datetime objects.
+    """
+    cutoff = datetime.combine(as_of + timedelta(days=1), datetime.min.time())
+    stamps = {
+        "cutoff": cutoff,
+        "start_30d": cutoff - timedelta(days=30),
+        "start_90d": cutoff - timedelta(days=90),
+        "start_365d": cutoff - timedelta(days=365),
+        "past_start": cutoff - timedelta(days=horizon_days),
+        "label_end": cutoff + timedelta(days=horizon_days),
+    }
+    params: dict[str, Any] = {
+        "as_of": as_of,
+        "with_labels": 1 if with_labels else 0,
+        "max_orders": textify.MAX_RECENT_ORDERS,
+        "max_searches": textify.MAX_RECENT_SEARCHES,
+        "max_reviews": textify.MAX_RECENT_REVIEWS,
+    }
+    if dialect == "sqlite":
+        params.update({k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in stamps.items()})
+        params["as_of"] = as_of.isoformat()
+    else:
+        params.update(stamps)
+    return params
+
+
+def _sql(name: str, dialect: str) -> str:
+    """Load an extract SQL file without its comment lines (bind markers in comments confuse drivers)."""
+    text = warehouse.load_sql(f"extract/{name}", dialect)
+    return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--"))
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """Normalise a timestamp from either dialect (datetime, date or ISO text) to a naive datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return datetime.combine(value, datetime.min.time())
+    try:
+        parsed = datetime.fromisoformat(str(value).strip())
+    except ValueError as exc:
+        raise DataError(
+            f"timestamp {value!r} is not in the contract format 'YYYY-MM-DD HH:MM:SS': fix the source rows"
+        ) from exc
+    return parsed.replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def source_stats(engine: sa.Engine, cutoff_params: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Return (row counts, newest timestamps as ISO text) of the source relations before the cutoff."""
+    sql = _sql("source_stats", engine.dialect.name)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(sql), {"cutoff": cutoff_params["cutoff"]}).mappings().one()
+    counts = {t: int(row[f"{t}_count"]) for t in SOURCE_TABLES}
+    newest: dict[str, str | None] = {}
+    for t in SOURCE_TABLES:
+        ts = _as_datetime(row[f"{t}_max"])
+        newest[t] = ts.isoformat() if ts else None
+    return counts, newest
+
+
+def _item_groups(engine: sa.Engine, params: Mapping[str, Any], chunk_rows: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Yield ``(user_id, rows)`` of the recent-items stream, one group per user, in stream order.
+
+    Raises ``DataError`` if the stream is not ordered by user_id in byte order.
+    """
+    sql = _sql("recent_items", engine.dialect.name)
+    current: str | None = None
+    rows: list[dict[str, Any]] = []
+    for chunk in warehouse.stream_query(engine, sql, params, chunk_rows=chunk_rows):
+        for rec in chunk.to_pylist():
+            uid = rec["user_id"]
+            if uid != current:
+                if current is not None:
+                    if uid < current:
+                        raise DataError(
+                            f"recent items are not ordered by user_id in byte order ({uid!r} after "
+                            f"{current!r}): the extract SQL must ORDER BY user_id COLLATE \"C\" (PostgreSQL) "
+                            "or BINARY (SQLite)"
+                        )
+                    yield current, rows
+                current, rows = uid, []
+            rows.append(rec)
+    if current is not None:
+        yield current, rows
+
+
+class _ItemMerger:
+    """Merge-join helper: hands out the recent items of users asked for in ascending order."""
+
+    def __init__(self, groups: Iterator[tuple[str, list[dict[str, Any]]]]) -> None:
+        self._groups = groups
+        self._head: tuple[str, list[dict[str, Any]]] | None = None
+        self._done = False
+        self._last_uid: str | None = None
+        self._last_rows: list[dict[str, Any]] = []
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            self._head = next(self._groups)
+        except StopIteration:
+            self._head, self._done = None, True
+
+    def take(self, uid: str) -> list[dict[str, Any]]:
+        """Return the item rows of ``uid``; users must be asked for in non-decreasing order."""
+        if self._last_uid is not None:
+            if uid == self._last_uid:
+                return self._last_rows  # a duplicated user in the source: same items
+            if uid < self._last_uid:
+                raise DataError(
+                    f"features are not ordered by user_id in byte order ({uid!r} after {self._last_uid!r}): "
+                    "the extract SQL must ORDER BY user_id COLLATE \"C\" (PostgreSQL) or BINARY (SQLite)"
+                )
+        while self._head is not None and self._head[0] < uid:  # items of users not in the snapshot
+            self._advance()
+        rows: list[dict[str, Any]] = []
+        if self._head is not None and self._head[0] == uid:
+            rows = self._head[1]
+            self._advance()
+        self._last_uid, self._last_rows = uid, rows
+        return rows
+
+
+def behaviour_of(feature_row: Mapping[str, Any], items: list[dict[str, Any]], as_of: date) -> textify.UserBehaviour:
+    """Build the ``textify.UserBehaviour`` of one user from a feature row and its recent items."""
+    orders, searches, reviews = [], [], []
+    for rec in items:
+        at = _as_datetime(rec["at"])
+        if at is None:
+            continue
+        kind = rec["kind"]
+        if kind == "order":
+            orders.append(
+                textify.OrderItem(at=at, amount=float(rec["amount"] or 0.0), category=rec["category"], status=rec["status"] or "")
+            )
+        elif kind == "search":
+            searches.append(textify.SearchItem(at=at, query=rec["body"] or ""))
+        elif kind == "review":
+            reviews.append(textify.ReviewItem(at=at, rating=int(rec["rating"] or 0), body=rec["body"]))
+    has_events = bool(feature_row.get("has_events"))
+    return textify.UserBehaviour(
+        as_of=as_of,
+        tenure_days=int(feature_row["tenure_days"]),
+        completed_orders=int(feature_row["frequency_all"]),
+        completed_spend=float(feature_row["monetary_all"]),
+        events_30d={k: int(feature_row[f"{v}_30d"]) for k, v in _EVENT_FEATURES.items()},
+        events_90d={k: int(feature_row[f"{v}_90d"]) for k, v in _EVENT_FEATURES.items()},
+        days_since_last_event=int(feature_row["days_since_last_event"]) if has_events else None,
+        orders=orders,
+        searches=searches,
+        reviews=reviews,
+        user_id=feature_row["user_id"],
+    )
+
+
+def extract_snapshot(
+    engine: sa.Engine,
+    as_of: date,
+    out_dir: Path,
+    horizon_days: int,
+    with_labels: bool,
+    chunk_rows: int = 50_000,
+    template_version: str | None = None,
+    *,
+    max_tokens: int = textify.DEFAULT_MAX_TOKENS,
+    count_tokens: textify.TokenCounter | None = None,
+) -> Manifest:
+    """Extract the behaviour snapshot as of ``as_of`` into ``out_dir``; return its manifest.
+
+    Writes ``out_dir/snapshot.parquet`` (one row per user who signed up by the end of
+    ``as_of``: ``user_id``, ``text``, ``FEATURE_COLUMNS``, ``past_spend`` and, when
+    ``with_labels``, ``label`` = completed spend in (as_of, as_of + horizon_days]) and
+    ``out_dir/manifest.json``. Features and text use only rows before as_of + 1 day. Any
+    earlier ``validation.json``/``validation.md`` in ``out_dir`` is removed (it described an
+    older file). Files are replaced atomically, so a failed run leaves no half snapshot.
+
+    Raises ``ConfigError`` for a bad horizon, chunk size or template version, and
+    ``DataError`` when the source rows break the contract (e.g. unparsable timestamps).
+    """
+    if horizon_days <= 0:
+        raise ConfigError(f"horizon_days must be a positive number of days, got {horizon_days}")
+    if chunk_rows <= 0:
+        raise ConfigError(f"chunk_rows must be positive, got {chunk_rows}")
+    version = template_version or textify.TEMPLATE_VERSION
+    if version != textify.TEMPLATE_VERSION:
+        raise ConfigError(
+            f"text template {version!r} is not available: this spendpred renders "
+            f"{textify.TEMPLATE_VERSION!r} only (set the template version to {textify.TEMPLATE_VERSION!r})"
+        )
+    if isinstance(as_of, datetime):
+        as_of = as_of.date()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+
+    dialect = engine.dialect.name
+    params = query_params(dialect, as_of, horizon_days, with_labels)
+    started = time.monotonic()
+    logger.info(
+        "extracting snapshot as of %s (horizon %d days, labels %s, %s warehouse) into %s",
+        as_of, horizon_days, with_labels, dialect, out_dir,
+    )
+    counts, newest = source_stats(engine, params)
+
+    schema = snapshot_schema(with_labels)
+    columns = snapshot_columns(with_labels)
+    final = out_dir / SNAPSHOT_FILE
+    tmp = out_dir / f".{SNAPSHOT_FILE}.tmp"
+    rows_written = 0
+    item_groups = _item_groups(engine, params, chunk_rows)
+    try:
+        merger = _ItemMerger(item_groups)
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for chunk in warehouse.stream_query(
+                engine, _sql("features", dialect), params, chunk_rows=chunk_rows, schema=_FEATURE_QUERY_SCHEMA
+            ):
+                cols = chunk.select(_TEXT_INPUTS).to_pydict()  # only what the text needs, as lists
+                texts = []
+                for i in range(chunk.num_rows):
+                    rec = {name: cols[name][i] for name in _TEXT_INPUTS}
+                    behaviour_row = behaviour_of(rec, merger.take(rec["user_id"]), as_of)
+                    texts.append(textify.render(behaviour_row, max_tokens=max_tokens, count_tokens=count_tokens))
+                del cols
+                arrays = [chunk.column("user_id"), pa.array(texts, pa.string())]
+                arrays += [chunk.column(name) for name in columns[2:]]
+                table = pa.Table.from_arrays(arrays, names=columns)
+                writer.write_table(table.cast(schema))
+                rows_written += table.num_rows
+                logger.info("snapshot %s: %d users written", as_of, rows_written)
+            if rows_written == 0:
+                writer.write_table(schema.empty_table())
+        os.replace(tmp, final)
+    finally:
+        item_groups.close()  # ends the second stream (and returns its connection) even on failure
+        tmp.unlink(missing_ok=True)
+
+    stamps = [v for v in newest.values() if v]
+    manifest = Manifest(
+        as_of=as_of.isoformat(),
+        horizon_days=int(horizon_days),
+        with_labels=bool(with_labels),
+        row_count=rows_written,
+        text_template_version=version,
+        feature_columns=list(FEATURE_COLUMNS),
+        source_row_counts=counts,
+        max_source_timestamp=max(stamps) if stamps else None,
+        checksum=sha256_file(final),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        max_source_timestamps=newest,
+    )
+    manifest.write(out_dir)
+    logger.info(
+        "snapshot as of %s: %d users, %.1f s, sources %s", as_of, rows_written, time.monotonic() - started, counts
+    )
+    if rows_written == 0:
+        logger.warning("snapshot as of %s is empty: no user signed up before %s", as_of, params["cutoff"])
+    return manifest

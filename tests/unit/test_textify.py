@@ -1,0 +1,198 @@
+"""Behaviour → text: exact template, token budget, oldest dropped first, privacy, determinism."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from spendpred import textify as t
+from spendpred.errors import ConfigError, DataError
+
+AS_OF = date(2024, 6, 30)
+
+
+def _behaviour(**overrides: object) -> t.UserBehaviour:
+    base = t.UserBehaviour(
+        as_of=AS_OF,
+        tenure_days=181,
+        completed_orders=4,
+        completed_spend=94.75,
+        events_30d={"view": 2, "search": 2},
+        events_90d={"view": 2, "click": 1, "search": 2},
+        days_since_last_event=2,
+        orders=[
+            t.OrderItem(datetime(2024, 6, 1, 10), 10.5, "books"),
+            t.OrderItem(datetime(2024, 6, 30, 23, 59, 59), 4.0, "games"),
+            t.OrderItem(datetime(2024, 3, 15, 8), 5.0, "books", "cancelled"),
+        ],
+        searches=[t.SearchItem(datetime(2024, 6, 28, 13), "running shoes")],
+        reviews=[t.ReviewItem(datetime(2024, 6, 10, 9), 5, "Great shoes, fast delivery")],
+        user_id="cust-4711",
+    )
+    return replace(base, **overrides)
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def test_exact_text_with_relative_dates_most_recent_first() -> None:
+    text = t.render(_behaviour(), max_tokens=512)
+    assert text == (
+        "member for 181 days. 4 completed orders, 94.75 spent. "
+        "last 30 days: 2 views, 2 searches. last 90 days: 2 views, 1 click, 2 searches. "
+        "last active 2 days ago. "
+        "orders: today 4.00 games; 29 days ago 10.50 books; 107 days ago 5.00 books (cancelled). "
+        'searches: 2 days ago "running shoes". '
+        'reviews: 20 days ago 5/5 "Great shoes, fast delivery".'
+    )
+
+
+def test_new_user_without_behaviour() -> None:
+    text = t.render(t.UserBehaviour(as_of=AS_OF, tenure_days=0))
+    assert text == "joined today. no completed orders. no browsing events in the last 90 days."
+
+
+def test_deterministic_whatever_the_input_order() -> None:
+    b = _behaviour()
+    shuffled = replace(b, orders=list(reversed(b.orders)), searches=list(b.searches), reviews=list(b.reviews))
+    assert t.render(b) == t.render(b) == t.render(shuffled)
+
+
+def test_stationary_dates_are_relative_to_as_of() -> None:
+    b = _behaviour()
+    shift = timedelta(days=400)
+
+    def moved(items: list) -> list:
+        return [replace(i, at=i.at + shift) for i in items]
+
+    later = replace(
+        b,
+        as_of=b.as_of + shift,
+        orders=moved(list(b.orders)),
+        searches=moved(list(b.searches)),
+        reviews=moved(list(b.reviews)),
+    )
+    assert t.render(later, max_tokens=512) == t.render(b, max_tokens=512)
+    assert "2024" not in t.render(b, max_tokens=512)
+
+
+def _many_items() -> t.UserBehaviour:
+    # ten orders, one per category marker, cat00 the newest; interleaved searches/reviews
+    orders = [t.OrderItem(datetime(2024, 6, 29, 12) - timedelta(days=3 * i), 10.0 + i, f"cat{i:02d}") for i in range(10)]
+    searches = [t.SearchItem(datetime(2024, 6, 28, 12) - timedelta(days=3 * i), f"query{i:02d}") for i in range(5)]
+    reviews = [t.ReviewItem(datetime(2024, 6, 27, 12) - timedelta(days=3 * i), 4, f"body{i:02d} fine") for i in range(3)]
+    return _behaviour(orders=orders, searches=searches, reviews=reviews)
+
+
+@pytest.mark.parametrize("budget", [20, 40, 60, 80, 100, 128, 200])
+def test_budget_respected_and_oldest_items_dropped_first(budget: int) -> None:
+    b = _many_items()
+    full = t.render(b, max_tokens=10_000)
+    text = t.render(b, max_tokens=budget, count_tokens=_words)
+    assert _words(text) <= budget
+    assert t.estimate_tokens(t.render(b, max_tokens=budget)) <= budget
+    # every item kept is newer than every item dropped
+    ages = {f"cat{i:02d}": 3 * i + 0.5 for i in range(10)}
+    ages |= {f"query{i:02d}": 3 * i + 1.5 for i in range(5)}
+    ages |= {f"body{i:02d}": 3 * i + 2.5 for i in range(3)}
+    kept = {m for m in ages if m in text}
+    dropped = set(ages) - kept
+    assert all(m in full for m in ages)
+    if kept and dropped:
+        assert max(ages[m] for m in kept) < min(ages[m] for m in dropped)
+    if budget <= 80:
+        assert dropped, "a small budget must drop items"
+    # never cut words: every word of the budgeted text is a word of the full text
+    def words(s: str) -> set[str]:
+        return {w.rstrip(".;,") for w in s.split()}
+
+    assert words(text) <= words(full), words(text) - words(full)
+
+
+def test_summary_sentences_dropped_when_items_are_not_enough() -> None:
+    text = t.render(_behaviour(), max_tokens=12, count_tokens=_words)
+    assert text == "member for 181 days. 4 completed orders, 94.75 spent."
+    assert t.render(_behaviour(), max_tokens=4, count_tokens=_words) == "member for 181 days."
+
+
+def test_budget_too_small_for_tenure_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_tokens=2 is too small"):
+        t.render(_behaviour(), max_tokens=2, count_tokens=_words)
+
+
+def test_item_after_as_of_is_refused() -> None:
+    b = _behaviour(orders=[t.OrderItem(datetime(2024, 7, 1, 0, 0), 3.0, "books")])
+    with pytest.raises(DataError, match="after the as-of date 2024-06-30"):
+        t.render(b)
+
+
+def test_review_snippet_is_cut_at_word_boundary() -> None:
+    body = " ".join(f"word{i}" for i in range(30))
+    text = t.render(_behaviour(reviews=[t.ReviewItem(datetime(2024, 6, 29), 2, body)]), max_tokens=512)
+    snippet = re.search(r'2/5 "([^"]*)"', text).group(1)
+    assert snippet == " ".join(f"word{i}" for i in range(t.SNIPPET_WORDS)) + " ..."
+
+
+PII_BODY = (
+    "Ask Mr. Smith or mail jane.doe+shop@example.com, call +1 (555) 012-3456 or 020 7946 0958, "
+    "see https://shop.example.com/u/cust-4711 and www.example.org, ping @janedoe; my name is Jane. "
+    "I am CUST-4711."
+)
+
+
+def test_no_personal_data_in_text() -> None:
+    b = _behaviour(
+        reviews=[t.ReviewItem(datetime(2024, 6, 29), 1, PII_BODY)],
+        searches=[t.SearchItem(datetime(2024, 6, 29), "call me 555-0123456 bob@example.org")],
+    )
+    text = t.render(b, max_tokens=1000)
+    for secret in ("jane.doe", "example.com", "example.org", "555", "7946", "0958", "janedoe", "Smith", "Jane", "4711", "cust-", "http", "www"):
+        assert secret.lower() not in text.lower(), (secret, text)
+    assert "[email]" in text and "[number]" in text and "[name]" in text
+    scrubbed = t.scrub(PII_BODY, forbidden=["cust-4711"])
+    assert scrubbed == (
+        "Ask [name] or mail [email], call [number] or [number], see [url] and [url], ping [handle]; "
+        "my name is [name]. I am [user]."
+    )
+
+
+def test_scrub_keeps_ordinary_text_and_prices() -> None:
+    assert t.scrub("  Good value\nfor 45.00, size 42 ") == "Good value for 45.00, size 42"
+    assert t.scrub("I am happy with it. This is great") == "I am happy with it. This is great"
+    assert t.scrub(None) == ""
+
+
+def test_estimate_is_conservative_for_the_default_encoder_tokenizer() -> None:
+    transformers = pytest.importorskip("transformers")
+    from spendpred.config import default_encoder_dir
+
+    try:
+        folder = default_encoder_dir()
+    except FileNotFoundError as exc:  # pragma: no cover - depends on the install
+        pytest.skip(str(exc))
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(folder)
+    exact = t.tokenizer_counter(tokenizer)
+    rng = random.Random(7)
+    categories = ["electronics", "home & garden", "pet supplies", "jewellery", "Küche", "数码", None]
+    words = "great product fast delivery refurbished wishlists unboxing terrible 1234567 ok".split()
+    for _ in range(60):
+        b = _behaviour(
+            tenure_days=rng.randint(0, 4000),
+            completed_spend=rng.uniform(0, 99_999),
+            orders=[
+                t.OrderItem(datetime(2024, 6, 30) - timedelta(days=rng.randint(0, 900)), rng.uniform(0, 5000), rng.choice(categories))
+                for _ in range(rng.randint(0, 12))
+            ],
+            reviews=[
+                t.ReviewItem(datetime(2024, 6, 30) - timedelta(days=rng.randint(0, 900)), rng.randint(1, 5), " ".join(rng.choices(words, k=rng.randint(0, 20))))
+                for _ in range(rng.randint(0, 4))
+            ],
+        )
+        text = t.render(b)
+        assert exact(text) <= t.estimate_tokens(text) <= 128
+        assert exact(t.render(b, count_tokens=exact)) <= 128
