@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from spendpred.config import Settings, get_settings
 from spendpred.errors import ConfigError
@@ -136,6 +136,48 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> sa.E
     raise ConfigError(
         f"unsupported warehouse backend {backend!r} in {url!r}: use sqlite:///path.db or "
         "postgresql+psycopg2://user:password@host:5432/database"
+    )
+
+
+def url_from_connection(
+    conn_type: str | None,
+    host: str | None,
+    login: str | None = None,
+    password: str | None = None,
+    port: int | None = None,
+    schema: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Return a SQLAlchemy URL for the fields of an Airflow connection (``spendpred_warehouse``).
+
+    ``postgres``/``postgresql`` become ``postgresql+psycopg2://`` (libpq options such as
+    ``sslmode`` in the extras become query parameters), ``sqlite`` uses ``host`` (or, for a
+    connection given as a ``sqlite:////path`` URI, ``schema``) as the file path; an extra ``sqlalchemy_url`` overrides everything. Raises ``ConfigError`` for other types.
+    """
+    extra = dict(extra or {})
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    kind = (conn_type or "").lower()
+    if kind in {"postgres", "postgresql"}:
+        libpq = ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout", "application_name", "options")
+        url = URL.create(
+            "postgresql+psycopg2",
+            username=login or None,
+            password=password or None,
+            host=host or None,
+            port=int(port) if port else None,
+            database=schema or None,
+            query={k: str(extra[k]) for k in libpq if extra.get(k) not in (None, "")},
+        )
+        return url.render_as_string(hide_password=False)
+    if kind == "sqlite":
+        path = host or schema  # the UI form puts the path in host; a sqlite:////path URI in schema
+        if not path:
+            raise ConfigError(f"connection 'spendpred_warehouse' (sqlite) needs the database file path in 'host'")
+        return f"sqlite:///{path}"
+    raise ConfigError(
+        f"connection 'spendpred_warehouse' has type {conn_type!r}: use a postgres or sqlite connection, "
+        "or put a full SQLAlchemy URL in its extra as {\"sqlalchemy_url\": \"...\"}"
     )
 
 

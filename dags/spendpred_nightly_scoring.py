@@ -1,0 +1,120 @@
+"""
+### spendpred nightly scoring
+
+Scores every user with the champion model, buckets the scores into high / medium / low
+tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds`).
+
+`extract_scoring_snapshot` → `validate_snapshot` → `plan_shards` → `score_shard` × N
+(dynamic task mapping) → `assign_tiers` → `publish_scores`
+
+* **Run date D**: the `as_of` param, else the last complete day before the run's data
+  interval end (the 02:00 run on July 1 scores as of June 30). Features use only rows up to
+  the end of D, and publishing replaces the whole D partition in one transaction, so a rerun
+  or a backfill of a date leaves exactly one partition.
+* **Validation** (Great Expectations) stops the run before anything is scored or published.
+* **Shards**: users are split by a hash of `user_id`; each shard is a mapped task that
+  retries on its own (queue `SPENDPRED_SCORE_QUEUE` when set).
+* **Publishing** emits an event on the asset `spendpred://warehouse/spendpred/user_spend_scores`;
+  a dry run checks the scores, publishes nothing and ends `publish_scores` as *skipped*.
+* **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`.
+
+Manual runs: *Trigger DAG w/ config*; the form is validated before the run is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _spendpred_common import (
+    DEFAULT_ARGS,
+    SCORES_ASSET,
+    START_DATE,
+    TAGS,
+    checked_params,
+    run_date,
+    score_task_kwargs,
+    scoring_params,
+    skip_unchanged,
+    warehouse_url,
+)
+from airflow.sdk import dag, get_current_context, task
+
+
+@dag(
+    dag_id="spendpred_nightly_scoring",
+    schedule="0 2 * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=scoring_params(),
+    tags=[*TAGS, "scoring"],
+    doc_md=__doc__,
+)
+def spendpred_nightly_scoring() -> None:
+    """Nightly scoring and tier publishing (see the module docstring)."""
+
+    @task
+    def extract_scoring_snapshot() -> dict[str, Any]:
+        """Write the behaviour snapshot as of the run date D."""
+        from spendpred import pipeline
+
+        context = get_current_context()
+        checked_params(context["params"])
+        return pipeline.extract_scoring_snapshot(run_date(context), url=warehouse_url())
+
+    @task(retries=0)
+    def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Validate the snapshot with Great Expectations; a failure stops the run."""
+        from spendpred import pipeline
+
+        return {**snapshot, "validation": pipeline.validate_snapshot(snapshot["snapshot_dir"])}
+
+    @task
+    def plan_shards(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+        """Split the snapshot into shards; one mapped ``score_shard`` task per shard."""
+        from spendpred import pipeline
+
+        return pipeline.plan_shards(snapshot["snapshot_dir"], get_current_context()["params"]["shards"])
+
+    @task(map_index_template="{{ shard_label }}", **score_task_kwargs())
+    def score_shard(spec: dict[str, Any], model: str) -> dict[str, Any]:
+        """Predict spend for one shard with the given model alias or version."""
+        from spendpred import pipeline
+
+        get_current_context()["shard_label"] = f"shard {spec['shard']}/{spec['shards']}"
+        return pipeline.score_shard(spec["snapshot_dir"], spec["shard"], spec["shards"], model=model)
+
+    @task
+    def assign_tiers(snapshot: dict[str, Any], shard_results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Combine the shards and bucket the scores into tiers."""
+        from spendpred import pipeline
+
+        # a slice fetches every shard's result in one request (iterating probes past the end)
+        return pipeline.assign_tiers(snapshot["snapshot_dir"], list(shard_results[:]))
+
+    @task(outlets=[SCORES_ASSET])
+    def publish_scores(tiers: dict[str, Any]) -> dict[str, Any]:
+        """Replace the run's partition in the warehouse; skipped (no asset event) on a dry run."""
+        from spendpred import pipeline
+
+        context = get_current_context()
+        result = pipeline.publish_scores(tiers, dry_run=bool(context["params"]["dry_run"]), url=warehouse_url())
+        if not result.get("published"):
+            skip_unchanged(context, result, f"dry run: {result.get('rows')} scores for {result.get('as_of')} checked, nothing published")
+        context["outlet_events"][SCORES_ASSET].extra = {
+            "as_of": str(result.get("as_of")),
+            "rows": result.get("rows"),
+            "model_version": tiers.get("model_version"),
+        }
+        return result
+
+    snapshot = validate_snapshot(extract_scoring_snapshot())
+    shard_results = score_shard.partial(model="{{ params.model }}").expand(spec=plan_shards(snapshot))
+    publish_scores(assign_tiers(snapshot, shard_results))
+
+
+nightly_scoring = spendpred_nightly_scoring()
+
+if __name__ == "__main__":
+    nightly_scoring.test()

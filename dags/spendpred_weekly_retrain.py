@@ -1,0 +1,124 @@
+"""
+### spendpred weekly retrain
+
+Retrains the spend regressor on the latest complete horizon and promotes it only when it
+beats the model in production.
+
+`extract_training_snapshot` → `validate_snapshot` → `train_model` → `evaluate_and_register`
+→ `promote_model`
+
+* **Run date R**: the `as_of` param, else the last complete day before the run's data
+  interval end (a run due on Sunday 00:00 trains with R = Saturday). Features are taken as
+  of R − H and labels are the completed spend in (R − H, R]; a rerun of the same run
+  rebuilds the same snapshot.
+* **Validation** (Great Expectations) stops the run before anything trains.
+* **Training** runs in pool `SPENDPRED_TRAIN_POOL` (default `default_pool`) and on queue
+  `SPENDPRED_TRAIN_QUEUE` (e.g. `gpu`, served by the GPU Celery worker).
+* **Registry**: every candidate becomes a new version of `spendpred-regressor` with alias
+  `challenger`; `promote` = `auto` makes it `champion` only when it wins the gate, `never`
+  registers only, `force` promotes regardless. When the champion changes, the asset
+  `spendpred://models/spendpred-regressor/champion` gets an event; otherwise
+  `promote_model` ends as *skipped* (the decision is in its XCom `result`).
+* **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`.
+
+Manual runs: *Trigger DAG w/ config*; the form is validated before the run is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _spendpred_common import (
+    CHAMPION_ASSET,
+    DEFAULT_ARGS,
+    START_DATE,
+    TAGS,
+    checked_params,
+    retrain_params,
+    run_date,
+    skip_unchanged,
+    train_task_kwargs,
+    warehouse_url,
+)
+from airflow.sdk import dag, get_current_context, task
+
+
+@dag(
+    dag_id="spendpred_weekly_retrain",
+    schedule="@weekly",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=retrain_params(),
+    tags=[*TAGS, "training", "mlflow"],
+    doc_md=__doc__,
+)
+def spendpred_weekly_retrain() -> None:
+    """Weekly retraining of the spend regressor (see the module docstring)."""
+
+    @task
+    def extract_training_snapshot() -> dict[str, Any]:
+        """Write the labelled snapshot (features as of R − H, labels in (R − H, R])."""
+        from spendpred import pipeline
+
+        context = get_current_context()
+        params = checked_params(context["params"])
+        return pipeline.extract_training_snapshot(run_date(context), horizon_days=params["horizon"], url=warehouse_url())
+
+    @task(retries=0)
+    def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Validate the snapshot with Great Expectations; a failure stops the run."""
+        from spendpred import pipeline
+
+        return {**snapshot, "validation": pipeline.validate_snapshot(snapshot["snapshot_dir"])}
+
+    @task(retries=1, **train_task_kwargs())
+    def train_model(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """Fine-tune the regressor on the snapshot (GPU pool/queue when configured)."""
+        from spendpred import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.train_model(
+            snapshot["snapshot_dir"],
+            epochs=params["epochs"],
+            max_users=params["max_users"],
+            freeze=params["freeze"],
+            loss=params["loss"],
+            device=params["device"],
+        )
+
+    @task
+    def evaluate_and_register(trained: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate on the test split, log the MLflow run and register a challenger version."""
+        from spendpred import pipeline
+
+        return pipeline.evaluate_and_register(trained["train_dir"])
+
+    @task(outlets=[CHAMPION_ASSET])
+    def promote_model(registered: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+        """Apply the promotion gate; skipped (no asset event) when the champion stays as it is."""
+        from spendpred import pipeline
+
+        context = get_current_context()
+        params = context["params"]
+        mode = "never" if params["dry_run"] else params["promote"]
+        result = pipeline.promote_model(registered["version"], mode=mode, train_dir=trained["train_dir"])
+        if not result.get("promoted"):
+            skip_unchanged(context, result, f"champion unchanged (version {result.get('champion_version')}): {result.get('reason')}")
+        context["outlet_events"][CHAMPION_ASSET].extra = {
+            "version": str(result.get("champion_version")),
+            "mode": mode,
+            "reason": result.get("reason"),
+        }
+        return result
+
+    snapshot = validate_snapshot(extract_training_snapshot())
+    trained = train_model(snapshot)
+    promote_model(evaluate_and_register(trained), trained)
+
+
+weekly_retrain = spendpred_weekly_retrain()
+
+if __name__ == "__main__":
+    weekly_retrain.test()

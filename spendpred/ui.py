@@ -1,0 +1,365 @@
+"""The "Spend tiers" page: what the latest scoring run published and which model made it.
+
+``page_data`` gathers the facts (the warehouse's latest run summary from
+``spendpred.publish.latest_run_summary`` and the champion from
+``spendpred.registry.champion_info``) into a JSON-able dict; ``render_page`` turns that dict
+into one self-contained HTML page: inline CSS and a server-side SVG histogram, no
+JavaScript, no external resources (the Airflow UI embeds it in a sandboxed iframe).
+
+Nothing here imports Airflow; the Airflow plugin (``plugins/spendpred_ui.py``) only wires
+these two functions to a FastAPI route. Reading is side-effect free: a SQLite warehouse or
+MLflow store that does not exist yet is reported as empty, never created.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from spendpred.config import Settings, get_settings
+from spendpred.errors import SpendpredError
+
+logger = logging.getLogger(__name__)
+
+TIERS: tuple[str, ...] = ("high", "medium", "low")
+TIER_COLOURS: dict[str, str] = {"high": "#1a7f37", "medium": "#bf8700", "low": "#8c959f"}
+METRIC_LABELS: dict[str, str] = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "spearman": "Spearman",
+    "gini": "Gini",
+    "normalised_gini": "Normalised Gini",
+    "top10_capture": "Top-10% capture",
+    "decile_mape": "Decile MAPE",
+    "tier_accuracy": "Tier accuracy",
+    "high_tier_recall": "High-tier recall",
+}
+"""Display names of the champion's test metrics, in display order (others follow, sorted)."""
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """Return the database file of a ``sqlite:///`` URL (``None`` for other URLs or memory)."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _read_summary(url: str, data: dict[str, Any]) -> None:
+    """Fill ``data["summary"]`` from the warehouse, or add a message to ``data["errors"]``."""
+    import sqlalchemy as sa
+
+    from spendpred import publish, warehouse
+
+    file = _sqlite_file(url)
+    if file is not None and not file.exists():
+        data["notes"].append(f"The warehouse file {file} does not exist yet: run `spendpred db init`.")
+        return
+    engine = warehouse.get_engine(url)
+    try:
+        data["warehouse"] = engine.url.render_as_string(hide_password=True)
+        data["summary"] = publish.latest_run_summary(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        hint = " (run `spendpred db init` to create the tables)" if "no such table" in text or "does not exist" in text else ""
+        data["errors"].append(f"Cannot read the warehouse {data['warehouse']}: {text}{hint}")
+        logger.warning("spend tiers page: %s", data["errors"][-1])
+    finally:
+        engine.dispose()
+
+
+def _read_champion(settings: Settings, data: dict[str, Any]) -> None:
+    """Fill ``data["champion"]`` from the MLflow registry, or add a message to ``data["errors"]``."""
+    file = _sqlite_file(settings.resolved_tracking_uri)
+    if file is not None and not file.exists():
+        return  # no tracking store yet, hence no champion; do not create one by reading
+    try:
+        from spendpred import registry
+
+        data["champion"] = registry.champion_info(settings)
+    except (SpendpredError, ImportError) as exc:
+        data["errors"].append(f"Cannot read the model registry: {exc}")
+        logger.warning("spend tiers page: %s", data["errors"][-1])
+
+
+def page_data(url: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Return everything the page shows, as a JSON-able dict.
+
+    Keys: ``warehouse`` (URL, password hidden), ``summary`` (the result of
+    ``publish.latest_run_summary``, or ``None`` when the warehouse cannot be read),
+    ``champion`` (``registry.champion_info``; ``None`` when there is no champion yet),
+    ``errors`` and ``notes`` (messages for the reader) and ``generated_at`` (UTC, ISO).
+    ``url`` defaults to the settings' warehouse URL. Raises ``ConfigError`` for an
+    unsupported URL; read failures are reported in ``errors``, not raised.
+    """
+    settings = settings or get_settings()
+    url = url or settings.resolved_warehouse_url
+    data: dict[str, Any] = {
+        "warehouse": _hide_password(url),
+        "summary": None,
+        "champion": None,
+        "errors": [],
+        "notes": [],
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    _read_summary(url, data)
+    _read_champion(settings, data)
+    return data
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as "(invalid URL)", never echoed
+        return "(invalid URL)"
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def format_money(value: float | None) -> str:
+    """Return a spend amount for display: ``1,234``, ``12.50``, ``0.40``; ``—`` for None."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def _short_money(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:.1f}M"
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _metric(value: float) -> str:
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) < 10 else f"{value:,.2f}"
+
+
+def _tier_of(value: float, thresholds: Sequence[Mapping[str, Any]]) -> str | None:
+    for threshold in thresholds:
+        low, high = threshold.get("lower_bound"), threshold.get("upper_bound")
+        if (low is None or value >= low) and (high is None or value < high):
+            return str(threshold["tier"])
+    return None
+
+
+def histogram_svg(histogram: Mapping[str, Any], thresholds: Sequence[Mapping[str, Any]], width: int = 760, height: int = 280) -> str:
+    """Return an inline SVG bar chart of predicted spend, bars coloured by tier.
+
+    ``histogram`` is ``{"edges": [...], "counts": [...], "scale": "log1p"}`` (bins evenly
+    spaced on log1p(spend)); each bar takes the tier of its bin's midpoint. Returns an
+    empty-state ``<p>`` when there are no counts.
+    """
+    edges = [float(e) for e in histogram.get("edges") or []]
+    counts = [int(c) for c in histogram.get("counts") or []]
+    if not counts or len(edges) != len(counts) + 1 or max(counts) == 0:
+        return '<p class="muted">No scores to chart.</p>'
+    left, right, top, bottom = 56, 12, 12, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max(counts)
+    bar_w = plot_w / len(counts)
+    parts = [
+        f'<svg class="chart" role="img" aria-label="Distribution of predicted spend" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{round(peak * frac):,}</text>')
+    for i, count in enumerate(counts):
+        lo, hi = edges[i], edges[i + 1]
+        mid = math.expm1((math.log1p(max(lo, 0.0)) + math.log1p(max(hi, 0.0))) / 2)
+        tier = _tier_of(mid, thresholds) or "low"
+        bar_h = plot_h * count / peak
+        x, y = left + i * bar_w, top + plot_h - bar_h
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{bar_h:.1f}" '
+            f'fill="{TIER_COLOURS.get(tier, "#57606a")}" data-tier="{_e(tier)}">'
+            f"<title>{format_money(lo)} – {format_money(hi)}: {count:,} users ({_e(tier)})</title></rect>"
+        )
+    step = max(1, len(counts) // 5)
+    for i in range(0, len(edges), step):
+        x = left + i * bar_w
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="axis">{_short_money(edges[i])}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" class="axis">'
+        "predicted spend over the horizon (log scale)</text>"
+    )
+    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" class="baseline"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# -- page --------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:14px;margin:0;padding:20px 28px;color:#1f2328;background:#fff}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 10px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.muted{color:#656d76} .meta{font-size:13px;color:#656d76;margin-bottom:16px}
+.cards{display:flex;gap:12px;flex-wrap:wrap}
+.card{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;min-width:150px}
+.card .label{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:#656d76}
+.card .value{font-size:24px;font-weight:600} .card .sub{font-size:12px;color:#656d76}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;vertical-align:baseline}
+table{border-collapse:collapse;font-size:14px} th,td{padding:5px 12px;border-bottom:1px solid #eaeef2;text-align:right}
+th:first-child,td:first-child{text-align:left} th{color:#656d76;font-weight:600;font-size:12px}
+.chart .grid{stroke:#eaeef2} .chart .baseline{stroke:#8c959f} .chart .axis{font-size:11px;fill:#656d76}
+.empty{border:1px dashed #d0d7de;border-radius:8px;padding:24px;background:#f6f8fa}
+.error{border:1px solid #ff8182;background:#ffebe9;border-radius:6px;padding:8px 12px;margin:8px 0}
+.note{border:1px solid #d0d7de;background:#f6f8fa;border-radius:6px;padding:8px 12px;margin:8px 0}
+.grid2{display:flex;gap:48px;flex-wrap:wrap;align-items:flex-start} .legend{margin-right:14px;font-size:13px}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;background:#f6f8fa;padding:1px 4px;border-radius:4px}
+"""
+
+
+def _tier_label(tier: str) -> str:
+    return f'<span class="swatch" style="background:{TIER_COLOURS.get(tier, "#57606a")}"></span>{_e(tier)}'
+
+
+def _cards(summary: Mapping[str, Any]) -> str:
+    total = int(summary.get("user_count") or 0)
+    sizes = summary.get("tier_sizes") or {}
+    cards = [f'<div class="card" id="card-total"><div class="label">users scored</div><div class="value">{total:,}</div>'
+             f'<div class="sub">as of {_e(summary.get("as_of"))}</div></div>']  # fmt: skip
+    for tier in TIERS:
+        users = int(sizes.get(tier) or 0)
+        share = 100.0 * users / total if total else 0.0
+        cards.append(
+            f'<div class="card" id="card-{tier}"><div class="label">{_tier_label(tier)}</div>'
+            f'<div class="value" data-tier-size="{tier}">{users:,}</div><div class="sub">{share:.1f}% of users</div></div>'
+        )
+    return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _tier_table(summary: Mapping[str, Any]) -> str:
+    sizes = summary.get("tier_sizes") or {}
+    spend = summary.get("tier_spend") or {}
+    bounds = {t.get("tier"): t for t in summary.get("thresholds") or []}
+    rows = []
+    for tier in TIERS:
+        bound = bounds.get(tier, {})
+        stats = spend.get(tier) or {}
+        rows.append(
+            f'<tr id="tier-{tier}"><td>{_tier_label(tier)}</td><td>{int(sizes.get(tier) or 0):,}</td>'
+            f"<td>{format_money(bound.get('lower_bound'))}</td><td>{format_money(bound.get('upper_bound'))}</td>"
+            f"<td>{format_money(stats.get('min'))}</td><td>{format_money(stats.get('mean'))}</td><td>{format_money(stats.get('max'))}</td></tr>"
+        )
+    return (
+        '<table id="tiers"><thead><tr><th>tier</th><th>users</th><th>lower bound</th><th>upper bound</th>'
+        "<th>min</th><th>mean</th><th>max</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        '<p class="muted">Predicted spend over the horizon; a tier holds scores in [lower, upper), — is an open end.</p>'
+    )
+
+
+def _movement(summary: Mapping[str, Any]) -> str:
+    previous = summary.get("previous_as_of")
+    if not previous:
+        return '<p class="muted" id="movement">Only one run so far: tier movement appears after the next run.</p>'
+    move = summary.get("movement") or {}
+    transitions = summary.get("transitions") or {}
+    chips = "".join(
+        f'<div class="card"><div class="label">{label}</div><div class="value" data-move="{key}">{int(move.get(key) or 0):,}</div></div>'
+        for key, label in (("up", "moved up"), ("down", "moved down"), ("same", "same tier"),
+                           ("churn_warning", "churn warnings"), ("new", "new users"), ("gone", "no longer scored"))
+    )  # fmt: skip
+    head = "".join(f"<th>now {_tier_label(t)}</th>" for t in TIERS)
+    body = "".join(
+        f"<tr><td>was {_tier_label(p)}</td>"
+        + "".join(f'<td data-from="{p}" data-to="{c}">{int((transitions.get(p) or {}).get(c) or 0):,}</td>' for c in TIERS)
+        + "</tr>"
+        for p in TIERS
+    )
+    return (
+        f'<p class="meta">From {_e(previous)} to {_e(summary.get("as_of"))} (users scored in both runs). '
+        "A churn warning is a drop of at least one tier or of more than half the predicted spend.</p>"
+        f'<div class="cards" id="movement">{chips}</div>'
+        f'<table id="transitions" style="margin-top:12px"><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
+
+
+def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | None) -> str:
+    if not champion:
+        return '<p class="muted" id="champion">No champion model yet: run the <code>spendpred_weekly_retrain</code> DAG.</p>'
+    metrics: Mapping[str, float] = champion.get("metrics") or {}
+    ordered = [k for k in METRIC_LABELS if k in metrics] + sorted(k for k in metrics if k not in METRIC_LABELS)
+    rows = "".join(f"<tr><td>{_e(METRIC_LABELS.get(k, k))}</td><td>{_metric(float(metrics[k]))}</td></tr>" for k in ordered)
+    used = summary.get("model_version") if summary else None
+    stale = ""
+    if used is not None and str(used) != str(champion.get("version")):
+        stale = f'<div class="note">The latest published run used version {_e(used)}, not the current champion.</div>'
+    aliases = ", ".join(str(a) for a in champion.get("aliases") or [])
+    table = (
+        f'<table id="champion-metrics"><thead><tr><th>test metric</th><th>value</th></tr></thead><tbody>{rows}</tbody></table>'
+        if rows
+        else '<p class="muted">No test metrics recorded on this version.</p>'
+    )
+    details = [f"aliases: {aliases}" if aliases else "", f"registered {champion.get('created_at') or ''}".replace("T", " ")]
+    if champion.get("run_id"):
+        details.append(f"MLflow run {champion['run_id']}")
+    return (
+        f'<div id="champion"><p><strong>{_e(champion.get("name"))}</strong> version '
+        f'<strong id="champion-version">{_e(champion.get("version"))}</strong></p>'
+        f'<p class="meta">{_e(" · ".join(d for d in details if d))}</p>{stale}{table}</div>'
+    )
+
+
+def render_page(data: Mapping[str, Any]) -> str:
+    """Return the complete HTML page for ``page_data``'s result (all values escaped).
+
+    Shows an empty state, with what to run, when no scoring run has been published yet.
+    """
+    summary = data.get("summary")
+    messages = "".join(f'<div class="error">{_e(m)}</div>' for m in data.get("errors") or [])
+    messages += "".join(f'<div class="note">{_e(m)}</div>' for m in data.get("notes") or [])
+    if summary and summary.get("as_of"):
+        model = f"{_e(summary.get('model_name'))} v{_e(summary.get('model_version'))}"
+        legend = " ".join(f'<span class="legend">{_tier_label(t)}</span>' for t in TIERS)
+        body = (
+            f'<p class="meta">Latest run <strong id="as-of">{_e(summary["as_of"])}</strong> · scored {_e(summary.get("scored_at"))}'
+            f" · model {model}</p>"
+            + _cards(summary)
+            + '<div class="grid2"><section><h2>Tiers and thresholds</h2>'
+            + _tier_table(summary)
+            + '</section><section><h2>Champion model</h2>'
+            + _champion(data.get("champion"), summary)
+            + "</section></div>"
+            + f"<h2>Score distribution</h2><div>{legend}</div>"
+            + histogram_svg(summary.get("histogram") or {}, summary.get("thresholds") or [])
+            + "<h2>Tier movement</h2>"
+            + _movement(summary)
+        )
+    else:
+        body = (
+            '<div class="empty" id="empty-state"><strong>No scores published yet.</strong>'
+            '<p class="muted">Run the <code>spendpred_nightly_scoring</code> DAG; this page then shows '
+            "the tiers of the latest run.</p></div>"
+            "<h2>Champion model</h2>" + _champion(data.get("champion"), summary)
+        )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Spend tiers</title><style>{_CSS}</style></head><body>"
+        "<h1>Spend tiers</h1>"
+        f'<div class="meta">Warehouse {_e(data.get("warehouse"))} · generated {_e(data.get("generated_at"))} UTC · '
+        '<a href="summary.json">JSON</a></div>'
+        f"{messages}{body}</body></html>"
+    )

@@ -1,0 +1,351 @@
+"""DAG integrity: every DAG file imports cleanly, is wired as documented, validates its params,
+and parsing it touches no database or connection and imports nothing heavy.
+
+Like Airflow's own ``test_example_dags.py``: the DAG folder is parsed with the DagBag the
+DAG processor uses; the "parse is cheap" checks run in a fresh interpreter so that modules
+imported by other tests cannot hide a heavy import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import DAGS_DIR
+
+EXPECTED_TASKS = {
+    "spendpred_weekly_retrain": [
+        "extract_training_snapshot", "validate_snapshot", "train_model", "evaluate_and_register", "promote_model",
+    ],
+    "spendpred_nightly_scoring": [
+        "extract_scoring_snapshot", "validate_snapshot", "plan_shards", "score_shard", "assign_tiers", "publish_scores",
+    ],
+}  # fmt: skip
+WAREHOUSE_TASKS = {"extract_training_snapshot", "extract_scoring_snapshot", "publish_scores"}
+HEAVY_MODULES = ("torch", "transformers", "mlflow", "great_expectations", "sklearn", "pandas", "pyarrow")
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> Any:
+    """The repository's DAG folder parsed by the DAG processor's DagBag."""
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=DAGS_DIR, bundle_path=DAGS_DIR, bundle_name="dags-folder")
+
+
+@pytest.fixture(scope="module")
+def scheduler_dags(dagbag: Any) -> dict[str, Any]:
+    """The DAGs as the scheduler and the API server see them (serialised and restored).
+
+    Creating a run, from the UI, the REST API or ``dag.test()``, validates the run's conf
+    against these params before anything is stored.
+    """
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return {
+        dag_id: DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        for dag_id, dag in dagbag.dags.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def common() -> Any:
+    """The DAGs' shared helper module (importable once the DAG folder is on sys.path)."""
+    if str(DAGS_DIR) not in sys.path:
+        sys.path.append(str(DAGS_DIR))
+    import _spendpred_common
+
+    return _spendpred_common
+
+
+def test_dag_files_import_without_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dag_ids) == sorted(EXPECTED_TASKS)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_TASKS))
+def test_dag_wiring(dagbag: Any, dag_id: str) -> None:
+    """Task ids and their order: each task feeds the next, as in the DESIGN data flow."""
+    dag = dagbag.dags[dag_id]
+    tasks = EXPECTED_TASKS[dag_id]
+    assert sorted(dag.task_ids) == sorted(tasks)
+    for upstream, downstream in zip(tasks, tasks[1:]):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, f"{upstream} -> {downstream}"
+    assert not dag.get_task(tasks[0]).upstream_task_ids
+
+
+def test_schedules_tags_docs_and_catchup(dagbag: Any) -> None:
+    retrain = dagbag.dags["spendpred_weekly_retrain"]
+    scoring = dagbag.dags["spendpred_nightly_scoring"]
+    from airflow.sdk import CronTriggerTimetable
+
+    assert isinstance(retrain.timetable, CronTriggerTimetable) and isinstance(scoring.timetable, CronTriggerTimetable)
+    assert retrain.timetable.expression == "0 0 * * 0"  # @weekly: Sunday 00:00 UTC
+    assert scoring.timetable.expression == "0 2 * * *"
+    for dag in (retrain, scoring):
+        assert dag.catchup is False
+        assert dag.max_active_runs == 1
+        assert "spendpred" in dag.tags
+        assert dag.doc_md and dag.dag_id.replace("spendpred_", "").replace("_", " ") in dag.doc_md.lower()
+        assert dag.start_date == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    assert {"training", "mlflow"} <= set(retrain.tags)
+    assert "scoring" in scoring.tags
+
+
+def test_retries_with_backoff_on_warehouse_tasks(dagbag: Any) -> None:
+    """Warehouse tasks retry with exponential backoff; validation never retries; bad input fails at once."""
+    from airflow.sdk import RetryAction
+
+    from spendpred.errors import ConfigError, DataError, PublishError, ValidationFailed
+
+    seen = set()
+    for dag_id in EXPECTED_TASKS:
+        for task in dagbag.dags[dag_id].tasks:
+            if task.task_id in WAREHOUSE_TASKS:
+                seen.add(task.task_id)
+                assert task.retries >= 2, task.task_id
+                assert task.retry_exponential_backoff >= 2.0
+                assert task.max_retry_delay == dt.timedelta(minutes=10)
+            if task.task_id == "validate_snapshot":
+                assert task.retries == 0
+            policy = task.retry_policy
+            for error in (ConfigError("x"), ValidationFailed("x"), DataError("x")):
+                assert policy.evaluate(error, 1, 4).action == RetryAction.FAIL, (task.task_id, error)
+            for error in (PublishError("x"), OSError("connection reset")):
+                assert policy.evaluate(error, 1, 4).action == RetryAction.DEFAULT
+    assert seen == WAREHOUSE_TASKS
+
+
+def test_mapped_scoring_and_training_resources(dagbag: Any) -> None:
+    scoring = dagbag.dags["spendpred_nightly_scoring"]
+    shard = scoring.get_task("score_shard")
+    assert type(shard).__name__.endswith("MappedOperator")
+    assert shard.partial_kwargs["op_kwargs"] == {"model": "{{ params.model }}"}
+    train = dagbag.dags["spendpred_weekly_retrain"].get_task("train_model")
+    assert train.pool == "default_pool" and train.queue == "default"  # runs anywhere without set-up
+
+
+def test_last_tasks_produce_the_assets(dagbag: Any) -> None:
+    promote = dagbag.dags["spendpred_weekly_retrain"].get_task("promote_model")
+    publish = dagbag.dags["spendpred_nightly_scoring"].get_task("publish_scores")
+    assert [o.uri for o in promote.outlets] == ["spendpred://models/spendpred-regressor/champion"]
+    assert [o.uri for o in publish.outlets] == ["spendpred://warehouse/spendpred/user_spend_scores"]
+    assert not promote.downstream_task_ids and not publish.downstream_task_ids
+
+
+def test_dags_serialise(dagbag: Any, scheduler_dags: dict[str, Any]) -> None:
+    """The DAG processor stores DAGs serialised: default args, params and retries must round-trip."""
+    for dag_id in EXPECTED_TASKS:
+        restored = scheduler_dags[dag_id]
+        assert restored.params.dump() == dagbag.dags[dag_id].params.dump()
+        assert restored.get_task(EXPECTED_TASKS[dag_id][0]).retries == 3
+        assert restored.get_task("validate_snapshot").retries == 0
+
+
+# -- params -----------------------------------------------------------------------------------
+
+
+def test_param_defaults_are_valid(dagbag: Any) -> None:
+    scoring = dagbag.dags["spendpred_nightly_scoring"].params.validate()
+    retrain = dagbag.dags["spendpred_weekly_retrain"].params.validate()
+    assert scoring == {"as_of": None, "dry_run": False, "model": "champion", "shards": 4}
+    assert retrain == {
+        "as_of": None, "horizon": None, "dry_run": False, "epochs": None, "max_users": None,
+        "freeze": None, "loss": None, "promote": "auto", "device": "auto",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf"),
+    [
+        ("spendpred_weekly_retrain", {"as_of": "2024-06-30", "horizon": 30, "epochs": 2, "max_users": 500,
+                                      "freeze": "bottom-k:4", "loss": "ziln", "promote": "never", "device": "cpu"}),
+        ("spendpred_weekly_retrain", {"freeze": "all-but-head", "loss": None}),
+        ("spendpred_nightly_scoring", {"as_of": "2024-06-30", "model": "12", "shards": 64, "dry_run": True}),
+        ("spendpred_nightly_scoring", {"model": "challenger"}),
+        ("spendpred_weekly_retrain", {"horizon": 3650, "max_users": 10, "promote": "force"}),
+    ],
+)  # fmt: skip
+def test_valid_confs_pass(scheduler_dags: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> None:
+    resolved = scheduler_dags[dag_id].params.deep_merge(conf).validate()
+    assert {k: resolved[k] for k in conf} == conf
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "param"),
+    [
+        ("spendpred_nightly_scoring", {"shards": 0}, "shards"),
+        ("spendpred_nightly_scoring", {"shards": 65}, "shards"),
+        ("spendpred_nightly_scoring", {"model": "latest"}, "model"),
+        ("spendpred_nightly_scoring", {"as_of": "30/06/2024"}, "as_of"),
+        ("spendpred_nightly_scoring", {"as_of": "2024-6-30"}, "as_of"),
+        ("spendpred_nightly_scoring", {"dry_run": "yes"}, "dry_run"),
+        ("spendpred_weekly_retrain", {"epochs": 101}, "epochs"),
+        ("spendpred_weekly_retrain", {"max_users": 9}, "max_users"),
+        ("spendpred_weekly_retrain", {"horizon": 0}, "horizon"),
+        ("spendpred_weekly_retrain", {"freeze": "bottom-k"}, "freeze"),
+        ("spendpred_weekly_retrain", {"freeze": "top-k:2"}, "freeze"),
+        ("spendpred_weekly_retrain", {"loss": "mae"}, "loss"),
+        ("spendpred_weekly_retrain", {"promote": "always"}, "promote"),
+        ("spendpred_weekly_retrain", {"horizon": 3651}, "horizon"),
+    ],
+)
+def test_invalid_confs_are_refused(scheduler_dags: dict[str, Any], dag_id: str, conf: dict[str, Any], param: str) -> None:
+    from airflow.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=f"param {param}"):
+        scheduler_dags[dag_id].params.deep_merge(conf).validate()
+
+
+def test_invalid_conf_refused_before_the_run_is_created(airflow_db: Path, dagbag: Any) -> None:
+    """Triggering with a bad conf fails at run creation: no DAG run, no task instance, no work."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.utils.session import create_session
+
+    dag = dagbag.dags["spendpred_nightly_scoring"]
+    with pytest.raises(ParamValidationError, match="shards: 0 is less than the minimum of 1"):
+        dag.test(logical_date=dt.datetime(2024, 7, 1, 2, tzinfo=dt.UTC), run_conf={"shards": 0})
+    with create_session() as session:
+        assert session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).count() == 0
+        assert session.query(TaskInstance).filter(TaskInstance.dag_id == dag.dag_id).count() == 0
+
+
+def test_checked_params_refuses_what_the_schema_cannot(common: Any) -> None:
+    from spendpred.errors import ConfigError
+
+    ok = {"as_of": "2024-02-29", "promote": "force", "dry_run": False}
+    assert common.checked_params(ok) == ok
+    with pytest.raises(ConfigError, match="as_of='2024-02-30' is not a calendar date"):
+        common.checked_params({"as_of": "2024-02-30"})
+    with pytest.raises(ConfigError, match="promote='force' and dry_run=true"):
+        common.checked_params({"promote": "force", "dry_run": True})
+
+
+# -- run date and warehouse URL ---------------------------------------------------------------
+
+
+def test_run_date_comes_from_the_run_not_the_clock(common: Any) -> None:
+    from spendpred.errors import ConfigError
+
+    nightly = dt.datetime(2024, 7, 1, 2, tzinfo=dt.UTC)
+    assert common.run_date({"params": {}, "data_interval_end": nightly, "logical_date": nightly}) == "2024-06-30"
+    assert common.run_date({"params": {"as_of": None}, "logical_date": dt.datetime(2024, 7, 7, tzinfo=dt.UTC)}) == "2024-07-06"
+    run = SimpleNamespace(run_after=dt.datetime(2024, 3, 1, 9, tzinfo=dt.UTC))
+    assert common.run_date({"params": {}, "data_interval_end": None, "logical_date": None, "dag_run": run}) == "2024-02-29"
+    assert common.run_date({"params": {"as_of": "2023-12-31"}, "data_interval_end": nightly}) == "2023-12-31"
+    with pytest.raises(ConfigError, match="trigger it with the as_of param"):
+        common.run_date({"params": {}, "dag_run": SimpleNamespace(run_after=None)})
+    with pytest.raises(ConfigError, match="not a calendar date"):
+        common.run_date({"params": {"as_of": "2023-13-01"}})
+
+
+def test_sqlalchemy_url_from_connection_fields() -> None:
+    from spendpred.errors import ConfigError
+    from spendpred.warehouse import url_from_connection
+
+    url = url_from_connection("postgres", "db.internal", "scorer", "p@ss:word", 5433, "warehouse", {"sslmode": "require"})
+    assert url == "postgresql+psycopg2://scorer:p%40ss%3Aword@db.internal:5433/warehouse?sslmode=require"
+    assert url_from_connection("postgresql", "h", schema="w") == "postgresql+psycopg2://h/w"
+    assert url_from_connection("sqlite", "/data/wh.db") == "sqlite:////data/wh.db"
+    assert url_from_connection("sqlite", "", schema="/data/wh.db") == "sqlite:////data/wh.db"
+    assert url_from_connection("generic", None, extra={"sqlalchemy_url": "sqlite:///x.db"}) == "sqlite:///x.db"
+    with pytest.raises(ConfigError, match="use a postgres or sqlite connection"):
+        url_from_connection("mysql", "h")
+    with pytest.raises(ConfigError, match="database file path"):
+        url_from_connection("sqlite", None)
+
+
+def test_train_pool_and_queue_from_environment(common: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPENDPRED_TRAIN_POOL", raising=False)
+    monkeypatch.delenv("SPENDPRED_TRAIN_QUEUE", raising=False)
+    monkeypatch.delenv("SPENDPRED_SCORE_QUEUE", raising=False)
+    assert common.train_task_kwargs() == {"pool": "default_pool"}
+    assert common.score_task_kwargs() == {}
+    monkeypatch.setenv("SPENDPRED_TRAIN_POOL", "gpu")
+    monkeypatch.setenv("SPENDPRED_TRAIN_QUEUE", "gpu")
+    monkeypatch.setenv("SPENDPRED_SCORE_QUEUE", " ")
+    assert common.train_task_kwargs() == {"pool": "gpu", "queue": "gpu"}
+    assert common.score_task_kwargs() == {}
+
+
+# -- parse-time cost --------------------------------------------------------------------------
+
+_PARSE_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import sqlalchemy
+    from sqlalchemy.pool import Pool
+
+    connects = []
+    sqlalchemy.event.listen(Pool, "connect", lambda dbapi_conn, record: connects.append(repr(dbapi_conn)))
+
+    import airflow.sdk
+    from airflow.sdk import BaseHook, Connection
+
+    lookups = []
+    def refuse(*args, **kwargs):
+        lookups.append(repr(args))
+        raise RuntimeError("connection lookup at parse time")
+    Connection.get = classmethod(refuse)
+    BaseHook.get_connection = classmethod(refuse)
+
+    from airflow.dag_processing.dagbag import BundleDagBag
+    dags = Path(sys.argv[1])
+    bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
+    print(json.dumps({
+        "dag_ids": sorted(bag.dag_ids),
+        "errors": {k: str(v) for k, v in bag.import_errors.items()},
+        "connects": connects,
+        "lookups": lookups,
+        "modules": sorted({m if m.startswith("spendpred.") else m.split(".")[0]
+                            for m in sys.modules if m.split(".")[0] in {heavy} or m.startswith("spendpred.")}),
+        "queue": bag.dags["spendpred_weekly_retrain"].get_task("train_model").queue,
+        "pool": bag.dags["spendpred_weekly_retrain"].get_task("train_model").pool,
+    }))
+    """
+).replace("{heavy}", repr(set(HEAVY_MODULES)))
+
+
+def _parse_in_fresh_interpreter(tmp_path: Path, **env: str) -> dict[str, Any]:
+    environment = {
+        **os.environ,
+        # any metadata DB access would fail loudly: the folder does not exist
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'absent' / 'airflow.db'}",
+        "SPENDPRED_WAREHOUSE_URL": f"sqlite:///{tmp_path / 'warehouse.db'}",
+        "SPENDPRED_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "SPENDPRED_HOME": str(tmp_path / "var"),
+        **env,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _PARSE_PROBE, str(DAGS_DIR)], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_parsing_touches_no_database_connection_or_heavy_module(tmp_path: Path) -> None:
+    report = _parse_in_fresh_interpreter(tmp_path)
+    assert report["dag_ids"] == sorted(EXPECTED_TASKS)
+    assert report["errors"] == {}
+    assert report["connects"] == [], "a DAG file opened a database connection while being parsed"
+    assert report["lookups"] == [], "a DAG file looked up an Airflow connection while being parsed"
+    assert report["modules"] == ["spendpred.errors"], "parsing imported more than the light error classes"
+    assert not (tmp_path / "warehouse.db").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "var").exists() and not (tmp_path / "absent").exists()
+
+
+def test_gpu_queue_and_pool_are_configurable_at_parse_time(tmp_path: Path) -> None:
+    report = _parse_in_fresh_interpreter(tmp_path, SPENDPRED_TRAIN_POOL="gpu", SPENDPRED_TRAIN_QUEUE="gpu")
+    assert (report["pool"], report["queue"]) == ("gpu", "gpu")

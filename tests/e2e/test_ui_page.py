@@ -1,0 +1,207 @@
+"""The "Spend tiers" Airflow plugin page, served for real and opened in headless Chromium.
+
+The plugin is loaded by Airflow's own plugins manager from ``plugins/`` and mounted the way
+the API server mounts plugin apps (``airflow.api_fastapi.app.init_plugins``), served by
+uvicorn on a free localhost port. The warehouse is a SQLite file with two published runs
+(written by ``spendpred.publish.publish_scores``) reached through the Airflow connection
+``spendpred_warehouse``; the champion lives in a real MLflow registry. Chromium
+(Debian package ``chromium``) renders the page; the DOM is checked and the screenshot is
+saved under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from spendpred import publish, tiers, warehouse
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHAMPION_METRICS = {"rmse": 41.25, "mae": 18.5, "spearman": 0.6123, "normalised_gini": 0.7345, "top10_capture": 0.4421}
+
+pytestmark = pytest.mark.slow
+
+
+def _require_chromium() -> str:
+    if CHROMIUM:
+        return CHROMIUM
+    if os.environ.get("SPENDPRED_REQUIRE_CHROMIUM", "") in {"1", "true", "yes"}:
+        pytest.fail("chromium is not installed (SPENDPRED_REQUIRE_CHROMIUM=1): apt-get install -y chromium")
+    pytest.skip("chromium is not installed: `apt-get install -y chromium` to run the browser test")
+
+
+def _publish_run(engine: sa.Engine, as_of: dt.date, spend: np.ndarray, version: str) -> dict[str, int]:
+    labels, thresholds = tiers.assign_tiers(spend)
+    table = pa.table(
+        {
+            "user_id": pa.array([f"u{i:04d}" for i in range(spend.size)]),
+            "predicted_spend": pa.array(spend, pa.float64()),
+            "tier": pa.array([str(t) for t in labels]),
+        }
+    )
+    publish.publish_scores(engine, as_of, table, thresholds, "spendpred-regressor", version)
+    return {t: int((np.asarray(labels) == t).sum()) for t in tiers.TIERS}
+
+
+@pytest.fixture
+def published_warehouse(tmp_path: Path) -> tuple[str, dict[str, int]]:
+    """A SQLite warehouse with two runs (2024-06-29 and 2024-06-30); returns (url, latest tier sizes)."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = warehouse.get_engine(url)
+    warehouse.init_db(engine)
+    rng = np.random.default_rng(7)
+    first = np.where(rng.random(240) < 0.3, 0.0, rng.lognormal(4.0, 1.2, 240))
+    second = np.clip(first * rng.lognormal(0.0, 0.4, 240), 0.0, None)
+    _publish_run(engine, dt.date(2024, 6, 29), first, "1")
+    sizes = _publish_run(engine, dt.date(2024, 6, 30), second, "2")
+    engine.dispose()
+    return url, sizes
+
+
+@pytest.fixture
+def champion_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real MLflow registry (SQLite) whose champion is version 2 with test metrics; returns the version."""
+    from spendpred import registry
+
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = registry.get_client()
+    client.create_registered_model(registry.REGISTERED_MODEL)
+    source = tmp_path / "bundle"
+    source.mkdir()
+    for _ in range(2):
+        version = client.create_model_version(registry.REGISTERED_MODEL, source=source.as_uri()).version
+    client.set_registered_model_alias(registry.REGISTERED_MODEL, registry.CHAMPION, str(version))
+    for key, value in CHAMPION_METRICS.items():
+        client.set_model_version_tag(registry.REGISTERED_MODEL, str(version), f"{registry.METRIC_TAG_PREFIX}{key}", repr(value))
+    return str(version)
+
+
+@pytest.fixture
+def served_plugin(airflow_db: Path) -> Iterator[str]:
+    """Serve the plugin's FastAPI app as the API server mounts it; yield the page URL."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from airflow import plugins_manager
+    from airflow.api_fastapi.app import init_plugins
+
+    assert not plugins_manager.get_import_errors(), plugins_manager.get_import_errors()
+    root = FastAPI()
+    init_plugins(root)
+    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/spendpred/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _chromium(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    browser = _require_chromium()
+    profile = tmp_path / f"chromium-profile-{time.monotonic_ns()}"
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--no-proxy-server", f"--user-data-dir={profile}", "--window-size=1280,1000",
+        *args, url,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"chromium failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    return result
+
+
+def _render(url: str, tmp_path: Path, screenshot_name: str) -> str:
+    """Return the DOM Chromium rendered for ``url`` and save its screenshot as an artifact."""
+    dom = _chromium(url, tmp_path, "--dump-dom").stdout
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / screenshot_name
+    shot.unlink(missing_ok=True)
+    _chromium(url, tmp_path, f"--screenshot={shot}")
+    assert shot.is_file() and shot.stat().st_size > 10_000, f"no usable screenshot at {shot}"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return dom
+
+
+def test_plugin_registers_page_and_external_view(airflow_db: Path) -> None:
+    """Airflow loads the plugin from plugins/ with its FastAPI app and a valid external view."""
+    from airflow import plugins_manager
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+
+    assert not plugins_manager.get_import_errors()
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    assert [a["url_prefix"] for a in apps if a["name"] == "spendpred tiers"] == ["/spendpred"]
+    info = {p["name"]: p for p in plugins_manager.get_plugin_info()}
+    views = info["spendpred_ui"]["external_views"]
+    assert [v["name"] for v in views] == ["Spend tiers"]
+    view = ExternalViewResponse.model_validate(views[0])
+    assert view.href == "spendpred/" and not view.href.startswith("/") and view.url_route == "spend-tiers"
+
+
+def test_page_renders_latest_run_in_chromium(
+    published_warehouse: tuple[str, dict[str, int]],
+    champion_registry: str,
+    served_plugin: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tier sizes, thresholds, chart, movement and champion appear in the rendered page."""
+    url, sizes = published_warehouse
+    # The warehouse comes from the Airflow connection; the settings fallback points elsewhere.
+    monkeypatch.setenv("AIRFLOW_CONN_SPENDPRED_WAREHOUSE", "sqlite:///" + url.removeprefix("sqlite:///"))
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'missing.db'}")
+
+    dom = _render(served_plugin, tmp_path, "spend_tiers_page.png")
+
+    assert 'id="as-of">2024-06-30<' in dom
+    for tier, users in sizes.items():
+        assert re.search(rf'data-tier-size="{tier}">{users:,}<', dom), f"{tier} size {users} not shown"
+    assert sum(sizes.values()) == 240
+    assert f'id="champion-version">{champion_registry}<' in dom
+    assert "Normalised Gini" in dom and "0.7345" in dom
+    assert dom.count("<rect ") == 20  # one bar per histogram bin
+    assert 'data-tier="high"' in dom and 'data-tier="low"' in dom
+    assert 'id="transitions"' in dom and "From 2024-06-29 to 2024-06-30" in dom
+    assert 'class="error"' not in dom and "missing.db" not in dom
+    assert "<script" not in dom.lower()
+
+
+def test_page_shows_empty_state_before_any_run(
+    served_plugin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an initialised but empty warehouse and no registry the page says what to run."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    engine = warehouse.get_engine(url)
+    warehouse.init_db(engine)
+    engine.dispose()
+    monkeypatch.delenv("AIRFLOW_CONN_SPENDPRED_WAREHOUSE", raising=False)
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-mlflow.db'}")
+
+    dom = _render(served_plugin, tmp_path, "spend_tiers_empty.png")
+
+    assert 'id="empty-state"' in dom and "No scores published yet." in dom
+    assert "No champion model yet" in dom
+    assert 'class="error"' not in dom
+    assert not (tmp_path / "no-mlflow.db").exists(), "reading the page must not create an MLflow store"
