@@ -23,13 +23,8 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 install: $(STAMP) ## Create .venv (when missing) and install spendpred with pinned dependencies
 
-DEMO_USERS ?= 3000
-DEMO_END ?= 2024-12-31
-
-demo: $(STAMP) ## Run the main job on the embedded defaults (SQLite warehouse and MLflow under var/)
-	$(VENV)/bin/spendpred db init
-	$(VENV)/bin/spendpred seed --users $(DEMO_USERS) --days 730 --end-date $(DEMO_END)
-	$(VENV)/bin/spendpred summary
+demo: $(STAMP) ## Run the main job on the embedded defaults: seed, retrain DAG, scoring DAG through Airflow, print tiers
+	VENV=$(VENV) scripts/demo.sh
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
 	$(VENV)/bin/pytest

@@ -149,6 +149,21 @@ def score(
     _echo_json(pipeline.score(as_of, model=model, publish=not no_publish, shards=shards, url=url))
 
 
+@app.command()
+def report(
+    url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw data as JSON.")] = False,
+) -> None:
+    """Print the latest run's tiers and thresholds, the champion's metrics, and SQL to query them."""
+    from spendpred import pipeline
+
+    data = pipeline.run_summary(url)
+    if as_json:
+        _echo_json(data)
+    else:
+        typer.echo(pipeline.format_report(data))
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning spendpred errors into one clear line."""
     try:

@@ -136,8 +136,10 @@ def _previous_snapshot(kind: str, as_of: dt.date, settings: Settings | None = No
         return None
     earlier = sorted(p for p in root.iterdir() if p.is_dir() and p.name < as_of.isoformat())
     for run in reversed(earlier):
-        if (run / "snapshot" / "manifest.json").is_file() and (run / "snapshot" / "validation.json").is_file():
-            return run / "snapshot"
+        report = run / "snapshot" / "validation.json"
+        if (run / "snapshot" / "manifest.json").is_file() and report.is_file():
+            if _read_json(report, "validation result").get("success"):
+                return run / "snapshot"
     return None
 
 
@@ -622,3 +624,57 @@ def score(
     published = publish_scores(tiered, dry_run=not publish, url=url)
     return {"as_of": tiered["as_of"], "model_version": tiered["model_version"], "counts": tiered["counts"],
             "thresholds": tiered["thresholds"], **published}
+
+
+# --------------------------------------------------------------------------- reporting
+
+EXAMPLE_SQL = """-- current tier of every user (latest run)
+SELECT user_id, predicted_spend, tier, as_of FROM {schema}user_spend_tier_current ORDER BY predicted_spend DESC LIMIT 10;
+-- churn-warning feed: users whose tier dropped or whose predicted spend fell by more than half
+SELECT user_id, previous_tier, current_tier, spend_change_pct FROM {schema}user_spend_tier_changes WHERE churn_warning;
+-- the thresholds of each run
+SELECT * FROM {schema}tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;"""
+
+
+def format_report(data: dict[str, Any]) -> str:
+    """Render the latest run (tiers, thresholds, movement), the champion's metrics and example SQL as text."""
+    lines: list[str] = [f"warehouse: {data.get('warehouse')}"]
+    summary = data.get("summary") or {}
+    if not summary.get("as_of"):
+        lines.append("no scores published yet: run the nightly scoring (`spendpred score --as-of YYYY-MM-DD`)")
+    else:
+        lines.append(
+            f"latest run: as_of {summary['as_of']} - {summary['user_count']} users scored by "
+            f"{summary.get('model_name')} v{summary.get('model_version')} (previous run: {summary.get('previous_as_of') or 'none'})"
+        )
+        bounds = {t["tier"]: t for t in summary.get("thresholds", [])}
+        for tier in ("high", "medium", "low"):
+            t = bounds.get(tier, {})
+            low = "-inf" if t.get("lower_bound") is None else f"{t['lower_bound']:.2f}"
+            high = "+inf" if t.get("upper_bound") is None else f"{t['upper_bound']:.2f}"
+            lines.append(f"  {tier:<6} {summary['tier_sizes'].get(tier, 0):>9,} users   predicted spend in [{low}, {high})")
+        movement = summary.get("movement") or {}
+        if movement.get("paired"):
+            lines.append(
+                f"  movement vs previous run: {movement['up']} up, {movement['down']} down, {movement['same']} same, "
+                f"{movement['churn_warning']} churn warnings"
+            )
+    champion = data.get("champion")
+    if champion:
+        metrics = champion.get("metrics", {})
+        shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("normalised_gini", "top10_capture", "spearman", "rmse", "mae", "decile_mape") if k in metrics)
+        lines.append(f"champion: {champion['name']} v{champion['version']} (loss {champion.get('tags', {}).get('loss')}): {shown}")
+    else:
+        lines.append("champion: none yet (run `spendpred train --as-of YYYY-MM-DD`)")
+    for message in data.get("errors", []):
+        lines.append(f"error: {message}")
+    schema = "spendpred." if str(data.get("warehouse", "")).startswith("postgresql") else ""
+    lines += ["", "query the results with SQL:", EXAMPLE_SQL.format(schema=schema)]
+    return "\n".join(lines)
+
+
+def run_summary(url: str | None = None) -> dict[str, Any]:
+    """Return the latest published run, tier sizes and thresholds, movement and the champion."""
+    from spendpred import ui
+
+    return ui.page_data(url)
