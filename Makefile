@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast clean
+.PHONY: help install demo airflow test clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ install: $(STAMP) ## Create .venv (when missing) and install spendpred with pinn
 
 demo: $(STAMP) ## Run the main job on the embedded defaults: seed, retrain DAG, scoring DAG through Airflow, print tiers
 	VENV=$(VENV) scripts/demo.sh
+
+airflow: $(STAMP) ## Start Airflow locally (standalone: UI on http://localhost:8080) on the demo's var/ folder
+	. scripts/airflow-env.sh && $(VENV)/bin/airflow standalone
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
 	$(VENV)/bin/pytest
