@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# GPU benchmark (issue 7): training and scoring throughput in bf16 on a CUDA machine, with the
+# achieved TFLOP/s against the card's peak. Run from the repository root after `make install`
+# (on a GPU machine install a CUDA build of torch 2.13.0 instead of the CPU one):
+#   bash bench/gpu.sh                     # MiniLM, batch 64 and 256
+#   ENCODER=/models/bert-base bash bench/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run this on a GPU machine (torch sees none)')"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+for batch in 64 256; do
+    "$PY" bench/gpu_throughput.py --batch "$batch" --seq 128 --steps 30 ${ENCODER:+--encoder "$ENCODER"}
+done
