@@ -11,10 +11,10 @@ ROOT=$PWD
 VENV=${VENV:-.venv}
 export PATH="$ROOT/$VENV/bin:$PATH"
 
-DEMO_USERS=${DEMO_USERS:-3000}
+DEMO_USERS=${DEMO_USERS:-2000}
 DEMO_DATE=${DEMO_DATE:-2024-12-31}          # the run date D (features up to the end of D)
 DEMO_EPOCHS=${DEMO_EPOCHS:-2}
-DEMO_FREEZE=${DEMO_FREEZE:-bottom-k:3}      # fine-tune the top 3 of MiniLM's 6 layers (CPU budget)
+DEMO_FREEZE=${DEMO_FREEZE:-bottom-k:4}      # fine-tune the top 2 of MiniLM's 6 layers (CPU budget)
 DEMO_SHARDS=${DEMO_SHARDS:-2}
 
 . scripts/airflow-env.sh
