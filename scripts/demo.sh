@@ -22,6 +22,8 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL=${AIRFLOW__LOGGING__LOGGING_LEVEL:-INFO}
 export TQDM_DISABLE=1
 
 step() { printf '\n==> %s\n' "$*"; }
+# the message of matching log lines, without Airflow's timestamp/level and logger/location
+summarise() { grep -E "$1" "$2" | sed -E 's/^[^]]*\] //; s/ +\[[A-Za-z_.]+\] +loc=.*$//' | cut -c1-200 || true; }
 started=$(date +%s)
 
 step "Airflow metadata database ($AIRFLOW_HOME)"
@@ -38,13 +40,13 @@ step "Weekly retrain DAG (features as of D-90, labels in (D-90, D]; epochs=$DEMO
 airflow dags test spendpred_weekly_retrain "$LOGICAL" \
     -c "{\"as_of\": \"$DEMO_DATE\", \"epochs\": $DEMO_EPOCHS, \"freeze\": \"$DEMO_FREEZE\", \"promote\": \"auto\"}" \
     >"$AIRFLOW_HOME/retrain.log" 2>&1 || { tail -n 60 "$AIRFLOW_HOME/retrain.log"; exit 1; }
-grep -E "test metrics|promotion of version|DagRun Finished" "$AIRFLOW_HOME/retrain.log" | sed 's/^.*\] //' | tail -n 5 || true
+summarise "test metrics|promotion of version|DagRun Finished" "$AIRFLOW_HOME/retrain.log"
 
 step "Nightly scoring DAG (as of $DEMO_DATE, $DEMO_SHARDS shards)"
 airflow dags test spendpred_nightly_scoring "$LOGICAL" \
     -c "{\"as_of\": \"$DEMO_DATE\", \"shards\": $DEMO_SHARDS, \"model\": \"champion\", \"dry_run\": false}" \
     >"$AIRFLOW_HOME/scoring.log" 2>&1 || { tail -n 60 "$AIRFLOW_HOME/scoring.log"; exit 1; }
-grep -E "published [0-9]+ scores|DagRun Finished" "$AIRFLOW_HOME/scoring.log" | sed 's/^.*\] //' | tail -n 3 || true
+summarise "published [0-9]+ scores|DagRun Finished" "$AIRFLOW_HOME/scoring.log"
 
 step "Result"
 spendpred report 2>/dev/null
