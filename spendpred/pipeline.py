@@ -306,7 +306,7 @@ def train_model(
             raise DataError(
                 f"the {name} split is empty ({len(frame)} users in the snapshot): train on more users"
             )
-    config_kwargs: dict[str, Any] = {"seed": settings.seed, "device": device}
+    config_kwargs: dict[str, Any] = {"seed": settings.seed, "device": device, "loss": settings.loss}
     for key, value in (("epochs", epochs), ("freeze", freeze), ("loss", loss), ("batch_size", batch_size)):
         if value is not None:
             config_kwargs[key] = value
@@ -319,7 +319,10 @@ def train_model(
         manifest.as_of, len(parts["train"]), len(parts["val"]), len(parts["test"]), encoder_dir,
     )
     result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
-    before = fit_head_only(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
+    if config.freeze == "all-but-head":  # the model itself is the "before fine-tuning" one: don't encode twice
+        before = result
+    else:
+        before = fit_head_only(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
 
     test = parts["test"]
     predictions = {

@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -31,7 +32,8 @@ from spendpred.errors import ConfigError, ModelError
 from spendpred.model.data import length_sorted_batches, tokenize_texts
 from spendpred.model.features import FeatureNormaliser, check_texts
 from spendpred.model.losses import LOSSES, output_dim, predict_spend
-from spendpred.model.network import SpendHead, SpendRegressor, load_encoder, load_tokenizer
+from spendpred.model.network import SpendHead, SpendRegressor, load_encoder, load_tokenizer, mean_pool
+from spendpred.model.scoring import autocast_for, cpu_threads, default_batch_size, quantize_encoder, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ class SpendModel:
         self.normaliser = normaliser
         self.meta = meta
         self.device = device or next(regressor.parameters()).device
+        self._quantized: torch.nn.Module | None = None
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -143,36 +146,69 @@ class SpendModel:
         target = resolve_device(device) if isinstance(device, str) else device
         self.regressor.to(target)
         self.device = target
+        self._quantized = None
         return self
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(
-        self, df: pd.DataFrame, batch_size: int = 256, chunk_size: int = PREDICT_CHUNK, progress: bool = False
+        self,
+        df: pd.DataFrame,
+        batch_size: int | None = None,
+        chunk_size: int = PREDICT_CHUNK,
+        progress: bool = False,
+        precision: str = "auto",
+        num_threads: int | None = None,
     ) -> np.ndarray:
         """Return predicted spend (float64, currency units, >= 0) for each row of ``df``, in order.
 
         ``df`` needs the ``text`` column and, when the model uses them, its feature columns.
-        Texts are tokenised a chunk at a time, sorted by length and padded per batch; CUDA
-        runs under bf16 autocast. Raises ``DataError`` naming the column or row when the
-        input is malformed and ``ConfigError`` for a non-positive batch or chunk size.
+        Texts are tokenised ``chunk_size`` rows at a time with the fast tokenizer (so memory
+        is bounded by the chunk, whatever the number of users), sorted by length within the
+        chunk and padded per batch of ``batch_size`` (None: 64 on a CPU, 256 on CUDA), under
+        ``torch.inference_mode``. ``precision`` is ``auto`` (bf16 autocast on CUDA and on a
+        CPU with native bf16 kernels, else fp32), ``fp32``, ``bf16`` or ``int8`` (CPU only,
+        dynamic quantisation of the encoder's linear layers); see ``spendpred.model.scoring``
+        for what each costs in accuracy. On a CPU the encoder uses
+        ``num_threads`` threads for the call (None: torch's setting, capped at the cores
+        available to the process).
+
+        Raises ``DataError`` naming the column or row when the input is malformed and
+        ``ConfigError`` for a non-positive batch or chunk size, an unknown precision, int8 on
+        CUDA or ``num_threads`` below 1.
         """
+        resolved = resolve_precision(precision, self.device)
+        batch_size = default_batch_size(self.device) if batch_size is None else batch_size
         if batch_size < 1 or chunk_size < 1:
             raise ConfigError(f"batch_size={batch_size} and chunk_size={chunk_size} must both be >= 1")
         texts = check_texts(df, "prediction input")
         features = self.normaliser.transform(df, "prediction input") if self.feature_columns else None
         out = np.empty(len(texts), dtype=np.float64)
+        if not texts:
+            return out
         self.regressor.eval()
-        with _progress(len(texts), progress, "predict") as bar, torch.inference_mode():
+        encoder = self._int8_encoder() if resolved == "int8" else self.regressor.encoder
+        threads = cpu_threads(num_threads) if self.device.type == "cpu" else nullcontext()
+        with threads, _progress(len(texts), progress, "predict") as bar, torch.inference_mode():
             for start in range(0, len(texts), chunk_size):
                 stop = min(start + chunk_size, len(texts))
                 tokens = tokenize_texts(self.tokenizer, texts[start:stop], self.max_length)
                 chunk_features = None if features is None else torch.from_numpy(features[start:stop])
                 for index in length_sorted_batches(tokens.lengths, batch_size):
-                    out[start + index] = self._predict_batch(tokens, index, chunk_features)
+                    out[start + index] = self._predict_batch(encoder, resolved, tokens, index, chunk_features)
                     bar.update(len(index))
         return out
 
-    def _predict_batch(self, tokens: Any, index: np.ndarray, features: torch.Tensor | None) -> np.ndarray:
+    def _int8_encoder(self) -> torch.nn.Module:
+        """Return the int8 dynamically quantised copy of the encoder (built once, then cached)."""
+        if self._quantized is None:
+            started = time.perf_counter()
+            self._quantized = quantize_encoder(self.regressor.encoder)
+            logger.info("quantised the encoder to int8 in %.1fs", time.perf_counter() - started)
+        return self._quantized
+
+    def _predict_batch(
+        self, encoder: torch.nn.Module, precision: str, tokens: Any, index: np.ndarray, features: torch.Tensor | None
+    ) -> np.ndarray:
         """Return predicted spend for rows ``index`` of a tokenised chunk."""
         input_ids, mask = tokens.batch(index)
         non_blocking = self.device.type == "cuda"
@@ -181,8 +217,9 @@ class SpendModel:
         batch_features = None
         if features is not None:
             batch_features = features[torch.from_numpy(index)].to(self.device, non_blocking=non_blocking)
-        with autocast_context(self.device):
-            pooled = self.regressor.pool(input_ids, mask)
+        with autocast_for(precision, self.device):
+            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        pooled = mean_pool(hidden, mask)
         raw = self.regressor.head_forward(pooled, batch_features)
         return predict_spend(self.loss, raw).double().cpu().numpy()
 

@@ -7,6 +7,7 @@ bytes per token. Each batch is padded only to its own longest sequence.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,18 +40,22 @@ class TokenizedTexts:
         starts = self.offsets[index]
         lengths = self.offsets[index + 1] - starts
         width = max(int(lengths.max()) if len(index) else 0, 1)
-        input_ids = np.full((len(index), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(index), width), dtype=np.int64)
-        for row, (start, length) in enumerate(zip(starts.tolist(), lengths.tolist())):
-            input_ids[row, :length] = self.ids[start : start + length]
-            mask[row, :length] = 1
-        return torch.from_numpy(input_ids), torch.from_numpy(mask)
+        columns = np.arange(width, dtype=np.int64)
+        valid = columns[None, :] < lengths[:, None]
+        positions = np.where(valid, starts[:, None] + columns[None, :], 0)
+        gathered = self.ids[positions] if len(self.ids) else np.zeros(positions.shape, dtype=np.int32)
+        input_ids = np.where(valid, gathered, self.pad_id).astype(np.int64)
+        return torch.from_numpy(input_ids), torch.from_numpy(valid.astype(np.int64))
 
 
 def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> TokenizedTexts:  # noqa: ANN001
-    """Return ``texts`` tokenised with truncation to ``max_length`` (special tokens included)."""
+    """Return ``texts`` tokenised with truncation to ``max_length`` (special tokens included).
+
+    The fast tokenizer gets ``TOKENIZE_CHUNK`` texts per call (it parallelises inside a call);
+    ids are copied straight into one flat int32 array.
+    """
     pieces: list[np.ndarray] = []
-    lengths: list[int] = []
+    lengths: list[np.ndarray] = []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
         chunk = list(texts[start : start + TOKENIZE_CHUNK])
         encoded = tokenizer(
@@ -61,11 +66,13 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> Tokenize
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
-        for ids in encoded:
-            pieces.append(np.asarray(ids, dtype=np.int32))
-            lengths.append(len(ids))
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+        chunk_lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+        total = int(chunk_lengths.sum())
+        pieces.append(np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int32, count=total))
+        lengths.append(chunk_lengths)
+    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(len(all_lengths) + 1, dtype=np.int64)
+    np.cumsum(all_lengths, out=offsets[1:])
     flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return TokenizedTexts(flat, offsets, int(pad_id))
