@@ -153,10 +153,12 @@ def _horizon(horizon_days: int | None, settings: Settings) -> int:
 # --------------------------------------------------------------------------- snapshots
 
 
-def _extract(kind: str, as_of: dt.date, horizon: int, with_labels: bool, url: str | None, settings: Settings) -> dict[str, Any]:
+def _extract_into(
+    out: Path, as_of: dt.date, horizon: int, with_labels: bool, url: str | None, settings: Settings
+) -> dict[str, Any]:
+    """Extract the snapshot as of ``as_of`` into ``out``; return its path and counts."""
     from spendpred import behaviour
 
-    out = _run_dir(kind, as_of, settings) / "snapshot"
     engine = _engine(url, settings)
     try:
         manifest = behaviour.extract_snapshot(
@@ -164,27 +166,20 @@ def _extract(kind: str, as_of: dt.date, horizon: int, with_labels: bool, url: st
         )
     finally:
         engine.dispose()
-    logger.info("%s snapshot as of %s: %d users -> %s", kind, as_of, manifest.row_count, out)
+    logger.info("snapshot as of %s: %d users -> %s", as_of, manifest.row_count, out)
     return {"snapshot_dir": str(out), "as_of": as_of.isoformat(), "rows": manifest.row_count, "horizon_days": horizon}
+
+
+def _extract(kind: str, as_of: dt.date, horizon: int, with_labels: bool, url: str | None, settings: Settings) -> dict[str, Any]:
+    return _extract_into(_run_dir(kind, as_of, settings) / "snapshot", as_of, horizon, with_labels, url, settings)
 
 
 def extract_snapshot(
     as_of: str | dt.date, out_dir: str | Path, with_labels: bool = False, horizon_days: int | None = None, url: str | None = None
 ) -> dict[str, Any]:
     """Extract a behaviour snapshot as of a date into ``out_dir`` (the ``extract`` command)."""
-    from spendpred import behaviour
-
     settings = get_settings()
-    day = parse_date(as_of)
-    horizon = _horizon(horizon_days, settings)
-    engine = _engine(url, settings)
-    try:
-        manifest = behaviour.extract_snapshot(
-            engine, day, Path(out_dir), horizon_days=horizon, with_labels=with_labels, chunk_rows=settings.chunk_rows
-        )
-    finally:
-        engine.dispose()
-    return {"snapshot_dir": str(out_dir), "as_of": day.isoformat(), "rows": manifest.row_count, "horizon_days": horizon}
+    return _extract_into(Path(out_dir), parse_date(as_of), _horizon(horizon_days, settings), with_labels, url, settings)
 
 
 def extract_training_snapshot(

@@ -41,15 +41,38 @@ def sql_dir() -> Path:
     )
 
 
+# Dialect fragments a shared SQL file may use instead of a whole ``name.<dialect>.sql`` copy:
+# ``{{byte_order}}`` (a collation sorting text by bytes, the same order on both dialects) and
+# ``{{days_between(a, b)}}`` (whole calendar days from the date of ``b`` to the date ``a``).
+_FRAGMENTS = {
+    "sqlite": {"byte_order": "COLLATE BINARY", "days_between": "(julianday(date({a})) - julianday(date({b})))"},
+    "postgresql": {"byte_order": 'COLLATE "C"', "days_between": "(CAST({a} AS DATE) - CAST({b} AS DATE))"},
+}
+_DAYS_BETWEEN = re.compile(r"\{\{days_between\((.+?),\s*(.+?)\)\}\}")
+
+
+def render_fragments(sql: str, dialect: str) -> str:
+    """Replace the ``{{...}}`` dialect fragments of a SQL text; raises ``ConfigError`` for a left-over one."""
+    fragments = _FRAGMENTS.get(dialect)
+    if fragments is None or "{{" not in sql:
+        return sql
+    sql = sql.replace("{{byte_order}}", fragments["byte_order"])
+    sql = _DAYS_BETWEEN.sub(lambda m: fragments["days_between"].format(a=m.group(1), b=m.group(2)), sql)
+    if "{{" in sql:
+        raise ConfigError(f"unknown SQL fragment near {sql[sql.index('{{'):][:40]!r}: use {{{{byte_order}}}} or {{{{days_between(a, b)}}}}")
+    return sql
+
+
 def load_sql(name: str, dialect: str) -> str:
-    """Return the text of ``sql/<name>.<dialect>.sql`` if it exists, else ``sql/<name>.sql``.
+    """Return the text of ``sql/<name>.<dialect>.sql`` if it exists, else ``sql/<name>.sql``,
+    with its dialect fragments rendered (see ``render_fragments``).
 
     Raises ``ConfigError`` when neither file exists.
     """
     base = sql_dir()
     for candidate in (base / f"{name}.{dialect}.sql", base / f"{name}.sql"):
         if candidate.is_file():
-            return candidate.read_text(encoding="utf-8")
+            return render_fragments(candidate.read_text(encoding="utf-8"), dialect)
     raise ConfigError(f"no SQL file for {name!r} (dialect {dialect}) under {base}")
 
 

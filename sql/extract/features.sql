@@ -1,4 +1,5 @@
--- Point-in-time behaviour features, one row per user who signed up before cutoff (SQLite).
+-- Point-in-time behaviour features, one row per user who signed up before cutoff (SQLite and
+-- PostgreSQL: the double-brace dialect fragments are rendered by spendpred.warehouse.load_sql).
 -- Bound parameters (set by spendpred.behaviour.extract_snapshot):
 --   as_of (date D), cutoff (D + 1 day, 00:00), start_30d / start_90d / start_365d
 --   (cutoff - 30/90/365 days), past_start (cutoff - H days), label_end (D + H + 1 day),
@@ -7,8 +8,8 @@
 -- [cutoff, label_end). Only status = 'completed' orders count as spend or frequency.
 -- Sentinels: recency_days = tenure_days when the user has no completed order,
 -- days_since_last_event = tenure_days when the user has no event, mean_rating = 0 and
--- avg_basket = 0 when undefined. Rows come ordered by user_id in byte order (BINARY collation),
--- the same order as PostgreSQL's COLLATE "C", for the merge with recent_items.
+-- avg_basket = 0 when undefined. Rows come ordered by user_id in byte order (collation
+-- BINARY on SQLite, "C" on PostgreSQL), for the merge with recent_items.
 WITH o AS (
     SELECT user_id,
            MAX(ordered_at) AS last_order_at,
@@ -58,8 +59,8 @@ r AS (
 )
 SELECT
     u.user_id,
-    CAST(julianday(:as_of) - julianday(date(COALESCE(o.last_order_at, u.signup_at))) AS DOUBLE PRECISION) AS recency_days,
-    CAST(julianday(:as_of) - julianday(date(u.signup_at)) AS DOUBLE PRECISION) AS tenure_days,
+    CAST({{days_between(:as_of, COALESCE(o.last_order_at, u.signup_at))}} AS DOUBLE PRECISION) AS recency_days,
+    CAST({{days_between(:as_of, u.signup_at)}} AS DOUBLE PRECISION) AS tenure_days,
     CAST(COALESCE(o.frequency_30d, 0) AS DOUBLE PRECISION) AS frequency_30d,
     CAST(COALESCE(o.frequency_90d, 0) AS DOUBLE PRECISION) AS frequency_90d,
     CAST(COALESCE(o.frequency_365d, 0) AS DOUBLE PRECISION) AS frequency_365d,
@@ -82,7 +83,7 @@ SELECT
     CAST(COALESCE(e.wishlists_90d, 0) AS DOUBLE PRECISION) AS wishlists_90d,
     CAST(COALESCE(r.review_count, 0) AS DOUBLE PRECISION) AS review_count,
     CAST(COALESCE(r.mean_rating, 0) AS DOUBLE PRECISION) AS mean_rating,
-    CAST(julianday(:as_of) - julianday(date(COALESCE(e.last_event_at, u.signup_at))) AS DOUBLE PRECISION) AS days_since_last_event,
+    CAST({{days_between(:as_of, COALESCE(e.last_event_at, u.signup_at))}} AS DOUBLE PRECISION) AS days_since_last_event,
     CAST(ROUND(COALESCE(o.past_spend, 0), 2) AS DOUBLE PRECISION) AS past_spend,
     CAST(ROUND(COALESCE(lab.label, 0), 2) AS DOUBLE PRECISION) AS label,
     CASE WHEN e.last_event_at IS NULL THEN 0 ELSE 1 END AS has_events
@@ -92,4 +93,4 @@ LEFT JOIN lab ON lab.user_id = u.user_id
 LEFT JOIN e ON e.user_id = u.user_id
 LEFT JOIN r ON r.user_id = u.user_id
 WHERE u.signup_at < :cutoff
-ORDER BY u.user_id COLLATE BINARY
+ORDER BY u.user_id {{byte_order}}

@@ -1,7 +1,7 @@
 -- The most recent orders (any status), searches and reviews of each user before cutoff,
--- for the text serialisation (SQLite). At most max_orders / max_searches /
+-- for the text serialisation (SQLite and PostgreSQL). At most max_orders / max_searches /
 -- max_reviews rows per user and kind (ROW_NUMBER per user), so the result stays a few rows
--- per user. Ordered by user_id in byte order (BINARY collation), like features.sql,
+-- per user. Ordered by user_id in byte order (BINARY on SQLite, "C" on PostgreSQL), like features.sql,
 -- so spendpred.behaviour merges the two streams chunk by chunk.
 SELECT user_id, kind, at, amount, category, status, body, rating
 FROM (
@@ -33,4 +33,4 @@ FROM (
     ) ranked_reviews
     WHERE rn <= :max_reviews
 ) items
-ORDER BY user_id COLLATE BINARY, kind, at DESC
+ORDER BY user_id {{byte_order}}, kind, at DESC

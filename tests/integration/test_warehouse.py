@@ -96,3 +96,15 @@ def test_sqlite_timestamps_are_stored_as_whole_second_text(sqlite_url: str) -> N
     with engine.connect() as conn:
         stored = conn.exec_driver_sql("SELECT ordered_at FROM orders ORDER BY order_id").scalars().all()
     assert stored == ["2024-01-01 08:30:00", "2024-01-01 09:30:00"]
+
+
+def test_dialect_fragments_render_per_dialect() -> None:
+    sql = "SELECT {{days_between(:as_of, COALESCE(a, b))}} FROM t ORDER BY u {{byte_order}}"
+    assert warehouse.render_fragments(sql, "sqlite") == (
+        "SELECT (julianday(date(:as_of)) - julianday(date(COALESCE(a, b)))) FROM t ORDER BY u COLLATE BINARY"
+    )
+    assert warehouse.render_fragments(sql, "postgresql") == (
+        'SELECT (CAST(:as_of AS DATE) - CAST(COALESCE(a, b) AS DATE)) FROM t ORDER BY u COLLATE "C"'
+    )
+    with pytest.raises(ConfigError, match="unknown SQL fragment"):
+        warehouse.render_fragments("SELECT {{nope}}", "sqlite")
