@@ -83,13 +83,11 @@ def seed(users: int, days: int, end_date: str | dt.date, seed: int | None = None
 
 def import_cdnow(path: str | Path, url: str | None = None) -> dict[str, int]:
     """Load a CDNOW master file into the source relations; returns row counts."""
-    from spendpred import warehouse
     from spendpred.datasets import cdnow
 
     engine = _engine(url)
     try:
-        warehouse.init_db(engine)
-        return cdnow.import_cdnow(engine, Path(path))
+        return cdnow.import_cdnow(engine, Path(path))  # creates the schema itself when missing
     finally:
         engine.dispose()
 

@@ -620,7 +620,7 @@ def seed_warehouse(
     if engine.dialect.name == "postgresql":
         tick = time.perf_counter()
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ANALYZE " + ", ".join(SOURCE_TABLES))
+            warehouse.run_script(conn, warehouse.load_sql("load/analyze_sources", "postgresql"))
         spent["analyze"] += time.perf_counter() - tick
     if timings is not None:
         timings.update(spent)
@@ -647,8 +647,4 @@ def _prefetched(chunks: Iterator[dict[str, pa.Table]]) -> Iterator[dict[str, pa.
 
 def _empty_source_tables(conn: sa.Connection) -> None:
     """Delete every row of the four source tables inside the caller's transaction."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("TRUNCATE " + ", ".join(SOURCE_TABLES))
-    else:
-        for table in SOURCE_TABLES:
-            conn.exec_driver_sql(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+    warehouse.run_script(conn, warehouse.load_sql("load/empty_sources", conn.dialect.name))

@@ -62,7 +62,7 @@ STATUS = "completed"
 ORDER_ID_PREFIX = "cdnow-"
 MAX_AMOUNT = 9_999_999_999.99  # NUMERIC(12, 2)
 _FIELDS = "customer_id, YYYYMMDD date, number of CDs, dollar value"
-_STAGE_TABLE = "cdnow_import_users"
+_STAGE_TABLE = "spendpred_cdnow_stage"  # the name used by sql/load/cdnow_*.sql
 
 #: Columns of the table ``parse_cdnow`` returns.
 PARSED_SCHEMA = pa.schema(
@@ -268,22 +268,17 @@ def import_cdnow(engine: sa.Engine, path: str | Path) -> dict[str, int]:
     try:
         with engine.begin() as conn:
             # the session's own temporary table, always schema-qualified: never a real table
-            stage = ("pg_temp." if conn.dialect.name == "postgresql" else "temp.") + _STAGE_TABLE
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
-            conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {_STAGE_TABLE} (user_id TEXT PRIMARY KEY)")
+            dialect = conn.dialect.name
+            stage = ("pg_temp." if dialect == "postgresql" else "temp.") + _STAGE_TABLE
+            warehouse.run_script(conn, warehouse.load_sql("load/cdnow_stage", dialect))
             warehouse.bulk_insert(conn, stage, tables["users"].select(["user_id"]))
             replaced_orders = conn.execute(
-                sa.text(
-                    f"DELETE FROM orders WHERE order_id LIKE :pattern AND user_id IN (SELECT user_id FROM {stage})"
-                ),
-                {"pattern": ORDER_ID_PREFIX + "%"},
+                sa.text(warehouse.load_sql("load/cdnow_delete_orders", dialect)), {"pattern": ORDER_ID_PREFIX + "%"}
             ).rowcount
-            replaced_users = conn.exec_driver_sql(
-                f"DELETE FROM users WHERE user_id IN (SELECT user_id FROM {stage})"
-            ).rowcount
+            replaced_users = conn.execute(sa.text(warehouse.load_sql("load/cdnow_delete_users", dialect))).rowcount
             n_users = warehouse.bulk_insert(conn, "users", tables["users"])
             n_orders = warehouse.bulk_insert(conn, "orders", tables["orders"])
-            conn.exec_driver_sql(f"DROP TABLE {stage}")
+            conn.exec_driver_sql(f"DROP TABLE {stage}")  # fixed, schema-qualified temp name
     except (dbapi.IntegrityError, sa.exc.IntegrityError) as exc:
         raise DataError(
             f"importing {path.name} failed on a row that clashes with the warehouse, nothing was written: "
