@@ -13,6 +13,12 @@ how far the predictions agree (Spearman, score differences, top-10% overlap):
   (chunked batch tokenisation, length-sorted dynamic padding, ``torch.inference_mode``,
   torch threads capped at the available cores). bf16 is timed where the CPU has native
   bf16 kernels (or on CUDA), int8 on a CPU.
+- ``ort-fp32``, ``ort-int8`` (``--onnx``; needs ``onnxruntime``, ``onnx`` and ``onnxscript``, which
+  the product does not install): the same encoder exported to ONNX (with mean pooling), its
+  graph fused by ONNX Runtime's BERT optimizer, optionally int8 dynamically quantised
+  (per channel), run by ONNX Runtime's CPU provider with the same batching as ``predict``
+  (chunked tokenisation, length-sorted dynamic padding, batch 64); the head runs in torch.
+  It is here to show what ONNX Runtime would buy on this CPU, measured beside the others.
 
 ``--threads 2 1`` times every scorer at each of those torch thread counts as well (names
 get ``@2t``, ``@1t``); each is compared with the article scorer as written (torch's default
@@ -50,6 +56,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -84,6 +91,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic population")
     parser.add_argument("--precisions", nargs="+", default=None, choices=("fp32", "bf16", "int8"),
                         help="our precisions to time (default: fp32, bf16 where native, int8 on CPU)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also time ONNX Runtime scorers (ort-fp32, ort-int8; needs onnxruntime, onnx, onnxscript)")
     parser.add_argument("--batch-size", type=int, default=None, help="our batch size (default: predict's own)")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch thread counts to time every scorer with, e.g. 2 1 (default: torch's own "
@@ -199,6 +208,66 @@ def our_scorer(
     return score
 
 
+def onnx_encoder(model: Any, workdir: Path, quantize: bool) -> Path:
+    """Export the model's encoder + mean pooling to ONNX, fuse it for BERT, optionally int8-quantise it; return the file."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers import optimizer
+
+    from spendpred.model.network import mean_pool
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, encoder: torch.nn.Module) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return mean_pool(hidden, attention_mask)
+
+    exported, fused, quantized = workdir / "encoder.onnx", workdir / "encoder.fused.onnx", workdir / "encoder.int8.onnx"
+    if not exported.exists():
+        example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
+        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"}}
+        torch.onnx.export(Pooled(model.regressor.encoder).eval(), example, str(exported), input_names=list(axes)[:2],
+                          output_names=["pooled"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        optimizer.optimize_model(str(exported), model_type="bert", num_heads=0, hidden_size=0).save_model_to_file(str(fused))
+    if not quantize:
+        return fused
+    if not quantized.exists():
+        quantize_dynamic(str(fused), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return quantized
+
+
+def onnx_scorer(model: Any, path: Path, batch_size: int | None, threads: int | None) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Return a function scoring a frame with the ONNX encoder at ``path`` and the model's torch head."""
+    import onnxruntime as ort
+
+    from spendpred.model.data import length_sorted_batches, tokenize_texts
+    from spendpred.model.losses import predict_spend
+    from spendpred.model.scoring import available_cores
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(torch.get_num_threads(), available_cores())
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    size = batch_size or 64
+
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        features = model.normaliser.transform(frame) if model.feature_columns else None
+        tokens = tokenize_texts(model.tokenizer, frame["text"].tolist(), model.max_length)
+        pooled = np.empty((len(frame), model.regressor.hidden_size), dtype=np.float32)
+        for index in length_sorted_batches(tokens.lengths, size):
+            input_ids, mask = tokens.batch(index)
+            pooled[index] = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})[0]
+        with torch.inference_mode():
+            raw = model.regressor.head_forward(torch.from_numpy(pooled), None if features is None else torch.from_numpy(features))
+            return predict_spend(model.loss, raw).double().numpy()
+
+    return score
+
+
 def default_precisions(device: str) -> list[str]:
     """Return our precisions worth timing on ``device``."""
     from spendpred.model.scoring import cpu_has_native_bf16
@@ -294,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     _log("tokens per user: %s", tokens)
 
     precisions = args.precisions or default_precisions(args.device)
+    if args.onnx and args.device != "cpu":
+        _log("--onnx times ONNX Runtime's CPU provider: use --device cpu")
+        return 2
+    onnx_dir = Path(tempfile.mkdtemp(prefix="spendpred_score_bench_onnx_"))
     default_threads = torch.get_num_threads()
     # a thread count equal to torch's default is the default setting (no "@Nt" twin of it)
     requested = args.threads or [None]
@@ -309,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         for precision in precisions:
             scorers[f"ours-{precision}{suffix}"] = our_scorer(model, precision, args.batch_size, threads)
             same_threads[f"ours-{precision}{suffix}"] = f"article{suffix}"
+        if args.onnx:
+            for quantize in (False, True):
+                name = f"ort-{'int8' if quantize else 'fp32'}{suffix}"
+                scorers[name] = onnx_scorer(model, onnx_encoder(model, onnx_dir, quantize), args.batch_size, threads)
+                same_threads[name] = f"article{suffix}"
     warmup = {}
     for name, scorer in scorers.items():  # first calls build oneDNN kernels, the int8 encoder, ...
         began = time.perf_counter()
@@ -343,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
             name = f"ours-{precision}{suffix}"
             if name != reference_name:
                 agree[f"{name} vs {reference_name}"] = agreement(predictions[reference_name], predictions[name])
+        for name in (f"ort-fp32{suffix}", f"ort-int8{suffix}"):
+            if name in predictions:
+                agree[f"{name} vs {reference_name}"] = agreement(predictions[reference_name], predictions[name])
+    shutil.rmtree(onnx_dir, ignore_errors=True)
 
     machine = {
         "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
@@ -374,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, row in agree.items():
         print(f"{label}: Spearman {row['spearman']:.6f}, |diff| / mean score: max {row['max_diff_of_mean']:.2e}, "
               f"median {row['median_diff_of_mean']:.2e}; top-10% overlap {row['top10_overlap']:.3f}")
-    ours = {name: row for name, row in results.items() if name.startswith("ours-")}
+    ours = {name: row for name, row in results.items() if name.startswith("ours-")}  # the product's scorer only
     best = max(ours, key=lambda name: ours[name]["vs_article"], default=None)
     if best is not None:
         row = ours[best]

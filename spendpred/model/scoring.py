@@ -13,13 +13,14 @@
 - ``auto``: ``bf16`` on CUDA (when supported) and on a CPU with native bf16 kernels,
   else ``fp32``.
 
-Why ``auto`` is not int8 on a CPU (bench/score_throughput.py, all-MiniLM-L6-v2, 2-core
-AVX512-BF16 machine, same threads): bf16 scores 1.3-1.9x faster than fp32 and keeps the
-order (Spearman vs fp32 0.999994+, top-10% identical, median shift 0.03% of the mean
-score); int8 is faster again (1.2-1.8x over bf16) but moves scores more (Spearman
-0.997-0.9993, 1-1.5% of the top 10% changes, median shift 1.3-1.9% of the mean score,
-and the shift depends on the batch), which would show up as spurious tier changes in
-the churn feed. Choose ``int8`` explicitly where that trade is wanted.
+Why ``auto`` is not int8 on a CPU (bench/score_throughput.py, all-MiniLM-L6-v2, same
+threads). On a 2-core AVX512-BF16 machine, bf16 scored 1.3-1.9x faster than fp32 and kept
+the order (Spearman vs fp32 0.999994+, top-10% identical, median shift 0.03% of the mean
+score); int8 was faster again (1.2-1.8x over bf16). On a 2-core AVX2-only machine (no
+native bf16, so ``auto`` is fp32) int8 is 1.45x fp32. Either way int8 moves scores more
+(Spearman 0.997-0.9993, 1-1.5% of the top 10% changes, median shift 1.3-1.9% of the mean
+score, and the shift depends on the batch), which would show up as spurious tier changes
+in the churn feed. Choose ``int8`` explicitly where that trade is wanted.
 
 Mean pooling and the head always run in float32.
 """

