@@ -17,7 +17,7 @@ how far the predictions agree (Spearman, score differences, top-10% overlap):
   the product does not install): the same encoder exported to ONNX (with mean pooling), its
   graph fused by ONNX Runtime's BERT optimizer, optionally int8 dynamically quantised
   (per channel), run by ONNX Runtime's CPU provider with the same batching as ``predict``
-  (chunked tokenisation, length-sorted dynamic padding, batch 64); the head runs in torch.
+  (chunked tokenisation, length-sorted dynamic padding, ``predict``'s CPU batch size); the head runs in torch.
   It is here to show what ONNX Runtime would buy on this CPU, measured beside the others.
 
 ``--threads 2 1`` times every scorer at each of those torch thread counts as well (names
@@ -246,13 +246,13 @@ def onnx_scorer(model: Any, path: Path, batch_size: int | None, threads: int | N
 
     from spendpred.model.data import length_sorted_batches, tokenize_texts
     from spendpred.model.losses import predict_spend
-    from spendpred.model.scoring import available_cores
+    from spendpred.model.scoring import CPU_BATCH_SIZE, available_cores
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or min(torch.get_num_threads(), available_cores())
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    size = batch_size or 64
+    size = batch_size or CPU_BATCH_SIZE
 
     def score(frame: pd.DataFrame) -> np.ndarray:
         features = model.normaliser.transform(frame) if model.feature_columns else None

@@ -164,7 +164,7 @@ class SpendModel:
         ``df`` needs the ``text`` column and, when the model uses them, its feature columns.
         Texts are tokenised ``chunk_size`` rows at a time with the fast tokenizer (so memory
         is bounded by the chunk, whatever the number of users), sorted by length within the
-        chunk and padded per batch of ``batch_size`` (None: 64 on a CPU, 256 on CUDA), under
+        chunk and padded per batch of ``batch_size`` (None: 32 on a CPU, 256 on CUDA), under
         ``torch.inference_mode``. ``precision`` is ``auto`` (bf16 autocast on CUDA and on a
         CPU with native bf16 kernels, else fp32), ``fp32``, ``bf16`` or ``int8`` (CPU only,
         dynamic quantisation of the encoder's linear layers); see ``spendpred.model.scoring``

@@ -45,8 +45,10 @@ logger = logging.getLogger(__name__)
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "int8")
 """Accepted values of ``precision`` in ``SpendModel.predict``."""
 
-CPU_BATCH_SIZE = 64
-"""Default users per forward pass on a CPU (cache-friendly; sorted batches waste no padding)."""
+CPU_BATCH_SIZE = 32
+"""Default users per forward pass on a CPU: about 2,000 tokens a batch at the template's ~60 tokens
+a user, which keeps a layer's activations in cache (on a 2-core AVX2 machine batch 32 scored 8-15%
+faster than 64 in every interleaved repeat); sorted batches waste no padding."""
 
 CUDA_BATCH_SIZE = 256
 """Default users per forward pass on CUDA."""

@@ -133,7 +133,7 @@ def test_auto_precision_is_bf16_only_where_it_is_native() -> None:
     assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert resolve_precision("fp32", CPU) == "fp32"
     assert resolve_precision("int8", CPU) == "int8"
-    assert default_batch_size(CPU) == 64 and default_batch_size(torch.device("cuda")) == 256
+    assert default_batch_size(CPU) == 32 and default_batch_size(torch.device("cuda")) == 256
 
 
 def test_bad_precision_threads_and_sizes_are_config_errors(model: SpendModel, scored: pd.DataFrame) -> None:
