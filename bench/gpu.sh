@@ -2,7 +2,7 @@
 # GPU benchmark (issue 7): training and scoring throughput in bf16 on a CUDA machine, with the
 # achieved TFLOP/s against the card's peak. Run from the repository root after `make install`
 # (on a GPU machine install a CUDA build of torch 2.13.0 instead of the CPU one):
-#   bash bench/gpu.sh                     # MiniLM, batch 64 and 256
+#   bash bench/gpu.sh                     # MiniLM: encoder at batch 64 and 256, then predict vs the article scorer
 #   ENCODER=/models/bert-base bash bench/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +13,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 for batch in 64 256; do
     "$PY" bench/gpu_throughput.py --batch "$batch" --seq 128 --steps 30 ${ENCODER:+--encoder "$ENCODER"}
 done
+# the product's own scorer (SpendModel.predict, bf16 autocast at batch 256) against the
+# article-style scorer on the same GPU, same model and users
+"$PY" bench/score_throughput.py --device cuda --precisions fp32 bf16 --users 8000 --slices 4 ${ENCODER:+--encoder-dir "$ENCODER"}
