@@ -34,12 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
+from _pg import throwaway_database
 
-DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 TARGET_RATIO = 1.5
 
 
@@ -113,20 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         return _seed_child(url, int(users), int(days), end, int(seed))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    admin_url = os.environ.get("SPENDPRED_BENCH_PG_URL", DEFAULT_ADMIN_URL)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     # the labels of a snapshot as of end - H fall inside the history
     as_of = args.end_date - dt.timedelta(days=args.horizon_days)
     results = []
-    with admin.connect() as conn:
-        server = conn.exec_driver_sql("SHOW server_version").scalar_one()
     for users in args.users:
-        name = f"spendpred_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        try:
-            logging.info("seeding %d users into %s", users, name)
+        with throwaway_database("spendpred_bench", keep=args.keep) as db:
+            server, url = db.server_version, db.url
+            logging.info("seeding %d users into %s", users, db.name)
             counts, _, seed_s = _run_child(
                 ["--seed-child", url, str(users), str(args.days), args.end_date.isoformat(), str(args.seed)]
             )
@@ -143,11 +134,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"parquet {child['parquet_mib']:.1f} MiB; seeded {sum(counts.values()):,} source rows in {seed_s:.0f} s",
                 flush=True,
             )
-        finally:
-            if not args.keep:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
     ratio = results[-1]["wait4_peak_rss_mib"] / results[0]["wait4_peak_rss_mib"]
     ok = ratio <= TARGET_RATIO
     print(

@@ -59,14 +59,13 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _pg import throwaway_database
 
-DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -285,33 +284,25 @@ def main(argv: list[str] | None = None) -> int:
 
         get_settings().resolved_encoder_dir  # noqa: B018 - fail now, not after seeding, when MiniLM is not installed
 
-    admin_url = os.environ.get("SPENDPRED_BENCH_PG_URL", DEFAULT_ADMIN_URL)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"spendpred_bench_nightly_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        server = conn.exec_driver_sql("SHOW server_version").scalar_one()
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     home = Path(tempfile.mkdtemp(prefix="spendpred_bench_nightly_"))
-    _configure_env(home, url, encoder_dir)
-    machine = _machine(server)
     setup, nightly, rerun = Stages("setup"), Stages("nightly"), Stages("rerun")
     try:
-        model = _setup(setup, args, home)
-        out = _nightly(nightly, args)
-        from spendpred import pipeline
+        with throwaway_database("spendpred_bench_nightly", keep=args.keep) as db:
+            server = db.server_version
+            _configure_env(home, db.url, encoder_dir)
+            machine = _machine(server)
+            model = _setup(setup, args, home)
+            out = _nightly(nightly, args)
+            from spendpred import pipeline
 
-        rerun_began = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        rerun.run("publish_scores (same date again)", pipeline.publish_scores, out["tiers"], rows=lambda r: r["rows"])
-        check = _check_published(url, out["tiers"]["as_of"], out["rows"], rerun_began)
+            rerun_began = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            rerun.run("publish_scores (same date again)", pipeline.publish_scores, out["tiers"], rows=lambda r: r["rows"])
+            check = _check_published(db.url, out["tiers"]["as_of"], out["rows"], rerun_began)
     finally:
         if args.keep:
-            logging.info("kept database %s and folder %s", name, home)
+            logging.info("kept folder %s", home)
         else:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             shutil.rmtree(home, ignore_errors=True)
-        admin.dispose()
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
     scoring = [r for r in nightly.records if r["stage"].startswith("score_shard")]

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from _pg import Throwaway, throwaway_database
 
 from spendpred import publish, warehouse
 from spendpred.tiers import assign_tiers
 
-DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 AS_OF = dt.date(2024, 6, 30)
 SCORED_AT = dt.datetime(2024, 7, 1, 2, 0, 0)
 MODEL_NAME = "spendpred-regressor"
@@ -134,15 +133,16 @@ def count(engine: sa.Engine, table: str) -> int:
         return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one())
 
 
-def run(admin_url: str, rows: int, seed: int, chunk_rows: int | None) -> dict[str, Any]:
+def run(rows: int, seed: int, chunk_rows: int | None) -> dict[str, Any]:
     """Create the database, run the three methods, drop the database; return the results."""
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"spendpred_bench_publish_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        server = conn.exec_driver_sql("SHOW server_version").scalar_one()
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(admin_url).set(database=name)
-    engine = warehouse.get_engine(url.render_as_string(hide_password=False))
+    with throwaway_database("spendpred_bench_publish") as db:
+        return _run_in(db, rows, seed, chunk_rows)
+
+
+def _run_in(db: Throwaway, rows: int, seed: int, chunk_rows: int | None) -> dict[str, Any]:
+    """Run the three methods in the throwaway database ``db``; return the results."""
+    admin, server, url = db.admin, db.server_version, sa.engine.make_url(db.url)
+    engine = warehouse.get_engine(db.url)
     try:
         warehouse.init_db(engine)
         with engine.begin() as conn:
@@ -189,9 +189,6 @@ def run(admin_url: str, rows: int, seed: int, chunk_rows: int | None) -> dict[st
             raise SystemExit(f"row counts differ from {rows}: {counts}")
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
     return {
         "rows": rows,
         "seconds": {"publish_scores": t_ours, "publish_scores_rerun": t_replace, "to_sql": t_to_sql, "psql_copy": t_copy,
@@ -240,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    admin_url = os.environ.get("SPENDPRED_BENCH_PG_URL", DEFAULT_ADMIN_URL)
-    result = run(admin_url, args.rows, args.seed, args.chunk_rows)
+    result = run(args.rows, args.seed, args.chunk_rows)
     text = report(result)
     sys.stdout.write(text + "\n")
     if args.json:

@@ -23,13 +23,11 @@ import platform
 import resource
 import sys
 import time
-import uuid
 
-import sqlalchemy as sa
+from _pg import throwaway_database
 
 from spendpred import synth, warehouse
 
-DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,29 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the process exit status."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    admin_url = os.environ.get("SPENDPRED_BENCH_PG_URL", DEFAULT_ADMIN_URL)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"spendpred_bench_seed_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        server = conn.exec_driver_sql("SHOW server_version").scalar_one()
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    engine = warehouse.get_engine(url)
-    try:
-        timings: dict[str, float] = {}
-        began = time.perf_counter()
-        counts = synth.seed_warehouse(
-            engine, args.users, args.days, args.end_date, args.seed, chunk_users=args.chunk_users, timings=timings
-        )
-        total_s = time.perf_counter() - began
-        with engine.connect() as conn:
-            sizes = {t: int(conn.exec_driver_sql(f"SELECT pg_total_relation_size('{t}')").scalar_one()) for t in counts}
-    finally:
-        engine.dispose()
-        if not args.keep:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_database("spendpred_bench_seed", keep=args.keep) as db:
+        server = db.server_version
+        engine = warehouse.get_engine(db.url)
+        try:
+            timings: dict[str, float] = {}
+            began = time.perf_counter()
+            counts = synth.seed_warehouse(
+                engine, args.users, args.days, args.end_date, args.seed, chunk_users=args.chunk_users, timings=timings
+            )
+            total_s = time.perf_counter() - began
+            with engine.connect() as conn:
+                sizes = {t: int(conn.exec_driver_sql(f"SELECT pg_total_relation_size('{t}')").scalar_one()) for t in counts}
+        finally:
+            engine.dispose()
 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     rows = sum(counts.values())
