@@ -12,6 +12,9 @@ Environment read at parse time (all optional, defaults run locally with no set-u
 * ``SPENDPRED_TRAIN_QUEUE`` Celery queue of ``train_model`` (default: Airflow's default queue;
   ``gpu`` in docker-compose, where a GPU worker listens on it).
 * ``SPENDPRED_SCORE_QUEUE`` Celery queue of the ``score_shard`` tasks (default queue).
+* ``SPENDPRED_SHARDS``      default of the nightly ``shards`` param (default 1: on one machine a
+  single shard already uses every core, and each extra shard loads the model again; set it
+  to the number of scoring workers, as docker-compose does).
 """
 
 from __future__ import annotations
@@ -39,13 +42,19 @@ SCORES_ASSET = Asset(name="spendpred_user_spend_scores", uri="spendpred://wareho
 NO_RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
-            exception=["spendpred.errors.ConfigError", "spendpred.errors.DataError"],
+            exception="spendpred.errors.TransientError",
+            action=RetryAction.DEFAULT,
+            reason="transient: the warehouse or registry was unreachable or busy",
+        ),
+        RetryRule(
+            exception="spendpred.errors.SpendpredError",
             action=RetryAction.FAIL,
-            reason="bad parameters or data (incl. a failed validation): retrying cannot help",
-        )
+            reason="bad parameters, data, validation or model reference: retrying cannot help",
+        ),
     ]
 )
-"""Fail at once on errors a retry cannot fix; everything else (warehouse, network) retries."""
+"""Fail at once on errors a retry cannot fix (every ``SpendpredError`` but a ``TransientError``);
+transient ones and unexpected ones (a driver's connection error, an OS error) retry."""
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "spendpred",
@@ -81,6 +90,14 @@ def train_task_kwargs() -> dict[str, Any]:
     if queue := _env("SPENDPRED_TRAIN_QUEUE"):
         kwargs["queue"] = queue
     return kwargs
+
+
+def default_shards() -> int:
+    """Return the default shard count: ``SPENDPRED_SHARDS`` when it is a whole number in 1..64, else 1."""
+    value = _env("SPENDPRED_SHARDS")
+    if value is not None and value.isdigit() and 1 <= int(value) <= 64:
+        return int(value)
+    return 1
 
 
 def score_task_kwargs() -> dict[str, Any]:
@@ -125,7 +142,7 @@ def scoring_params() -> dict[str, Param]:
             description="Registry alias (champion, challenger) or version number of spendpred-regressor.",
         ),
         "shards": Param(
-            4,
+            default_shards(),
             type="integer",
             minimum=1,
             maximum=64,

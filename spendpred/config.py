@@ -7,6 +7,8 @@ steps that write into them, and the MLflow tracking URI is passed explicitly.
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -31,6 +33,21 @@ def default_encoder_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+def available_cores() -> int:
+    """Return the CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2, or an unexpected format
+        pass
+    return max(1, cores)
+
+
 class Settings(BaseSettings):
     """All settings, read from ``SPENDPRED_*`` environment variables (or a ``.env`` file)."""
 
@@ -52,6 +69,15 @@ class Settings(BaseSettings):
     tier_high_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is high.")
     tier_medium_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is medium.")
     chunk_rows: int = Field(50_000, gt=0, description="Rows per chunk for streaming reads and bulk writes.")
+    torch_threads: int | None = Field(
+        None, gt=0, description="CPU threads torch may use in one training or scoring task; default: cores / concurrent_tasks."
+    )
+    concurrent_tasks: int = Field(
+        1,
+        gt=0,
+        description="Tasks that may run at once on this machine (Airflow's parallelism or a Celery worker's concurrency); "
+        "each task's torch threads default to the cores divided by it, so the machine is never oversubscribed.",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -89,6 +115,11 @@ class Settings(BaseSettings):
     def resolved_staging_dir(self) -> Path:
         """The staging folder (not created here)."""
         return self.staging_dir or self.home / "staging"
+
+    @property
+    def resolved_torch_threads(self) -> int:
+        """Torch threads for one task: ``torch_threads``, else the cores divided among ``concurrent_tasks``."""
+        return self.torch_threads or max(1, available_cores() // self.concurrent_tasks)
 
     @property
     def resolved_encoder_dir(self) -> Path:

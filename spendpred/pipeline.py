@@ -215,8 +215,7 @@ def validate_snapshot(snapshot_dir: str | Path, previous_dir: str | Path | None 
         previous = _previous_snapshot(snapshot.parent.parent.name, parse_date(manifest.as_of), None)
     else:
         previous = Path(previous_dir) if previous_dir is not None else None
-    result = validation.validate_snapshot(snapshot, previous_dir=previous)
-    logger.info(result.message)
+    result = validation.validate_snapshot(snapshot, previous_dir=previous)  # logs the verdict
     return {"success": result.success, "report": str(result.report_md), "rows": result.row_count}
 
 
@@ -282,6 +281,7 @@ def train_model(
     from spendpred import baselines, evaluation, splits
     from spendpred.errors import DataError
     from spendpred.model import TrainConfig, fit_head_only, train_regressor
+    from spendpred.model.scoring import cpu_threads
 
     settings = get_settings()
     frame, manifest = _read_snapshot(snapshot_dir)
@@ -311,11 +311,12 @@ def train_model(
         "training on snapshot as of %s: %d train / %d val / %d test users, encoder %s",
         manifest.as_of, len(parts["train"]), len(parts["val"]), len(parts["test"]), encoder_dir,
     )
-    result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
-    if config.freeze == "all-but-head":  # the model itself is the "before fine-tuning" one: don't encode twice
-        before = result
-    else:
-        before = fit_head_only(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
+    with cpu_threads(settings.resolved_torch_threads):  # threads x concurrent tasks within the cores
+        result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
+        if config.freeze == "all-but-head":  # the model itself is the "before fine-tuning" one: don't encode twice
+            before = result
+        else:
+            before = fit_head_only(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
 
     test = parts["test"]
     predictions = {
@@ -503,6 +504,7 @@ def score_shard(snapshot_dir: str | Path, shard: int = 0, shards: int = 1, model
     manifest = behaviour.Manifest.read(snapshot)
     _read_validation_status(snapshot)
     ref = _check_model_ref(model)
+    threads = get_settings().resolved_torch_threads
     spend_model, version = registry.load_model(ref)
     model_template = spend_model.meta.get("text_template_version")
     if model_template != manifest.text_template_version:
@@ -525,7 +527,7 @@ def score_shard(snapshot_dir: str | Path, shard: int = 0, shards: int = 1, model
             frame = frame[splits.shard_of(frame["user_id"], int(shards)) == int(shard)]
             if frame.empty:
                 continue
-            predicted = spend_model.predict(frame)
+            predicted = spend_model.predict(frame, num_threads=threads)
             writer.write_table(pa.table({"user_id": frame["user_id"].to_numpy(), "predicted_spend": predicted}, schema=schema))
             rows += len(frame)
     tmp.replace(path)
@@ -646,7 +648,7 @@ def format_report(data: dict[str, Any]) -> str:
         bounds = {t["tier"]: t for t in summary.get("thresholds", [])}
         for tier in ("high", "medium", "low"):
             t = bounds.get(tier, {})
-            low = "-inf" if t.get("lower_bound") is None else f"{t['lower_bound']:.2f}"
+            low = "0.00" if t.get("lower_bound") is None else f"{t['lower_bound']:.2f}"  # spend is never negative
             high = "+inf" if t.get("upper_bound") is None else f"{t['upper_bound']:.2f}"
             lines.append(f"  {tier:<6} {summary['tier_sizes'].get(tier, 0):>9,} users   predicted spend in [{low}, {high})")
         movement = summary.get("movement") or {}

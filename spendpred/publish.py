@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from spendpred import warehouse
 from spendpred.config import get_settings
-from spendpred.errors import ConfigError, DataError, PublishError
+from spendpred.errors import ConfigError, DataError, PublishError, PublishInterrupted
 from spendpred.tiers import TIERS, Threshold
 
 logger = logging.getLogger(__name__)
@@ -320,7 +320,10 @@ def publish_scores(
         if "does not exist" in text or "no such table" in text:
             hint = " (are the output tables there? run `spendpred db init` first)"
         detail = getattr(exc, "orig", None) or exc
-        raise PublishError(
+        # a lost connection or a lock timeout may pass: Airflow retries PublishInterrupted
+        operational = isinstance(exc, sa.exc.OperationalError) or type(exc).__name__ == "OperationalError"
+        failure = PublishInterrupted if operational and not hint else PublishError
+        raise failure(
             f"publishing {rows.num_rows} scores for {day} failed and was rolled back; "
             f"the previous contents are kept{hint}: {str(detail).strip()}"
         ) from exc

@@ -32,7 +32,6 @@ import numbers
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from spendpred.config import Settings, get_settings
-from spendpred.errors import ConfigError, ModelError
+from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, is_transient_mlflow
+from spendpred.logs import quiet_libraries
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -217,6 +217,40 @@ def _signature(feature_columns: Sequence[str]) -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+EXAMPLE_TEXT = (
+    "member for 1 year. 3 completed orders, 182.40 spent. last 30 days: 6 views, 1 search. "
+    "last active 2 days ago. orders: 12 days ago 54.90 books; 80 days ago 99.00 electronics. "
+    'searches: 2 days ago "running shoes".'
+)
+"""A made-up behaviour text for the logged model's input example (never a real user's text)."""
+
+REGISTERED_MODEL_DESCRIPTION = (
+    "Purchasing-power regressor of spendpred: predicts each user's completed-order spend over the "
+    "next horizon (currency) from a behaviour text and numeric features. Aliases: 'champion' is "
+    "scored nightly by spendpred_nightly_scoring; 'challenger' is the latest candidate of "
+    "spendpred_weekly_retrain."
+)
+
+
+def _input_example(feature_columns: Sequence[str]) -> Any:
+    """One synthetic row matching the signature (the text above, neutral zero features)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"text": EXAMPLE_TEXT, **{column: 0.0 for column in feature_columns}}])
+
+
+def _version_description(params: Mapping[str, Any], meta: Mapping[str, Any], metrics: Mapping[str, float]) -> str:
+    """A one-paragraph description of a registered version: data, training and test metrics."""
+    shown = ", ".join(
+        f"{key}={params[key]}" for key in ("as_of", "horizon_days", "epochs", "freeze", "train_users") if key in params
+    )
+    scores = ", ".join(f"{key} {value:.4g}" for key, value in metrics.items() if key in ("normalised_gini", "top10_capture", "rmse"))
+    return (
+        f"Trained by spendpred ({shown}; loss {meta['loss']}, text template {meta['text_template_version']}). "
+        f"Test metrics: {scores or 'none recorded'}."
+    )
+
+
 def _pip_requirements() -> list[str]:
     """Pinned requirements of the pyfunc (listed, not inferred: inference loads the model).
 
@@ -307,6 +341,7 @@ def log_training_run(
     """
     import mlflow
 
+    quiet_libraries()  # no upload progress bars in task logs
     settings = _settings(settings)
     bundle = Path(bundle_dir)
     meta = _read_bundle_meta(bundle)
@@ -350,9 +385,8 @@ def log_training_run(
                     logger.warning("snapshot folder %s has no %s; not logged", snapshot, name)
         if evaluation is not None:
             mlflow.log_artifacts(str(evaluation), artifact_path="evaluation")
-        with tempfile.TemporaryDirectory(prefix="spendpred-pyfunc-") as code_dir, warnings.catch_warnings():
-            # no input example on purpose: it would store a user's behaviour text in the registry
-            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        with tempfile.TemporaryDirectory(prefix="spendpred-pyfunc-") as code_dir:
+            # the input example is made up: a real user's behaviour text never enters the registry
             code_file = Path(code_dir) / "spendpred_pyfunc.py"
             code_file.write_text(_MODEL_CODE, encoding="utf-8")
             model_info = mlflow.pyfunc.log_model(
@@ -360,10 +394,15 @@ def log_training_run(
                 python_model=str(code_file),
                 artifacts={BUNDLE_ARTIFACT: str(bundle)},
                 signature=_signature(_used_features(meta)),
+                input_example=_input_example(_used_features(meta)),
                 pip_requirements=_pip_requirements(),
                 registered_model_name=REGISTERED_MODEL,
             )
     version = str(model_info.registered_model_version)
+    client.update_registered_model(REGISTERED_MODEL, description=REGISTERED_MODEL_DESCRIPTION)
+    client.update_model_version(
+        REGISTERED_MODEL, version, description=_version_description(all_params, meta, _finite_metrics(test_metrics))
+    )
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
     version_tags = {
         "text_template_version": str(meta["text_template_version"]),
@@ -540,17 +579,21 @@ def resolve_version(client: MlflowClient, alias_or_version: str | int) -> ModelV
     from mlflow.exceptions import MlflowException
 
     ref = str(alias_or_version).strip()
-    if ref.isdigit():
-        try:
+    try:
+        if ref.isdigit():
             return client.get_model_version(REGISTERED_MODEL, ref)
-        except MlflowException as exc:
+        return client.get_model_version_by_alias(REGISTERED_MODEL, ref)
+    except MlflowException as exc:
+        if is_transient_mlflow(exc):
+            raise RegistryUnavailable(
+                f"cannot reach the MLflow registry to resolve {REGISTERED_MODEL} {ref!r}: {exc.message}; "
+                "check that the tracking server is up (SPENDPRED_MLFLOW_TRACKING_URI)"
+            ) from exc
+        if ref.isdigit():
             raise ModelError(
                 f"{REGISTERED_MODEL} version {ref} does not exist ({exc.message}); "
                 "list versions in the MLflow UI or use alias 'champion'"
             ) from exc
-    try:
-        return client.get_model_version_by_alias(REGISTERED_MODEL, ref)
-    except MlflowException as exc:
         if ref == CHAMPION:
             raise ModelError(NO_CHAMPION_MESSAGE) from exc
         raise ModelError(
@@ -584,6 +627,7 @@ def load_model(
     version = str(model_version.version)
 
     def _load(folder: Path) -> SpendModel:
+        quiet_libraries()  # no "Downloading artifacts" bar in task logs
         try:
             # the logged model's own location (file://, s3://, mlflow-artifacts://...), so that
             # no models:/ URI has to be resolved through MLflow's global registry URI
@@ -628,6 +672,8 @@ def champion_info(settings: Settings | None = None) -> dict[str, Any] | None:
         client = get_client(settings)
         try:
             model_version = resolve_version(client, CHAMPION)
+        except RegistryUnavailable:
+            raise
         except ModelError:
             return None
     except MlflowException as exc:

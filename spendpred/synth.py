@@ -624,7 +624,7 @@ def seed_warehouse(
         spent["analyze"] += time.perf_counter() - tick
     if timings is not None:
         timings.update(spent)
-    logger.info("seeded %s in %.1fs", counts, time.perf_counter() - began)
+    logger.info("seeded %s in %.1fs", ", ".join(f"{n:,} {table}" for table, n in counts.items()), time.perf_counter() - began)
     return counts
 
 

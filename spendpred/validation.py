@@ -270,7 +270,8 @@ def _describe(batch: str, result: dict[str, Any]) -> dict[str, Any]:
             f"{res.get('unexpected_count')} of {res.get('element_count')} rows unexpected "
             f"({float(res.get('unexpected_percent') or 0):.1f}%)"
         )
-        examples = list(res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or [])
+        # the offending values (e.g. the lag in days), not GX's row positions
+        examples = list(res.get("partial_unexpected_list") or res.get("partial_unexpected_index_list") or [])
     elif (res.get("details") or {}).get("mismatched"):
         mismatched = res["details"]["mismatched"]
         detail = "; ".join(f"{kind} columns {sorted(cols)}" for kind, cols in sorted(mismatched.items()) if cols)
@@ -439,6 +440,9 @@ def validate_snapshot(
     payload["manifest_facts"] = facts
 
     os.environ["GX_ANALYTICS_ENABLED"] = "False"  # GX analytics stay off, whatever the environment says
+    from spendpred.logs import quiet_libraries
+
+    quiet_libraries()  # before the import: GX logs hundreds of registry lines while importing
     import great_expectations as gx  # lazy: heavy, and not needed to import spendpred
     import great_expectations.expectations as gxe
     import pandas as pd

@@ -141,6 +141,9 @@ def load_encoder(encoder_dir: str | Path) -> nn.Module:
     """
     from transformers import AutoModel
 
+    from spendpred.logs import quiet_libraries
+
+    quiet_libraries()  # no "Loading weights" bar on stderr (an ERROR line in an Airflow task log)
     path = Path(encoder_dir)
     if not (path / "config.json").is_file():
         raise ModelError(

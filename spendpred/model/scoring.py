@@ -28,16 +28,14 @@ Mean pooling and the head always run in float32.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from spendpred.config import available_cores
 from spendpred.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -52,21 +50,6 @@ faster than 64 in every interleaved repeat); sorted batches waste no padding."""
 
 CUDA_BATCH_SIZE = 256
 """Default users per forward pass on CUDA."""
-
-
-def available_cores() -> int:
-    """Return the CPU cores this process may use: its affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
-        if quota != "max":
-            cores = min(cores, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError):  # no cgroup v2, or an unexpected format
-        pass
-    return max(1, cores)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -105,7 +105,15 @@ def test_retries_with_backoff_on_warehouse_tasks(dagbag: Any) -> None:
     """Warehouse tasks retry with exponential backoff; validation never retries; bad input fails at once."""
     from airflow.sdk import RetryAction
 
-    from spendpred.errors import ConfigError, DataError, PublishError, ValidationFailed
+    from spendpred.errors import (
+        ConfigError,
+        DataError,
+        ModelError,
+        PublishError,
+        PublishInterrupted,
+        RegistryUnavailable,
+        ValidationFailed,
+    )
 
     seen = set()
     for dag_id in EXPECTED_TASKS:
@@ -118,9 +126,10 @@ def test_retries_with_backoff_on_warehouse_tasks(dagbag: Any) -> None:
             if task.task_id == "validate_snapshot":
                 assert task.retries == 0
             policy = task.retry_policy
-            for error in (ConfigError("x"), ValidationFailed("x"), DataError("x")):
+            permanent = (ConfigError("x"), ValidationFailed("x"), DataError("x"), ModelError("no version 99"), PublishError("x"))
+            for error in permanent:
                 assert policy.evaluate(error, 1, 4).action == RetryAction.FAIL, (task.task_id, error)
-            for error in (PublishError("x"), OSError("connection reset")):
+            for error in (PublishInterrupted("x"), RegistryUnavailable("x"), OSError("connection reset")):
                 assert policy.evaluate(error, 1, 4).action == RetryAction.DEFAULT
     assert seen == WAREHOUSE_TASKS
 
@@ -157,7 +166,7 @@ def test_dags_serialise(dagbag: Any, scheduler_dags: dict[str, Any]) -> None:
 def test_param_defaults_are_valid(dagbag: Any) -> None:
     scoring = dagbag.dags["spendpred_nightly_scoring"].params.validate()
     retrain = dagbag.dags["spendpred_weekly_retrain"].params.validate()
-    assert scoring == {"as_of": None, "dry_run": False, "model": "champion", "shards": 4}
+    assert scoring == {"as_of": None, "dry_run": False, "model": "champion", "shards": 1}
     assert retrain == {
         "as_of": None, "horizon": None, "dry_run": False, "epochs": None, "max_users": None,
         "freeze": None, "loss": None, "promote": "auto", "device": "auto",

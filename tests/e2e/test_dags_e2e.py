@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,15 @@ def _states(run_id: str) -> dict[tuple[str, int], str]:
     with create_session() as session:
         tis = session.query(TaskInstance).filter(TaskInstance.run_id == run_id).all()
         return {(ti.task_id, ti.map_index): str(ti.state) for ti in tis}
+
+
+def _tries(run_id: str, task_id: str) -> set[int]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(TaskInstance.run_id == run_id, TaskInstance.task_id == task_id).all()
+        return {int(ti.try_number) for ti in tis}
 
 
 def _asset_events(run_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -152,6 +162,16 @@ def test_retrain_then_score_through_airflow(
     assert str(dry.state) == "success"
     assert _states(dry.run_id)[("publish_scores", -1)] == "skipped"
     assert _asset_events(dry.run_id) == []
+    assert _published(warehouse_url)["partitions"] == published["partitions"]
+
+    # -- a missing model version fails at once: no retries, nothing published ------------------
+    started = time.monotonic()
+    missing = scoring.test(logical_date=SCORING_DUE + dt.timedelta(days=2), run_conf={"model": "99", "shards": 2})
+    assert str(missing.state) == "failed"
+    shard_states = {k: v for k, v in _states(missing.run_id).items() if k[0] == "score_shard"}
+    assert set(shard_states.values()) == {"failed"}, shard_states  # not up_for_retry
+    assert _tries(missing.run_id, "score_shard") == {1}
+    assert time.monotonic() - started < 120
     assert _published(warehouse_url)["partitions"] == published["partitions"]
 
     assert not unused.exists(), "the Airflow connection must win over SPENDPRED_WAREHOUSE_URL"

@@ -1,12 +1,16 @@
 """The "Spend tiers" Airflow plugin page, served for real and opened in headless Chromium.
 
-The plugin is loaded by Airflow's own plugins manager from ``plugins/`` and mounted the way
-the API server mounts plugin apps (``airflow.api_fastapi.app.init_plugins``), served by
-uvicorn on a free localhost port. The warehouse is a SQLite file with two published runs
-(written by ``spendpred.publish.publish_scores``) reached through the Airflow connection
-``spendpred_warehouse``; the champion lives in a real MLflow registry. Chromium
-(Debian package ``chromium``) renders the page; the DOM is checked and the screenshot is
-saved under ``test-artifacts/``.
+The plugin is loaded by Airflow's own plugins manager from ``plugins/`` and served inside
+Airflow's real API server app (``airflow.api_fastapi.app.create_app``, which mounts plugin
+apps with ``init_plugins``) by uvicorn on a free localhost port: the ``served_airflow``
+fixture of ``test_ui_auth.py``, with the real ``SimpleAuthManager``. The browser is logged
+in as the ``analyst`` user (viewer): the token comes from the auth manager's login endpoint
+and is given to Chromium as the ``_token`` session cookie the Airflow UI uses, so the page
+is fetched exactly as the UI's same-origin iframe fetches it. The warehouse is a SQLite file
+with two published runs (written by ``spendpred.publish.publish_scores``) reached through
+the Airflow connection ``spendpred_warehouse``; the champion lives in a real MLflow
+registry. Chromium (Debian package ``chromium``) renders the page; the DOM is checked and
+the screenshot is saved under ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,7 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,16 @@ import pytest
 import sqlalchemy as sa
 
 from spendpred import publish, tiers, warehouse
+from tests.e2e.test_ui_auth import ServedAirflow, served_airflow
+
+__all__ = ["served_airflow"]  # the fixture, shared with test_ui_auth.py
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHAMPION_METRICS = {"rmse": 41.25, "mae": 18.5, "spearman": 0.6123, "normalised_gini": 0.7345, "top10_capture": 0.4421}
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
 
 
 def _require_chromium() -> str:
@@ -90,34 +95,6 @@ def champion_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return str(version)
 
 
-@pytest.fixture
-def served_plugin(airflow_db: Path) -> Iterator[str]:
-    """Serve the plugin's FastAPI app as the API server mounts it; yield the page URL."""
-    import uvicorn
-    from fastapi import FastAPI
-
-    from airflow import plugins_manager
-    from airflow.api_fastapi.app import init_plugins
-
-    assert not plugins_manager.get_import_errors(), plugins_manager.get_import_errors()
-    root = FastAPI()
-    init_plugins(root)
-    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/spendpred/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def _chromium(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     browser = _require_chromium()
     profile = tmp_path / f"chromium-profile-{time.monotonic_ns()}"
@@ -133,7 +110,11 @@ def _chromium(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProce
 
 
 def _render(url: str, tmp_path: Path, screenshot_name: str) -> str:
-    """Return the DOM Chromium rendered for ``url`` and save its screenshot as an artifact."""
+    """Return the DOM Chromium rendered for ``url`` and save its screenshot as an artifact.
+
+    Each Chromium run starts with a fresh profile (no cookies): pass a
+    ``ServedAirflow.browser_login_url`` to open the page as a logged-in user.
+    """
     dom = _chromium(url, tmp_path, "--dump-dom").stdout
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / screenshot_name
@@ -162,7 +143,7 @@ def test_plugin_registers_page_and_external_view(airflow_db: Path) -> None:
 def test_page_renders_latest_run_in_chromium(
     published_warehouse: tuple[str, dict[str, int]],
     champion_registry: str,
-    served_plugin: str,
+    served_airflow: ServedAirflow,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -172,7 +153,8 @@ def test_page_renders_latest_run_in_chromium(
     monkeypatch.setenv("AIRFLOW_CONN_SPENDPRED_WAREHOUSE", "sqlite:///" + url.removeprefix("sqlite:///"))
     monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'missing.db'}")
 
-    dom = _render(served_plugin, tmp_path, "spend_tiers_page.png")
+    login = served_airflow.browser_login_url(served_airflow.login("analyst"))
+    dom = _render(login, tmp_path, "spend_tiers_page.png")
 
     assert 'id="as-of">2024-06-30<' in dom
     for tier, users in sizes.items():
@@ -188,7 +170,7 @@ def test_page_renders_latest_run_in_chromium(
 
 
 def test_page_shows_empty_state_before_any_run(
-    served_plugin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served_airflow: ServedAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With an initialised but empty warehouse and no registry the page says what to run."""
     url = f"sqlite:///{tmp_path / 'empty.db'}"
@@ -199,9 +181,51 @@ def test_page_shows_empty_state_before_any_run(
     monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
     monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-mlflow.db'}")
 
-    dom = _render(served_plugin, tmp_path, "spend_tiers_empty.png")
+    login = served_airflow.browser_login_url(served_airflow.login("analyst"))
+    dom = _render(login, tmp_path, "spend_tiers_empty.png")
 
     assert 'id="empty-state"' in dom and "No scores published yet." in dom
     assert "No champion model yet" in dom
     assert 'class="error"' not in dom
     assert not (tmp_path / "no-mlflow.db").exists(), "reading the page must not create an MLflow store"
+
+
+def test_anonymous_browser_gets_the_login_page_not_the_data(
+    published_warehouse: tuple[str, dict[str, int]],
+    served_airflow: ServedAirflow,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opening the page without logging in lands on Airflow's login page; no tier data is shown."""
+    url, _ = published_warehouse
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
+
+    dom = _render(served_airflow.page, tmp_path, "spend_tiers_anonymous.png")
+
+    assert "data-tier-size" not in dom and 'id="as-of"' not in dom and "2024-06-30" not in dom
+    assert "<form" in dom.lower() and 'type="password"' in dom, "the auth manager's login form is not shown"
+
+
+def test_airflow_ui_shows_the_page_in_its_iframe_for_a_logged_in_user(
+    published_warehouse: tuple[str, dict[str, int]],
+    served_airflow: ServedAirflow,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Browse > Spend tiers in the real Airflow UI: the iframe's request carries the session cookie and is served."""
+    url, _ = published_warehouse
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
+    login = served_airflow.browser_login_url(served_airflow.login("analyst"), next_path="/plugin/spend-tiers")
+    served_airflow.answered.clear()
+
+    dom = _chromium(login, tmp_path, "--dump-dom", "--virtual-time-budget=20000").stdout
+
+    assert re.search(r'<iframe[^>]+src="[^"]*spendpred/"', dom), dom[-3000:]
+    page_requests = [(status, cookie) for path, status, cookie in served_airflow.answered if path == "/spendpred/"]
+    assert page_requests == [(200, True)], served_airflow.answered
+    refused = [answer for answer in served_airflow.answered if answer[1] in (401, 403)]
+    assert not refused, f"the logged-in UI was refused: {refused}"
+    shot = ARTIFACTS / "spend_tiers_in_airflow_ui.png"
+    shot.unlink(missing_ok=True)
+    _chromium(login, tmp_path, f"--screenshot={shot}", "--virtual-time-budget=20000")
+    assert shot.is_file() and shot.stat().st_size > 10_000, f"no usable screenshot at {shot}"

@@ -15,7 +15,7 @@ import pytest
 
 from spendpred import metrics, registry
 from spendpred.config import Settings
-from spendpred.errors import ConfigError, ModelError
+from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, TransientError
 from spendpred.evaluation import write_evaluation
 from tests.tiny_bert import FEATURE_COLUMNS, make_synthetic_users, make_tiny_bert
 
@@ -156,6 +156,12 @@ def test_log_training_run_records_run_and_version(logged: Logged, trained: Train
     assert json.loads(version.tags["feature_columns"]) == FEATURE_COLUMNS
     assert len(json.loads(version.tags["normaliser"])["mean"]) == len(FEATURE_COLUMNS)
     assert float(version.tags["test_rmse"]) == pytest.approx(trained.test_metrics["rmse"])
+    # descriptions say what the model and the version are; the input example is made up
+    assert client.get_registered_model("spendpred-regressor").description == registry.REGISTERED_MODEL_DESCRIPTION
+    assert "loss mse" in version.description and "normalised_gini" in version.description
+    model_dir = Path(urlparse(client.get_model_version_download_uri("spendpred-regressor", logged.version)).path)
+    example = json.loads((model_dir / "input_example.json").read_text())
+    assert example["columns"][0] == "text" and example["data"][0][0] == registry.EXAMPLE_TEXT
 
 
 def test_logged_model_holds_no_pickle_and_the_bundle(logged: Logged) -> None:
@@ -200,8 +206,19 @@ def test_no_champion_gives_a_clear_error(logged: Logged) -> None:
     with pytest.raises(ModelError, match=r"no champion yet: run `spendpred train --promote auto` first"):
         registry.load_model("champion", settings=logged.settings)
     assert registry.champion_info(logged.settings) is None
-    with pytest.raises(ModelError, match="version 99 does not exist"):
+    with pytest.raises(ModelError, match="version 99 does not exist") as missing:
         registry.load_model(99, settings=logged.settings)
+    assert not isinstance(missing.value, TransientError)  # Airflow fails at once instead of retrying
+
+
+def test_unreachable_registry_is_transient_not_no_champion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    settings = Settings(home=tmp_path, mlflow_tracking_uri="http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(RegistryUnavailable, match="cannot reach the MLflow registry"):
+        registry.load_model("champion", settings=settings)
+    with pytest.raises(RegistryUnavailable):
+        registry.champion_info(settings)  # not "no champion yet"
 
 
 def test_no_champion_in_an_empty_store(fresh: Settings) -> None:
