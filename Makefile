@@ -24,10 +24,15 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 install: $(STAMP) ## Create .venv (when missing) and install spendpred with pinned dependencies
 
 demo: $(STAMP) ## Run the main job on the embedded defaults: seed, retrain DAG, scoring DAG through Airflow, print tiers
-	VENV=$(VENV) scripts/demo.sh
+	VENV=$(abspath $(VENV)) scripts/demo.sh
 
-airflow: $(STAMP) ## Start Airflow locally (standalone: UI on http://localhost:8080) on the demo's var/ folder
-	. scripts/airflow-env.sh && $(VENV)/bin/airflow standalone
+# No activated venv needed: airflow-env.sh puts $(VENV)/bin first on PATH, where `airflow
+# standalone` looks for the `airflow` executable of its components.
+airflow: $(STAMP) ## Start Airflow locally (standalone: UI on http://127.0.0.1:8080) on the demo's var/ folder
+	@VENV=$(abspath $(VENV)) && . scripts/airflow-env.sh && \
+	printf 'Airflow UI: http://%s:%s  user admin, password in %s\n' "$$AIRFLOW__API__HOST" "$$AIRFLOW__API__PORT" \
+	    "$${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}" && \
+	exec airflow standalone
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
 	$(VENV)/bin/pytest
