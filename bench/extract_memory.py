@@ -44,6 +44,7 @@ TARGET_RATIO = 1.5
 def _child(url: str, as_of: str, out_dir: str, horizon: int, chunk_rows: int) -> int:
     """Run one extraction (the measured process) and print its own figures as JSON."""
     from spendpred import behaviour, warehouse
+    from spendpred.snapshot import SNAPSHOT_FILE
 
     logging.basicConfig(level=logging.WARNING)
     engine = warehouse.get_engine(url)
@@ -53,7 +54,7 @@ def _child(url: str, as_of: str, out_dir: str, horizon: int, chunk_rows: int) ->
     )
     seconds = time.perf_counter() - began
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
-    size = (Path(out_dir) / behaviour.SNAPSHOT_FILE).stat().st_size
+    size = (Path(out_dir) / SNAPSHOT_FILE).stat().st_size
     print(json.dumps({"rows": manifest.row_count, "seconds": round(seconds, 1), "peak_rss_mib": round(peak_kib / 1024, 1), "parquet_mib": round(size / 2**20, 1)}))
     return 0
 

@@ -179,19 +179,19 @@ def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, An
     counts = stages.run("seed", pipeline.seed, args.users, args.days, args.run_date, args.seed, rows=lambda c: sum(c.values()))
     snapshot = stages.run("extract_training_snapshot", pipeline.extract_training_snapshot, args.run_date,
                           rows=lambda r: r["rows"])  # fmt: skip
-    stages.run("validate_snapshot (training)", pipeline.validate_snapshot, snapshot["snapshot_dir"], rows=lambda r: r["rows"])
+    stages.run("validate_snapshot (training)", pipeline.validate_snapshot, snapshot, rows=lambda r: r["rows"])
     if args.encoder == "tiny":
         from spendpred.model.tiny import make_tiny_bert
 
         encoder = stages.run("build tiny encoder", make_tiny_bert, home / "encoder-tiny")
         os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder)
     trained = stages.run(
-        "train_model (head only, 1 epoch)", pipeline.train_model, snapshot["snapshot_dir"], epochs=1,
+        "train_model (head only, 1 epoch)", pipeline.train_model, snapshot, epochs=1,
         max_users=min(args.max_users, snapshot["rows"]), freeze="all-but-head", progress=False,
         rows=lambda _: min(args.max_users, snapshot["rows"]),
     )  # fmt: skip
-    registered = stages.run("evaluate_and_register", pipeline.evaluate_and_register, trained["train_dir"])
-    decision = stages.run("promote_model", pipeline.promote_model, registered["version"], "auto", trained["train_dir"])
+    registered = stages.run("evaluate_and_register", pipeline.evaluate_and_register, trained)
+    decision = stages.run("promote_model", pipeline.promote_model, registered["version"], "auto", trained)
     if not decision["promoted"]:
         decision = stages.run("promote_model (forced)", pipeline.promote_model, registered["version"], "force")
     if str(decision["champion_version"]) != str(registered["version"]):
@@ -205,14 +205,14 @@ def _nightly(stages: Stages, args: argparse.Namespace) -> dict[str, Any]:
     from spendpred import pipeline
 
     snapshot = stages.run("extract_scoring_snapshot", pipeline.extract_scoring_snapshot, args.run_date, rows=lambda r: r["rows"])
-    stages.run("validate_snapshot", pipeline.validate_snapshot, snapshot["snapshot_dir"], rows=lambda r: r["rows"])
-    plan = stages.run("plan_shards", pipeline.plan_shards, snapshot["snapshot_dir"], args.shards)
+    stages.run("validate_snapshot", pipeline.validate_snapshot, snapshot, rows=lambda r: r["rows"])
+    plan = stages.run("plan_shards", pipeline.plan_shards, snapshot, args.shards)
     scored = [
-        stages.run(f"score_shard {p['shard']}/{p['shards']}", pipeline.score_shard, p["snapshot_dir"], p["shard"],
+        stages.run(f"score_shard {p['shard']}/{p['shards']}", pipeline.score_shard, p, p["shard"],
                    p["shards"], "champion", rows=lambda r: r["rows"])
         for p in plan
     ]  # fmt: skip
-    tiered = stages.run("assign_tiers", pipeline.assign_tiers, snapshot["snapshot_dir"], scored, rows=lambda r: r["rows"])
+    tiered = stages.run("assign_tiers", pipeline.assign_tiers, snapshot, scored, rows=lambda r: r["rows"])
     stages.run("publish_scores", pipeline.publish_scores, tiered, rows=lambda r: r["rows"])
     return {"rows": snapshot["rows"], "tiers": tiered}
 

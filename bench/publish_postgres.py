@@ -47,11 +47,11 @@ import sqlalchemy as sa
 from _pg import Throwaway, throwaway_database
 
 from spendpred import publish, warehouse
+from spendpred.registry import REGISTERED_MODEL
 from spendpred.tiers import assign_tiers
 
 AS_OF = dt.date(2024, 6, 30)
 SCORED_AT = dt.datetime(2024, 7, 1, 2, 0, 0)
-MODEL_NAME = "spendpred-regressor"
 MODEL_VERSION = "1"
 PLAIN_TABLE = """
 CREATE TABLE public.{name} (
@@ -85,7 +85,7 @@ def full_rows(scores: pa.Table) -> pa.Table:
             "user_id": scores.column("user_id"),
             "predicted_spend": scores.column("predicted_spend"),
             "tier": scores.column("tier"),
-            "model_name": pa.array([MODEL_NAME] * n),
+            "model_name": pa.array([REGISTERED_MODEL] * n),
             "model_version": pa.array([MODEL_VERSION] * n),
             "scored_at": pa.array([SCORED_AT] * n, pa.timestamp("s")),
         }
@@ -165,14 +165,14 @@ def _run_in(db: Throwaway, rows: int, seed: int, chunk_rows: int | None) -> dict
             t_ours = timed(
                 "publish_scores",
                 publish.publish_scores,
-                engine, AS_OF, scores, thresholds, MODEL_NAME, MODEL_VERSION,
+                engine, AS_OF, scores, thresholds, REGISTERED_MODEL, MODEL_VERSION,
                 scored_at=SCORED_AT, chunk_rows=chunk_rows,
             )  # fmt: skip
             checkpoint(admin)
             t_replace = timed(
                 "publish_scores (rerun: replaces the partition)",
                 publish.publish_scores,
-                engine, AS_OF, scores, thresholds, MODEL_NAME, MODEL_VERSION,
+                engine, AS_OF, scores, thresholds, REGISTERED_MODEL, MODEL_VERSION,
                 scored_at=SCORED_AT, chunk_rows=chunk_rows,
             )  # fmt: skip
             checkpoint(admin)

@@ -114,6 +114,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_snapshots(workdir: Path, users: int, days: int, horizon: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``(training snapshot with labels as of END-horizon, scoring snapshot as of END)``."""
     from spendpred import behaviour, synth, warehouse
+    from spendpred.snapshot import SNAPSHOT_FILE
 
     engine = warehouse.get_engine(f"sqlite:///{workdir / 'warehouse.db'}")
     counts = synth.seed_warehouse(engine, users, days, END_DATE, seed)
@@ -122,15 +123,15 @@ def build_snapshots(workdir: Path, users: int, days: int, horizon: int, seed: in
     behaviour.extract_snapshot(engine, train_as_of, workdir / "train", horizon, with_labels=True)
     behaviour.extract_snapshot(engine, END_DATE, workdir / "score", horizon, with_labels=False)
     engine.dispose()
-    train = pd.read_parquet(workdir / "train" / behaviour.SNAPSHOT_FILE)
-    score = pd.read_parquet(workdir / "score" / behaviour.SNAPSHOT_FILE)
+    train = pd.read_parquet(workdir / "train" / SNAPSHOT_FILE)
+    score = pd.read_parquet(workdir / "score" / SNAPSHOT_FILE)
     return train, score
 
 
 def build_model(train: pd.DataFrame, args: argparse.Namespace) -> Any:
     """Return a ``SpendModel``: the default encoder with a head fitted by ``fit_head_only``
     (or, with ``--finetune``, the encoder fine-tuned too by ``train_regressor``)."""
-    from spendpred.behaviour import FEATURE_COLUMNS
+    from spendpred.snapshot import FEATURE_COLUMNS
     from spendpred.config import default_encoder_dir
     from spendpred.model import TrainConfig, fit_head_only, train_regressor
 
@@ -180,7 +181,7 @@ def article_scorer(
     device = model.device
 
     def score(frame: pd.DataFrame) -> np.ndarray:
-        features = model.normaliser.transform(frame) if model.feature_columns else None
+        features = model.head_features(frame)
         dataset = ArticleDataset(frame["text"].tolist(), features, model.tokenizer, max_len)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
         regressor.eval()
@@ -255,7 +256,7 @@ def onnx_scorer(model: Any, path: Path, batch_size: int | None, threads: int | N
     size = batch_size or CPU_BATCH_SIZE
 
     def score(frame: pd.DataFrame) -> np.ndarray:
-        features = model.normaliser.transform(frame) if model.feature_columns else None
+        features = model.head_features(frame)
         tokens = tokenize_texts(model.tokenizer, frame["text"].tolist(), model.max_length)
         pooled = np.empty((len(frame), model.regressor.hidden_size), dtype=np.float32)
         for index in length_sorted_batches(tokens.lengths, size):

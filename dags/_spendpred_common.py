@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
 from spendpred.errors import ConfigError
+from spendpred.params import MAX_SHARDS, RunParams, ScoreParams, Spec, TrainParams, check, param_specs
 
 WAREHOUSE_CONN_ID = "spendpred_warehouse"
 """Airflow connection holding the warehouse credentials (else ``SPENDPRED_WAREHOUSE_URL``)."""
@@ -70,10 +71,6 @@ DEFAULT_ARGS: dict[str, Any] = {
 NO_RETRIES: dict[str, Any] = {"retries": 0}
 """For tasks whose failure is deterministic (validation, training on the same snapshot)."""
 
-DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-FREEZE_PATTERN = r"^(none|embeddings|all-but-head|bottom-k:[0-9]{1,2})$"
-MODEL_PATTERN = r"^(champion|challenger|[1-9][0-9]*)$"
-
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name, "").strip()
@@ -93,9 +90,9 @@ def train_task_kwargs() -> dict[str, Any]:
 
 
 def default_shards() -> int:
-    """Return the default shard count: ``SPENDPRED_SHARDS`` when it is a whole number in 1..64, else 1."""
+    """Return the default shard count: ``SPENDPRED_SHARDS`` when it is a whole number in 1..MAX_SHARDS, else 1."""
     value = _env("SPENDPRED_SHARDS")
-    if value is not None and value.isdigit() and 1 <= int(value) <= 64:
+    if value is not None and value.isdigit() and 1 <= int(value) <= MAX_SHARDS:
         return int(value)
     return 1
 
@@ -109,126 +106,39 @@ def score_task_kwargs() -> dict[str, Any]:
 # -- params --------------------------------------------------------------------------------
 
 
-def common_params() -> dict[str, Param]:
-    """Return the params both DAGs share (as_of, dry_run), with working defaults."""
+def spec_params(spec: type[RunParams], **defaults: Any) -> dict[str, Param]:
+    """Return one Airflow ``Param`` per field of ``spec`` (``spendpred.params``), in its order.
+
+    Type, range, choices, pattern, title and description come from the spec, so the trigger
+    form refuses what the CLI and the pipeline refuse. ``defaults`` replaces a field's default
+    (e.g. ``shards`` from the environment). Raises nothing.
+    """
     return {
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            pattern=DATE_PATTERN,
-            title="As of (YYYY-MM-DD)",
-            description="Business date to run for. Empty: the day before the run's data interval end "
-            "(a nightly run at 02:00 on July 1 scores as of June 30).",
-        ),
-        "dry_run": Param(
-            False,
-            type="boolean",
-            title="Dry run",
-            description="Do everything but change what others read: scoring checks the scores but "
-            "publishes nothing; retraining registers the candidate as challenger but never promotes it.",
-        ),
+        name: Param(defaults.get(name, field.default), title=field.title, description=field.description, **field.schema)
+        for name, field in param_specs(spec).items()
     }
 
 
 def scoring_params() -> dict[str, Param]:
-    """Return the params of ``spendpred_nightly_scoring``."""
-    return {
-        **common_params(),
-        "model": Param(
-            "champion",
-            type="string",
-            pattern=MODEL_PATTERN,
-            title="Model",
-            description="Registry alias (champion, challenger) or version number of spendpred-regressor.",
-        ),
-        "shards": Param(
-            default_shards(),
-            type="integer",
-            minimum=1,
-            maximum=64,
-            title="Shards",
-            description="Number of scoring shards (hash of user_id), each a mapped task.",
-        ),
-    }
+    """Return the params of ``spendpred_nightly_scoring``: ``ScoreParams``, shards defaulting to ``default_shards()``."""
+    return spec_params(ScoreParams, shards=default_shards())
 
 
 def retrain_params() -> dict[str, Param]:
-    """Return the params of ``spendpred_weekly_retrain``."""
-    return {
-        **common_params(),
-        "horizon": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=3650,
-            title="Horizon (days)",
-            description="Prediction horizon H: labels are the spend in (R - H, R]. Empty: SPENDPRED_HORIZON_DAYS (90).",
-        ),
-        "epochs": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=100,
-            title="Epochs",
-            description="Maximum training epochs (early stopping may end sooner). Empty: the training default.",
-        ),
-        "max_users": Param(
-            None,
-            type=["null", "integer"],
-            minimum=10,
-            title="Max users",
-            description="Train on a stable hash-chosen subset of at most this many users (>= 10). Empty: all users.",
-        ),
-        "freeze": Param(
-            None,
-            type=["null", "string"],
-            pattern=FREEZE_PATTERN,
-            title="Freezing",
-            description="none | embeddings | bottom-k:N (freeze embeddings and the N lowest layers) | "
-            "all-but-head. Empty: the training default.",
-        ),
-        "loss": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, "mse", "huber", "ziln"],
-            title="Loss",
-            description="Regression loss. Empty: the training default.",
-        ),
-        "promote": Param(
-            "auto",
-            type="string",
-            enum=["auto", "never", "force"],
-            title="Promotion",
-            description="auto: champion only if the candidate beats it; never: register only; "
-            "force: make it champion regardless (recorded).",
-        ),
-        "device": Param(
-            "auto",
-            type="string",
-            enum=["auto", "cpu", "cuda"],
-            title="Device",
-            description="Training device; auto uses CUDA when the worker has it.",
-        ),
-    }
+    """Return the params of ``spendpred_weekly_retrain``: ``TrainParams``."""
+    return spec_params(TrainParams)
 
 
-def checked_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the run's params after the checks a JSON schema cannot express.
+def checked_params(params: Mapping[str, Any], spec: type[Spec]) -> Spec:
+    """Return the run's params validated as ``spec`` (``ScoreParams`` or ``TrainParams``).
 
-    The schema (checked by Airflow when the run is created) already refused wrong types and
-    ranges; here: ``as_of`` must be a real calendar date, and ``promote=force`` cannot go with
-    ``dry_run``. Raises ``spendpred.errors.ConfigError`` naming the param and the fix.
+    Call it first in a DAG's first task, before anything is read or written. Airflow checks
+    each param's schema when the run is created but accepts keys it does not know (it cannot
+    refuse them), so here an unknown conf key (``as_of_date``) fails, as do what a schema cannot
+    express: ``as_of`` must be a real calendar date, ``promote=force`` cannot go with ``dry_run``.
+    Raises ``spendpred.errors.ConfigError`` naming the param and the fix.
     """
-    values = dict(params)
-    as_of = values.get("as_of")
-    if as_of:
-        try:
-            dt.date.fromisoformat(str(as_of))
-        except ValueError:
-            raise ConfigError(f"param as_of={as_of!r} is not a calendar date: use YYYY-MM-DD, e.g. 2024-06-30") from None
-    if values.get("promote") == "force" and values.get("dry_run"):
-        raise ConfigError("params promote='force' and dry_run=true contradict each other: drop one of them")
-    return values
+    return check(spec, params)
 
 
 def skip_unchanged(context: Mapping[str, Any], result: Mapping[str, Any], message: str) -> NoReturn:
@@ -247,22 +157,22 @@ def skip_unchanged(context: Mapping[str, Any], result: Mapping[str, Any], messag
 # -- run date and warehouse ----------------------------------------------------------------
 
 
-def run_date(context: Mapping[str, Any]) -> str:
-    """Return the run's business date ``YYYY-MM-DD`` from the task context (never the clock).
+def run_date(context: Mapping[str, Any], params: RunParams) -> dt.date:
+    """Return the run's business date from the checked params and the task context (never the clock).
 
-    The ``as_of`` param wins when set; otherwise the last complete day before the run's data
-    interval end (or logical date, or ``run_after`` for runs without one), so a rerun or a
-    backfill of a run rewrites the same partition. Raises ``ConfigError`` when neither exists.
+    ``params.as_of`` (see ``checked_params``) wins when set; otherwise the last complete day
+    before the run's data interval end (or logical date, or ``run_after`` for runs without
+    one), so a rerun or a backfill of a run rewrites the same partition. Raises
+    ``ConfigError`` when neither exists.
     """
-    as_of = (context.get("params") or {}).get("as_of")
-    if as_of:
-        return checked_params({"as_of": as_of})["as_of"]
+    if params.as_of is not None:
+        return params.as_of
     moment = context.get("data_interval_end") or context.get("logical_date")
     if moment is None:
         moment = getattr(context.get("dag_run"), "run_after", None)
     if moment is None:
         raise ConfigError("the DAG run has no logical date or data interval: trigger it with the as_of param")
-    return (moment.date() - dt.timedelta(days=1)).isoformat()
+    return moment.date() - dt.timedelta(days=1)
 
 
 def warehouse_url() -> str | None:

@@ -30,6 +30,7 @@ from _spendpred_common import (
     SCORES_ASSET,
     START_DATE,
     TAGS,
+    ScoreParams,
     checked_params,
     run_date,
     score_task_kwargs,
@@ -60,22 +61,22 @@ def spendpred_nightly_scoring() -> None:
         from spendpred import pipeline
 
         context = get_current_context()
-        checked_params(context["params"])
-        return pipeline.extract_scoring_snapshot(run_date(context), url=warehouse_url())
+        params = checked_params(context["params"], ScoreParams)  # first: refuse bad or unknown keys
+        return pipeline.extract_scoring_snapshot(run_date(context, params), url=warehouse_url())
 
     @task(retries=0)
     def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Validate the snapshot with Great Expectations; a failure stops the run."""
         from spendpred import pipeline
 
-        return {**snapshot, "validation": pipeline.validate_snapshot(snapshot["snapshot_dir"])}
+        return {**snapshot, "validation": pipeline.validate_snapshot(snapshot)}
 
     @task
     def plan_shards(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         """Split the snapshot into shards; one mapped ``score_shard`` task per shard."""
         from spendpred import pipeline
 
-        return pipeline.plan_shards(snapshot["snapshot_dir"], get_current_context()["params"]["shards"])
+        return pipeline.plan_shards(snapshot, get_current_context()["params"]["shards"])
 
     @task(map_index_template="{{ shard_label }}", **score_task_kwargs())
     def score_shard(spec: dict[str, Any], model: str) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def spendpred_nightly_scoring() -> None:
         from spendpred import pipeline
 
         get_current_context()["shard_label"] = f"shard {spec['shard']}/{spec['shards']}"
-        return pipeline.score_shard(spec["snapshot_dir"], spec["shard"], spec["shards"], model=model)
+        return pipeline.score_shard(spec, spec["shard"], spec["shards"], model=model)
 
     @task
     def assign_tiers(snapshot: dict[str, Any], shard_results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def spendpred_nightly_scoring() -> None:
         from spendpred import pipeline
 
         # a slice fetches every shard's result in one request (iterating probes past the end)
-        return pipeline.assign_tiers(snapshot["snapshot_dir"], list(shard_results[:]))
+        return pipeline.assign_tiers(snapshot, list(shard_results[:]))
 
     @task(outlets=[SCORES_ASSET])
     def publish_scores(tiers: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from _spendpred_common import (
     DEFAULT_ARGS,
     START_DATE,
     TAGS,
+    TrainParams,
     checked_params,
     retrain_params,
     run_date,
@@ -63,15 +64,15 @@ def spendpred_weekly_retrain() -> None:
         from spendpred import pipeline
 
         context = get_current_context()
-        params = checked_params(context["params"])
-        return pipeline.extract_training_snapshot(run_date(context), horizon_days=params["horizon"], url=warehouse_url())
+        params = checked_params(context["params"], TrainParams)  # first: refuse bad or unknown keys
+        return pipeline.extract_training_snapshot(run_date(context, params), horizon_days=params.horizon, url=warehouse_url())
 
     @task(retries=0)
     def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Validate the snapshot with Great Expectations; a failure stops the run."""
         from spendpred import pipeline
 
-        return {**snapshot, "validation": pipeline.validate_snapshot(snapshot["snapshot_dir"])}
+        return {**snapshot, "validation": pipeline.validate_snapshot(snapshot)}
 
     @task(retries=1, **train_task_kwargs())
     def train_model(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def spendpred_weekly_retrain() -> None:
 
         params = get_current_context()["params"]
         return pipeline.train_model(
-            snapshot["snapshot_dir"],
+            snapshot,
             epochs=params["epochs"],
             max_users=params["max_users"],
             freeze=params["freeze"],
@@ -93,7 +94,7 @@ def spendpred_weekly_retrain() -> None:
         """Evaluate on the test split, log the MLflow run and register a challenger version."""
         from spendpred import pipeline
 
-        return pipeline.evaluate_and_register(trained["train_dir"])
+        return pipeline.evaluate_and_register(trained)
 
     @task(outlets=[CHAMPION_ASSET])
     def promote_model(registered: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +102,8 @@ def spendpred_weekly_retrain() -> None:
         from spendpred import pipeline
 
         context = get_current_context()
-        params = context["params"]
-        mode = "never" if params["dry_run"] else params["promote"]
-        result = pipeline.promote_model(registered["version"], mode=mode, train_dir=trained["train_dir"])
+        mode = checked_params(context["params"], TrainParams).promote_mode  # never on a dry run
+        result = pipeline.promote_model(registered["version"], mode=mode, run=trained)
         if not result.get("promoted"):
             skip_unchanged(context, result, f"champion unchanged (version {result.get('champion_version')}): {result.get('reason')}")
         context["outlet_events"][CHAMPION_ASSET].extra = {

@@ -181,16 +181,16 @@ def create_app() -> FastAPI:
     @app.get("/", response_class=HTMLResponse, dependencies=[Depends(page_reader)])
     def spend_tiers_page() -> HTMLResponse:
         """The Spend tiers page (HTML)."""
-        from spendpred import ui
+        from spendpred import report, ui
 
-        return HTMLResponse(ui.render_page(ui.page_data(warehouse_url())), headers=NO_STORE)
+        return HTMLResponse(ui.render_page(report.page_data(warehouse_url())), headers=NO_STORE)
 
     @app.get("/summary.json", dependencies=[Depends(api_reader)])
     def spend_tiers_summary() -> JSONResponse:
         """The same data as JSON."""
-        from spendpred import ui
+        from spendpred import report
 
-        return JSONResponse(ui.page_data(warehouse_url()), headers=NO_STORE)
+        return JSONResponse(report.page_data(warehouse_url()), headers=NO_STORE)
 
     return app
 

@@ -19,13 +19,10 @@ chunk and appended to the Parquet file one row group at a time.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,42 +33,11 @@ import sqlalchemy as sa
 
 from spendpred import textify, warehouse
 from spendpred.errors import ConfigError, DataError
+from spendpred.files import sha256_file, temporary_sibling
+from spendpred.snapshot import FEATURE_COLUMNS, REPORT_FILES, SNAPSHOT_FILE, Manifest, snapshot_columns
+from spendpred.warehouse import SOURCE_TABLES
 
 logger = logging.getLogger(__name__)
-
-SNAPSHOT_FILE = "snapshot.parquet"
-MANIFEST_FILE = "manifest.json"
-REPORT_FILES = ("validation.json", "validation.md")
-SOURCE_TABLES = ("users", "orders", "events", "reviews")
-
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "recency_days",
-    "tenure_days",
-    "frequency_30d",
-    "frequency_90d",
-    "frequency_365d",
-    "frequency_all",
-    "monetary_30d",
-    "monetary_90d",
-    "monetary_365d",
-    "monetary_all",
-    "avg_basket",
-    "category_diversity",
-    "views_30d",
-    "views_90d",
-    "clicks_30d",
-    "clicks_90d",
-    "add_to_carts_30d",
-    "add_to_carts_90d",
-    "searches_30d",
-    "searches_90d",
-    "wishlists_30d",
-    "wishlists_90d",
-    "review_count",
-    "mean_rating",
-    "days_since_last_event",
-)
-MONEY_COLUMNS: tuple[str, ...] = ("monetary_30d", "monetary_90d", "monetary_365d", "monetary_all", "avg_basket")
 
 _EVENT_FEATURES = {
     "view": "views",
@@ -80,11 +46,6 @@ _EVENT_FEATURES = {
     "search": "searches",
     "wishlist": "wishlists",
 }
-
-
-def snapshot_columns(with_labels: bool) -> list[str]:
-    """Return the Parquet column names of a snapshot, in order."""
-    return ["user_id", "text", *FEATURE_COLUMNS, "past_spend", *(["label"] if with_labels else [])]
 
 
 def snapshot_schema(with_labels: bool) -> pa.Schema:
@@ -111,93 +72,27 @@ _FEATURE_QUERY_SCHEMA = pa.schema(
 )
 
 
-@dataclass
-class Manifest:
-    """The ``manifest.json`` of a snapshot (keys as in the snapshot contract)."""
-
-    as_of: str
-    horizon_days: int
-    with_labels: bool
-    row_count: int
-    text_template_version: str
-    feature_columns: list[str]
-    source_row_counts: dict[str, int]
-    max_source_timestamp: str | None
-    checksum: str
-    created_at: str
-    max_source_timestamps: dict[str, str | None] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the manifest as a JSON-ready dict."""
-        return asdict(self)
-
-    def write(self, directory: Path) -> Path:
-        """Write ``manifest.json`` into ``directory`` atomically; return its path."""
-        path = Path(directory) / MANIFEST_FILE
-        tmp = path.with_name(f".{MANIFEST_FILE}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def read(cls, directory: Path) -> Manifest:
-        """Read ``manifest.json`` from a snapshot directory.
-
-        Raises ``DataError`` when it is missing, not JSON, or lacks a required key.
-        """
-        path = Path(directory) / MANIFEST_FILE
-        if not path.is_file():
-            raise DataError(f"no {MANIFEST_FILE} in {directory}: extract the snapshot first (`spendpred extract`)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path} is not valid JSON ({exc}): re-extract the snapshot") from exc
-        known = set(cls.__dataclass_fields__)
-        required = known - {"max_source_timestamps"}
-        missing = sorted(required - set(data))
-        if missing:
-            raise DataError(f"{path} lacks the key(s) {', '.join(missing)}: re-extract the snapshot")
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    """Return the hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def query_params(dialect: str, as_of: date, horizon_days: int, with_labels: bool) -> dict[str, Any]:
     """Return the bound parameters of the extract SQL for an as-of date and horizon.
 
     ``cutoff`` = as_of + 1 day (00:00); windows start at cutoff - N days; ``label_end`` =
-    as_of + H + 1 day. SQLite gets the text formats of the warehouse contract, PostgreSQL
-    date and datetime objects.
+    as_of + H + 1 day. Bound as the dialect stores them (``warehouse.bind_values``).
     """
     cutoff = datetime.combine(as_of + timedelta(days=1), datetime.min.time())
-    stamps = {
+    params: dict[str, Any] = {
+        "as_of": as_of,
         "cutoff": cutoff,
         "start_30d": cutoff - timedelta(days=30),
         "start_90d": cutoff - timedelta(days=90),
         "start_365d": cutoff - timedelta(days=365),
         "past_start": cutoff - timedelta(days=horizon_days),
         "label_end": cutoff + timedelta(days=horizon_days),
-    }
-    params: dict[str, Any] = {
-        "as_of": as_of,
         "with_labels": 1 if with_labels else 0,
         "max_orders": textify.MAX_RECENT_ORDERS,
         "max_searches": textify.MAX_RECENT_SEARCHES,
         "max_reviews": textify.MAX_RECENT_REVIEWS,
     }
-    if dialect == "sqlite":
-        params.update({k: v.strftime("%Y-%m-%d %H:%M:%S") for k, v in stamps.items()})
-        params["as_of"] = as_of.isoformat()
-    else:
-        params.update(stamps)
-    return params
+    return warehouse.bind_values(dialect, params)
 
 
 def _sql(name: str, dialect: str) -> str:
@@ -365,8 +260,6 @@ def extract_snapshot(
             f"text template {version!r} is not available: this spendpred renders "
             f"{textify.TEMPLATE_VERSION!r} only (set the template version to {textify.TEMPLATE_VERSION!r})"
         )
-    if isinstance(as_of, datetime):
-        as_of = as_of.date()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
@@ -384,7 +277,7 @@ def extract_snapshot(
     schema = snapshot_schema(with_labels)
     columns = snapshot_columns(with_labels)
     final = out_dir / SNAPSHOT_FILE
-    tmp = out_dir / f".{SNAPSHOT_FILE}.tmp"
+    tmp = temporary_sibling(final)
     rows_written = 0
     item_groups = _item_groups(engine, params, chunk_rows)
     try:
@@ -415,7 +308,7 @@ def extract_snapshot(
 
     stamps = [v for v in newest.values() if v]
     manifest = Manifest(
-        as_of=as_of.isoformat(),
+        as_of=as_of,
         horizon_days=int(horizon_days),
         with_labels=bool(with_labels),
         row_count=rows_written,

@@ -1,7 +1,14 @@
-"""The ``spendpred`` command line: a thin front end over :mod:`spendpred.pipeline`."""
+"""The ``spendpred`` command line: a thin front end over :mod:`spendpred.pipeline`.
+
+The run parameters of ``train`` and ``score`` (flag, default, help, choices) are generated
+from the one parameter spec, :mod:`spendpred.params`, and checked with it before any step
+runs, so they take the same names and values as the DAG params. Old spellings
+(``--horizon-days``, ``--no-publish``) still work as hidden aliases.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -10,7 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
+from spendpred import params
 from spendpred.errors import SpendpredError
+from spendpred.params import ScoreParams, TrainParams
 
 app = typer.Typer(
     help="Purchasing-power scoring: warehouse, snapshots, training, scoring.",
@@ -41,6 +50,23 @@ def _echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
+def _option(spec: type[params.RunParams], name: str, *, required: bool = False) -> Any:
+    """Return the Typer option (default, ``--flag``, help, choices) of parameter ``name`` of ``spec``.
+
+    The value is not checked by click but by ``params.check`` in the command, so a bad one
+    stops with the same one-line message as in a DAG run. Raises ``KeyError`` for an unknown name.
+    """
+    field = params.param_specs(spec)[name]
+    rule = "" if field.choices or field.types == ["boolean"] else f" Use {field.rule}."
+    return typer.Option(
+        ... if required else field.default,
+        field.flag,
+        help=field.description + rule,
+        metavar=f"[{'|'.join(field.choices)}]" if field.choices else None,
+        show_default=field.default is not None,
+    )
+
+
 @db_app.command("init")
 def db_init(url: Annotated[str | None, typer.Option(help="Warehouse URL (default: SPENDPRED_WAREHOUSE_URL or SQLite under var/).")] = None) -> None:
     """Create the source relations, output tables and views (idempotent)."""
@@ -64,14 +90,14 @@ def db_grant_readonly(
 def seed(
     users: Annotated[int, typer.Option(help="Number of users to generate.")] = 5000,
     days: Annotated[int, typer.Option(help="Days of history ending at --end-date.")] = 730,
-    end_date: Annotated[str, typer.Option(help="Last day of generated history, YYYY-MM-DD.")] = "2024-12-31",
+    end_date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="Last day of generated history.")] = "2024-12-31",  # type: ignore[assignment]
     seed: Annotated[int | None, typer.Option(help="Random seed (default: SPENDPRED_SEED).")] = None,
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
 ) -> None:
     """Fill the warehouse with a realistic synthetic population (replaces the source tables)."""
     from spendpred import pipeline
 
-    _echo_json(pipeline.seed(users=users, days=days, end_date=end_date, seed=seed, url=url))
+    _echo_json(pipeline.seed(users=users, days=days, end_date=end_date.date(), seed=seed, url=url))
 
 
 @app.command("import-cdnow")
@@ -98,13 +124,16 @@ def extract(
     as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date D, YYYY-MM-DD (rows before D + 1 day).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for snapshot.parquet and manifest.json.")],
     with_labels: Annotated[bool, typer.Option("--with-labels", help="Add label = completed spend in (D, D+H].")] = False,
-    horizon_days: Annotated[int | None, typer.Option("--horizon-days", help="H (default: SPENDPRED_HORIZON_DAYS).")] = None,
+    horizon: int | None = _option(TrainParams, "horizon"),
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+    horizon_days: Annotated[int | None, typer.Option("--horizon-days", hidden=True, help="Old name of --horizon.")] = None,
 ) -> None:
     """Extract a point-in-time behaviour snapshot (features + text [+ labels])."""
     from spendpred import pipeline
 
-    _echo_json(pipeline.extract_snapshot(as_of, out, with_labels=with_labels, horizon_days=horizon_days, url=url))
+    day = params.parse_as_of(as_of)
+    horizon = params.check_train(horizon=horizon if horizon is not None else horizon_days).horizon
+    _echo_json(pipeline.extract_snapshot(day, out, with_labels=with_labels, horizon_days=horizon, url=url))
 
 
 @app.command()
@@ -120,33 +149,46 @@ def validate(
 
 @app.command()
 def train(
-    as_of: Annotated[str, typer.Option("--as-of", help="Run date R: features as of R-H, labels in (R-H, R].")],
-    horizon_days: Annotated[int | None, typer.Option("--horizon-days", help="H (default: SPENDPRED_HORIZON_DAYS).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-    max_users: Annotated[int | None, typer.Option("--max-users", help="Train on a stable subset of this many users.")] = None,
-    freeze: Annotated[str | None, typer.Option(help="none | embeddings | bottom-k:N | all-but-head.")] = None,
-    loss: Annotated[str | None, typer.Option(help="mse | huber | ziln.")] = None,
-    promote: Annotated[str, typer.Option(help="auto | never | force.")] = "auto",
+    as_of: str = _option(TrainParams, "as_of", required=True),
+    horizon: int | None = _option(TrainParams, "horizon"),
+    epochs: int | None = _option(TrainParams, "epochs"),
+    max_users: int | None = _option(TrainParams, "max_users"),
+    freeze: str | None = _option(TrainParams, "freeze"),
+    loss: str | None = _option(TrainParams, "loss"),
+    promote: str = _option(TrainParams, "promote"),
+    device: str = _option(TrainParams, "device"),
+    dry_run: bool = _option(TrainParams, "dry_run"),
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+    horizon_days: Annotated[int | None, typer.Option("--horizon-days", hidden=True, help="Old name of --horizon.")] = None,
 ) -> None:
     """Retrain: extract, validate, fine-tune, evaluate against baselines, register, promote."""
     from spendpred import pipeline
 
-    _echo_json(pipeline.train(as_of, horizon_days, epochs, max_users, freeze, loss, promote, url))
+    run = params.check_train(
+        as_of=as_of, horizon=horizon if horizon is not None else horizon_days, epochs=epochs, max_users=max_users,
+        freeze=freeze, loss=loss, promote=promote, device=device, dry_run=dry_run,
+    )  # fmt: skip
+    _echo_json(
+        pipeline.train(
+            run.as_of, run.horizon, run.epochs, run.max_users, run.freeze, run.loss, run.promote_mode, url, device=run.device
+        )
+    )
 
 
 @app.command()
 def score(
-    as_of: Annotated[str, typer.Option("--as-of", help="Scoring date: features as of this date.")],
-    model: Annotated[str, typer.Option(help="champion | challenger | a version number.")] = "champion",
-    no_publish: Annotated[bool, typer.Option("--no-publish", help="Score and tier, but write nothing to the warehouse.")] = False,
-    shards: Annotated[int, typer.Option(help="Split users into this many shards (scored one after another).")] = 1,
+    as_of: str = _option(ScoreParams, "as_of", required=True),
+    model: str = _option(ScoreParams, "model"),
+    dry_run: bool = _option(ScoreParams, "dry_run"),
+    shards: int = _option(ScoreParams, "shards"),
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+    no_publish: Annotated[bool, typer.Option("--no-publish", hidden=True, help="Old name of --dry-run.")] = False,
 ) -> None:
     """Nightly scoring: extract, validate, score, assign tiers, publish atomically."""
     from spendpred import pipeline
 
-    _echo_json(pipeline.score(as_of, model=model, publish=not no_publish, shards=shards, url=url))
+    run = params.check_score(as_of=as_of, model=model, dry_run=dry_run or no_publish, shards=shards)
+    _echo_json(pipeline.score(run.as_of, model=run.model, publish=not run.dry_run, shards=run.shards, url=url))
 
 
 @app.command()
@@ -155,13 +197,13 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw data as JSON.")] = False,
 ) -> None:
     """Print the latest run's tiers and thresholds, the champion's metrics, and SQL to query them."""
-    from spendpred import pipeline
+    from spendpred import pipeline, report
 
     data = pipeline.run_summary(url)
     if as_json:
         _echo_json(data)
     else:
-        typer.echo(pipeline.format_report(data))
+        typer.echo(report.format_report(data))
 
 
 def main() -> None:

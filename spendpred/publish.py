@@ -1,5 +1,7 @@
 """Write one run's scores and tier thresholds to the warehouse, atomically and idempotently.
 
+The write side only: what was published is read back through ``spendpred.report``.
+
 ``publish_scores`` validates everything first (nothing is written for bad input), then in
 ONE transaction: stages the rows in a temp table (COPY on PostgreSQL), deletes the run's
 ``as_of`` partition of ``user_spend_scores``, inserts the staged rows, and replaces the
@@ -38,20 +40,6 @@ _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _as_date(value: Any, what: str = "as_of") -> dt.date:
-    """Return ``value`` as a ``date`` (accepts a date, a datetime or an ISO string)."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value[:10])
-        except ValueError:
-            pass
-    raise PublishError(f"{what} must be a date such as 2024-06-30, got {value!r}")
 
 
 def _scored_at(value: dt.datetime | None) -> dt.datetime:
@@ -259,13 +247,6 @@ def _replace_thresholds(conn: sa.Connection, params: Mapping[str, Any], threshol
     )
 
 
-def _bind_values(dialect: str, as_of: dt.date, scored_at: dt.datetime) -> tuple[Any, Any]:
-    """Dates and timestamps as the dialect stores them (SQLite: text, see the contract)."""
-    if dialect == "sqlite":
-        return as_of.isoformat(), scored_at.strftime("%Y-%m-%d %H:%M:%S")
-    return as_of, scored_at
-
-
 def publish_scores(
     engine: sa.Engine,
     as_of: dt.date,
@@ -287,7 +268,9 @@ def publish_scores(
     arguments or a database failure; in every case nothing is changed in the warehouse.
     """
     started = time.perf_counter()
-    day = _as_date(as_of)
+    if not isinstance(as_of, dt.date) or isinstance(as_of, dt.datetime):
+        raise PublishError(f"as_of must be a date (datetime.date, e.g. 2024-06-30), got {as_of!r}")
+    day = as_of
     for field, value in (("model_name", model_name), ("model_version", model_version)):
         if not isinstance(value, str) or not value.strip():
             raise PublishError(f"{field} must be a non-empty string, got {value!r}")
@@ -297,8 +280,9 @@ def publish_scores(
     chunk = int(chunk_rows or get_settings().chunk_rows)
     if chunk <= 0:
         raise PublishError(f"chunk_rows must be positive, got {chunk_rows!r}")
-    bound_as_of, bound_stamp = _bind_values(engine.dialect.name, day, stamp)
-    params = {"as_of": bound_as_of, "model_name": model_name, "model_version": model_version, "scored_at": bound_stamp}
+    params = warehouse.bind_values(
+        engine.dialect.name, {"as_of": day, "model_name": model_name, "model_version": model_version, "scored_at": stamp}
+    )
     # raw DBAPI cursors (COPY, scripts) raise the driver's own errors, not SQLAlchemy's
     dbapi_error: type[Exception] = getattr(engine.dialect.dbapi, "Error", sa.exc.SQLAlchemyError)
     marks = [time.perf_counter()]
@@ -344,151 +328,6 @@ def publish_scores(
         sizes,
     )
     return inserted
-
-
-# --------------------------------------------------------------------------- reads
-
-
-def _to_date(value: Any) -> dt.date | None:
-    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
-        return value
-    if isinstance(value, dt.datetime):
-        return value.date()
-    return dt.date.fromisoformat(str(value)[:10])
-
-
-def _to_datetime(value: Any) -> dt.datetime | None:
-    if value is None or isinstance(value, dt.datetime):
-        return value
-    return dt.datetime.fromisoformat(str(value))
-
-
-def latest_runs(engine: sa.Engine) -> tuple[dt.date | None, dt.date | None]:
-    """Return ``(latest, previous)`` as_of dates of ``user_spend_scores`` (``None`` when absent)."""
-    with engine.connect() as conn:
-        row = _execute(conn, "latest_runs", {}).one()
-    return _to_date(row.latest), _to_date(row.previous)
-
-
-def read_scores(engine: sa.Engine, as_of: dt.date) -> pa.Table:
-    """Return the published scores of one run, ordered by ``user_id``.
-
-    Columns: ``as_of`` (date32), ``user_id``, ``predicted_spend`` (float64), ``tier``,
-    ``model_name``, ``model_version``, ``scored_at`` (timestamp[s]). Empty when the run
-    does not exist. Raises ``PublishError`` for an invalid date.
-    """
-    day = _as_date(as_of)
-    bound, _ = _bind_values(engine.dialect.name, day, dt.datetime(2000, 1, 1))
-    with engine.connect() as conn:
-        rows = _execute(conn, "read_scores", {"as_of": bound}).all()
-    columns = list(zip(*rows)) if rows else [()] * 7
-    return pa.table(
-        {
-            "as_of": pa.array([_to_date(v) for v in columns[0]], pa.date32()),
-            "user_id": pa.array(columns[1], pa.string()),
-            "predicted_spend": pa.array(columns[2], pa.float64()),
-            "tier": pa.array(columns[3], pa.string()),
-            "model_name": pa.array(columns[4], pa.string()),
-            "model_version": pa.array(columns[5], pa.string()),
-            "scored_at": pa.array([_to_datetime(v) for v in columns[6]], pa.timestamp("s")),
-        }
-    )
-
-
-def read_thresholds(engine: sa.Engine, as_of: dt.date) -> list[Threshold]:
-    """Return the stored thresholds of one run (high, medium, low; empty when absent)."""
-    day = _as_date(as_of)
-    bound, _ = _bind_values(engine.dialect.name, day, dt.datetime(2000, 1, 1))
-    with engine.connect() as conn:
-        rows = _execute(conn, "read_thresholds", {"as_of": bound}).all()
-    return [
-        Threshold(r.tier, None if r.lower_bound is None else float(r.lower_bound), None if r.upper_bound is None else float(r.upper_bound))
-        for r in rows
-    ]
-
-
-def _histogram(values: np.ndarray, bins: int) -> dict[str, Any]:
-    """Bins evenly spaced on the log1p scale (spend is heavy-tailed), edges in currency units."""
-    if values.size == 0:
-        return {"edges": [], "counts": [], "scale": "log1p"}
-    top = float(np.log1p(values.max()))
-    log_edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
-    counts, _ = np.histogram(np.log1p(values), bins=log_edges)
-    edges = [float(e) for e in np.expm1(log_edges)]
-    if top > 0:
-        edges[-1] = float(values.max())  # exact, not expm1(log1p(max))
-    return {"edges": edges, "counts": [int(c) for c in counts], "scale": "log1p"}
-
-
-def latest_run_summary(engine: sa.Engine, bins: int = 20) -> dict[str, Any]:
-    """Return a JSON-ready summary of the latest run for the UI page.
-
-    Keys: ``as_of`` and ``previous_as_of`` (ISO dates or None), ``user_count``,
-    ``tier_sizes`` ({tier: users}), ``tier_spend`` ({tier: {min, max, mean}}),
-    ``thresholds`` (list of {tier, lower_bound, upper_bound}), ``model_name``,
-    ``model_version``, ``scored_at`` (ISO), ``histogram`` ({edges, counts, scale}: log1p-spaced
-    bins of predicted spend), ``movement`` ({up, down, same, churn_warning, paired, new,
-    gone} between the two latest runs, from the ``user_spend_tier_changes`` view) and
-    ``transitions`` ({previous_tier: {current_tier: users}}). With no run at all,
-    ``as_of`` is None and counts are zero. Raises ``sqlalchemy`` errors if the views are missing.
-    """
-    latest, previous = latest_runs(engine)
-    zero_tiers = {t: 0 for t in TIERS}
-    summary: dict[str, Any] = {
-        "as_of": latest.isoformat() if latest else None,
-        "previous_as_of": previous.isoformat() if previous else None,
-        "user_count": 0,
-        "tier_sizes": dict(zero_tiers),
-        "tier_spend": {},
-        "thresholds": [],
-        "model_name": None,
-        "model_version": None,
-        "scored_at": None,
-        "histogram": _histogram(np.empty(0), bins),
-        "movement": {"up": 0, "down": 0, "same": 0, "churn_warning": 0, "paired": 0, "new": 0, "gone": 0},
-        "transitions": {p: dict(zero_tiers) for p in TIERS},
-    }
-    if latest is None:
-        return summary
-    dialect = engine.dialect.name
-    bound_latest, _ = _bind_values(dialect, latest, dt.datetime(2000, 1, 1))
-    with engine.connect() as conn:
-        per_tier = _execute(conn, "run_summary", {"as_of": bound_latest}).all()
-        spend = np.array(
-            [float(v) for v in _execute(conn, "run_spend", {"as_of": bound_latest}).scalars()], dtype=np.float64
-        )
-        moves = _execute(conn, "movement", {}).all()
-        previous_size = 0
-        if previous is not None:
-            bound_previous, _ = _bind_values(dialect, previous, dt.datetime(2000, 1, 1))
-            previous_size = int(_execute(conn, "run_size", {"as_of": bound_previous}).scalar_one())
-    for row in sorted(per_tier, key=lambda r: TIERS.index(r.tier)):
-        summary["tier_sizes"][row.tier] = int(row.users)
-        summary["tier_spend"][row.tier] = {
-            "min": float(row.min_spend),
-            "max": float(row.max_spend),
-            "mean": float(row.total_spend) / int(row.users),
-        }
-    summary["user_count"] = sum(summary["tier_sizes"].values())
-    first = max(per_tier, key=lambda r: int(r.users))
-    summary["model_name"] = first.model_name
-    summary["model_version"] = first.model_version
-    stamp = max((_to_datetime(r.scored_at) for r in per_tier if r.scored_at is not None), default=None)
-    summary["scored_at"] = stamp.isoformat(sep=" ") if stamp else None
-    summary["thresholds"] = [t.as_dict() for t in read_thresholds(engine, latest)]
-    summary["histogram"] = _histogram(spend, bins)
-    movement = summary["movement"]
-    for row in moves:
-        users = int(row.users)
-        summary["transitions"][row.previous_tier][row.current_tier] = users
-        step = TIERS.index(row.previous_tier) - TIERS.index(row.current_tier)
-        movement["up" if step > 0 else "down" if step < 0 else "same"] += users
-        movement["churn_warning"] += int(row.churn_warnings or 0)
-        movement["paired"] += users
-    if previous is not None:
-        movement["new"] = summary["user_count"] - movement["paired"]
-        movement["gone"] = previous_size - movement["paired"]
-    return summary
 
 
 # --------------------------------------------------------------------------- grants

@@ -1,4 +1,4 @@
-"""MLflow tracking, model registry and the promotion gate.
+"""MLflow tracking and model registry: set-up, the pyfunc, run logging, promotion, read-back.
 
 * Experiment ``spendpred`` (created with ``Settings.resolved_artifact_root``), registered
   model ``spendpred-regressor``, aliases ``champion`` (what scoring uses) and ``challenger``
@@ -9,9 +9,8 @@
   file that instantiates ``SpendPyfuncModel``), so nothing is pickled at all.
   The model becomes a new registered version with alias ``challenger`` and version tags
   (text-template version, loss, feature columns, normaliser, test metrics).
-* :func:`promote` applies the gate: the challenger becomes champion only when it beats the
-  champion's normalised Gini on the same test users without losing more than a tolerance
-  on RMSE; the first version always becomes champion; ``mode="force"`` is recorded.
+* :func:`promote` applies a decision of :mod:`spendpred.promotion` (the gate lives there, free
+  of MLflow): it moves the ``champion`` alias and records the decision as version tags.
 * :func:`load_model` and :func:`champion_info` read the registry back.
 
 The tracking URI is never set at import; every function takes ``settings`` (default:
@@ -34,15 +33,23 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from spendpred.config import Settings, get_settings
 from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, is_transient_mlflow
 from spendpred.logs import quiet_libraries
+from spendpred.promotion import (
+    DEFAULT_GINI_MARGIN,
+    DEFAULT_RMSE_TOLERANCE,
+    PromotionDecision,
+    PromotionMode,
+    check_mode,
+    decide,
+)
+from spendpred.snapshot import MANIFEST_FILE, REPORT_FILES
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -59,7 +66,6 @@ CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"
 BUNDLE_ARTIFACT = "bundle"
 METRIC_TAG_PREFIX = "test_"
-PromotionMode = Literal["auto", "never", "force"]
 NO_CHAMPION_MESSAGE = "no champion yet: run `spendpred train --promote auto` first"
 _PIP_PACKAGES = ("spendpred", "mlflow", "torch", "transformers", "safetensors", "numpy", "pandas")
 
@@ -378,7 +384,7 @@ def log_training_run(
         if metrics:
             mlflow.log_metrics(metrics)
         if snapshot is not None:
-            for name in ("manifest.json", "validation.json", "validation.md"):
+            for name in (MANIFEST_FILE, *REPORT_FILES):
                 if (snapshot / name).is_file():
                     mlflow.log_artifact(str(snapshot / name), artifact_path="snapshot")
                 else:
@@ -424,24 +430,6 @@ def log_training_run(
 # -- promotion --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Outcome of :func:`promote`: whether ``version`` became champion, and why."""
-
-    promoted: bool
-    reason: str
-    version: str
-    previous_champion: str | None
-    mode: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the decision as a JSON-ready dict (for XCom and logs)."""
-        return {
-            "promoted": self.promoted, "reason": self.reason, "version": self.version,
-            "previous_champion": self.previous_champion, "mode": self.mode,
-        }
-
-
 def _champion_version(client: MlflowClient) -> str | None:
     from mlflow.exceptions import MlflowException
 
@@ -453,116 +441,57 @@ def _champion_version(client: MlflowClient) -> str | None:
         raise
 
 
-def _require(metrics: Mapping[str, float], what: str) -> tuple[float, float]:
-    missing = [key for key in ("normalised_gini", "rmse") if key not in metrics]
-    if missing:
-        raise ConfigError(f"{what} lacks {missing}: pass the dict returned by spendpred.metrics.evaluate")
-
-    def number(key: str) -> float:  # None (an undefined metric read back from JSON) -> nan
-        value = metrics[key]
-        return float("nan") if value is None else float(value)
-
-    return number("normalised_gini"), number("rmse")
-
-
-def _gate(
-    candidate: Mapping[str, float], champion: Mapping[str, float], gini_margin: float, rmse_tolerance: float
-) -> tuple[bool, str]:
-    """Return (passes, reason) of the auto-promotion rule."""
-    cand_gini, cand_rmse = _require(candidate, "candidate_metrics")
-    champ_gini, champ_rmse = _require(champion, "champion_metrics_on_same_users")
-    numbers = (cand_gini, cand_rmse, champ_gini, champ_rmse)
-    if not all(math.isfinite(value) for value in numbers):
-        return False, (
-            f"a metric is undefined (candidate normalised_gini={cand_gini}, rmse={cand_rmse}; "
-            f"champion normalised_gini={champ_gini}, rmse={champ_rmse}): not promoted"
-        )
-    rmse_limit = champ_rmse * (1.0 + rmse_tolerance)
-    facts = (
-        f"normalised Gini {cand_gini:.4f} vs champion {champ_gini:.4f} (margin {gini_margin}), "
-        f"RMSE {cand_rmse:.4f} vs limit {rmse_limit:.4f} (champion {champ_rmse:.4f} + {rmse_tolerance:.0%})"
-    )
-    if cand_gini <= champ_gini + gini_margin:
-        return False, f"does not beat the champion on normalised Gini: {facts}"
-    if cand_rmse > rmse_limit:
-        return False, f"loses too much on RMSE: {facts}"
-    return True, f"beats the champion: {facts}"
-
-
 def promote(
     client: MlflowClient,
     version: str | int,
     candidate_metrics: Mapping[str, float],
     champion_metrics_on_same_users: Mapping[str, float] | None,
-    gini_margin: float = 0.0,
-    rmse_tolerance: float = 0.05,
+    gini_margin: float = DEFAULT_GINI_MARGIN,
+    rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE,
     mode: PromotionMode = "auto",
     *,
     actor: str | None = None,
     reason: str | None = None,
 ) -> PromotionDecision:
-    """Decide whether ``version`` becomes champion; set the alias and record the decision.
+    """Decide with :func:`spendpred.promotion.decide` whether ``version`` becomes champion, then apply it.
 
-    ``mode="auto"``: the first version becomes champion; otherwise ``version`` is promoted only
-    if its normalised Gini exceeds the champion's (computed by the caller on the same test
-    users) by more than ``gini_margin`` and its RMSE is at most the champion's times
-    ``1 + rmse_tolerance``. ``"never"`` only records the decision; ``"force"`` promotes
-    regardless and records ``promotion=forced`` with ``promoted_by`` (``actor``, default the
-    OS user), ``promoted_at`` and ``promotion_reason`` (``reason``). Every decision is written
-    as version tags ``promotion`` and ``promotion_reason``.
+    A promoted version gets the ``champion`` alias. Every decision is written as version tags
+    ``promotion`` (first, promoted, rejected, unchanged, skipped, forced), ``promotion_reason``
+    and ``promotion_decided_at``; a promotion adds ``promoted_at`` and ``previous_champion``,
+    ``mode="force"`` adds ``promoted_by`` (``actor``, default the OS user).
 
-    Returns a :class:`PromotionDecision`. Raises ``ConfigError`` for an unknown mode, a negative
-    tolerance, or missing metrics when a champion exists in auto mode; ``ModelError`` when the
-    version does not exist.
+    Returns the :class:`~spendpred.promotion.PromotionDecision`. Raises ``ConfigError`` for an
+    unknown mode, a negative tolerance, or missing metrics when a champion exists in auto mode;
+    ``ModelError`` when the version does not exist.
     """
     from mlflow.exceptions import MlflowException
 
-    if mode not in ("auto", "never", "force"):
-        raise ConfigError(f"promote mode={mode!r} is not supported: use 'auto', 'never' or 'force'")
-    if rmse_tolerance < 0 or gini_margin < 0:
-        raise ConfigError(
-            f"rmse_tolerance={rmse_tolerance} and gini_margin={gini_margin} must both be >= 0"
-        )
+    check_mode(mode, gini_margin, rmse_tolerance)
     version = str(version)
     try:
         client.get_model_version(REGISTERED_MODEL, version)
     except MlflowException as exc:
         raise ModelError(f"{REGISTERED_MODEL} version {version} does not exist: {exc.message}") from exc
     previous = _champion_version(client)
+    actor = actor or getpass.getuser()
+    decision = decide(
+        version, previous, candidate_metrics, champion_metrics_on_same_users, mode, gini_margin, rmse_tolerance,
+        actor=actor, reason=reason,
+    )
     now = datetime.now(UTC).isoformat(timespec="seconds")
-
-    if mode == "never":
-        promoted, outcome, why = False, "skipped", "promotion disabled (--promote never)"
-    elif mode == "force":
-        promoted, outcome = True, "forced"
-        why = f"forced by {actor or getpass.getuser()}: {reason or 'no reason given'}"
-    elif previous is None:
-        promoted, outcome, why = True, "first", "first version: becomes champion"
-    elif previous == version:
-        promoted, outcome, why = False, "unchanged", f"version {version} is already the champion"
-    else:
-        if champion_metrics_on_same_users is None:
-            raise ConfigError(
-                f"version {previous} is champion but champion_metrics_on_same_users is None: evaluate "
-                "load_model('champion') on the same test users, or use mode='force'"
-            )
-        promoted, why = _gate(candidate_metrics, champion_metrics_on_same_users, gini_margin, rmse_tolerance)
-        outcome = "promoted" if promoted else "rejected"
-
-    tags = {"promotion": outcome, "promotion_reason": why[:4900], "promotion_decided_at": now}
-    if promoted:
+    tags = {"promotion": decision.outcome, "promotion_reason": decision.reason[:4900], "promotion_decided_at": now}
+    if decision.promoted:
         client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
         tags["promoted_at"] = now
         if previous is not None and previous != version:
             tags["previous_champion"] = previous
     if mode == "force":
-        tags["promoted_by"] = actor or getpass.getuser()
+        tags["promoted_by"] = actor
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
-    decision = PromotionDecision(promoted, why, version, previous, mode)
     logger.info(
         "promotion of %s version %s (%s): %s - %s",
-        REGISTERED_MODEL, version, mode, "PROMOTED" if promoted else "not promoted", why,
+        REGISTERED_MODEL, version, mode, "PROMOTED" if decision.promoted else "not promoted", decision.reason,
     )
     return decision
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spendpred.errors import ConfigError
+from spendpred.errors import ConfigError, DataError
+from spendpred.params import MIN_USERS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _BUCKETS = 10_000
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 def hash_buckets(user_ids: Iterable[str], buckets: int = _BUCKETS, salt: str = "") -> np.ndarray:
@@ -46,3 +52,34 @@ def shard_of(user_ids: Iterable[str], shards: int) -> np.ndarray:
     if shards < 1:
         raise ConfigError(f"shards must be >= 1, got {shards}")
     return hash_buckets(user_ids, buckets=shards, salt="shard:")
+
+
+def stable_subset(user_ids: Iterable[str], max_users: int) -> np.ndarray:
+    """Return the sorted row positions of a stable hash-chosen subset of at most ``max_users`` users.
+
+    The same users are chosen whatever the row order, run or machine. Raises ``ConfigError``
+    when ``max_users`` is below ``MIN_USERS``.
+    """
+    if int(max_users) < MIN_USERS:
+        raise ConfigError(
+            f"max_users={max_users} is too small: use at least {MIN_USERS} (or leave it empty for all users)"
+        )
+    order = np.argsort(hash_buckets(user_ids, buckets=2**31 - 1, salt="subset:"), kind="stable")
+    return np.sort(order[: int(max_users)])
+
+
+def split_frame(frame: pd.DataFrame, max_users: int | None = None) -> dict[str, pd.DataFrame]:
+    """Return the ``train``, ``val`` and ``test`` users of a labelled snapshot frame.
+
+    ``max_users`` first keeps a stable subset (:func:`stable_subset`); each user then lands in
+    a split by :func:`assign_splits` (column ``split`` added). Raises ``ConfigError`` for a too
+    small ``max_users`` and ``DataError`` naming the split when one is empty.
+    """
+    if max_users is not None:
+        frame = frame.iloc[stable_subset(frame["user_id"], max_users)].reset_index(drop=True)
+    frame = frame.assign(split=assign_splits(frame["user_id"]))
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in SPLITS}
+    for name, part in parts.items():
+        if len(part) == 0:
+            raise DataError(f"the {name} split is empty ({len(frame)} users in the snapshot): train on more users")
+    return parts

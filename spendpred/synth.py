@@ -48,10 +48,10 @@ import sqlalchemy as sa
 
 from spendpred import warehouse
 from spendpred.errors import ConfigError, DataError
+from spendpred.warehouse import SOURCE_TABLES
 
 logger = logging.getLogger(__name__)
 
-SOURCE_TABLES = ("users", "orders", "events", "reviews")
 DEFAULT_CHUNK_USERS = 100_000
 MAX_DAYS = 36_500
 SECONDS_PER_DAY = 86_400

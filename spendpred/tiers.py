@@ -22,9 +22,16 @@ users score strictly more than they do, *medium* iff (not high and) fewer than
 * ties at a boundary go to the upper tier, so a tier can hold more than its share;
   a tier whose cut equals the cut above it is empty (e.g. all scores equal: everyone high);
 * a share is rounded up (``ceil``): 15 users give 2 high users, never 1;
+* nothing is tiered up for spending nothing: a cut at or below 0 rises to the smallest
+  positive score, so a score of 0 is always *low* (when 70% of users spent nothing, the
+  true *medium* tier holds the remaining 20% of spenders, not every zero tied at the cut;
+  when no score is positive at all, the ties-up rule alone applies);
 * tiny populations: 0 users give no tiers and no thresholds; 1 user is high; 2 users with
   different scores are one high and one low (the second user has 50% of users above it,
   which is not within the top 40%); 2 users with equal scores are both high.
+
+The same function and the settings' rule (:func:`rule_from_settings`) tier both the
+published scores and, in evaluation (``spendpred.metrics``), true and predicted spend.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from spendpred.errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 TIERS: tuple[str, ...] = ("high", "medium", "low")
+"""Tier names, best first: the order of thresholds, counts, reports and confusion matrices."""
 TIER_RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1}
 MODES: tuple[str, ...] = ("quantile", "threshold")
 # Tolerance for floating-point error in ``share * n`` (0.7 * 10 = 7.000000000000001).
@@ -111,6 +119,27 @@ class TierRule:
             raise ConfigError(f"unknown tier rule field(s) {unknown}: use {sorted(allowed)}")
         return cls(**dict(values))
 
+    def describe(self) -> str:
+        """Return the rule in one line of prose, e.g. for a report."""
+        if self.mode == "threshold":
+            return (
+                f"high if spend >= {self.high_min:g}, medium if >= {self.medium_min:g}, low otherwise"
+            )
+        return (
+            f"top {self.high:.0%} of users high, next {self.medium:.0%} medium, rest low "
+            "(shares rounded up; equal values share a tier, the upper one at a boundary)"
+        )
+
+
+def rule_from_settings() -> TierRule:
+    """Return the tier rule of the current settings (``SPENDPRED_TIER_*``): the rule production publishes with.
+
+    Raises ``ConfigError`` when the settings hold an invalid rule.
+    """
+    from spendpred.config import get_settings  # settings are read now, not at import
+
+    return TierRule.from_mapping(get_settings().tier_rule_values())
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -140,9 +169,13 @@ def _number(field: str, value: Any) -> float:
     return number
 
 
-def _slots(share: float, n: int) -> int:
-    """Return ``ceil(share * n)`` tolerant of float error."""
-    return math.ceil(share * n - _SHARE_EPS)
+def share_count(share: float, n: int) -> int:
+    """Return how many of ``n`` users make up the top ``share``: ``ceil(share * n)`` in ``[0, n]``.
+
+    Tolerant of float error (``0.7 * 10`` counts 7 users, not 8). The quantile rule and the
+    ranking metrics (``spendpred.metrics.top_k_capture``) both count users this way.
+    """
+    return min(n, max(0, math.ceil(share * n - _SHARE_EPS)))
 
 
 def _cuts(scores: np.ndarray, rule: TierRule) -> tuple[float, float] | None:
@@ -154,18 +187,27 @@ def _cuts(scores: np.ndarray, rule: TierRule) -> tuple[float, float] | None:
     if n == 0:
         return None
     descending = np.sort(scores)[::-1]
-    k_high = min(n, max(1, _slots(rule.high, n)))
-    k_hm = min(n, max(k_high, _slots(rule.high + rule.medium, n)))
-    return float(descending[k_high - 1]), float(descending[k_hm - 1])
+    k_high = max(1, share_count(rule.high, n))
+    k_hm = max(k_high, share_count(rule.high + rule.medium, n))
+    positive = scores[scores > 0]
+
+    def cut(value: float) -> float:  # a zero score is never tiered up (unless no score is positive)
+        return value if value > 0 or not positive.size else float(positive.min())
+
+    return cut(float(descending[k_high - 1])), cut(float(descending[k_hm - 1]))
 
 
-def assign_tiers(scores: np.ndarray, rule: TierRule | None = None) -> tuple[np.ndarray, list[Threshold]]:
+def assign_tiers(
+    scores: np.ndarray, rule: TierRule | None = None, *, quiet: bool = False
+) -> tuple[np.ndarray, list[Threshold]]:
     """Bucket scores into tiers; see the module docstring for the exact rule.
 
     Returns ``(tiers, thresholds)``: ``tiers`` is an array of ``"high"|"medium"|"low"``
     aligned with ``scores``; ``thresholds`` holds one ``Threshold`` per tier in the order
-    high, medium, low (empty for a quantile rule over zero users). Raises ``DataError``
-    when ``scores`` is not one-dimensional or holds NaN or infinite values.
+    high, medium, low (empty for a quantile rule over zero users). ``rule`` defaults to
+    ``TierRule()`` (10% / 30%). The cuts and counts are logged at INFO, at DEBUG when
+    ``quiet`` (evaluation tiers many arrays). Raises ``DataError`` when ``scores`` is not
+    one-dimensional or holds NaN or infinite values.
     """
     rule = rule or TierRule()
     values = np.asarray(scores, dtype=np.float64)
@@ -180,7 +222,7 @@ def assign_tiers(scores: np.ndarray, rule: TierRule | None = None) -> tuple[np.n
     tiers = np.full(values.size, "low", dtype="<U6")
     cuts = _cuts(values, rule)
     if cuts is None:
-        logger.info("no scores: no tiers assigned")
+        logger.log(logging.DEBUG if quiet else logging.INFO, "no scores: no tiers assigned")
         return tiers, []
     high_cut, medium_cut = cuts
     tiers[(values >= medium_cut) & (values < high_cut)] = "medium"
@@ -191,7 +233,8 @@ def assign_tiers(scores: np.ndarray, rule: TierRule | None = None) -> tuple[np.n
         Threshold("low", None, medium_cut),
     ]
     counts = tier_counts(tiers)
-    logger.info(
+    logger.log(
+        logging.DEBUG if quiet else logging.INFO,
         "tiers (%s): high >= %.4f (%d), medium >= %.4f (%d), low (%d)",
         rule.mode,
         high_cut,

@@ -1,129 +1,24 @@
 """The "Spend tiers" page: what the latest scoring run published and which model made it.
 
-``page_data`` gathers the facts (the warehouse's latest run summary from
-``spendpred.publish.latest_run_summary`` and the champion from
-``spendpred.registry.champion_info``) into a JSON-able dict; ``render_page`` turns that dict
-into one self-contained HTML page: inline CSS and a server-side SVG histogram, no
-JavaScript, no external resources (the Airflow UI embeds it in a sandboxed iframe).
-
-Nothing here imports Airflow; the Airflow plugin (``plugins/spendpred_ui.py``) only wires
-these two functions to a FastAPI route. Reading is side-effect free: a SQLite warehouse or
-MLflow store that does not exist yet is reported as empty, never created.
+Rendering only: ``spendpred.report.page_data`` gathers the facts (the latest run's summary
+and the champion) into a JSON-able dict; ``render_page`` turns that dict into one
+self-contained HTML page: inline CSS and a server-side SVG histogram, no JavaScript, no
+external resources (the Airflow UI embeds it in a sandboxed iframe). Nothing here queries
+or imports Airflow; the Airflow plugin (``plugins/spendpred_ui.py``) only wires
+``report.page_data`` and ``render_page`` to a FastAPI route.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import html
-import logging
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from spendpred.config import Settings, get_settings
-from spendpred.errors import SpendpredError
+from spendpred.metrics import METRIC_LABELS  # champion's test metrics in this order, others follow sorted
+from spendpred.tiers import TIERS
 
-logger = logging.getLogger(__name__)
-
-TIERS: tuple[str, ...] = ("high", "medium", "low")
 TIER_COLOURS: dict[str, str] = {"high": "#1a7f37", "medium": "#bf8700", "low": "#8c959f"}
-METRIC_LABELS: dict[str, str] = {
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "spearman": "Spearman",
-    "gini": "Gini",
-    "normalised_gini": "Normalised Gini",
-    "top10_capture": "Top-10% capture",
-    "decile_mape": "Decile MAPE",
-    "tier_accuracy": "Tier accuracy",
-    "high_tier_recall": "High-tier recall",
-}
-"""Display names of the champion's test metrics, in display order (others follow, sorted)."""
-
-
-# -- data --------------------------------------------------------------------------------
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """Return the database file of a ``sqlite:///`` URL (``None`` for other URLs or memory)."""
-    if not url.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    return Path(database) if database and database != ":memory:" else None
-
-
-def _read_summary(url: str, data: dict[str, Any]) -> None:
-    """Fill ``data["summary"]`` from the warehouse, or add a message to ``data["errors"]``."""
-    import sqlalchemy as sa
-
-    from spendpred import publish, warehouse
-
-    file = _sqlite_file(url)
-    if file is not None and not file.exists():
-        data["notes"].append(f"The warehouse file {file} does not exist yet: run `spendpred db init`.")
-        return
-    engine = warehouse.get_engine(url)
-    try:
-        data["warehouse"] = engine.url.render_as_string(hide_password=True)
-        data["summary"] = publish.latest_run_summary(engine)
-    except sa.exc.SQLAlchemyError as exc:
-        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        hint = " (run `spendpred db init` to create the tables)" if "no such table" in text or "does not exist" in text else ""
-        data["errors"].append(f"Cannot read the warehouse {data['warehouse']}: {text}{hint}")
-        logger.warning("spend tiers page: %s", data["errors"][-1])
-    finally:
-        engine.dispose()
-
-
-def _read_champion(settings: Settings, data: dict[str, Any]) -> None:
-    """Fill ``data["champion"]`` from the MLflow registry, or add a message to ``data["errors"]``."""
-    file = _sqlite_file(settings.resolved_tracking_uri)
-    if file is not None and not file.exists():
-        return  # no tracking store yet, hence no champion; do not create one by reading
-    try:
-        from spendpred import registry
-
-        data["champion"] = registry.champion_info(settings)
-    except (SpendpredError, ImportError) as exc:
-        data["errors"].append(f"Cannot read the model registry: {exc}")
-        logger.warning("spend tiers page: %s", data["errors"][-1])
-
-
-def page_data(url: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
-    """Return everything the page shows, as a JSON-able dict.
-
-    Keys: ``warehouse`` (URL, password hidden), ``summary`` (the result of
-    ``publish.latest_run_summary``, or ``None`` when the warehouse cannot be read),
-    ``champion`` (``registry.champion_info``; ``None`` when there is no champion yet),
-    ``errors`` and ``notes`` (messages for the reader) and ``generated_at`` (UTC, ISO).
-    ``url`` defaults to the settings' warehouse URL. Raises ``ConfigError`` for an
-    unsupported URL; read failures are reported in ``errors``, not raised.
-    """
-    settings = settings or get_settings()
-    url = url or settings.resolved_warehouse_url
-    data: dict[str, Any] = {
-        "warehouse": _hide_password(url),
-        "summary": None,
-        "champion": None,
-        "errors": [],
-        "notes": [],
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    _read_summary(url, data)
-    _read_champion(settings, data)
-    return data
-
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is shown as "(invalid URL)", never echoed
-        return "(invalid URL)"
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -323,7 +218,7 @@ def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | N
 
 
 def render_page(data: Mapping[str, Any]) -> str:
-    """Return the complete HTML page for ``page_data``'s result (all values escaped).
+    """Return the complete HTML page for ``spendpred.report.page_data``'s result (all values escaped).
 
     Shows an empty state, with what to run, when no scoring run has been published yet.
     """

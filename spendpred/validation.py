@@ -1,7 +1,7 @@
 """The data gate: a Great Expectations suite run on every behaviour snapshot.
 
 ``validate_snapshot`` checks a snapshot directory (``snapshot.parquet`` + ``manifest.json``,
-see ``spendpred.behaviour``) in an ephemeral GX context, with GX analytics switched off and
+see ``spendpred.snapshot``) in an ephemeral GX context, with GX analytics switched off and
 GX imported only when a validation runs. Three batches are validated:
 
 * ``schema``: a zero-row frame with the Parquet schema: the exact column set of the contract
@@ -16,7 +16,8 @@ GX imported only when a validation runs. Three batches are validated:
   Parquet file, and the newest source timestamp is at most ``freshness_days`` before the
   as-of date.
 
-Both outcomes write ``validation.json`` (the full GX results plus a summary) and
+Both outcomes write ``validation.json`` (the full GX results, a summary and the SHA-256 of the
+Parquet file validated, which every consumer compares with the file before use) and
 ``validation.md`` (a readable list of each failed expectation with example values) beside
 the snapshot; a failure then raises :class:`spendpred.errors.ValidationFailed`.
 """
@@ -28,7 +29,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from spendpred.behaviour import FEATURE_COLUMNS, MANIFEST_FILE, MONEY_COLUMNS, SNAPSHOT_FILE, Manifest, sha256_file, snapshot_columns
 from spendpred.errors import ConfigError, DataError, ValidationFailed
+from spendpred.files import sha256_file, write_json_atomic, write_text_atomic
+from spendpred.snapshot import (
+    FEATURE_COLUMNS,
+    MANIFEST_FILE,
+    MONEY_COLUMNS,
+    SNAPSHOT_FILE,
+    Manifest,
+    SnapshotDir,
+    snapshot_columns,
+)
 
 logger = logging.getLogger(__name__)
 
-REPORT_JSON = "validation.json"
-REPORT_MD = "validation.md"
 MAX_EXAMPLES = 5
 _NESTED_WINDOWS = (
     ("frequency", ("30d", "90d", "365d", "all")),
@@ -102,7 +110,7 @@ def _manifest_facts(manifest: Manifest, parquet_rows: int, checksum: str) -> dic
     if manifest.max_source_timestamp:
         try:
             newest = datetime.fromisoformat(manifest.max_source_timestamp)
-            lag = float((date.fromisoformat(manifest.as_of) - newest.date()).days)
+            lag = float((manifest.as_of - newest.date()).days)
         except ValueError:
             lag = math.nan
     return {
@@ -270,8 +278,13 @@ def _describe(batch: str, result: dict[str, Any]) -> dict[str, Any]:
             f"{res.get('unexpected_count')} of {res.get('element_count')} rows unexpected "
             f"({float(res.get('unexpected_percent') or 0):.1f}%)"
         )
-        # the offending values (e.g. the lag in days), not GX's row positions
-        examples = list(res.get("partial_unexpected_list") or res.get("partial_unexpected_index_list") or [])
+        # rows named by user_id with their offending value where GX gives them (the values batch),
+        # else the offending values (e.g. the lag in days), never GX's bare row positions
+        named = res.get("partial_unexpected_index_list") or []
+        if named and all(isinstance(row, dict) for row in named):
+            examples = list(named)
+        else:
+            examples = list(res.get("partial_unexpected_list") or named)
     elif (res.get("details") or {}).get("mismatched"):
         mismatched = res["details"]["mismatched"]
         detail = "; ".join(f"{kind} columns {sorted(cols)}" for kind, cols in sorted(mismatched.items()) if cols)
@@ -295,9 +308,7 @@ def _describe(batch: str, result: dict[str, Any]) -> dict[str, Any]:
 def _write_reports(
     snapshot_dir: Path, payload: dict[str, Any], result: ValidationResult, checks: list[dict[str, Any]]
 ) -> None:
-    json_tmp = snapshot_dir / f".{REPORT_JSON}.tmp"
-    json_tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(json_tmp, result.report_json)
+    write_json_atomic(result.report_json, payload, sort_keys=False)
     lines = [
         f"# Validation of snapshot `{snapshot_dir}`",
         "",
@@ -326,9 +337,7 @@ def _write_reports(
         lines += ["## All expectations", "", "| batch | check | result |", "| --- | --- | --- |"]
         lines += [f"| {c['batch']} | {c['check']} | {'ok' if c['success'] else 'FAILED'} |" for c in checks]
         lines.append("")
-    md_tmp = snapshot_dir / f".{REPORT_MD}.tmp"
-    md_tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(md_tmp, result.report_md)
+    write_text_atomic(result.report_md, "\n".join(lines))
 
 
 def _finish(
@@ -343,8 +352,8 @@ def _finish(
     result = ValidationResult(
         success=success,
         snapshot_dir=snapshot_dir,
-        report_json=snapshot_dir / REPORT_JSON,
-        report_md=snapshot_dir / REPORT_MD,
+        report_json=SnapshotDir(snapshot_dir).validation_json,
+        report_md=SnapshotDir(snapshot_dir).validation_md,
         evaluated=evaluated,
         failures=failures,
         row_count=row_count,
@@ -415,11 +424,11 @@ def validate_snapshot(
     manifest: Manifest | None = None
     parquet: pq.ParquetFile | None = None
     try:
-        manifest = Manifest.read(snapshot_dir)
-        payload["as_of"] = manifest.as_of
+        manifest = SnapshotDir(snapshot_dir).manifest
+        payload["as_of"] = manifest.as_of.isoformat()
     except DataError as exc:
         failures.append(_precheck_failure(f"{MANIFEST_FILE} is readable", str(exc)))
-    path = snapshot_dir / SNAPSHOT_FILE
+    path = SnapshotDir(snapshot_dir).parquet
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
@@ -436,8 +445,10 @@ def validate_snapshot(
     if "text" in present:
         values = values.append_column("text_length", _text_lengths(parquet))
     value_types = {f.name: f.type for f in values.schema}
-    facts = _manifest_facts(manifest, row_count, sha256_file(path))
+    checksum = sha256_file(path)
+    facts = _manifest_facts(manifest, row_count, checksum)
     payload["manifest_facts"] = facts
+    payload["checksum"] = checksum  # what consumers compare the file with (SnapshotDir.require_validated)
 
     os.environ["GX_ANALYTICS_ENABLED"] = "False"  # GX analytics stay off, whatever the environment says
     from spendpred.logs import quiet_libraries

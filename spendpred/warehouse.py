@@ -7,10 +7,12 @@ dialects: source relations resolve to the source schema, outputs to ``spendpred`
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,12 @@ from spendpred.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 OUTPUT_SCHEMA = "spendpred"
+SOURCE_TABLES: tuple[str, ...] = ("users", "orders", "events", "reviews")
+"""The contract's source relations (a real warehouse maps its tables onto them with views)."""
 SQL_SUBDIRS_FOR_INIT = ("schema", "views")
+SQLITE_DATE_FORMAT = "%Y-%m-%d"
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+"""SQLite stores dates and whole-second timestamps as this text (see the warehouse contract)."""
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
@@ -43,12 +50,22 @@ def sql_dir() -> Path:
 
 # Dialect fragments a shared SQL file may use instead of a whole ``name.<dialect>.sql`` copy:
 # ``{{byte_order}}`` (a collation sorting text by bytes, the same order on both dialects) and
-# ``{{days_between(a, b)}}`` (whole calendar days from the date of ``b`` to the date ``a``).
+# ``{{days_between(a, b)}}`` (whole calendar days from the date of ``b`` to the date ``a``) and
+# ``{{day(a)}}`` (the calendar date of a timestamp).
 _FRAGMENTS = {
-    "sqlite": {"byte_order": "COLLATE BINARY", "days_between": "(julianday(date({a})) - julianday(date({b})))"},
-    "postgresql": {"byte_order": 'COLLATE "C"', "days_between": "(CAST({a} AS DATE) - CAST({b} AS DATE))"},
+    "sqlite": {
+        "byte_order": "COLLATE BINARY",
+        "days_between": "(julianday(date({a})) - julianday(date({b})))",
+        "day": "date({a})",
+    },
+    "postgresql": {
+        "byte_order": 'COLLATE "C"',
+        "days_between": "(CAST({a} AS DATE) - CAST({b} AS DATE))",
+        "day": "CAST({a} AS DATE)",
+    },
 }
 _DAYS_BETWEEN = re.compile(r"\{\{days_between\((.+?),\s*(.+?)\)\}\}")
+_DAY = re.compile(r"\{\{day\((.+?)\)\}\}")
 
 
 def render_fragments(sql: str, dialect: str) -> str:
@@ -58,6 +75,7 @@ def render_fragments(sql: str, dialect: str) -> str:
         return sql
     sql = sql.replace("{{byte_order}}", fragments["byte_order"])
     sql = _DAYS_BETWEEN.sub(lambda m: fragments["days_between"].format(a=m.group(1), b=m.group(2)), sql)
+    sql = _DAY.sub(lambda m: fragments["day"].format(a=m.group(1)), sql)
     if "{{" in sql:
         raise ConfigError(f"unknown SQL fragment near {sql[sql.index('{{'):][:40]!r}: use {{{{byte_order}}}} or {{{{days_between(a, b)}}}}")
     return sql
@@ -162,6 +180,16 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> sa.E
     )
 
 
+@contextmanager
+def opened_engine(url: str | None = None, settings: Settings | None = None) -> Iterator[sa.Engine]:
+    """Yield :func:`get_engine`'s engine and dispose of it (its pooled connections) afterwards."""
+    engine = get_engine(url, settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def url_from_connection(
     conn_type: str | None,
     host: str | None,
@@ -230,7 +258,26 @@ def init_db(engine: sa.Engine) -> list[str]:
     return applied
 
 
-def table_counts(engine: sa.Engine, tables: Sequence[str] = ("users", "orders", "events", "reviews")) -> dict[str, int]:
+def bind_values(dialect: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return bound parameters as ``dialect`` stores them.
+
+    On SQLite, dates become ``YYYY-MM-DD`` and datetimes ``YYYY-MM-DD HH:MM:SS`` text (the
+    contract's formats, so comparisons are plain string comparisons); PostgreSQL gets the
+    objects. Other values pass unchanged.
+    """
+    if dialect != "sqlite":
+        return dict(values)
+    bound: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dt.datetime):
+            value = value.strftime(SQLITE_TIMESTAMP_FORMAT)
+        elif isinstance(value, dt.date):
+            value = value.strftime(SQLITE_DATE_FORMAT)
+        bound[key] = value
+    return bound
+
+
+def table_counts(engine: sa.Engine, tables: Sequence[str] = SOURCE_TABLES) -> dict[str, int]:
     """Return ``{table: row count}`` for the given tables (names checked, not bound)."""
     counts: dict[str, int] = {}
     with engine.connect() as conn:
@@ -286,9 +333,9 @@ def _sqlite_ready(table: pa.Table) -> pa.Table:
     for field, column in zip(table.schema, table.columns):
         if pa.types.is_timestamp(field.type):
             # whole seconds first: Arrow's %S prints fractions for sub-second units
-            column = pc.strftime(pc.cast(column, pa.timestamp("s", field.type.tz), safe=False), format="%Y-%m-%d %H:%M:%S")
+            column = pc.strftime(pc.cast(column, pa.timestamp("s", field.type.tz), safe=False), format=SQLITE_TIMESTAMP_FORMAT)
         elif pa.types.is_date(field.type):
-            column = pc.strftime(column, format="%Y-%m-%d")
+            column = pc.strftime(column, format=SQLITE_DATE_FORMAT)
         columns.append(column)
     return pa.Table.from_arrays(columns, names=table.column_names)
 

@@ -10,18 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from spendpred import snapshot
 from spendpred.model.tiny import make_tiny_bert, tiny_vocab
 
 __all__ = ["FEATURE_COLUMNS", "make_synthetic_users", "make_tiny_bert", "tiny_vocab"]
 
-FEATURE_COLUMNS: list[str] = [
-    "recency_days", "tenure_days", "frequency_30d", "frequency_90d", "frequency_365d", "frequency_all",
-    "monetary_30d", "monetary_90d", "monetary_365d", "monetary_all", "avg_basket", "category_diversity",
-    "views_30d", "views_90d", "clicks_30d", "clicks_90d", "add_to_carts_30d", "add_to_carts_90d",
-    "searches_30d", "searches_90d", "wishlists_30d", "wishlists_90d", "review_count", "mean_rating",
-    "days_since_last_event",
-]  # fmt: skip
-"""The snapshot's numeric feature columns (contracts.md), in order."""
+FEATURE_COLUMNS: list[str] = list(snapshot.FEATURE_COLUMNS)
+"""The snapshot's numeric feature columns (``spendpred.snapshot``), as the list a bundle records."""
 
 # single tokens in the tiny vocabulary (spendpred.model.tiny)
 RICH_WORDS = ("premium", "luxury", "designer")

@@ -13,7 +13,6 @@ Bundle layout (no pickles)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,9 +28,11 @@ import pandas as pd
 import torch
 
 from spendpred.errors import ConfigError, ModelError
+from spendpred.files import sha256_file
 from spendpred.model.data import length_sorted_batches, tokenize_texts
-from spendpred.model.features import FeatureNormaliser, check_texts
-from spendpred.model.losses import LOSSES, output_dim, predict_spend
+from spendpred.model.features import FeatureNormaliser, check_texts, feature_matrix
+from spendpred.model.hybrid import HybridFeatures, model_columns
+from spendpred.model.losses import LOSSES, apply_calibration, output_dim, predict_spend
 from spendpred.model.network import SpendHead, SpendRegressor, load_encoder, load_tokenizer, mean_pool
 from spendpred.model.scoring import autocast_for, cpu_threads, default_batch_size, quantize_encoder, resolve_precision
 
@@ -81,15 +82,6 @@ def autocast_context(device: torch.device):  # noqa: ANN201 - a context manager
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return nullcontext()
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -181,7 +173,7 @@ class SpendModel:
         if batch_size < 1 or chunk_size < 1:
             raise ConfigError(f"batch_size={batch_size} and chunk_size={chunk_size} must both be >= 1")
         texts = check_texts(df, "prediction input")
-        features = self.normaliser.transform(df, "prediction input") if self.feature_columns else None
+        features = self.head_features(df)
         out = np.empty(len(texts), dtype=np.float64)
         if not texts:
             return out
@@ -196,7 +188,21 @@ class SpendModel:
                 for index in length_sorted_batches(tokens.lengths, batch_size):
                     out[start + index] = self._predict_batch(encoder, resolved, tokens, index, chunk_features)
                     bar.update(len(index))
-        return out
+        return apply_calibration(out, self.meta.get("calibration"))
+
+    def head_features(self, df: pd.DataFrame, what: str = "prediction input") -> np.ndarray | None:
+        """Return the normalised numeric inputs of the head for ``df`` (None when features are unused).
+
+        The input feature columns, then the hybrid features derived from them when the model
+        was trained with them (``spendpred.model.hybrid``). Raises ``DataError`` naming a
+        missing or invalid column.
+        """
+        if not self.feature_columns:
+            return None
+        feature_matrix(df, self.feature_columns, what)  # the input columns, checked before deriving from them
+        if self.meta.get("hybrid"):
+            df = HybridFeatures.from_dict(self.meta["hybrid"]).transform(df)
+        return self.normaliser.transform(df, what)
 
     def _int8_encoder(self) -> torch.nn.Module:
         """Return the int8 dynamically quantised copy of the encoder (built once, then cached)."""
@@ -285,7 +291,7 @@ class SpendModel:
             head.load_state_dict(load_file(str(path / HEAD_FILE)), strict=True)
         except Exception as exc:  # SafetensorError, RuntimeError on shape mismatch
             raise ModelError(f"{path / HEAD_FILE} is corrupt or does not match bundle.json ({exc}); {_FIX}") from exc
-        columns = list(meta["feature_columns"]) if meta["use_features"] else []
+        columns = model_columns(list(meta["feature_columns"]), meta.get("hybrid")) if meta["use_features"] else []
         normaliser = FeatureNormaliser.from_dict(columns, meta["normaliser"]) if columns else FeatureNormaliser()
         hidden = int(encoder.config.hidden_size)
         if head.in_dim != hidden + len(columns) or head.out_dim != output_dim(meta["loss"]):

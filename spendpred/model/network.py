@@ -179,7 +179,7 @@ def load_tokenizer(encoder_dir: str | Path):  # noqa: ANN201 - a transformers to
     return tokenizer
 
 
-def _embedding_module(encoder: nn.Module) -> nn.Module:
+def embedding_module(encoder: nn.Module) -> nn.Module:
     """Return the encoder's embedding block (``.embeddings`` or the input embeddings)."""
     embeddings = getattr(encoder, "embeddings", None)
     if isinstance(embeddings, nn.Module):
@@ -221,7 +221,7 @@ def apply_freeze(model: SpendRegressor, spec: str | FreezeSpec) -> FreezeSpec:
         for parameter in encoder.parameters():
             parameter.requires_grad_(False)
     elif parsed.kind in ("embeddings", "bottom-k"):
-        for parameter in _embedding_module(encoder).parameters():
+        for parameter in embedding_module(encoder).parameters():
             parameter.requires_grad_(False)
         if parsed.kind == "bottom-k":
             layers = transformer_layers(encoder)

@@ -1,11 +1,23 @@
 """Fine-tune the spend regressor: AdamW, warm-up and decay, clipping, early stopping, freezing.
 
 ``train_regressor`` is the one training entry point. It tokenises each dataset once, pads
-each batch to its own longest text, runs on CUDA with bf16 autocast when ``device`` allows
-(CUDA is touched only inside the call), keeps the weights of the epoch with the lowest
-validation loss and returns them as a ``SpendModel``. With ``freeze="all-but-head"`` the
-encoder never changes, so the pooled text vectors are computed once and only the head
-trains (``fit_head_only``: the "before fine-tuning" baseline).
+each batch to its own longest text and runs on CUDA with bf16 autocast when ``device``
+allows (CUDA is touched only inside the call). Training is staged, as the source article's
+freezing strategies suggest:
+
+1. **Head on the frozen encoder** (``head_epochs``, ``head_lr``): the pooled text vectors
+   are computed once and only the head trains, which is cheap, so it can run many epochs
+   and a loss such as ZILN converges even on a CPU. This is the "before fine-tuning" model.
+2. **Fine-tuning** (``epochs``; skipped with ``freeze="all-but-head"``): the encoder is
+   unfrozen as ``freeze`` says, with a lower rate that decays layer by layer downwards
+   (``lr`` at the top, times ``layer_decay`` per layer below) and the head at
+   ``finetune_head_lr``.
+
+Early stopping keeps the better of the two stages on validation loss, and the stage-1
+model is returned beside it (``TrainResult.frozen``) for the before/after comparison.
+Last, predicted spend is calibrated on the validation users (``calibrate``; see
+``spendpred.model.losses.fit_calibration``) so that ``predicted_spend`` is an expected
+spend in currency. ``fit_head_only`` is stage 1 alone.
 
 Reproducibility: the seed drives ``torch.manual_seed`` (head initialisation, dropout) and
 a numpy ``Generator`` (batch order), so the same inputs and seed give the same predictions
@@ -32,16 +44,19 @@ from spendpred.errors import ConfigError, DataError
 from spendpred.model.bundle import SpendModel, autocast_context, resolve_device
 from spendpred.model.data import TokenizedTexts, length_sorted_batches, shuffled_batches, tokenize_texts
 from spendpred.model.features import FeatureNormaliser, check_labels, check_texts
-from spendpred.model.losses import check_loss_name, compute_loss, initial_bias, output_dim, predict_spend
+from spendpred.model.hybrid import SOURCE_COLUMNS, HybridFeatures, has_sources, model_columns
+from spendpred.model.losses import check_loss_name, compute_loss, fit_calibration, initial_bias, output_dim, predict_spend
 from spendpred.model.network import (
     FreezeSpec,
     SpendHead,
     SpendRegressor,
     apply_freeze,
     count_parameters,
+    embedding_module,
     load_encoder,
     load_tokenizer,
     parse_freeze,
+    transformer_layers,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,18 +66,34 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """Training settings; every value is checked on construction (``ConfigError`` names the field)."""
 
-    epochs: int = field(default=3, metadata={"help": "Maximum passes over the training users (>= 1)."})
+    epochs: int = field(default=3, metadata={"help": "Maximum fine-tuning passes over the training users (stage 2, >= 1)."})
+    head_epochs: int = field(
+        default=30, metadata={"help": "Maximum head-only passes on the frozen encoder's pooled vectors (stage 1, cheap)."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Users per training step."})
-    lr: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate of the encoder."})
-    head_lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate of the head."})
+    lr: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate of the encoder's top layer (stage 2)."})
+    layer_decay: float = field(
+        default=0.8, metadata={"help": "Layer-wise learning-rate decay: each lower encoder layer gets lr x this (1 = none)."}
+    )
+    head_lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate of the head in stage 1."})
+    finetune_head_lr: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate of the head in stage 2."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases or LayerNorm)."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps warming up linearly; then linear decay to 0."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping threshold (global L2 norm)."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout of the head, before each of its linear layers."})
-    patience: int = field(default=2, metadata={"help": "Epochs without a lower validation loss before stopping."})
+    patience: int = field(default=2, metadata={"help": "Fine-tuning epochs without a lower validation loss before stopping."})
+    head_patience: int = field(default=5, metadata={"help": "Head-only epochs (stage 1, cheap) without a gain before stopping."})
     freeze: str = field(default="none", metadata={"help": "none | embeddings | bottom-k:N | all-but-head."})
-    loss: str = field(default="mse", metadata={"help": "mse (on log1p spend) | huber (on log1p spend) | ziln."})
+    loss: str = field(default="ziln", metadata={"help": "ziln (expected spend) | mse (on log1p spend) | huber (on log1p spend)."})
+    calibrate: bool = field(
+        default=True, metadata={"help": "Fit predicted spend to the validation users' mean spend (Poisson log link) before saving."}
+    )
     use_features: bool = field(default=True, metadata={"help": "Join the normalised numeric features to the pooled text."})
+    hybrid: bool = field(
+        default=True,
+        metadata={"help": "Add BG/NBD x Gamma-Gamma, interval and trend features (spendpred.model.hybrid) when the data has their inputs."},
+    )
+    horizon_days: int = field(default=90, metadata={"help": "Label horizon H in days (the hybrid features' forecast window)."})
     max_length: int = field(default=128, metadata={"help": "Token limit; longer texts are truncated."})
     seed: int = field(default=42, metadata={"help": "Seed of head initialisation, dropout and batch order."})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when present) | cpu | cuda."})
@@ -86,6 +117,12 @@ class TrainConfig:
             return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
         need("epochs", is_int("epochs") and self.epochs >= 1, "must be an integer >= 1")
+        need("head_epochs", is_int("head_epochs") and self.head_epochs >= 1, "must be an integer >= 1")
+        need("layer_decay", is_number("layer_decay") and 0 < self.layer_decay <= 1, "must be in (0, 1]")
+        need("finetune_head_lr", is_number("finetune_head_lr") and self.finetune_head_lr > 0, "must be a number > 0")
+        need("calibrate", isinstance(self.calibrate, bool), "must be true or false")
+        need("hybrid", isinstance(self.hybrid, bool), "must be true or false")
+        need("horizon_days", is_int("horizon_days") and self.horizon_days >= 1, "must be an integer >= 1")
         need("batch_size", is_int("batch_size") and self.batch_size >= 1, "must be an integer >= 1")
         need("eval_batch_size", is_int("eval_batch_size") and self.eval_batch_size >= 1, "must be an integer >= 1")
         need("lr", is_number("lr") and self.lr > 0, "must be a number > 0 (e.g. 2e-5)")
@@ -95,6 +132,7 @@ class TrainConfig:
         need("max_grad_norm", is_number("max_grad_norm") and self.max_grad_norm > 0, "must be a number > 0")
         need("dropout", is_number("dropout") and 0 <= self.dropout < 1, "must be in [0, 1)")
         need("patience", is_int("patience") and self.patience >= 1, "must be an integer >= 1")
+        need("head_patience", is_int("head_patience") and self.head_patience >= 1, "must be an integer >= 1")
         need("max_length", is_int("max_length") and 8 <= self.max_length <= 8192, "must be an integer in [8, 8192]")
         need("seed", is_int("seed") and self.seed >= 0, "must be an integer >= 0")
         need("head_hidden", is_int("head_hidden") and self.head_hidden >= 1, "must be an integer >= 1")
@@ -131,9 +169,13 @@ class TrainConfig:
 class TrainResult:
     """What ``train_regressor`` returns.
 
-    ``bundle``: the model with the best validation weights; ``history``: one dict per epoch
-    (epoch, train_loss, val_loss, val_rmse, lr, head_lr, seconds); ``best_epoch``: the epoch
-    whose weights were kept; ``initial_val_loss``: validation loss before any training step.
+    ``bundle``: the model with the best validation weights of both stages; ``history``: one
+    dict per epoch (stage, epoch, train_loss, val_loss, val_rmse, lr, head_lr, seconds);
+    ``best_epoch``: the epoch whose weights were kept (stage-1 epochs count first);
+    ``initial_val_loss``: validation loss before any training step; ``frozen``: the stage-1
+    model (the encoder as loaded, the head fitted on its pooled vectors: the "before
+    fine-tuning" model of the source article), ``None`` when only the head was trained;
+    ``stages``: per stage ``{"best_val_loss", "best_epoch", "epochs_run"}`` and which stage won.
     """
 
     bundle: SpendModel
@@ -143,6 +185,8 @@ class TrainResult:
     initial_val_loss: float
     stopped_early: bool
     config: TrainConfig
+    frozen: SpendModel | None = None
+    stages: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_frame(df: pd.DataFrame, what: str) -> tuple[list[str], np.ndarray]:
@@ -154,23 +198,49 @@ def _check_frame(df: pd.DataFrame, what: str) -> tuple[list[str], np.ndarray]:
     return check_texts(df, what), check_labels(df, what)
 
 
-def _param_groups(model: SpendRegressor, config: TrainConfig) -> list[dict[str, Any]]:
-    """Return AdamW groups: encoder/head x decay/no-decay (no decay on biases and LayerNorm)."""
-    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+def _encoder_depths(model: SpendRegressor) -> dict[int, int]:
+    """Return ``id(parameter) -> depth`` for the encoder: embeddings 0, transformer layer i -> i + 1.
+
+    Parameters outside the embeddings and the layer list (a pooler) get the top depth.
+    Returns an empty mapping when the architecture's layer list cannot be found.
+    """
+    try:
+        layers = transformer_layers(model.encoder)
+    except ConfigError:
+        return {}
+    depths = {id(p): 0 for p in embedding_module(model.encoder).parameters()}
+    for index, layer in enumerate(layers):
+        depths.update({id(p): index + 1 for p in layer.parameters()})
+    return depths
+
+
+def _param_groups(model: SpendRegressor, config: TrainConfig, head_lr: float) -> list[dict[str, Any]]:
+    """Return AdamW groups of the trainable parameters: head, and the encoder by depth, x decay/no-decay.
+
+    The encoder's top layer gets ``config.lr``; each layer below gets ``config.layer_decay``
+    times the one above (layer-wise decay: lower layers hold general language knowledge and
+    move least); biases and LayerNorm weights get no weight decay.
+    """
+    depths = _encoder_depths(model)
+    top = max(depths.values(), default=0)
+    groups: dict[tuple[str, int, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         part = "head" if name.startswith("head.") else "encoder"
+        depth = depths.get(id(parameter), top) if part == "encoder" else -1
         no_decay = parameter.ndim < 2 or name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
-        groups.setdefault((part, no_decay), []).append(parameter)
+        groups.setdefault((part, depth, no_decay), []).append(parameter)
     out = []
-    for (part, no_decay), params in sorted(groups.items()):
+    for (part, depth, no_decay), params in sorted(groups.items()):
+        lr = head_lr if part == "head" else config.lr * config.layer_decay ** (top - depth)
+        label = part if part == "head" else f"encoder-{depth}"
         out.append(
             {
                 "params": params,
-                "lr": config.head_lr if part == "head" else config.lr,
+                "lr": lr,
                 "weight_decay": 0.0 if no_decay else config.weight_decay,
-                "name": f"{part}{'-no-decay' if no_decay else ''}",
+                "name": f"{label}{'-no-decay' if no_decay else ''}",
             }
         )
     return out
@@ -251,7 +321,15 @@ def train_regressor(
     train_texts, train_labels = _check_frame(train_df, "train data")
     val_texts, val_labels = _check_frame(val_df, "validation data")
     columns = list(feature_columns) if config.use_features else []
-    normaliser = FeatureNormaliser.fit(train_df, columns, "train data") if columns else FeatureNormaliser()
+    hybrid: HybridFeatures | None = None
+    if columns and config.hybrid:
+        if has_sources(train_df):
+            hybrid = HybridFeatures.fit(train_df, config.horizon_days)  # on the training users only
+            train_df, val_df = hybrid.transform(train_df), hybrid.transform(val_df)
+        else:
+            logger.info("hybrid features off: the data lacks %s", [c for c in SOURCE_COLUMNS if c not in train_df.columns])
+    head_columns = model_columns(columns, hybrid.to_dict() if hybrid else None)
+    normaliser = FeatureNormaliser.fit(train_df, head_columns, "train data") if columns else FeatureNormaliser()
     train_features = normaliser.transform(train_df, "train data") if columns else None
     val_features = normaliser.transform(val_df, "validation data") if columns else None
 
@@ -268,11 +346,11 @@ def train_regressor(
             f"use max_length <= {max_positions}"
         )
     hidden = int(encoder.config.hidden_size)
-    head = SpendHead(hidden + len(columns), config.head_hidden, output_dim(config.loss), config.dropout)
+    head = SpendHead(hidden + len(head_columns), config.head_hidden, output_dim(config.loss), config.dropout)
     with torch.no_grad():
         head.output_layer.bias.copy_(torch.tensor(initial_bias(config.loss, train_labels)))
-    model = SpendRegressor(encoder, head, len(columns))
-    spec = apply_freeze(model, config.freeze_spec)
+    model = SpendRegressor(encoder, head, len(head_columns))
+    spec = apply_freeze(model, config.freeze_spec)  # checks the strategy fits the encoder before any work
     model.to(device)
 
     def split(texts: list[str], labels: np.ndarray, features: np.ndarray | None) -> _Split:
@@ -284,19 +362,11 @@ def train_regressor(
 
     train = split(train_texts, train_labels, train_features)
     val = split(val_texts, val_labels, val_features)
-    if spec.encoder_frozen:
-        train.pooled = _pool_all(model, train.tokens, config.eval_batch_size, device)
-        val.pooled = _pool_all(model, val.tokens, config.eval_batch_size, device)
+    # stage 1: the head alone on the frozen encoder's pooled vectors, computed once
+    apply_freeze(model, "all-but-head")
+    train.pooled = _pool_all(model, train.tokens, config.eval_batch_size, device)
+    val.pooled = _pool_all(model, val.tokens, config.eval_batch_size, device)
 
-    optimizer = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(config.warmup_ratio * total_steps)
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    trainable, total = count_parameters(model)
     lengths = np.concatenate([train.tokens.lengths, val.tokens.lengths])
     logger.info(
         "training spend regressor: %d train users (%.1f%% buyers), %d validation users, %d numeric features; "
@@ -306,32 +376,161 @@ def train_regressor(
         100.0 * float(np.mean(lengths >= config.max_length)), config.max_length,
     )
     logger.info(
-        "settings: loss=%s freeze=%s epochs=%d batch_size=%d lr=%g head_lr=%g weight_decay=%g warmup=%d/%d steps "
-        "max_grad_norm=%g dropout=%g patience=%d seed=%d device=%s bf16=%s; trainable parameters %d of %d",
-        config.loss, config.freeze, config.epochs, config.batch_size, config.lr, config.head_lr,
-        config.weight_decay, warmup_steps, total_steps, config.max_grad_norm, config.dropout, config.patience,
-        config.seed, device, device.type == "cuda" and torch.cuda.is_bf16_supported(), trainable, total,
+        "settings: loss=%s freeze=%s head_epochs=%d epochs=%d batch_size=%d head_lr=%g lr=%g layer_decay=%g "
+        "finetune_head_lr=%g weight_decay=%g warmup=%g max_grad_norm=%g dropout=%g patience=%d seed=%d device=%s "
+        "bf16=%s calibrate=%s",
+        config.loss, config.freeze, config.head_epochs, config.epochs, config.batch_size, config.head_lr, config.lr,
+        config.layer_decay, config.finetune_head_lr, config.weight_decay, config.warmup_ratio, config.max_grad_norm,
+        config.dropout, config.patience, config.seed, device, device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        config.calibrate,
+    )
+    initial_val_loss, initial_rmse = _evaluate(model, val, config, device)
+    logger.info("before training: val_loss=%.4f val_rmse=%.2f", initial_val_loss, initial_rmse)
+
+    history: list[dict[str, float]] = []
+    head_stage = _run_stage(
+        1, model, train, val, config, device, rng, history, config.head_epochs, config.head_lr, config.head_patience
+    )
+    stages: dict[str, Any] = {"head": head_stage.summary()}
+    frozen_val_pooled = val.pooled
+    frozen: SpendRegressor | None = None
+    best = head_stage
+    if not spec.encoder_frozen:
+        # stage 2: unfreeze (as ``freeze`` says) with a lower, layer-wise decayed encoder rate;
+        # the stage-1 model is kept apart as the "before fine-tuning" model
+        import copy
+
+        frozen = copy.deepcopy(model).eval()
+        for parameter in frozen.parameters():
+            parameter.requires_grad_(False)
+        apply_freeze(model, spec)
+        train.pooled = val.pooled = None
+        finetune = _run_stage(
+            2, model, train, val, config, device, rng, history, config.epochs, config.finetune_head_lr, config.patience
+        )
+        stages["finetune"] = finetune.summary()
+        if finetune.best_loss < head_stage.best_loss:
+            best = finetune
+        else:  # fine-tuning never beat the frozen encoder on validation: keep the stage-1 model
+            logger.info(
+                "fine-tuning did not improve on the frozen encoder (val_loss %.4f vs %.4f): keeping the stage-1 model",
+                finetune.best_loss, head_stage.best_loss,
+            )
+            model.load_state_dict(frozen.state_dict())
+    stages["kept"] = "finetune" if best is not head_stage else "head"
+    model.eval()
+    trainable, total = count_parameters(model)
+    meta = {
+        "format_version": 1,
+        "loss": config.loss,
+        "feature_columns": columns,
+        "hybrid": hybrid.to_dict() if hybrid else None,
+        "normaliser": normaliser.to_dict(),
+        "use_features": bool(columns),
+        "text_template_version": text_template_version,
+        "max_length": config.max_length,
+        "pooling": "mean",
+        "spendpred_version": spendpred.__version__,
+        "head": {"in_dim": head.in_dim, "hidden_dim": head.hidden_dim, "out_dim": head.out_dim, "dropout": config.dropout},
+        "base_encoder": str(encoder_dir),
+        "encoder_model_type": getattr(encoder.config, "model_type", None),
+        "train_config": config.to_dict(),
+        "best_epoch": best.best_epoch,
+        "best_val_loss": best.best_loss,
+        "stages": stages,
+        "train_rows": len(train),
+        "val_rows": len(val),
+        "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    bundle = SpendModel(model, tokenizer, normaliser, meta, device)
+    frozen_bundle = None
+    if frozen is not None:
+        frozen_meta = {**meta, "best_epoch": head_stage.best_epoch, "best_val_loss": head_stage.best_loss,
+                       "train_config": {**config.to_dict(), "freeze": "all-but-head"}}
+        frozen_bundle = SpendModel(frozen, tokenizer, normaliser, frozen_meta, device)
+    if config.calibrate:
+        val_pooled = frozen_val_pooled if stages["kept"] == "head" else None
+        bundle.meta["calibration"] = _fit_calibration(model, val, val_pooled, config, device)
+        if frozen_bundle is not None:
+            frozen_bundle.meta["calibration"] = _fit_calibration(frozen, val, frozen_val_pooled, config, device)
+    logger.info(
+        "training done in %.1fs: kept the %s model (epoch %d, val_loss %.4f; %.4f before training); "
+        "%d of %d parameters were trainable in the last stage",
+        time.perf_counter() - started, "fine-tuned" if stages["kept"] == "finetune" else "frozen-encoder",
+        best.best_epoch, best.best_loss, initial_val_loss, trainable, total,
+    )
+    return TrainResult(
+        bundle=bundle,
+        history=history,
+        best_epoch=best.best_epoch,
+        best_val_loss=best.best_loss,
+        initial_val_loss=initial_val_loss,
+        stopped_early=any(stage.get("stopped_early") for stage in stages.values() if isinstance(stage, dict)),
+        config=config,
+        frozen=frozen_bundle,
+        stages=stages,
     )
 
-    initial_val_loss, initial_rmse = _evaluate(model, val, config, device)
-    logger.info("epoch 0/%d val_loss=%.4f val_rmse=%.2f (before training)", config.epochs, initial_val_loss, initial_rmse)
-    from tqdm.auto import tqdm
 
+@dataclass
+class _StageOutcome:
+    """Best validation loss and epoch of one training stage (its best weights are restored)."""
+
+    stage: int
+    best_loss: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+
+    def summary(self) -> dict[str, Any]:
+        return {"best_val_loss": self.best_loss, "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                "stopped_early": self.stopped_early}
+
+
+def _run_stage(
+    stage: int,
+    model: SpendRegressor,
+    train: _Split,
+    val: _Split,
+    config: TrainConfig,
+    device: torch.device,
+    rng: np.random.Generator,
+    history: list[dict[str, float]],
+    epochs: int,
+    head_lr: float,
+    patience: int,
+) -> _StageOutcome:
+    """Train the parameters that require grad for up to ``epochs`` with early stopping on ``val``.
+
+    AdamW with linear warm-up and decay; gradients clipped; one ``history`` entry and one log
+    line per epoch (epochs numbered after those already in ``history``). Restores the
+    weights of the best validation epoch before returning.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    name = "head on the frozen encoder" if stage == 1 else "fine-tuning"
+    optimizer = torch.optim.AdamW(_param_groups(model, config, head_lr), lr=head_lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    encoder_frozen = not any(p.requires_grad for p in model.encoder.parameters())
+    trainable, total = count_parameters(model)
+    logger.info("stage %d (%s): up to %d epochs, %d of %d parameters trainable", stage, name, epochs, trainable, total)
     show_bar = config.progress and sys.stderr.isatty()
-    history: list[dict[str, float]] = []
-    best_loss = math.inf
-    best_epoch = 0
+    offset = len(history)
+    best_loss, best_epoch, without_gain, stopped_early = math.inf, 0, 0, False
     best_state: dict[str, torch.Tensor] = {}
-    epochs_without_gain = 0
-    stopped_early = False
-    for epoch in range(1, config.epochs + 1):
+    epoch = 0
+    for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
-        if spec.encoder_frozen:
+        if encoder_frozen:
             model.encoder.eval()
         loss_sum = 0.0
         batches = shuffled_batches(len(train), config.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not show_bar, leave=False)
+        bar = tqdm(batches, desc=f"stage {stage} epoch {epoch}/{epochs}", unit="batch", disable=not show_bar, leave=False)
         for index in bar:
             outputs = _raw_outputs(model, train, index, device)
             loss = compute_loss(config.loss, outputs, train.labels[torch.from_numpy(index).to(device)], config.huber_delta)
@@ -346,71 +545,60 @@ def train_regressor(
         bar.close()
         val_loss, val_rmse = _evaluate(model, val, config, device)
         lrs = {group["name"]: group["lr"] for group in optimizer.param_groups}
+        encoder_lrs = [lr for group, lr in lrs.items() if group.startswith("encoder")]
         record = {
-            "epoch": epoch,
+            "epoch": offset + epoch,
+            "stage": stage,
             "train_loss": loss_sum / len(train),
             "val_loss": val_loss,
             "val_rmse": val_rmse,
-            "lr": float(lrs.get("encoder", lrs.get("encoder-no-decay", 0.0))),
+            "lr": float(max(encoder_lrs, default=0.0)),
             "head_lr": float(lrs.get("head", lrs.get("head-no-decay", 0.0))),
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(record)
         improved = val_loss < best_loss
         logger.info(
-            "epoch %d/%d train_loss=%.4f val_loss=%.4f val_rmse=%.2f time=%.1fs%s",
-            epoch, config.epochs, record["train_loss"], val_loss, val_rmse, record["seconds"],
+            "stage %d epoch %d/%d train_loss=%.4f val_loss=%.4f val_rmse=%.2f time=%.1fs%s",
+            stage, epoch, epochs, record["train_loss"], val_loss, val_rmse, record["seconds"],
             " (best)" if improved else "",
         )
         if improved:
-            best_loss, best_epoch, epochs_without_gain = val_loss, epoch, 0
-            best_state = {
-                name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
-            }
+            best_loss, best_epoch, without_gain = val_loss, offset + epoch, 0
+            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         else:
-            epochs_without_gain += 1
-            if epochs_without_gain >= config.patience and epoch < config.epochs:
+            without_gain += 1
+            if without_gain >= patience and epoch < epochs:
                 stopped_early = True
-                logger.info("early stopping after epoch %d: no gain for %d epochs", epoch, config.patience)
+                logger.info("stage %d: early stopping after epoch %d, no gain for %d epochs", stage, epoch, patience)
                 break
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name in best_state:
-                parameter.copy_(best_state[name])
+        for n, parameter in model.named_parameters():
+            if n in best_state:
+                parameter.copy_(best_state[n])
+    return _StageOutcome(stage, best_loss, best_epoch, epoch, stopped_early)
+
+
+def _fit_calibration(
+    model: SpendRegressor, val: _Split, pooled: torch.Tensor | None, config: TrainConfig, device: torch.device
+) -> dict[str, Any]:
+    """Return the calibration of ``model``'s predicted spend on the validation users.
+
+    Predicted spend ``p`` maps to ``exp(a) * (1 + p) ** b``: a Poisson regression with log link
+    of the true spend on ``log1p(p)``, so the mean calibrated prediction equals the mean true
+    spend on validation and the ranking is kept (``b > 0``). A log-scale loss (mse, huber)
+    predicts something like a geometric mean, far below the expected spend; ZILN's
+    expectation is close already and the fit mostly confirms it. Falls back to a scale
+    alone when the fitted slope is not clearly positive.
+    """
+    split = _Split(val.tokens, val.features, val.labels, pooled)
     model.eval()
-    meta = {
-        "format_version": 1,
-        "loss": config.loss,
-        "feature_columns": columns,
-        "normaliser": normaliser.to_dict(),
-        "use_features": bool(columns),
-        "text_template_version": text_template_version,
-        "max_length": config.max_length,
-        "pooling": "mean",
-        "spendpred_version": spendpred.__version__,
-        "head": {"in_dim": head.in_dim, "hidden_dim": head.hidden_dim, "out_dim": head.out_dim, "dropout": config.dropout},
-        "base_encoder": str(encoder_dir),
-        "encoder_model_type": getattr(encoder.config, "model_type", None),
-        "train_config": config.to_dict(),
-        "best_epoch": best_epoch,
-        "best_val_loss": best_loss,
-        "train_rows": len(train),
-        "val_rows": len(val),
-        "trained_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    logger.info(
-        "training done in %.1fs: best epoch %d, val_loss %.4f (%.4f before training)",
-        time.perf_counter() - started, best_epoch, best_loss, initial_val_loss,
-    )
-    return TrainResult(
-        bundle=SpendModel(model, tokenizer, normaliser, meta, device),
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_loss,
-        initial_val_loss=initial_val_loss,
-        stopped_early=stopped_early,
-        config=config,
-    )
+    outputs = torch.empty((len(split), output_dim(config.loss)), dtype=torch.float32, device=device)
+    with torch.inference_mode():
+        for index in length_sorted_batches(split.tokens.lengths, config.eval_batch_size):
+            outputs[torch.from_numpy(index).to(device)] = _raw_outputs(model, split, index, device)
+        predicted = predict_spend(config.loss, outputs).double().cpu().numpy()
+    return fit_calibration(predicted, val.labels.double().cpu().numpy())
 
 
 def fit_head_only(

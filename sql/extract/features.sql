@@ -6,6 +6,9 @@
 --   with_labels (1 or 0).
 -- Only rows with a timestamp < cutoff feed the features; the label sees only
 -- [cutoff, label_end). Only status = 'completed' orders count as spend or frequency.
+-- BG/NBD inputs (spendpred.model.hybrid): purchase_days (distinct days with a completed
+-- order), first_purchase_days (days from the first one to D; 0 without one), repeat_value
+-- (mean spend of the repeat purchase days: total minus the first day's spend, over days - 1).
 -- Sentinels: recency_days = tenure_days when the user has no completed order,
 -- days_since_last_event = tenure_days when the user has no event, mean_rating = 0 and
 -- avg_basket = 0 when undefined. Rows come ordered by user_id in byte order (collation
@@ -13,6 +16,8 @@
 WITH o AS (
     SELECT user_id,
            MAX(ordered_at) AS last_order_at,
+           MIN(ordered_at) AS first_order_at,
+           COUNT(DISTINCT {{day(ordered_at)}}) AS purchase_days,
            COUNT(*) AS frequency_all,
            SUM(CASE WHEN ordered_at >= :start_30d THEN 1 ELSE 0 END) AS frequency_30d,
            SUM(CASE WHEN ordered_at >= :start_90d THEN 1 ELSE 0 END) AS frequency_90d,
@@ -26,6 +31,18 @@ WITH o AS (
     FROM orders
     WHERE status = 'completed' AND ordered_at < :cutoff
     GROUP BY user_id
+),
+first_day AS (
+    SELECT c.user_id, SUM(c.amount) AS first_day_spend
+    FROM orders c
+    JOIN (
+        SELECT user_id, MIN({{day(ordered_at)}}) AS first_day
+        FROM orders
+        WHERE status = 'completed' AND ordered_at < :cutoff
+        GROUP BY user_id
+    ) f ON f.user_id = c.user_id AND {{day(c.ordered_at)}} = f.first_day
+    WHERE c.status = 'completed' AND c.ordered_at < :cutoff
+    GROUP BY c.user_id
 ),
 lab AS (
     SELECT user_id, SUM(amount) AS label
@@ -84,11 +101,16 @@ SELECT
     CAST(COALESCE(r.review_count, 0) AS DOUBLE PRECISION) AS review_count,
     CAST(COALESCE(r.mean_rating, 0) AS DOUBLE PRECISION) AS mean_rating,
     CAST({{days_between(:as_of, COALESCE(e.last_event_at, u.signup_at))}} AS DOUBLE PRECISION) AS days_since_last_event,
+    CAST(COALESCE(o.purchase_days, 0) AS DOUBLE PRECISION) AS purchase_days,
+    CAST(CASE WHEN o.first_order_at IS NULL THEN 0 ELSE {{days_between(:as_of, o.first_order_at)}} END AS DOUBLE PRECISION) AS first_purchase_days,
+    CAST(CASE WHEN o.purchase_days > 1
+              THEN ROUND((o.monetary_all - fd.first_day_spend) / (o.purchase_days - 1), 2) ELSE 0 END AS DOUBLE PRECISION) AS repeat_value,
     CAST(ROUND(COALESCE(o.past_spend, 0), 2) AS DOUBLE PRECISION) AS past_spend,
     CAST(ROUND(COALESCE(lab.label, 0), 2) AS DOUBLE PRECISION) AS label,
     CASE WHEN e.last_event_at IS NULL THEN 0 ELSE 1 END AS has_events
 FROM users u
 LEFT JOIN o ON o.user_id = u.user_id
+LEFT JOIN first_day fd ON fd.user_id = u.user_id
 LEFT JOIN lab ON lab.user_id = u.user_id
 LEFT JOIN e ON e.user_id = u.user_id
 LEFT JOIN r ON r.user_id = u.user_id

@@ -197,6 +197,7 @@ def test_valid_confs_pass(scheduler_dags: dict[str, Any], dag_id: str, conf: dic
         ("spendpred_nightly_scoring", {"model": "latest"}, "model"),
         ("spendpred_nightly_scoring", {"as_of": "30/06/2024"}, "as_of"),
         ("spendpred_nightly_scoring", {"as_of": "2024-6-30"}, "as_of"),
+        ("spendpred_nightly_scoring", {"as_of": "2024-02-30"}, "as_of"),
         ("spendpred_nightly_scoring", {"dry_run": "yes"}, "dry_run"),
         ("spendpred_weekly_retrain", {"epochs": 101}, "epochs"),
         ("spendpred_weekly_retrain", {"max_users": 9}, "max_users"),
@@ -232,13 +233,76 @@ def test_invalid_conf_refused_before_the_run_is_created(airflow_db: Path, dagbag
 
 def test_checked_params_refuses_what_the_schema_cannot(common: Any) -> None:
     from spendpred.errors import ConfigError
+    from spendpred.params import ScoreParams, TrainParams
 
-    ok = {"as_of": "2024-02-29", "promote": "force", "dry_run": False}
-    assert common.checked_params(ok) == ok
-    with pytest.raises(ConfigError, match="as_of='2024-02-30' is not a calendar date"):
-        common.checked_params({"as_of": "2024-02-30"})
+    checked = common.checked_params({"as_of": "2024-02-29", "promote": "force", "dry_run": False}, TrainParams)
+    assert (checked.as_of, checked.promote, checked.promote_mode) == (dt.date(2024, 2, 29), "force", "force")
+    assert common.checked_params({"dry_run": True}, TrainParams).promote_mode == "never"
+    with pytest.raises(ConfigError, match="as_of='2024-02-30' is not a date: use YYYY-MM-DD"):
+        common.checked_params({"as_of": "2024-02-30"}, ScoreParams)
     with pytest.raises(ConfigError, match="promote='force' and dry_run=true"):
-        common.checked_params({"promote": "force", "dry_run": True})
+        common.checked_params({"promote": "force", "dry_run": True}, TrainParams)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_TASKS))
+def test_params_are_generated_from_the_one_spec(dagbag: Any, dag_id: str) -> None:
+    """Names, order, types, ranges, choices, patterns, defaults, titles and descriptions: all from spendpred.params."""
+    from spendpred.params import ScoreParams, TrainParams, param_specs
+
+    spec = {"spendpred_nightly_scoring": ScoreParams, "spendpred_weekly_retrain": TrainParams}[dag_id]
+    params = dagbag.dags[dag_id].params
+    fields = param_specs(spec)
+    assert list(params) == list(fields)
+    for name, field in fields.items():
+        param = params.get_param(name)
+        assert param.schema == {**field.schema, "title": field.title}, name
+        assert param.description == field.description, name
+        assert param.value == field.default, name
+    assert params.get_param("as_of").schema["format"] == "date"  # the trigger form offers a date picker
+
+
+def test_shards_default_comes_from_the_environment(common: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spendpred.params import MAX_SHARDS
+
+    for value, expected in (("8", 8), (str(MAX_SHARDS), MAX_SHARDS), (str(MAX_SHARDS + 1), 1), ("0", 1), ("x", 1), ("", 1)):
+        monkeypatch.setenv("SPENDPRED_SHARDS", value)
+        assert common.scoring_params()["shards"].value == expected, value
+    assert common.scoring_params()["shards"].schema["maximum"] == MAX_SHARDS
+
+
+def test_unknown_conf_key_is_refused_by_the_first_task(common: Any, scheduler_dags: dict[str, Any]) -> None:
+    """Airflow keeps unknown conf keys (a param without a schema), so the first task must refuse them."""
+    from spendpred.errors import ConfigError
+    from spendpred.params import ScoreParams, TrainParams
+
+    conf = {"as_of_date": "2024-06-30"}
+    resolved = scheduler_dags["spendpred_nightly_scoring"].params.deep_merge(conf).validate()
+    assert resolved["as_of_date"] == "2024-06-30" and resolved["as_of"] is None  # Airflow alone would score another day
+    message = r"unknown param 'as_of_date' \(did you mean as_of\?\): use one of as_of, dry_run, model, shards"
+    with pytest.raises(ConfigError, match=message):
+        common.checked_params(resolved, ScoreParams)
+    with pytest.raises(ConfigError, match="unknown param 'shards'.*use one of as_of, dry_run, horizon"):
+        common.checked_params({**scheduler_dags["spendpred_weekly_retrain"].params.validate(), "shards": 2}, TrainParams)
+
+
+def test_unknown_conf_key_fails_the_run_before_anything_is_written(
+    airflow_db: Path, dagbag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A run triggered with the CLI's old ``horizon_days`` fails in its first task, which reads and writes nothing."""
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    monkeypatch.setenv("SPENDPRED_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("SPENDPRED_STAGING_DIR", str(tmp_path / "var" / "staging"))
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'warehouse.db'}")
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dag = dagbag.dags["spendpred_weekly_retrain"]
+    run = dag.test(logical_date=dt.datetime(2024, 7, 7, tzinfo=dt.UTC), run_conf={"horizon_days": 30})
+    assert run.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["extract_training_snapshot"] == TaskInstanceState.FAILED
+    assert all(state != TaskInstanceState.SUCCESS for state in states.values()), states
+    assert "unknown param 'horizon_days' (did you mean horizon?)" in "".join(capfd.readouterr())
+    assert list(tmp_path.iterdir()) == []  # no staging folder, warehouse or MLflow store
 
 
 # -- run date and warehouse URL ---------------------------------------------------------------
@@ -246,17 +310,17 @@ def test_checked_params_refuses_what_the_schema_cannot(common: Any) -> None:
 
 def test_run_date_comes_from_the_run_not_the_clock(common: Any) -> None:
     from spendpred.errors import ConfigError
+    from spendpred.params import ScoreParams, check_score
 
+    unset = ScoreParams()
     nightly = dt.datetime(2024, 7, 1, 2, tzinfo=dt.UTC)
-    assert common.run_date({"params": {}, "data_interval_end": nightly, "logical_date": nightly}) == "2024-06-30"
-    assert common.run_date({"params": {"as_of": None}, "logical_date": dt.datetime(2024, 7, 7, tzinfo=dt.UTC)}) == "2024-07-06"
+    assert common.run_date({"data_interval_end": nightly, "logical_date": nightly}, unset) == dt.date(2024, 6, 30)
+    assert common.run_date({"logical_date": dt.datetime(2024, 7, 7, tzinfo=dt.UTC)}, unset) == dt.date(2024, 7, 6)
     run = SimpleNamespace(run_after=dt.datetime(2024, 3, 1, 9, tzinfo=dt.UTC))
-    assert common.run_date({"params": {}, "data_interval_end": None, "logical_date": None, "dag_run": run}) == "2024-02-29"
-    assert common.run_date({"params": {"as_of": "2023-12-31"}, "data_interval_end": nightly}) == "2023-12-31"
+    assert common.run_date({"data_interval_end": None, "logical_date": None, "dag_run": run}, unset) == dt.date(2024, 2, 29)
+    assert common.run_date({"data_interval_end": nightly}, check_score(as_of="2023-12-31")) == dt.date(2023, 12, 31)
     with pytest.raises(ConfigError, match="trigger it with the as_of param"):
-        common.run_date({"params": {}, "dag_run": SimpleNamespace(run_after=None)})
-    with pytest.raises(ConfigError, match="not a calendar date"):
-        common.run_date({"params": {"as_of": "2023-13-01"}})
+        common.run_date({"dag_run": SimpleNamespace(run_after=None)}, unset)
 
 
 def test_sqlalchemy_url_from_connection_fields() -> None:
@@ -350,7 +414,7 @@ def test_parsing_touches_no_database_connection_or_heavy_module(tmp_path: Path) 
     assert report["errors"] == {}
     assert report["connects"] == [], "a DAG file opened a database connection while being parsed"
     assert report["lookups"] == [], "a DAG file looked up an Airflow connection while being parsed"
-    assert report["modules"] == ["spendpred.errors"], "parsing imported more than the light error classes"
+    assert report["modules"] == ["spendpred.errors", "spendpred.params"], "parsing imported more than errors and the param spec"
     assert not (tmp_path / "warehouse.db").exists() and not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "var").exists() and not (tmp_path / "absent").exists()
 

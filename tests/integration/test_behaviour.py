@@ -13,6 +13,16 @@ import pytest
 import sqlalchemy as sa
 
 from spendpred import behaviour, textify, warehouse
+from spendpred.files import sha256_file
+from spendpred.snapshot import (
+    FEATURE_COLUMNS,
+    MANIFEST_FILE,
+    SNAPSHOT_FILE,
+    VALIDATION_JSON,
+    VALIDATION_MD,
+    Manifest,
+    snapshot_columns,
+)
 from spendpred.errors import ConfigError
 
 AS_OF = date(2024, 6, 30)  # cutoff 2024-07-01 00:00
@@ -120,7 +130,7 @@ REVIEWS = [
     ("U2", "2024-04-01 09:00:00", 3, "ok, ask @shopfan"),
 ]
 
-ZERO = dict.fromkeys(behaviour.FEATURE_COLUMNS, 0.0)
+ZERO = dict.fromkeys(FEATURE_COLUMNS, 0.0)
 EXPECTED: dict[str, dict[str, Any]] = {
     "U2": ZERO
     | {
@@ -158,6 +168,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "review_count": 2.0,
         "mean_rating": 4.5,
         "days_since_last_event": 2.0,
+        "purchase_days": 4.0,  # 02-10, 06-01, 06-29, 06-30 (the cancelled 03-15 and the label orders not)
+        "first_purchase_days": 141.0,  # 2024-02-10 -> 2024-06-30
+        "repeat_value": 11.58,  # (94.75 - 60.00 on the first day) / 3 repeat days, rounded to cents
         "past_spend": 34.75,
         "label": 125.0,
         "text": (
@@ -184,13 +197,13 @@ def engine(warehouse_url: str) -> sa.Engine:
 
 
 def _rows(snapshot_dir: Path) -> dict[str, dict[str, Any]]:
-    table = pq.read_table(snapshot_dir / behaviour.SNAPSHOT_FILE)
+    table = pq.read_table(snapshot_dir / SNAPSHOT_FILE)
     return {row["user_id"]: row for row in table.to_pylist()}
 
 
 def test_exact_features_labels_and_text(engine: sa.Engine, tmp_path: Path) -> None:
     manifest = behaviour.extract_snapshot(engine, AS_OF, tmp_path / "snap", H, with_labels=True, chunk_rows=1)
-    table = pq.read_table(tmp_path / "snap" / behaviour.SNAPSHOT_FILE)
+    table = pq.read_table(tmp_path / "snap" / SNAPSHOT_FILE)
     assert table.schema == behaviour.snapshot_schema(True)
     assert table.column("user_id").to_pylist() == ["U2", "u1", "é3"]  # byte order, u4 excluded
     rows = _rows(tmp_path / "snap")
@@ -201,25 +214,25 @@ def test_exact_features_labels_and_text(engine: sa.Engine, tmp_path: Path) -> No
             if column != "text":
                 assert got[column] == pytest.approx(value, abs=1e-9), (user, column)
     # a chunk per user: three row groups, appended one at a time
-    assert pq.ParquetFile(tmp_path / "snap" / behaviour.SNAPSHOT_FILE).metadata.num_row_groups == 3
+    assert pq.ParquetFile(tmp_path / "snap" / SNAPSHOT_FILE).metadata.num_row_groups == 3
 
-    on_disk = json.loads((tmp_path / "snap" / behaviour.MANIFEST_FILE).read_text())
+    on_disk = json.loads((tmp_path / "snap" / MANIFEST_FILE).read_text())
     assert on_disk == manifest.to_dict()
     assert on_disk["as_of"] == "2024-06-30" and on_disk["horizon_days"] == H and on_disk["with_labels"] is True
     assert on_disk["row_count"] == 3
     assert on_disk["text_template_version"] == textify.TEMPLATE_VERSION
-    assert on_disk["feature_columns"] == list(behaviour.FEATURE_COLUMNS)
+    assert on_disk["feature_columns"] == list(FEATURE_COLUMNS)
     # rows before the cutoff only: 3 users (u4 signs up at the cutoff), orders o1 o2 o3 o8 o9 o11 o13
     assert on_disk["source_row_counts"] == {"users": 3, "orders": 7, "events": 7, "reviews": 3}
     assert on_disk["max_source_timestamp"] == "2024-06-30T23:59:59"
-    assert on_disk["checksum"] == behaviour.sha256_file(tmp_path / "snap" / behaviour.SNAPSHOT_FILE)
+    assert on_disk["checksum"] == sha256_file(tmp_path / "snap" / SNAPSHOT_FILE)
 
 
 def test_without_labels_has_no_label_column(engine: sa.Engine, tmp_path: Path) -> None:
     manifest = behaviour.extract_snapshot(engine, AS_OF, tmp_path / "snap", H, with_labels=False)
-    table = pq.read_table(tmp_path / "snap" / behaviour.SNAPSHOT_FILE)
+    table = pq.read_table(tmp_path / "snap" / SNAPSHOT_FILE)
     assert "label" not in table.column_names
-    assert table.column_names == behaviour.snapshot_columns(False)
+    assert table.column_names == snapshot_columns(False)
     assert manifest.with_labels is False
     assert _rows(tmp_path / "snap")["u1"]["past_spend"] == pytest.approx(34.75)
 
@@ -247,7 +260,7 @@ def test_no_leakage_rows_after_as_of_change_only_labels(engine: sa.Engine, tmp_p
     after = _rows(tmp_path / "b")
     assert set(after) == set(before) == {"U2", "u1", "é3"}
     for user in before:
-        for column in ("text", *behaviour.FEATURE_COLUMNS, "past_spend"):
+        for column in ("text", *FEATURE_COLUMNS, "past_spend"):
             assert after[user][column] == before[user][column], (user, column)
     assert after["u1"]["label"] == pytest.approx(before["u1"]["label"] + 77.0)
     assert after["U2"]["label"] == before["U2"]["label"]
@@ -263,7 +276,7 @@ def test_no_leakage_rows_after_as_of_change_only_labels(engine: sa.Engine, tmp_p
 
 def test_empty_warehouse_gives_an_empty_snapshot(engine: sa.Engine, tmp_path: Path) -> None:
     manifest = behaviour.extract_snapshot(engine, date(2023, 1, 1), tmp_path / "snap", H, True)
-    table = pq.read_table(tmp_path / "snap" / behaviour.SNAPSHOT_FILE)
+    table = pq.read_table(tmp_path / "snap" / SNAPSHOT_FILE)
     assert table.num_rows == 0 and table.schema == behaviour.snapshot_schema(True)
     assert manifest.row_count == 0
     assert manifest.max_source_timestamp is None
@@ -273,12 +286,12 @@ def test_empty_warehouse_gives_an_empty_snapshot(engine: sa.Engine, tmp_path: Pa
 def test_rerun_replaces_files_and_drops_stale_reports(engine: sa.Engine, tmp_path: Path) -> None:
     out = tmp_path / "snap"
     out.mkdir()
-    (out / "validation.json").write_text("{}")
-    (out / "validation.md").write_text("old")
+    (out / VALIDATION_JSON).write_text("{}")
+    (out / VALIDATION_MD).write_text("old")
     first = behaviour.extract_snapshot(engine, AS_OF, out, H, True)
     second = behaviour.extract_snapshot(engine, AS_OF, out, H, True)
     assert first.checksum == second.checksum
-    assert sorted(p.name for p in out.iterdir()) == [behaviour.MANIFEST_FILE, behaviour.SNAPSHOT_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_FILE, SNAPSHOT_FILE]
 
 
 def test_bad_arguments_are_refused(sqlite_url: str, tmp_path: Path) -> None:
@@ -288,17 +301,7 @@ def test_bad_arguments_are_refused(sqlite_url: str, tmp_path: Path) -> None:
         behaviour.extract_snapshot(engine, AS_OF, tmp_path, 0, True)
     with pytest.raises(ConfigError, match="template 'v9' is not available"):
         behaviour.extract_snapshot(engine, AS_OF, tmp_path, H, True, template_version="v9")
-    assert not (tmp_path / behaviour.SNAPSHOT_FILE).exists()
-
-
-def test_manifest_read_names_the_problem(tmp_path: Path) -> None:
-    from spendpred.errors import DataError
-
-    with pytest.raises(DataError, match="no manifest.json"):
-        behaviour.Manifest.read(tmp_path)
-    (tmp_path / behaviour.MANIFEST_FILE).write_text(json.dumps({"as_of": "2024-06-30"}))
-    with pytest.raises(DataError, match="lacks the key"):
-        behaviour.Manifest.read(tmp_path)
+    assert not (tmp_path / SNAPSHOT_FILE).exists()
 
 
 @pytest.mark.postgres
@@ -335,6 +338,6 @@ def test_failed_extraction_keeps_the_previous_snapshot(engine: sa.Engine, tmp_pa
 
     with pytest.raises(RuntimeError, match="injected failure"):
         behaviour.extract_snapshot(engine, AS_OF, out, H, True, chunk_rows=1, count_tokens=failing_counter)
-    assert sorted(p.name for p in out.iterdir()) == [behaviour.MANIFEST_FILE, behaviour.SNAPSHOT_FILE]
-    assert behaviour.sha256_file(out / behaviour.SNAPSHOT_FILE) == good.checksum
-    assert behaviour.Manifest.read(out).checksum == good.checksum
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_FILE, SNAPSHOT_FILE]
+    assert sha256_file(out / SNAPSHOT_FILE) == good.checksum
+    assert Manifest.read(out).checksum == good.checksum

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 
 from spendpred import pipeline, warehouse
 from spendpred.errors import DataError, ModelError, ValidationFailed
+from spendpred.snapshot import RunFolder
 from tests.tiny_bert import make_tiny_bert
 
-RUN_DATE = "2024-06-30"
+RUN_DATE = dt.date(2024, 6, 30)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,11 @@ def test_train_then_score_publishes_one_partition(env: Path, warehouse_url: str)
     assert trained["promotion"]["promoted"] is True
     assert trained["promotion"]["champion_version"] == "1"
     assert 0.0 < trained["metrics"]["normalised_gini"] <= 1.0
-    train_dir = Path(trained["train_dir"])
-    assert (train_dir / "evaluation" / "report.md").is_file()
-    assert json.loads((train_dir / "result.json").read_text())["as_of"] == "2024-05-01"  # R - H
+    run = RunFolder.from_ref(trained)
+    assert (run.kind, run.as_of) == ("train", dt.date(2024, 5, 1))  # R - H
+    assert Path(trained["train_dir"]) == run.model_dir
+    assert (run.evaluation_dir / "report.md").is_file()
+    assert json.loads(run.result_json.read_text())["as_of"] == "2024-05-01"
 
     first = pipeline.score(RUN_DATE, shards=3, url=warehouse_url)
     assert first["published"] is True and first["model_version"] == "1"
@@ -70,16 +73,18 @@ def test_train_then_score_publishes_one_partition(env: Path, warehouse_url: str)
     assert again["rows"] == 400
     assert _scores(warehouse_url) == before
 
-    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=warehouse_url)["snapshot_dir"]
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=warehouse_url)
+    assert set(snap) == {"kind", "as_of", "root", "rows", "horizon_days"}  # XCom: a run folder, no paths
     pipeline.validate_snapshot(snap)
     half = pipeline.score_shard(snap, 0, 2)
+    assert RunFolder.from_ref(half).shard_path(0, 2).is_file()
     with pytest.raises(DataError, match="do not cover"):
         pipeline.assign_tiers(snap, [half])
     assert _scores(warehouse_url) == before
 
-    dry = pipeline.score("2024-07-01", publish=False, url=warehouse_url)
+    dry = pipeline.score(dt.date(2024, 7, 1), publish=False, url=warehouse_url)
     assert dry["published"] is False
-    assert {row[0] for row in _scores(warehouse_url)} == {RUN_DATE}
+    assert {row[0] for row in _scores(warehouse_url)} == {RUN_DATE.isoformat()}
 
 
 def test_score_without_a_champion_stops_clearly(env: Path, sqlite_url: str) -> None:
@@ -92,20 +97,20 @@ def test_score_without_a_champion_stops_clearly(env: Path, sqlite_url: str) -> N
 def test_template_mismatch_and_unvalidated_snapshots_are_refused(env: Path, sqlite_url: str) -> None:
     _seed(sqlite_url, users=300)
     pipeline.train(RUN_DATE, epochs=1, url=sqlite_url)
-    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)["snapshot_dir"]
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)
+    run = RunFolder.from_ref(snap)
 
     with pytest.raises(ValidationFailed, match="has not been validated"):
         pipeline.plan_shards(snap, 2)
 
-    pipeline.validate_snapshot(snap)
-    manifest_path = Path(snap) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    pipeline.validate_snapshot(run.snapshot_dir)  # the CLI's spelling: a folder in staging
+    manifest = json.loads(run.snapshot.manifest_file.read_text())
     manifest["text_template_version"] = "v0"
-    manifest_path.write_text(json.dumps(manifest))
+    run.snapshot.manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="text template 'v1' but the snapshot uses 'v0'"):
         pipeline.score_shard(snap, 0, 1)
 
-    report = Path(snap) / "validation.json"
+    report = run.validation_json
     report.write_text(json.dumps({**json.loads(report.read_text()), "success": False}))
     with pytest.raises(ValidationFailed, match="failed validation"):
         pipeline.score_shard(snap, 0, 1)
@@ -114,7 +119,7 @@ def test_template_mismatch_and_unvalidated_snapshots_are_refused(env: Path, sqli
 
 def test_empty_warehouse_snapshot_fails_validation(env: Path, sqlite_url: str) -> None:
     pipeline.init_warehouse(sqlite_url)
-    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)["snapshot_dir"]
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)
     with pytest.raises(ValidationFailed):
         pipeline.validate_snapshot(snap)
     with pytest.raises(ValidationFailed):
@@ -125,8 +130,8 @@ def test_empty_warehouse_snapshot_fails_validation(env: Path, sqlite_url: str) -
 def test_cli_reports_bad_input_in_one_line(env: Path, sqlite_url: str) -> None:
     for args, message in (
         (["score", "--as-of", "2024-13-01"], "as_of='2024-13-01' is not a date: use YYYY-MM-DD"),
-        (["score", "--as-of", RUN_DATE, "--model", "latest"], "use 'champion', 'challenger' or a version number"),
-        (["train", "--as-of", RUN_DATE, "--horizon-days", "0"], "horizon_days=0 is out of range"),
+        (["score", "--as-of", RUN_DATE.isoformat(), "--model", "latest"], "use 'champion', 'challenger' or a version number"),
+        (["train", "--as-of", RUN_DATE.isoformat(), "--horizon-days", "0"], "horizon=0 is out of range: use a whole number in 1..3650"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "spendpred.cli", *args, "--url", sqlite_url], capture_output=True, text=True

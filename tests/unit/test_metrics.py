@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
-from spendpred import metrics
-from spendpred.errors import DataError
+from spendpred import metrics, tiers
+from spendpred.errors import ConfigError, DataError
+from spendpred.tiers import TIERS, TierRule
 
 # The running example: five users, total true spend 100.
 Y_TRUE = np.array([0.0, 10.0, 0.0, 30.0, 60.0])
@@ -39,7 +41,35 @@ def test_spearman_by_hand() -> None:
 
 
 def test_spearman_constant_side_is_nan() -> None:
-    assert math.isnan(metrics.spearman(Y_TRUE, np.ones(5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SciPy's ConstantInputWarning would fail here
+        assert math.isnan(metrics.spearman(Y_TRUE, np.ones(5)))
+        assert math.isnan(metrics.spearman(np.zeros(5), Y_PRED))
+        assert math.isnan(metrics.spearman([3.0], [4.0]))  # one user: no correlation
+
+
+def test_spearman_with_ties_in_both_sides() -> None:
+    # ranks true [1.5, 1.5, 3, 4], pred [1, 2.5, 2.5, 4]; deviations from 2.5:
+    # true [-1, -1, 0.5, 1.5], pred [-1.5, 0, 0, 1.5] -> products 1.5 + 0 + 0 + 2.25 = 3.75
+    # squares 1 + 1 + 0.25 + 2.25 = 4.5 and 2.25 + 0 + 0 + 2.25 = 4.5 -> rho = 3.75 / 4.5
+    assert metrics.spearman([0, 0, 5, 9], [1, 2, 2, 7]) == pytest.approx(3.75 / 4.5)
+
+
+@pytest.mark.parametrize("function", [metrics.rmse, metrics.mae, metrics.spearman])
+def test_library_backed_metrics_keep_the_input_checks(function) -> None:
+    with pytest.raises(DataError, match="y_true has 3 values but y_pred has 2"):
+        function([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(DataError, match="y_pred has 1 non-finite"):
+        function([1.0, 2.0], [1.0, float("inf")])
+    with pytest.raises(DataError, match="empty"):
+        function([], [])
+
+
+def test_rankdata_keeps_the_input_checks() -> None:
+    with pytest.raises(DataError, match="non-finite"):
+        metrics.rankdata([1.0, float("nan")])
+    with pytest.raises(DataError, match="one-dimensional"):
+        metrics.rankdata([[1.0, 2.0]])
 
 
 def test_gini_and_normalised_gini_by_hand() -> None:
@@ -128,49 +158,122 @@ def test_decile_table_default_ten_bins() -> None:
     assert metrics.decile_mape(y_true, y_pred) == pytest.approx(0.5)
 
 
-def test_assign_tiers_by_rank_counts_and_ties() -> None:
-    # n = 10: high = ceil(1.0) = 1 user, high+medium = ceil(4.0) = 4 users
-    values = [5, 4, 3, 2, 1, 0, 0, 0, 0, 0]
-    assert metrics.assign_tiers_by_rank(values).tolist() == (
-        ["high"] + ["medium"] * 3 + ["low"] * 6
-    )
-    # ties share a tier, the tier of their mean 0-based position. n = 4, high=0.25,
-    # medium=0.5: one high slot (position 0), medium up to ceil(0.75 * 4) = 3 (positions 1, 2)
-    # two 3s at positions 0, 1 -> mean 0.5 < 1 -> both high; 1 at position 2 -> medium
-    tiers = metrics.assign_tiers_by_rank([3, 3, 1, 0], high=0.25, medium=0.5)
-    assert tiers.tolist() == ["high", "high", "medium", "low"]
-    # three 3s at positions 0, 1, 2 -> mean 1, not < 1 -> all medium
-    tiers = metrics.assign_tiers_by_rank([3, 3, 3, 0], high=0.25, medium=0.5)
-    assert tiers.tolist() == ["medium", "medium", "medium", "low"]
-    # the zero spenders (positions 3..9, mean 6) stay low even though 10% + 30% reaches them
-    many_zeros = [9, 8, 7] + [0] * 7
-    assert metrics.assign_tiers_by_rank(many_zeros).tolist() == (
-        ["high", "medium", "medium"] + ["low"] * 7
-    )
-
-
-def test_assign_tiers_rejects_bad_shares() -> None:
-    with pytest.raises(ValueError, match="tier shares"):
-        metrics.assign_tiers_by_rank([1, 2, 3], high=0.8, medium=0.5)
-
-
 def test_tier_confusion_by_hand() -> None:
-    # n = 5: high = ceil(0.5) = 1 user, high+medium = ceil(2.0) = 2 users
-    # true tiers: 60 high, 30 medium, 10 low, the zeros (mean position 3.5) low
+    # n = 5, 10% / 30%: high = ceil(0.5) = 1 user, high+medium = ceil(2.0) = 2 users
+    # true tiers: 60 high, 30 medium, 10 and the zeros low
     # pred tiers: user 3 (pred 5) high, user 4 (pred 4) medium, rest low
-    confusion = metrics.tier_confusion(Y_TRUE, Y_PRED)
+    confusion = metrics.tier_confusion(Y_TRUE, Y_PRED, TierRule())
     assert confusion.tolist() == [
         [0, 1, 0],  # true high (user 4) predicted medium
         [1, 0, 0],  # true medium (user 3) predicted high
         [0, 0, 3],  # users 0, 1, 2 low on both sides
     ]
+    assert confusion.dtype == np.int64
+
+
+def _confusion_from_production_tiers(y_true: np.ndarray, y_pred: np.ndarray, rule: TierRule) -> np.ndarray:
+    """The confusion matrix counted by hand from what ``tiers.assign_tiers`` publishes."""
+    true_tiers, _ = tiers.assign_tiers(y_true, rule)
+    pred_tiers, _ = tiers.assign_tiers(y_pred, rule)
+    return np.array([[int(np.sum((true_tiers == t) & (pred_tiers == p))) for p in TIERS] for t in TIERS])
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        TierRule(high=0.2, medium=0.3),
+        TierRule(mode="threshold", high_min=40.0, medium_min=5.0),
+    ],
+    ids=["shares-20-30", "threshold"],
+)
+def test_evaluation_tiers_are_the_published_tiers(rule: TierRule) -> None:
+    rng = np.random.default_rng(1)
+    y_true = np.round(rng.exponential(20.0, 400) * (rng.random(400) < 0.5), 0)  # zeros and ties
+    y_pred = np.round(y_true * 0.7 + rng.exponential(6.0, 400), 0)
+    expected = _confusion_from_production_tiers(y_true, y_pred, rule)
+    confusion = metrics.tier_confusion(y_true, y_pred, rule)
+    np.testing.assert_array_equal(confusion, expected)
+    result = metrics.evaluate(y_true, y_pred, rule)
+    assert result["tier_accuracy"] == pytest.approx(np.trace(expected) / 400)
+    assert result["high_tier_recall"] == pytest.approx(expected[0, 0] / expected[0].sum())
+    # the rule matters: the default 10% / 30% rule counts differently on these users
+    assert not np.array_equal(metrics.tier_confusion(y_true, y_pred, TierRule()), expected)
+
+
+def test_threshold_rule_by_hand() -> None:
+    # high >= 40, medium >= 10: true [0 low, 10 medium, 0 low, 30 medium, 60 high]
+    # pred [1, 2, 3, 5, 4] are all below 10: every user predicted low
+    rule = TierRule(mode="threshold", high_min=40.0, medium_min=10.0)
+    assert metrics.tier_confusion(Y_TRUE, Y_PRED, rule).tolist() == [[0, 0, 1], [0, 0, 2], [0, 0, 2]]
+    result = metrics.evaluate(Y_TRUE, Y_PRED, rule)
+    assert result["tier_accuracy"] == pytest.approx(2 / 5)
+    assert result["high_tier_recall"] == pytest.approx(0.0)
+    # no user truly high: recall undefined
+    low_rule = TierRule(mode="threshold", high_min=100.0, medium_min=10.0)
+    assert math.isnan(metrics.evaluate(Y_TRUE, Y_PRED, low_rule)["high_tier_recall"])
+
+
+def test_ties_go_to_the_upper_tier_as_in_production() -> None:
+    # n = 4, high 25%, medium 50%: 1 high slot, ceil(3.0) = 3 high-or-medium slots.
+    # Three 3s straddle the high cut: production puts all of them high (a mean-rank rule
+    # would have put them all medium).
+    rule = TierRule(high=0.25, medium=0.5)
+    confusion = metrics.tier_confusion([3.0, 3.0, 3.0, 0.0], [4.0, 3.0, 2.0, 1.0], rule)
+    # true: high, high, high, low; pred: high, medium, medium, low
+    assert confusion.tolist() == [[1, 2, 0], [0, 0, 0], [0, 0, 1]]
+    # zero spenders at the medium cut are never tiered up, as in production: 10 users,
+    # 10% / 30% -> the 4th highest true spend is 0, so medium holds the other two spenders
+    y_true = np.array([9.0, 8.0, 7.0] + [0.0] * 7)
+    y_pred = np.arange(10, 0, -1, dtype=float)
+    confusion = metrics.tier_confusion(y_true, y_pred, TierRule())
+    assert confusion.sum(axis=1).tolist() == [1, 2, 7]  # true tiers: 1 high, 2 medium, 7 low
+    assert confusion.sum(axis=0).tolist() == [1, 3, 6]  # predicted: 1, 3, 6 (no ties)
+
+
+def test_tier_rule_defaults_to_the_settings_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert metrics.tier_rule() == TierRule()
+    explicit = TierRule(high=0.2, medium=0.3)
+    assert metrics.tier_rule(explicit) is explicit
+    monkeypatch.setenv("SPENDPRED_TIER_MODE", "threshold")
+    monkeypatch.setenv("SPENDPRED_TIER_HIGH_MIN", "40")
+    monkeypatch.setenv("SPENDPRED_TIER_MEDIUM_MIN", "10")
+    settings_rule = TierRule(mode="threshold", high_min=40.0, medium_min=10.0)
+    assert metrics.tier_rule() == settings_rule
+    assert metrics.evaluate(Y_TRUE, Y_PRED) == metrics.evaluate(Y_TRUE, Y_PRED, settings_rule)
+    np.testing.assert_array_equal(
+        metrics.tier_confusion(Y_TRUE, Y_PRED), metrics.tier_confusion(Y_TRUE, Y_PRED, settings_rule)
+    )
+    # an explicit rule wins over the settings
+    assert metrics.evaluate(Y_TRUE, Y_PRED, TierRule())["tier_accuracy"] == pytest.approx(0.6)
+    monkeypatch.setenv("SPENDPRED_TIER_MEDIUM_MIN", "90")  # not below high_min
+    with pytest.raises(ConfigError, match="high_min"):
+        metrics.evaluate(Y_TRUE, Y_PRED)
+
+
+def test_totals_by_hand() -> None:
+    # predicted 1 + 2 + 3 + 5 + 4 = 15, true 100 -> ratio 0.15
+    result = metrics.evaluate(Y_TRUE, Y_PRED, TierRule())
+    assert result["total_predicted"] == pytest.approx(15.0)
+    assert result["total_actual"] == pytest.approx(100.0)
+    assert result["total_ratio"] == pytest.approx(0.15)
+    assert metrics.evaluate(Y_TRUE, Y_TRUE, TierRule())["total_ratio"] == pytest.approx(1.0)
+    # no true spend: the ratio is undefined, the totals are not
+    zero = metrics.evaluate(np.zeros(3), [1.0, 2.0, 3.0], TierRule())
+    assert (zero["total_predicted"], zero["total_actual"]) == (6.0, 0.0)
+    assert math.isnan(zero["total_ratio"])
 
 
 def test_evaluate_returns_every_scalar_metric() -> None:
-    result = metrics.evaluate(Y_TRUE, Y_PRED)
-    assert list(result) == list(metrics.METRIC_NAMES)
+    result = metrics.evaluate(Y_TRUE, Y_PRED)  # the settings' rule: 10% / 30% by default
+    assert list(result) == list(metrics.METRIC_NAMES) == list(metrics.METRIC_LABELS)
+    assert result["rmse"] == pytest.approx(math.sqrt(767.0))
+    assert result["mae"] == pytest.approx(18.6)
+    assert result["spearman"] == pytest.approx(7.0 / math.sqrt(95.0))
     assert result["normalised_gini"] == pytest.approx(0.8)
     assert result["top10_capture"] == pytest.approx(0.3)
+    # prediction order 5, 4, 3, 2, 1 with true 30, 60, 0, 10, 0; bins of 1 user, the
+    # zero-true bins skipped: |5-30|/30, |4-60|/60, |2-10|/10 -> mean (0.8333+0.9333+0.8)/3
+    assert result["decile_mape"] == pytest.approx((25 / 30 + 56 / 60 + 8 / 10) / 3)
     # 3 of 5 users on the diagonal; the single truly high user is predicted medium
     assert result["tier_accuracy"] == pytest.approx(0.6)
     assert result["high_tier_recall"] == pytest.approx(0.0)

@@ -14,6 +14,7 @@ import torch
 
 from spendpred.errors import ConfigError, DataError, ModelError
 from spendpred.model import SpendModel, TrainConfig, train_regressor
+from spendpred.model.hybrid import DERIVED_COLUMNS
 from tests.tiny_bert import FEATURE_COLUMNS, make_synthetic_users, make_tiny_bert
 
 
@@ -50,7 +51,9 @@ def test_bundle_layout_and_meta(saved: Path) -> None:
     meta = json.loads((saved / "bundle.json").read_text())
     assert meta["loss"] == "ziln" and meta["pooling"] == "mean" and meta["format_version"] == 1
     assert meta["feature_columns"] == FEATURE_COLUMNS and meta["use_features"] is True
-    assert len(meta["normaliser"]["mean"]) == len(FEATURE_COLUMNS) == len(meta["normaliser"]["std"])
+    # the head also sees the hybrid features derived from the inputs, fitted on the training users
+    assert meta["hybrid"]["horizon_days"] == 90 and set(meta["hybrid"]) >= {"bgnbd", "gamma_gamma"}
+    assert len(meta["normaliser"]["mean"]) == len(FEATURE_COLUMNS) + len(DERIVED_COLUMNS) == len(meta["normaliser"]["std"])
     assert meta["text_template_version"] == "v1" and meta["max_length"] == 32
     assert "head.safetensors" in meta["files"] and "encoder/model.safetensors" in meta["files"]
 

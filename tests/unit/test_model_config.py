@@ -15,7 +15,8 @@ def test_defaults_are_valid_and_serialisable() -> None:
     config = TrainConfig()
     assert config.freeze_spec == FreezeSpec("none")
     data = config.to_dict()
-    assert data["loss"] == "mse" and data["epochs"] == 3
+    assert data["loss"] == "ziln" and data["epochs"] == 3 and data["head_epochs"] == 30
+    assert data["calibrate"] is True and 0 < data["layer_decay"] <= 1
     assert "_freeze_spec" not in data
     assert TrainConfig(**data) == config
 
@@ -73,6 +74,11 @@ def test_replace_reparses_freeze() -> None:
         ("freeze", "top-k:2"),
         ("freeze", ""),
         ("device", "tpu"),
+        ("head_epochs", 0),
+        ("layer_decay", 0.0),
+        ("layer_decay", 1.5),
+        ("finetune_head_lr", 0.0),
+        ("calibrate", "no"),
     ],
 )
 def test_bad_values_raise_config_error_naming_the_field(field: str, value: object) -> None:

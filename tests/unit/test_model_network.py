@@ -96,16 +96,18 @@ def test_bottom_k_beyond_the_layer_count_is_a_config_error(bert_dir: Path) -> No
 def test_param_groups_skip_decay_on_bias_and_layernorm_and_use_head_lr(bert_dir: Path) -> None:
     model = build(bert_dir)
     apply_freeze(model, "embeddings")
-    config = TrainConfig(lr=1e-5, head_lr=1e-3, weight_decay=0.05)
-    groups = {g["name"]: g for g in _param_groups(model, config)}
-    assert set(groups) == {"encoder", "encoder-no-decay", "head", "head-no-decay"}
+    config = TrainConfig(lr=1e-5, head_lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    groups = {g["name"]: g for g in _param_groups(model, config, config.head_lr)}
+    # embeddings frozen: encoder groups by depth 1..3 (the 3 layers), each with and without decay
+    assert set(groups) == {f"encoder-{d}{s}" for d in (1, 2, 3) for s in ("", "-no-decay")} | {"head", "head-no-decay"}
     names = {id(p): n for n, p in model.named_parameters()}
-    no_decay = {names[id(p)] for p in groups["encoder-no-decay"]["params"]}
+    no_decay = {names[id(p)] for p in groups["encoder-1-no-decay"]["params"]}
     assert "encoder.encoder.layer.0.attention.output.LayerNorm.weight" in no_decay
     assert "encoder.encoder.layer.0.attention.self.query.bias" in no_decay
-    assert all(p.ndim >= 2 for p in groups["encoder"]["params"])
-    assert groups["encoder"]["weight_decay"] == 0.05 and groups["encoder-no-decay"]["weight_decay"] == 0.0
-    assert groups["head"]["lr"] == 1e-3 and groups["encoder"]["lr"] == 1e-5
+    assert all(p.ndim >= 2 for p in groups["encoder-1"]["params"])
+    assert groups["encoder-1"]["weight_decay"] == 0.05 and groups["encoder-1-no-decay"]["weight_decay"] == 0.0
+    assert groups["head"]["lr"] == 1e-3 and groups["encoder-3"]["lr"] == 1e-5  # the top layer gets lr
+    assert groups["encoder-1"]["lr"] == pytest.approx(1e-5 * 0.25)  # two layers below: lr x 0.5^2
     grouped = {id(p) for g in groups.values() for p in g["params"]}
     assert grouped == {id(p) for p in model.parameters() if p.requires_grad}
 

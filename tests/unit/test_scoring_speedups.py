@@ -16,7 +16,7 @@ from spendpred.errors import ConfigError
 from spendpred.metrics import spearman
 from spendpred.model import SpendModel, TrainConfig, train_regressor
 from spendpred.model.data import tokenize_texts
-from spendpred.model.losses import predict_spend
+from spendpred.model.losses import apply_calibration, predict_spend
 from spendpred.model.scoring import (
     available_cores,
     cpu_has_native_bf16,
@@ -84,7 +84,7 @@ def test_dynamic_padding_gives_the_article_scores(
     model: SpendModel, scored: pd.DataFrame, reference: np.ndarray
 ) -> None:
     """The article's way (each user padded to max_length, batches of 16, no_grad) gives the same spend."""
-    features = model.normaliser.transform(scored)
+    features = model.head_features(scored)
     outputs = []
     with torch.no_grad():
         for start in range(0, len(scored), 16):
@@ -100,7 +100,7 @@ def test_dynamic_padding_gives_the_article_scores(
             assert ids.shape[1] == model.max_length
             raw = model.regressor(ids, mask, torch.from_numpy(features[start : start + 16]))
             outputs.append(predict_spend(model.loss, raw))
-    article = torch.cat(outputs).double().numpy()
+    article = apply_calibration(torch.cat(outputs).double().numpy(), model.meta.get("calibration"))
     np.testing.assert_allclose(article, reference, rtol=1e-5, atol=1e-7)
 
 

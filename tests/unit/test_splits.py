@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from spendpred.errors import ConfigError
-from spendpred.splits import assign_splits, hash_buckets, shard_of
+from spendpred.errors import ConfigError, DataError
+from spendpred.splits import assign_splits, hash_buckets, shard_of, split_frame, stable_subset
 
 IDS = [f"u{i:05d}" for i in range(5000)]
 
@@ -47,3 +47,34 @@ def test_bad_fractions_are_refused(val: float, test: float) -> None:
 def test_bad_shard_count_is_refused() -> None:
     with pytest.raises(ConfigError, match="shards must be >= 1"):
         shard_of(IDS, 0)
+
+
+def test_stable_subset_is_order_free_and_sized() -> None:
+    chosen = stable_subset(IDS, 100)
+    assert len(chosen) == 100 and list(chosen) == sorted(chosen)
+    reversed_ids = IDS[::-1]
+    assert {IDS[i] for i in chosen} == {reversed_ids[i] for i in stable_subset(reversed_ids, 100)}
+    assert len(stable_subset(IDS[:50], 100)) == 50  # fewer users than asked: all of them
+    with pytest.raises(ConfigError, match="max_users=9 is too small: use at least 10"):
+        stable_subset(IDS, 9)
+
+
+def test_split_frame_keeps_users_in_their_split() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"user_id": IDS, "label": np.arange(len(IDS), dtype=float)})
+    parts = split_frame(frame)
+    assert sum(len(p) for p in parts.values()) == len(IDS)
+    expected = dict(zip(IDS, assign_splits(IDS)))
+    for name, part in parts.items():
+        assert set(part["split"]) == {name} and all(expected[u] == name for u in part["user_id"])
+    subset = split_frame(frame, max_users=300)
+    assert sum(len(p) for p in subset.values()) == 300
+    assert set(subset["test"]["user_id"]) <= set(parts["test"]["user_id"])  # a subset never moves users
+
+
+def test_split_frame_names_an_empty_split() -> None:
+    import pandas as pd
+
+    with pytest.raises(DataError, match=r"the \w+ split is empty \(3 users in the snapshot\)"):
+        split_frame(pd.DataFrame({"user_id": ["a", "b", "c"], "label": [1.0, 2.0, 3.0]}))

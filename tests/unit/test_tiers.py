@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from spendpred.errors import ConfigError, DataError
-from spendpred.tiers import TIERS, Threshold, TierRule, assign_tiers, tier_counts
+from spendpred.tiers import TIERS, Threshold, TierRule, assign_tiers, rule_from_settings, share_count, tier_counts
 
 
 def _check_consistent(scores: np.ndarray, tiers: np.ndarray, thresholds: list[Threshold]) -> None:
@@ -99,9 +101,9 @@ def test_tiny_populations_are_deterministic(scores: list[float], expected: list[
 
 
 def test_shares_summing_to_one_leave_no_low_tier() -> None:
-    tiers, thresholds = assign_tiers(np.arange(20, dtype=float), TierRule(high=0.25, medium=0.75))
+    tiers, thresholds = assign_tiers(np.arange(1, 21, dtype=float), TierRule(high=0.25, medium=0.75))
     assert tier_counts(tiers) == {"high": 5, "medium": 15, "low": 0}
-    assert thresholds[2] == Threshold("low", None, 0.0)
+    assert thresholds[2] == Threshold("low", None, 1.0)
 
 
 def test_threshold_rule_uses_fixed_cut_offs_inclusive_at_the_lower_bound() -> None:
@@ -180,3 +182,50 @@ def test_threshold_contains_is_half_open() -> None:
     assert Threshold("high", 20.0, None).contains(1e12)
     assert Threshold("low", None, 10.0).contains(-5.0)
     assert medium.as_dict() == {"tier": "medium", "lower_bound": 10.0, "upper_bound": 20.0}
+
+
+@pytest.mark.parametrize(
+    ("share", "n", "expected"),
+    [(0.1, 10, 1), (0.1, 5, 1), (0.1, 15, 2), (0.7, 10, 7), (0.4, 5, 2), (1.0, 3, 3), (0.1, 0, 0), (0.0, 5, 0)],
+)
+def test_share_count_rounds_up_but_not_float_noise(share: float, n: int, expected: int) -> None:
+    # 0.7 * 10 = 7.000000000000001 is 7, not 8; 0.1 * 15 = 1.5 is 2
+    assert share_count(share, n) == expected
+
+
+def test_rule_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rule_from_settings() == TierRule()
+    monkeypatch.setenv("SPENDPRED_TIER_HIGH", "0.2")
+    assert rule_from_settings() == TierRule(high=0.2, medium=0.3)
+    monkeypatch.setenv("SPENDPRED_TIER_HIGH", "0.8")  # 0.8 + 0.3 > 1
+    with pytest.raises(ConfigError, match="exceed 1"):
+        rule_from_settings()
+
+
+def test_describe_names_the_rule() -> None:
+    assert TierRule(high=0.2, medium=0.3).describe().startswith("top 20% of users high, next 30% medium, rest low")
+    threshold = TierRule(mode="threshold", high_min=500, medium_min=100)
+    assert threshold.describe() == "high if spend >= 500, medium if >= 100, low otherwise"
+
+
+def test_quiet_logs_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
+    scores = np.arange(10, dtype=float)
+    with caplog.at_level(logging.INFO, logger="spendpred.tiers"):
+        quiet, _ = assign_tiers(scores, quiet=True)
+        assert caplog.records == []
+        loud, _ = assign_tiers(scores)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert quiet.tolist() == loud.tolist()
+
+
+def test_zero_scores_are_never_tiered_up() -> None:
+    """70% spent nothing: high is the top 10%, medium the other 20% of spenders, every zero low."""
+    scores = np.array([0.0] * 70 + list(range(1, 31)), dtype=float)
+    labels, thresholds = assign_tiers(scores)
+    assert (labels[:70] == "low").all()
+    assert tier_counts(labels) == {"high": 10, "medium": 20, "low": 70}
+    bounds = {t.tier: t for t in thresholds}
+    assert bounds["medium"].lower_bound == 1.0 and bounds["low"].upper_bound == 1.0
+    # all zero: nothing positive to rank, the ties-up rule alone (everyone shares the top tier)
+    labels, _ = assign_tiers(np.zeros(5))
+    assert (labels == "high").all()

@@ -1,0 +1,65 @@
+"""Warehouse administration steps: create the schema, grant read access, load data, describe it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from spendpred.config import get_settings
+
+
+def init_warehouse(url: str | None = None) -> dict[str, Any]:
+    """Create the contract's source relations, output tables and views (idempotent).
+
+    Returns ``{"url": ..., "applied": [sql files]}`` with the password hidden.
+    """
+    from spendpred import warehouse
+
+    with warehouse.opened_engine(url) as engine:
+        applied = warehouse.init_db(engine)
+        return {"url": engine.url.render_as_string(hide_password=True), "applied": applied}
+
+
+def grant_readonly(role: str, url: str | None = None) -> dict[str, Any]:
+    """Give an existing PostgreSQL role SELECT on the downstream views and nothing else."""
+    from spendpred import publish, warehouse
+
+    with warehouse.opened_engine(url) as engine:
+        publish.grant_readonly(engine, role)
+    return {"role": role, "granted": ["spendpred.user_spend_tier_current", "spendpred.user_spend_tier_changes"]}
+
+
+def seed(users: int, days: int, end_date: dt.date, seed: int | None = None, url: str | None = None) -> dict[str, int]:
+    """Fill the warehouse with a synthetic population ending at ``end_date``; returns row counts per table."""
+    from spendpred import synth, warehouse
+
+    settings = get_settings()
+    with warehouse.opened_engine(url, settings) as engine:
+        return synth.seed_warehouse(
+            engine, users=users, days=days, end_date=end_date, seed=settings.seed if seed is None else seed
+        )
+
+
+def import_cdnow(path: str | Path, url: str | None = None) -> dict[str, int]:
+    """Load a CDNOW master file into the source relations; returns row counts."""
+    from spendpred import warehouse
+    from spendpred.datasets import cdnow
+
+    with warehouse.opened_engine(url) as engine:
+        return cdnow.import_cdnow(engine, Path(path))  # creates the schema itself when missing
+
+
+def warehouse_summary(url: str | None = None) -> dict[str, Any]:
+    """Return what the warehouse holds (see ``spendpred.report.warehouse_summary``)."""
+    from spendpred import report, warehouse
+
+    with warehouse.opened_engine(url) as engine:
+        return report.warehouse_summary(engine)
+
+
+def run_summary(url: str | None = None) -> dict[str, Any]:
+    """Return the latest published run, tier sizes and thresholds, movement and the champion (``report.page_data``)."""
+    from spendpred import report
+
+    return report.page_data(url)

@@ -1,0 +1,145 @@
+"""The nightly scoring steps (DAG ``spendpred_nightly_scoring``): scoring snapshot, shard plan,
+one shard, tiers, publishing.
+
+Every step after the extract takes the run folder (``RunFolder`` or its XCom reference
+``{"kind": "score", "as_of", "root"}``, with ``shard``/``shards`` for one shard) and finds
+its inputs there; the shard loop itself is ``spendpred.shards``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from spendpred.config import get_settings
+from spendpred.files import write_json_atomic
+from spendpred.params import check_score
+from spendpred.pipeline.snapshots import extract_run, validate_snapshot
+from spendpred.snapshot import RunFolder, RunRef
+
+logger = logging.getLogger(__name__)
+
+
+def extract_scoring_snapshot(run_date: dt.date, url: str | None = None) -> dict[str, Any]:
+    """Extract the scoring snapshot (features as of the run date); return the run's reference with ``rows``."""
+    settings = get_settings()
+    return extract_run(RunFolder.for_date("score", run_date, settings), settings.horizon_days, False, url, settings)
+
+
+def plan_shards(run: RunRef, shards: int = 1) -> list[dict[str, Any]]:
+    """Return one task description per scoring shard (the run's reference with ``shard`` and ``shards``).
+
+    Users are split by a hash of user_id. Refuses an unvalidated or empty snapshot up front
+    (``ValidationFailed``, ``DataError``); ``ConfigError`` for a bad count.
+    """
+    from spendpred.errors import DataError
+
+    run = RunFolder.coerce(run)
+    count = check_score(shards=shards).shards
+    manifest = run.require_validated()
+    if manifest.row_count == 0:
+        raise DataError(
+            f"snapshot {run.snapshot_dir} holds no users: nothing to score (is the warehouse empty before {manifest.as_of}?)"
+        )
+    return [{**run.ref(), "shard": i, "shards": count} for i in range(count)]
+
+
+def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int = "champion") -> dict[str, Any]:
+    """Score one shard of a run's validated snapshot with a registered model version.
+
+    Writes the run's ``shards/shard-<i>-of-<n>.parquet`` (user_id, predicted_spend). Returns
+    the run's reference with ``rows``, ``model_version``, ``shard`` and ``shards``. Raises
+    ``ModelError`` when there is no such model or its text-template version differs from the
+    snapshot's, ``ValidationFailed`` for an unvalidated or changed snapshot.
+    """
+    from spendpred import registry
+    from spendpred.shards import require_same_template, score_shard_file
+
+    run = RunFolder.coerce(run)
+    manifest = run.require_validated()
+    ref = check_score(model=model).model
+    threads = get_settings().resolved_torch_threads
+    spend_model, version = registry.load_model(ref)
+    require_same_template(
+        spend_model.meta.get("text_template_version"),
+        manifest.text_template_version,
+        f"{registry.REGISTERED_MODEL} version {version.version}",
+    )
+    path = run.shard_path(shard, shards)
+    rows = score_shard_file(spend_model, run.snapshot.parquet, path, shard, shards, threads)
+    logger.info("shard %d/%d: scored %d users with version %s -> %s", shard, shards, rows, version.version, path)
+    return {**run.ref(), "rows": rows, "model_version": str(version.version), "shard": int(shard), "shards": int(shards)}
+
+
+def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Gather every shard, check they cover the snapshot once with one model version, assign tiers.
+
+    The tier rule comes from the settings (``SPENDPRED_TIER_*``: top 10% high, next 30%
+    medium by default, or fixed spend thresholds). Writes the run's ``tiers.parquet`` and
+    ``tiers.json``. Returns the run's reference with ``rows``, ``model_version``, ``counts``
+    and ``thresholds``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spendpred import shards, tiers
+
+    run = RunFolder.coerce(run)
+    results = list(shard_results)
+    count, version = shards.check_coverage(results)
+    table = shards.gather([run.shard_path(int(r["shard"]), count) for r in results], run.manifest.row_count)
+    labels, thresholds = tiers.assign_tiers(table.column("predicted_spend").to_numpy(), tiers.rule_from_settings())
+    pq.write_table(table.append_column("tier", pa.array(labels, pa.string())), run.tiers_parquet)
+    counts = tiers.tier_counts(labels)
+    meta = {
+        **run.ref(),
+        "rows": table.num_rows,
+        "model_version": version,
+        "counts": counts,
+        "thresholds": [t.as_dict() for t in thresholds],
+    }
+    write_json_atomic(run.tiers_json, meta)
+    logger.info("tiers for %s: %s", run.as_of, counts)
+    return meta
+
+
+def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None = None) -> dict[str, Any]:
+    """Replace the run's ``as_of`` partition of ``user_spend_scores`` (and its thresholds) atomically.
+
+    ``tiers_result`` is ``assign_tiers``' result. ``dry_run`` checks everything and writes
+    nothing. Returns ``{"as_of", "rows", "published"}``.
+    """
+    import pyarrow.parquet as pq
+
+    from spendpred import publish, registry, warehouse
+    from spendpred.files import read_json
+
+    run = RunFolder.coerce(tiers_result)
+    meta = tiers_result if isinstance(tiers_result, Mapping) else read_json(run.tiers_json, "tiers result")
+    table = pq.read_table(run.tiers_parquet)
+    if dry_run:
+        publish.validate_scores(table)
+        logger.info("dry run: %d rows for %s checked, nothing published", table.num_rows, run.as_of)
+        return {"as_of": run.as_of.isoformat(), "rows": table.num_rows, "published": False}
+    with warehouse.opened_engine(url) as engine:
+        rows = publish.publish_scores(
+            engine, run.as_of, table, meta["thresholds"], model_name=registry.REGISTERED_MODEL, model_version=meta["model_version"]
+        )
+    return {"as_of": run.as_of.isoformat(), "rows": rows, "published": True}
+
+
+def score(
+    run_date: dt.date, model: str | int = "champion", publish: bool = True, shards: int = 1, url: str | None = None
+) -> dict[str, Any]:
+    """All nightly steps in order (the ``score`` command; the nightly DAG runs them as tasks)."""
+    check_score(as_of=run_date, model=model, dry_run=not publish, shards=shards)
+    snapshot = extract_scoring_snapshot(run_date, url)
+    validate_snapshot(snapshot)
+    plan = plan_shards(snapshot, shards)
+    scored = [score_shard(spec, spec["shard"], spec["shards"], model) for spec in plan]
+    tiered = assign_tiers(snapshot, scored)
+    published = publish_scores(tiered, dry_run=not publish, url=url)
+    return {"as_of": tiered["as_of"], "model_version": tiered["model_version"], "counts": tiered["counts"],
+            "thresholds": tiered["thresholds"], **published}

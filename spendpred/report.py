@@ -1,0 +1,337 @@
+"""The read side: every query behind the Spend tiers page, ``spendpred report`` and ``spendpred summary``.
+
+Publishing (``spendpred.publish``) only writes; this module only reads, with the SQL in
+``sql/report/``:
+
+* :func:`warehouse_summary`: what the warehouse holds (row counts, order time range, spend);
+* :func:`latest_runs`, :func:`read_scores`, :func:`read_thresholds`: published runs;
+* :func:`latest_run_summary`: the latest run's tier sizes and spend, thresholds, histogram and
+  tier movement since the previous run;
+* :func:`page_data`: that summary plus the champion model (``registry.champion_info``), as the
+  JSON-able dict that ``spendpred.ui.render_page`` and :func:`format_report` render.
+
+Reading is side-effect free: a SQLite warehouse or MLflow store that does not exist yet is
+reported as empty, never created. Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spendpred import warehouse
+from spendpred.config import Settings, get_settings
+from spendpred.errors import SpendpredError
+from spendpred.tiers import TIERS, Threshold
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+logger = logging.getLogger(__name__)
+
+
+def _query(conn: sa.Connection, name: str, params: dict[str, Any] | None = None) -> Any:
+    """Run ``sql/report/<name>`` with parameters bound as the dialect stores them; return the result."""
+    import sqlalchemy as sa
+
+    dialect = conn.dialect.name
+    return conn.execute(sa.text(warehouse.load_sql(f"report/{name}", dialect)), warehouse.bind_values(dialect, params or {}))
+
+
+def _to_date(value: Any) -> dt.date | None:
+    """A date read back from either dialect (SQLite returns ``YYYY-MM-DD`` text)."""
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _to_datetime(value: Any) -> dt.datetime | None:
+    """A timestamp read back from either dialect (SQLite returns ``YYYY-MM-DD HH:MM:SS`` text)."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
+
+
+# -- the warehouse --------------------------------------------------------------------------
+
+
+def warehouse_summary(engine: sa.Engine) -> dict[str, Any]:
+    """Return what the warehouse holds: ``url`` (password hidden), ``counts`` per source relation,
+    ``first_order``/``last_order`` (text or None), ``buyers`` and ``completed_spend``.
+    """
+    counts = warehouse.table_counts(engine)
+    with engine.connect() as conn:
+        orders = _query(conn, "warehouse_summary").one()
+    return {
+        "url": engine.url.render_as_string(hide_password=True),
+        "counts": counts,
+        "first_order": str(orders[0]) if orders[0] is not None else None,
+        "last_order": str(orders[1]) if orders[1] is not None else None,
+        "buyers": int(orders[2] or 0),
+        "completed_spend": float(orders[3] or 0.0),
+    }
+
+
+# -- published runs ---------------------------------------------------------------------------
+
+
+def latest_runs(engine: sa.Engine) -> tuple[dt.date | None, dt.date | None]:
+    """Return ``(latest, previous)`` as_of dates of ``user_spend_scores`` (``None`` when absent)."""
+    with engine.connect() as conn:
+        row = _query(conn, "latest_runs").one()
+    return _to_date(row.latest), _to_date(row.previous)
+
+
+def read_scores(engine: sa.Engine, as_of: dt.date) -> pa.Table:
+    """Return the published scores of one run, ordered by ``user_id``.
+
+    Columns: ``as_of`` (date32), ``user_id``, ``predicted_spend`` (float64), ``tier``,
+    ``model_name``, ``model_version``, ``scored_at`` (timestamp[s]). Empty when the run
+    does not exist.
+    """
+    import pyarrow as pa
+
+    with engine.connect() as conn:
+        rows = _query(conn, "read_scores", {"as_of": as_of}).all()
+    columns = list(zip(*rows)) if rows else [()] * 7
+    return pa.table(
+        {
+            "as_of": pa.array([_to_date(v) for v in columns[0]], pa.date32()),
+            "user_id": pa.array(columns[1], pa.string()),
+            "predicted_spend": pa.array(columns[2], pa.float64()),
+            "tier": pa.array(columns[3], pa.string()),
+            "model_name": pa.array(columns[4], pa.string()),
+            "model_version": pa.array(columns[5], pa.string()),
+            "scored_at": pa.array([_to_datetime(v) for v in columns[6]], pa.timestamp("s")),
+        }
+    )
+
+
+def read_thresholds(engine: sa.Engine, as_of: dt.date) -> list[Threshold]:
+    """Return the stored thresholds of one run (high, medium, low; empty when absent)."""
+    with engine.connect() as conn:
+        rows = _query(conn, "read_thresholds", {"as_of": as_of}).all()
+    return [
+        Threshold(r.tier, None if r.lower_bound is None else float(r.lower_bound), None if r.upper_bound is None else float(r.upper_bound))
+        for r in rows
+    ]
+
+
+def _histogram(values: np.ndarray, bins: int) -> dict[str, Any]:
+    """Bins evenly spaced on the log1p scale (spend is heavy-tailed), edges in currency units."""
+    import numpy as np
+
+    if values.size == 0:
+        return {"edges": [], "counts": [], "scale": "log1p"}
+    top = float(np.log1p(values.max()))
+    log_edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+    counts, _ = np.histogram(np.log1p(values), bins=log_edges)
+    edges = [float(e) for e in np.expm1(log_edges)]
+    if top > 0:
+        edges[-1] = float(values.max())  # exact, not expm1(log1p(max))
+    return {"edges": edges, "counts": [int(c) for c in counts], "scale": "log1p"}
+
+
+def latest_run_summary(engine: sa.Engine, bins: int = 20) -> dict[str, Any]:
+    """Return a JSON-ready summary of the latest run.
+
+    Keys: ``as_of`` and ``previous_as_of`` (ISO dates or None), ``user_count``,
+    ``tier_sizes`` ({tier: users}), ``tier_spend`` ({tier: {min, max, mean}}),
+    ``thresholds`` (list of {tier, lower_bound, upper_bound}), ``model_name``,
+    ``model_version``, ``scored_at`` (ISO), ``histogram`` ({edges, counts, scale}: log1p-spaced
+    bins of predicted spend), ``movement`` ({up, down, same, churn_warning, paired, new,
+    gone} between the two latest runs, from the ``user_spend_tier_changes`` view) and
+    ``transitions`` ({previous_tier: {current_tier: users}}). With no run at all,
+    ``as_of`` is None and counts are zero. Raises ``sqlalchemy`` errors if the views are missing.
+    """
+    import numpy as np
+
+    latest, previous = latest_runs(engine)
+    zero_tiers = {t: 0 for t in TIERS}
+    summary: dict[str, Any] = {
+        "as_of": latest.isoformat() if latest else None,
+        "previous_as_of": previous.isoformat() if previous else None,
+        "user_count": 0,
+        "tier_sizes": dict(zero_tiers),
+        "tier_spend": {},
+        "thresholds": [],
+        "model_name": None,
+        "model_version": None,
+        "scored_at": None,
+        "histogram": _histogram(np.empty(0), bins),
+        "movement": {"up": 0, "down": 0, "same": 0, "churn_warning": 0, "paired": 0, "new": 0, "gone": 0},
+        "transitions": {p: dict(zero_tiers) for p in TIERS},
+    }
+    if latest is None:
+        return summary
+    with engine.connect() as conn:
+        per_tier = _query(conn, "run_summary", {"as_of": latest}).all()
+        spend = np.array([float(v) for v in _query(conn, "run_spend", {"as_of": latest}).scalars()], dtype=np.float64)
+        moves = _query(conn, "movement").all()
+        previous_size = int(_query(conn, "run_size", {"as_of": previous}).scalar_one()) if previous is not None else 0
+    for row in sorted(per_tier, key=lambda r: TIERS.index(r.tier)):
+        summary["tier_sizes"][row.tier] = int(row.users)
+        summary["tier_spend"][row.tier] = {
+            "min": float(row.min_spend),
+            "max": float(row.max_spend),
+            "mean": float(row.total_spend) / int(row.users),
+        }
+    summary["user_count"] = sum(summary["tier_sizes"].values())
+    first = max(per_tier, key=lambda r: int(r.users))
+    summary["model_name"] = first.model_name
+    summary["model_version"] = first.model_version
+    stamp = max((_to_datetime(r.scored_at) for r in per_tier if r.scored_at is not None), default=None)
+    summary["scored_at"] = stamp.isoformat(sep=" ") if stamp else None
+    summary["thresholds"] = [t.as_dict() for t in read_thresholds(engine, latest)]
+    summary["histogram"] = _histogram(spend, bins)
+    movement = summary["movement"]
+    for row in moves:
+        users = int(row.users)
+        summary["transitions"][row.previous_tier][row.current_tier] = users
+        step = TIERS.index(row.previous_tier) - TIERS.index(row.current_tier)
+        movement["up" if step > 0 else "down" if step < 0 else "same"] += users
+        movement["churn_warning"] += int(row.churn_warnings or 0)
+        movement["paired"] += users
+    if previous is not None:
+        movement["new"] = summary["user_count"] - movement["paired"]
+        movement["gone"] = previous_size - movement["paired"]
+    return summary
+
+
+# -- the page's data: the latest run and the champion ----------------------------------------
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """Return the database file of a ``sqlite:///`` URL (``None`` for other URLs or memory)."""
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown as "(invalid URL)", never echoed
+        return "(invalid URL)"
+
+
+def _read_summary(url: str, data: dict[str, Any]) -> None:
+    """Fill ``data["summary"]`` from the warehouse, or add a message to ``data["errors"]``."""
+    import sqlalchemy as sa
+
+    file = _sqlite_file(url)
+    if file is not None and not file.exists():
+        data["notes"].append(f"The warehouse file {file} does not exist yet: run `spendpred db init`.")
+        return
+    engine = warehouse.get_engine(url)
+    try:
+        data["warehouse"] = engine.url.render_as_string(hide_password=True)
+        data["summary"] = latest_run_summary(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        hint = " (run `spendpred db init` to create the tables)" if "no such table" in text or "does not exist" in text else ""
+        data["errors"].append(f"Cannot read the warehouse {data['warehouse']}: {text}{hint}")
+        logger.warning("spend tiers page: %s", data["errors"][-1])
+    finally:
+        engine.dispose()
+
+
+def _read_champion(settings: Settings, data: dict[str, Any]) -> None:
+    """Fill ``data["champion"]`` from the MLflow registry, or add a message to ``data["errors"]``."""
+    file = _sqlite_file(settings.resolved_tracking_uri)
+    if file is not None and not file.exists():
+        return  # no tracking store yet, hence no champion; do not create one by reading
+    try:
+        from spendpred import registry
+
+        data["champion"] = registry.champion_info(settings)
+    except (SpendpredError, ImportError) as exc:
+        data["errors"].append(f"Cannot read the model registry: {exc}")
+        logger.warning("spend tiers page: %s", data["errors"][-1])
+
+
+def page_data(url: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """Return everything the page and ``spendpred report`` show, as a JSON-able dict.
+
+    Keys: ``warehouse`` (URL, password hidden), ``summary`` (:func:`latest_run_summary`, or
+    ``None`` when the warehouse cannot be read), ``champion`` (``registry.champion_info``;
+    ``None`` when there is no champion yet), ``errors`` and ``notes`` (messages for the
+    reader) and ``generated_at`` (UTC, ISO). ``url`` defaults to the settings' warehouse URL.
+    Raises ``ConfigError`` for an unsupported URL; read failures are reported in ``errors``.
+    """
+    settings = settings or get_settings()
+    url = url or settings.resolved_warehouse_url
+    data: dict[str, Any] = {
+        "warehouse": _hide_password(url),
+        "summary": None,
+        "champion": None,
+        "errors": [],
+        "notes": [],
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    _read_summary(url, data)
+    _read_champion(settings, data)
+    return data
+
+
+# -- the text report ------------------------------------------------------------------------
+
+EXAMPLE_SQL = """-- current tier of every user (latest run)
+SELECT user_id, predicted_spend, tier, as_of FROM {schema}user_spend_tier_current ORDER BY predicted_spend DESC LIMIT 10;
+-- churn-warning feed: users whose tier dropped or whose predicted spend fell by more than half
+SELECT user_id, previous_tier, current_tier, spend_change_pct FROM {schema}user_spend_tier_changes WHERE churn_warning;
+-- the thresholds of each run
+SELECT * FROM {schema}tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;"""
+
+REPORT_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "spearman", "rmse", "mae", "decile_mape")
+"""The champion's test metrics ``spendpred report`` prints, in order."""
+
+
+def format_report(data: dict[str, Any]) -> str:
+    """Render :func:`page_data`'s result as text: the latest run (tiers, thresholds, movement),
+    the champion's metrics and example SQL.
+    """
+    lines: list[str] = [f"warehouse: {data.get('warehouse')}"]
+    summary = data.get("summary") or {}
+    if not summary.get("as_of"):
+        lines.append("no scores published yet: run the nightly scoring (`spendpred score --as-of YYYY-MM-DD`)")
+    else:
+        lines.append(
+            f"latest run: as_of {summary['as_of']} - {summary['user_count']} users scored by "
+            f"{summary.get('model_name')} v{summary.get('model_version')} (previous run: {summary.get('previous_as_of') or 'none'})"
+        )
+        bounds = {t["tier"]: t for t in summary.get("thresholds", [])}
+        for tier in TIERS:
+            t = bounds.get(tier, {})
+            low = "0.00" if t.get("lower_bound") is None else f"{t['lower_bound']:.2f}"  # spend is never negative
+            high = "+inf" if t.get("upper_bound") is None else f"{t['upper_bound']:.2f}"
+            lines.append(f"  {tier:<6} {summary['tier_sizes'].get(tier, 0):>9,} users   predicted spend in [{low}, {high})")
+        movement = summary.get("movement") or {}
+        if movement.get("paired"):
+            lines.append(
+                f"  movement vs previous run: {movement['up']} up, {movement['down']} down, {movement['same']} same, "
+                f"{movement['churn_warning']} churn warnings"
+            )
+    champion = data.get("champion")
+    if champion:
+        metrics = champion.get("metrics", {})
+        shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in REPORT_METRICS if k in metrics)
+        lines.append(f"champion: {champion['name']} v{champion['version']} (loss {champion.get('tags', {}).get('loss')}): {shown}")
+    else:
+        lines.append("champion: none yet (run `spendpred train --as-of YYYY-MM-DD`)")
+    for message in data.get("errors", []):
+        lines.append(f"error: {message}")
+    schema = "spendpred." if str(data.get("warehouse", "")).startswith("postgresql") else ""
+    lines += ["", "query the results with SQL:", EXAMPLE_SQL.format(schema=schema)]
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The read side on SQLite and PostgreSQL: what the page, ``spendpred report`` and ``spendpred summary`` read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from spendpred import publish, report, warehouse
+from spendpred.config import Settings
+from spendpred.tiers import assign_tiers
+from tests.integration.test_publish import D1, D2, D3, STAMP, _run, engine
+
+__all__ = ["engine"]  # the fixture, shared with test_publish.py
+
+
+def test_latest_run_summary_on_an_empty_warehouse(engine: sa.Engine) -> None:
+    summary = report.latest_run_summary(engine)
+    assert summary["as_of"] is None and summary["previous_as_of"] is None
+    assert summary["user_count"] == 0
+    assert summary["tier_sizes"] == {"high": 0, "medium": 0, "low": 0}
+    assert summary["movement"]["paired"] == 0
+
+
+def test_latest_run_summary_describes_the_latest_run_and_its_movement(engine: sa.Engine) -> None:
+    oldest, oldest_thresholds = _run(30, seed=20)
+    publish.publish_scores(engine, D1, oldest, oldest_thresholds, "m", "1", scored_at=STAMP)
+    prev_spend = np.arange(100, 0, -1, dtype=float)  # u0000 .. u0099
+    prev_tiers, prev_thresholds = assign_tiers(prev_spend)
+    previous = pa.table({"user_id": [f"u{i:04d}" for i in range(100)], "predicted_spend": prev_spend, "tier": prev_tiers})
+    publish.publish_scores(engine, D2, previous, prev_thresholds, "m", "1", scored_at=STAMP)
+    # latest: users 10..109 (10 gone, 10 new); ranking reversed
+    cur_ids = [f"u{i:04d}" for i in range(10, 110)]
+    cur_spend = np.arange(1, 101, dtype=float)
+    cur_tiers, cur_thresholds = assign_tiers(cur_spend)
+    current = pa.table({"user_id": cur_ids, "predicted_spend": cur_spend, "tier": cur_tiers})
+    publish.publish_scores(engine, D3, current, cur_thresholds, "spendpred-regressor", "7", scored_at=STAMP)
+
+    summary = report.latest_run_summary(engine, bins=8)
+    assert (summary["as_of"], summary["previous_as_of"]) == ("2024-06-03", "2024-06-02")
+    assert summary["user_count"] == 100
+    assert summary["tier_sizes"] == {"high": 10, "medium": 30, "low": 60}
+    assert summary["tier_spend"]["high"] == {"min": 91.0, "max": 100.0, "mean": 95.5}
+    assert (summary["model_name"], summary["model_version"]) == ("spendpred-regressor", "7")
+    assert summary["scored_at"] == "2024-06-02 03:04:05"
+    assert summary["thresholds"] == [t.as_dict() for t in cur_thresholds]
+    assert sum(summary["histogram"]["counts"]) == 100
+    assert len(summary["histogram"]["edges"]) == 9 and summary["histogram"]["edges"][-1] == 100.0
+
+    # expected movement computed here, independently of the SQL view
+    rank = {"high": 3, "medium": 2, "low": 1}
+    prev = {u: (t, s) for u, t, s in zip(previous.column("user_id").to_pylist(), prev_tiers, prev_spend)}
+    expected = {"up": 0, "down": 0, "same": 0, "churn_warning": 0}
+    transitions: dict[str, dict[str, int]] = {p: {c: 0 for c in rank} for p in rank}
+    for user, tier, spend in zip(cur_ids, cur_tiers, cur_spend):
+        if user not in prev:
+            continue
+        old_tier, old_spend = prev[user]
+        step = rank[tier] - rank[old_tier]
+        expected["up" if step > 0 else "down" if step < 0 else "same"] += 1
+        expected["churn_warning"] += int(step < 0 or spend < 0.5 * old_spend)
+        transitions[old_tier][tier] += 1
+    movement = summary["movement"]
+    assert {k: movement[k] for k in expected} == expected
+    assert (movement["paired"], movement["new"], movement["gone"]) == (90, 10, 10)
+    assert summary["transitions"] == transitions
+
+
+def test_runs_read_back_and_a_missing_run_is_empty(engine: sa.Engine) -> None:
+    assert report.latest_runs(engine) == (None, None)
+    table, thresholds = _run(12, seed=3)
+    publish.publish_scores(engine, D1, table, thresholds, "m", "1", scored_at=STAMP)
+    publish.publish_scores(engine, D2, table, thresholds, "m", "2", scored_at=STAMP)
+    assert report.latest_runs(engine) == (D2, D1)
+    scores = report.read_scores(engine, D2)
+    assert scores.num_rows == 12 and set(scores.column("as_of").to_pylist()) == {D2}
+    assert set(scores.column("model_version").to_pylist()) == {"2"}
+    assert report.read_thresholds(engine, D1) == thresholds
+    assert report.read_scores(engine, D3).num_rows == 0 and report.read_thresholds(engine, D3) == []
+
+
+def test_warehouse_summary_counts_the_sources(warehouse_url: str) -> None:
+    from spendpred import synth
+
+    with warehouse.opened_engine(warehouse_url) as engine:
+        seeded = synth.seed_warehouse(engine, users=30, days=60, end_date=dt.date(2024, 6, 30), seed=2)
+        summary = report.warehouse_summary(engine)
+        assert summary["url"] == engine.url.render_as_string(hide_password=True)
+    assert summary["counts"] == seeded
+    assert summary["first_order"] is None or summary["first_order"] <= summary["last_order"]
+    assert summary["completed_spend"] >= 0.0 and 0 <= summary["buyers"] <= 30
+
+
+def test_page_data_before_anything_exists_creates_nothing(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "var")
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    data = report.page_data(url, settings)
+    assert data["summary"] is None and data["champion"] is None and data["errors"] == []
+    assert "does not exist yet" in data["notes"][0]
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "var").exists()
+    text = report.format_report(data)
+    assert "no scores published yet" in text and "champion: none yet" in text
+    assert "FROM user_spend_tier_current" in text  # SQLite: unqualified names
+
+
+def test_page_data_and_text_report_of_published_runs(sqlite_url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "var")
+    with warehouse.opened_engine(sqlite_url) as engine:
+        warehouse.init_db(engine)
+        spend = np.arange(1, 21, dtype=float)
+        labels, thresholds = assign_tiers(spend)
+        table = pa.table({"user_id": [f"u{i:02d}" for i in range(20)], "predicted_spend": spend, "tier": labels})
+        publish.publish_scores(engine, D1, table, thresholds, "spendpred-regressor", "4", scored_at=STAMP)
+    data = report.page_data(sqlite_url, settings)
+    assert data["errors"] == [] and data["summary"]["as_of"] == "2024-06-01"
+    assert data["summary"]["tier_sizes"] == {"high": 2, "medium": 6, "low": 12}
+    text = report.format_report({**data, "champion": {"name": "spendpred-regressor", "version": "4",
+                                                      "metrics": {"normalised_gini": 0.5, "rmse": 3.0}, "tags": {"loss": "mse"}}})
+    assert "latest run: as_of 2024-06-01 - 20 users scored by spendpred-regressor v4" in text
+    assert re.search(r"high +2 users +predicted spend in \[19\.00, \+inf\)", text)
+    assert "champion: spendpred-regressor v4 (loss mse): normalised_gini=0.500, rmse=3.000" in text
+
+
+def test_page_data_reports_an_uninitialised_warehouse_as_an_error(sqlite_url: str, tmp_path: Path) -> None:
+    warehouse.get_engine(sqlite_url).dispose()  # the file exists, the tables do not
+    with warehouse.opened_engine(sqlite_url) as engine, engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")
+        conn.commit()
+    data = report.page_data(sqlite_url, Settings(home=tmp_path / "var"))
+    assert data["summary"] is None
+    assert len(data["errors"]) == 1 and "spendpred db init" in data["errors"][0]

@@ -1,0 +1,92 @@
+"""The shard loop and the gathering of shards, with a stand-in model and real Parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from spendpred import shards
+from spendpred.errors import DataError, ModelError
+from spendpred.splits import shard_of
+
+USERS = [f"u{i:04d}" for i in range(300)]
+
+
+class _Model:
+    """Predicts a user's number (u0042 -> 42.0); records the batches and threads it was given."""
+
+    feature_columns = ["tenure_days"]
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+
+    def predict(self, frame: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+        self.calls.append((len(frame), num_threads))
+        return frame["user_id"].str[1:].astype(float).to_numpy()
+
+
+@pytest.fixture
+def snapshot_file(tmp_path: Path) -> Path:
+    path = tmp_path / "snapshot.parquet"
+    table = pa.table({"user_id": USERS, "text": ["t"] * len(USERS), "tenure_days": [1.0] * len(USERS), "extra": [0.0] * len(USERS)})
+    pq.write_table(table, path, row_group_size=64)
+    return path
+
+
+def test_each_shard_scores_its_own_users_once(snapshot_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shards, "READ_BATCH_ROWS", 50)  # several batches
+    model = _Model()
+    seen: list[str] = []
+    for shard in range(3):
+        out = tmp_path / "shards" / f"shard-{shard}.parquet"
+        rows = shards.score_shard_file(model, snapshot_file, out, shard, 3, threads=2)
+        table = pq.read_table(out)
+        assert table.schema == pa.schema([("user_id", pa.string()), ("predicted_spend", pa.float64())])
+        assert rows == table.num_rows
+        ids = table.column("user_id").to_pylist()
+        assert set(shard_of(ids, 3)) <= {shard}
+        assert table.column("predicted_spend").to_pylist() == [float(u[1:]) for u in ids]
+        seen += ids
+    assert sorted(seen) == USERS
+    assert {threads for _, threads in model.calls} == {2}
+    assert not list((tmp_path / "shards").glob(".*"))  # no temporary file left
+
+
+def test_a_failing_model_leaves_no_shard_file(snapshot_file: Path, tmp_path: Path) -> None:
+    class Failing(_Model):
+        def predict(self, frame: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+            raise RuntimeError("out of memory")
+
+    out = tmp_path / "shard.parquet"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        shards.score_shard_file(Failing(), snapshot_file, out, 0, 1)
+    assert list(tmp_path.iterdir()) == [snapshot_file]
+
+
+def test_coverage_and_gathering(tmp_path: Path) -> None:
+    results = [{"shard": 1, "shards": 2, "model_version": "3"}, {"shard": 0, "shards": 2, "model_version": "3"}]
+    assert shards.check_coverage(results) == (2, "3")
+    with pytest.raises(DataError, match="no scored shards"):
+        shards.check_coverage([])
+    with pytest.raises(DataError, match=r"scored shards \[0\] do not cover 0..1"):
+        shards.check_coverage(results[1:])
+    with pytest.raises(DataError, match="different model versions"):
+        shards.check_coverage([results[0], {**results[1], "model_version": "4"}])
+    paths = []
+    for i, ids in enumerate((["a", "b"], ["c"])):
+        paths.append(tmp_path / f"{i}.parquet")
+        pq.write_table(pa.table({"user_id": ids, "predicted_spend": [1.0] * len(ids)}), paths[-1])
+    assert shards.gather(paths, 3).column("user_id").to_pylist() == ["a", "b", "c"]
+    with pytest.raises(DataError, match="scored 3 users but the snapshot holds 4"):
+        shards.gather(paths, 4)
+
+
+def test_template_versions_must_match() -> None:
+    shards.require_same_template("v1", "v1", "spendpred-regressor version 2")
+    with pytest.raises(ModelError, match="version 2 was trained on text template 'v1' but the snapshot uses 'v0'"):
+        shards.require_same_template("v1", "v0", "spendpred-regressor version 2")
