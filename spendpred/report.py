@@ -282,7 +282,66 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
     }
     _read_summary(url, data)
     _read_champion(settings, data)
+    data["comparison"] = champion_comparison(data["champion"])
     return data
+
+
+COMPARISON_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "rmse", "decile_mape", "total_ratio")
+"""The columns of the champion-vs-peers table: ranking, error and calibration."""
+PEERS: tuple[tuple[str, str], ...] = (
+    ("before_finetuning", "same model, encoder not fine-tuned"),
+    ("past_spend", "past spend (spend in the last H days)"),
+    ("gbt_numeric", "gradient-boosted trees on the numeric features"),
+)
+
+
+def champion_comparison(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the champion beside its peers on the same held-out users, or ``None`` without a champion.
+
+    ``{"rows": [{"model", "label", metric...}], "lift": {metric: fine-tuned minus frozen},
+    "calibration": {"total_predicted", "total_actual", "total_ratio"}}``, from the metrics
+    recorded on the champion's version when it was trained (``registry.champion_info``).
+    """
+    if not champion:
+        return None
+    metrics = champion.get("metrics") or {}
+    peers = champion.get("baselines") or {}
+
+    def row(model: str, label: str, values: dict[str, float]) -> dict[str, Any]:
+        return {"model": model, "label": label, **{k: values.get(k) for k in COMPARISON_METRICS}}
+
+    rows = [row("champion", f"champion v{champion.get('version')}", metrics)]
+    rows += [row(name, label, peers[name]) for name, label in PEERS if name in peers]
+    lift = {key.removeprefix("finetune_lift_"): value for key, value in metrics.items() if key.startswith("finetune_lift_")}
+    calibration = {k: metrics.get(k) for k in ("total_predicted", "total_actual", "total_ratio")}
+    return {"rows": rows, "lift": lift, "calibration": calibration}
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{float(value):.{digits}f}"
+
+
+def format_comparison(comparison: dict[str, Any] | None) -> list[str]:
+    """Return the comparison as text lines (a table, the fine-tuning lift, the calibration)."""
+    if not comparison:
+        return []
+    header = f"  {'model':<48} {'norm.Gini':>9} {'top10%':>7} {'RMSE':>9} {'dec.MAPE':>8} {'pred/true':>9}"
+    lines = ["champion vs peers on the same held-out users (when it was trained):", header]
+    for r in comparison["rows"]:
+        lines.append(
+            f"  {r['label']:<48} {_number(r['normalised_gini']):>9} {_number(r['top10_capture']):>7} "
+            f"{_number(r['rmse'], 2):>9} {_number(r['decile_mape']):>8} {_number(r['total_ratio']):>9}"
+        )
+    lift = comparison.get("lift") or {}
+    if lift:
+        lines.append("  fine-tuning lift over the frozen encoder: " + ", ".join(f"{k} {v:+.4f}" for k, v in lift.items()))
+    calibration = comparison.get("calibration") or {}
+    if calibration.get("total_actual") is not None:
+        lines.append(
+            f"  calibration: total predicted spend {_number(calibration['total_predicted'], 0)} vs actual "
+            f"{_number(calibration['total_actual'], 0)} (ratio {_number(calibration['total_ratio'])})"
+        )
+    return lines
 
 
 # -- the text report ------------------------------------------------------------------------
@@ -328,6 +387,7 @@ def format_report(data: dict[str, Any]) -> str:
         metrics = champion.get("metrics", {})
         shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in REPORT_METRICS if k in metrics)
         lines.append(f"champion: {champion['name']} v{champion['version']} (loss {champion.get('tags', {}).get('loss')}): {shown}")
+        lines += format_comparison(data.get("comparison") or champion_comparison(champion))
     else:
         lines.append("champion: none yet (run `spendpred train --as-of YYYY-MM-DD`)")
     for message in data.get("errors", []):

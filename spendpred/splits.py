@@ -71,14 +71,19 @@ def stable_subset(user_ids: Iterable[str], max_users: int) -> np.ndarray:
 def split_frame(frame: pd.DataFrame, max_users: int | None = None) -> dict[str, pd.DataFrame]:
     """Return the ``train``, ``val`` and ``test`` users of a labelled snapshot frame.
 
-    ``max_users`` first keeps a stable subset (:func:`stable_subset`); each user then lands in
-    a split by :func:`assign_splits` (column ``split`` added). Raises ``ConfigError`` for a too
-    small ``max_users`` and ``DataError`` naming the split when one is empty.
+    Each user lands in a split by :func:`assign_splits` (column ``split`` added). The ``test``
+    split is the held-out set fixed by user hash: every test user of the snapshot, whatever
+    ``max_users``, so that candidates trained on different subsets and the champion are
+    compared on the same users. ``max_users`` keeps a stable subset (:func:`stable_subset`)
+    of the other users for training and validation. Raises ``ConfigError`` for a too small
+    ``max_users`` and ``DataError`` naming the split when one is empty.
     """
+    frame = frame.assign(split=assign_splits(frame["user_id"]))
+    held_out = frame[frame["split"] == "test"].reset_index(drop=True)
     if max_users is not None:
         frame = frame.iloc[stable_subset(frame["user_id"], max_users)].reset_index(drop=True)
-    frame = frame.assign(split=assign_splits(frame["user_id"]))
-    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in SPLITS}
+    parts = {name: frame[frame["split"] == name].reset_index(drop=True) for name in ("train", "val")}
+    parts["test"] = held_out
     for name, part in parts.items():
         if len(part) == 0:
             raise DataError(f"the {name} split is empty ({len(frame)} users in the snapshot): train on more users")

@@ -191,7 +191,37 @@ def _movement(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | None) -> str:
+def _comparison(comparison: Mapping[str, Any] | None) -> str:
+    """The champion beside its peers on the same held-out users, the fine-tuning lift and the calibration."""
+    if not comparison or not comparison.get("rows"):
+        return ""
+    columns = ("normalised_gini", "top10_capture", "rmse", "decile_mape", "total_ratio")
+    labels = {**METRIC_LABELS, "total_ratio": "predicted / actual total"}
+    head = "".join(f"<th>{_e(labels.get(c, c))}</th>" for c in columns)
+    body = "".join(
+        f'<tr data-model="{_e(r["model"])}"><td>{_e(r["label"])}</td>'
+        + "".join(f"<td>{'—' if r.get(c) is None else _metric(float(r[c]))}</td>" for c in columns)
+        + "</tr>"
+        for r in comparison["rows"]
+    )
+    notes = []
+    lift = comparison.get("lift") or {}
+    if lift:
+        notes.append("fine-tuning lift over the frozen encoder: " + ", ".join(f"{labels.get(k, k)} {v:+.4f}" for k, v in lift.items()))
+    calibration = comparison.get("calibration") or {}
+    if calibration.get("total_actual") is not None:
+        notes.append(
+            f"calibration: total predicted spend {format_money(calibration.get('total_predicted'))} "
+            f"vs actual {format_money(calibration.get('total_actual'))}"
+        )
+    note = "".join(f'<p class="meta">{_e(n)}</p>' for n in notes)
+    return (
+        '<p class="meta">On the held-out users of its training run, beside the rules a team would otherwise use:</p>'
+        f'<table id="champion-vs-peers"><thead><tr><th>model</th>{head}</tr></thead><tbody>{body}</tbody></table>{note}'
+    )
+
+
+def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | None, comparison: Mapping[str, Any] | None = None) -> str:
     if not champion:
         return '<p class="muted" id="champion">No champion model yet: run the <code>spendpred_weekly_retrain</code> DAG.</p>'
     metrics: Mapping[str, float] = champion.get("metrics") or {}
@@ -202,6 +232,7 @@ def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | N
     if used is not None and str(used) != str(champion.get("version")):
         stale = f'<div class="note">The latest published run used version {_e(used)}, not the current champion.</div>'
     aliases = ", ".join(str(a) for a in champion.get("aliases") or [])
+    comparison = _comparison(comparison)
     table = (
         f'<table id="champion-metrics"><thead><tr><th>test metric</th><th>value</th></tr></thead><tbody>{rows}</tbody></table>'
         if rows
@@ -213,7 +244,7 @@ def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | N
     return (
         f'<div id="champion"><p><strong>{_e(champion.get("name"))}</strong> version '
         f'<strong id="champion-version">{_e(champion.get("version"))}</strong></p>'
-        f'<p class="meta">{_e(" · ".join(d for d in details if d))}</p>{stale}{table}</div>'
+        f'<p class="meta">{_e(" · ".join(d for d in details if d))}</p>{stale}{comparison}{table}</div>'
     )
 
 
@@ -235,7 +266,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             + '<div class="grid2"><section><h2>Tiers and thresholds</h2>'
             + _tier_table(summary)
             + '</section><section><h2>Champion model</h2>'
-            + _champion(data.get("champion"), summary)
+            + _champion(data.get("champion"), summary, data.get("comparison"))
             + "</section></div>"
             + f"<h2>Score distribution</h2><div>{legend}</div>"
             + histogram_svg(summary.get("histogram") or {}, summary.get("thresholds") or [])
@@ -247,7 +278,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             '<div class="empty" id="empty-state"><strong>No scores published yet.</strong>'
             '<p class="muted">Run the <code>spendpred_nightly_scoring</code> DAG; this page then shows '
             "the tiers of the latest run.</p></div>"
-            "<h2>Champion model</h2>" + _champion(data.get("champion"), summary)
+            "<h2>Champion model</h2>" + _champion(data.get("champion"), summary, data.get("comparison"))
         )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

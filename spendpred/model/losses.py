@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from spendpred.errors import ConfigError
+from spendpred.params import LOSSES  # the one list of loss names (the parameter spec)
 
-LOSSES: tuple[str, ...] = ("mse", "huber", "ziln")
-"""Names of the supported losses."""
 
 SIGMA_MIN = 1e-4
 """Lower bound on the ZILN scale, so that the density never divides by zero."""

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from spendpred.errors import ConfigError, ModelError
+from spendpred.params import FREEZE_CHOICES  # the one list of strategies (the parameter spec)
 
 logger = logging.getLogger(__name__)
 
-FREEZE_CHOICES = ("none", "embeddings", "bottom-k:N", "all-but-head")
 _BOTTOM_K = re.compile(r"^bottom-k:(\d+)$")
 
 

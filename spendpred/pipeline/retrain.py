@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from spendpred.config import get_settings
@@ -18,6 +19,9 @@ from spendpred.pipeline.snapshots import extract_run, resolve_horizon, validate_
 from spendpred.snapshot import Manifest, RunFolder, RunRef
 
 logger = logging.getLogger(__name__)
+
+CANDIDATE = "bert_finetuned"
+"""The candidate's column in ``test_predictions.parquet`` and its key in the evaluation."""
 
 
 def extract_training_snapshot(run_date: dt.date, horizon_days: int | None = None, url: str | None = None) -> dict[str, Any]:
@@ -29,7 +33,26 @@ def extract_training_snapshot(run_date: dt.date, horizon_days: int | None = None
     settings = get_settings()
     horizon = resolve_horizon(horizon_days, settings)
     run = RunFolder.for_date("train", run_date - dt.timedelta(days=horizon), settings)
-    return {**extract_run(run, horizon, True, url, settings), "run_date": run_date.isoformat()}
+    out = {**extract_run(run, horizon, True, url, settings), "run_date": run_date.isoformat()}
+    windows = []
+    for k in range(1, settings.train_windows):  # stacked windows, each one step earlier (SPENDPRED_TRAIN_WINDOWS)
+        earlier = RunFolder.for_date("train", run.as_of - dt.timedelta(days=k * settings.window_step_days), settings)
+        extract_run(earlier, horizon, True, url, settings)
+        windows.append(earlier.as_of.isoformat())
+    if windows:
+        out["windows"] = windows
+    return out
+
+
+def _window_frames(run: RunFolder, ref: RunRef) -> list[Any]:
+    """The labelled frames of the earlier stacked windows listed in ``ref["windows"]`` (each validated)."""
+    if not isinstance(ref, Mapping):
+        return []
+    frames = []
+    for as_of in ref.get("windows") or []:
+        frame, _ = _labelled_snapshot(RunFolder("train", dt.date.fromisoformat(str(as_of)), run.root))
+        frames.append(frame)
+    return frames
 
 
 def _labelled_snapshot(run: RunFolder) -> tuple[Any, Manifest]:
@@ -58,7 +81,10 @@ def train_model(
     """Fine-tune the regressor on a run's validated training snapshot and evaluate it.
 
     Users are split train/val/test by a stable hash of ``user_id``; ``max_users`` keeps a
-    stable hash-chosen subset (``splits.split_frame``). Besides the fine-tuned model, the
+    stable hash-chosen subset of the training users (``splits.split_frame``); the test users
+    are every held-out user of the snapshot. The earlier stacked windows of ``run["windows"]``
+    (``SPENDPRED_TRAIN_WINDOWS``) add training and validation rows of the same users'
+    splits; a held-out user is never trained on in any window. Besides the fine-tuned model, the
     baselines are fitted on the same training users and scored on the same test users: the
     model before fine-tuning (encoder frozen, head fitted), past spend, and gradient-boosted
     trees. Writes the bundle, the test predictions, the evaluation report and plots and
@@ -75,11 +101,16 @@ def train_model(
     from spendpred.model import TrainConfig, train_regressor
     from spendpred.model.scoring import cpu_threads
 
+    ref = run
     run = RunFolder.coerce(run)
     check_train(epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     settings = get_settings()
     frame, manifest = _labelled_snapshot(run)
     parts = splits.split_frame(frame, max_users)
+    for earlier in _window_frames(run, ref):  # stacked windows: more training and validation rows, same held-out users
+        more = splits.split_frame(earlier, max_users)
+        for name in ("train", "val"):
+            parts[name] = pd.concat([parts[name], more[name]], ignore_index=True)
     config_kwargs: dict[str, Any] = {
         "seed": settings.seed, "device": device, "loss": settings.loss, "horizon_days": manifest.horizon_days,
     }  # fmt: skip
@@ -101,7 +132,7 @@ def train_model(
 
     test = parts["test"]
     predictions = {
-        "bert_finetuned": result.bundle.predict(test),
+        CANDIDATE: result.bundle.predict(test),
         "before_finetuning": before.predict(test),
         "past_spend": baselines.past_spend_baseline(test),
         "gbt_numeric": baselines.gbt_baseline(parts["train"], test, features, seed=settings.seed),
@@ -123,8 +154,8 @@ def train_model(
                    "val_users": len(parts["val"]), "test_users": len(test), "encoder_dir": str(encoder_dir)},
         "history": result.history,
         "best_epoch": result.best_epoch,
-        "metrics": {**report.metrics["bert_finetuned"], **_finetune_lift(report.metrics)},
-        "baselines": {k: v for k, v in report.metrics.items() if k != "bert_finetuned"},
+        "metrics": {**report.metrics[CANDIDATE], **_finetune_lift(report.metrics)},
+        "baselines": {k: v for k, v in report.metrics.items() if k != CANDIDATE},
         "stages": result.stages,
     }
     write_json_atomic(run.result_json, summary)
@@ -134,7 +165,7 @@ def train_model(
 
 def _finetune_lift(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     """The source article's before/after comparison: fine-tuned minus frozen-encoder, on the test users."""
-    after, before = metrics["bert_finetuned"], metrics["before_finetuning"]
+    after, before = metrics[CANDIDATE], metrics["before_finetuning"]
     return {
         f"finetune_lift_{key}": float(after[key]) - float(before[key])
         for key in ("normalised_gini", "top10_capture", "spearman")
@@ -165,8 +196,11 @@ def evaluate_and_register(run: RunRef) -> dict[str, Any]:
     return {**run.ref(), "run_id": run_id, "version": str(version), "metrics": summary["metrics"]}
 
 
-def _champion_on_same_users(run: RunFolder, version: str) -> dict[str, float] | None:
-    """The champion's metrics on the run's test users; ``None`` without a champion or when ``version`` is it."""
+def _champion_on_same_users(run: RunFolder, version: str) -> tuple[dict[str, float], float] | None:
+    """The champion's metrics on the run's held-out users and the candidate's paired bootstrap win share.
+
+    ``None`` without a champion or when ``version`` is the champion.
+    """
     import pandas as pd
 
     from spendpred import promotion, registry
@@ -181,18 +215,20 @@ def _champion_on_same_users(run: RunFolder, version: str) -> dict[str, float] | 
     if str(champion_version.version) == version:
         return None
     frame, _ = _labelled_snapshot(run)
-    test_ids = pd.read_parquet(run.test_predictions, columns=["user_id"])["user_id"]
-    return promotion.rescore_champion(champion, frame, test_ids)
+    held_out = pd.read_parquet(run.test_predictions, columns=["user_id", "label", CANDIDATE])
+    metrics, predicted = promotion.rescore_champion(champion, frame, held_out["user_id"])
+    share = promotion.paired_win_share(held_out["label"], held_out[CANDIDATE], predicted)
+    return metrics, share
 
 
 def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = None) -> dict[str, Any]:
     """Apply the promotion gate (``spendpred.promotion``) to a registered version.
 
-    With ``run`` (the training run folder) in ``auto`` mode the champion, if any, is re-scored
-    on the same held-out test users as the candidate, and the candidate becomes champion only
-    when it beats it on normalised Gini without losing more than the tolerance on RMSE.
-    ``mode`` is ``auto``, ``never`` or ``force``. Returns ``{"promoted", "reason",
-    "champion_version", "version", "previous_champion", "mode"}``.
+    With ``run`` (the training run folder) the gate sees the candidate's metrics and the
+    baselines' on the held-out users fixed by user hash; in ``auto`` mode the champion, if
+    any, is re-scored on the same users and compared with a paired bootstrap. ``mode`` is
+    ``auto``, ``never`` or ``force``. A candidate that is not promoted stays ``challenger``.
+    Returns ``{"promoted", "reason", "champion_version", "version", "previous_champion", "mode"}``.
     """
     from spendpred import promotion, registry
 
@@ -200,12 +236,17 @@ def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = N
     version = str(version)
     candidate_metrics: dict[str, float] = {}
     champion_metrics: dict[str, float] | None = None
+    gate_inputs: dict[str, Any] = {}
     if run is not None:
         folder = RunFolder.coerce(run)
-        candidate_metrics = read_json(folder.result_json, "training result")["metrics"]
+        result = read_json(folder.result_json, "training result")
+        candidate_metrics = result["metrics"]
+        gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users")}
         if mode == "auto":  # never and force decide without comparing
-            champion_metrics = _champion_on_same_users(folder, version)
-    decision = registry.promote(registry.get_client(), version, candidate_metrics, champion_metrics, mode=mode)
+            compared = _champion_on_same_users(folder, version)
+            if compared is not None:
+                champion_metrics, gate_inputs["win_share"] = compared
+    decision = registry.promote(registry.get_client(), version, candidate_metrics, champion_metrics, mode=mode, **gate_inputs)
     info = registry.champion_info()
     out = {**decision.as_dict(), "version": version, "champion_version": info["version"] if info else None}
     logger.info("promotion of version %s: %s", version, out)

@@ -75,4 +75,9 @@ def validate_snapshot(
         earlier = run.previous() if run is not None else None
         previous = earlier.snapshot_dir if earlier is not None else None
     result = validation.validate_snapshot(directory, previous_dir=previous)  # logs the verdict
-    return {"success": result.success, "report": str(result.report_md), "rows": result.row_count}
+    out: dict[str, Any] = {"success": result.success, "report": str(result.report_md), "rows": result.row_count}
+    if isinstance(snapshot, Mapping) and snapshot.get("windows") and run is not None:
+        for as_of in snapshot["windows"]:  # the earlier stacked training windows pass the same gate
+            validation.validate_snapshot(RunFolder(run.kind, dt.date.fromisoformat(str(as_of)), run.root).snapshot_dir)
+        out["windows"] = list(snapshot["windows"])
+    return out

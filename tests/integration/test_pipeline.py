@@ -51,10 +51,14 @@ def _scores(url: str) -> list[tuple]:
 
 def test_train_then_score_publishes_one_partition(env: Path, warehouse_url: str) -> None:
     _seed(warehouse_url)
-    trained = pipeline.train(RUN_DATE, epochs=1, promote="auto", url=warehouse_url)
-    assert trained["version"] == "1"
+    # 400 users hold about 60 held-out users: too few for the gate to promote on its own
+    refused = pipeline.train(RUN_DATE, epochs=1, promote="auto", url=warehouse_url)
+    assert refused["version"] == "1" and refused["promotion"]["promoted"] is False
+    assert "held-out users" in refused["promotion"]["reason"] and refused["promotion"]["champion_version"] is None
+    trained = pipeline.train(RUN_DATE, epochs=1, promote="force", url=warehouse_url)
+    assert trained["version"] == "2"
     assert trained["promotion"]["promoted"] is True
-    assert trained["promotion"]["champion_version"] == "1"
+    assert trained["promotion"]["champion_version"] == "2"
     assert 0.0 < trained["metrics"]["normalised_gini"] <= 1.0
     run = RunFolder.from_ref(trained)
     assert (run.kind, run.as_of) == ("train", dt.date(2024, 5, 1))  # R - H
@@ -63,7 +67,7 @@ def test_train_then_score_publishes_one_partition(env: Path, warehouse_url: str)
     assert json.loads(run.result_json.read_text())["as_of"] == "2024-05-01"
 
     first = pipeline.score(RUN_DATE, shards=3, url=warehouse_url)
-    assert first["published"] is True and first["model_version"] == "1"
+    assert first["published"] is True and first["model_version"] == "2"
     assert first["rows"] == 400
     assert first["counts"] == {"high": 40, "medium": 120, "low": 240}
     before = _scores(warehouse_url)
@@ -96,7 +100,7 @@ def test_score_without_a_champion_stops_clearly(env: Path, sqlite_url: str) -> N
 
 def test_template_mismatch_and_unvalidated_snapshots_are_refused(env: Path, sqlite_url: str) -> None:
     _seed(sqlite_url, users=300)
-    pipeline.train(RUN_DATE, epochs=1, url=sqlite_url)
+    pipeline.train(RUN_DATE, epochs=1, promote="force", url=sqlite_url)
     snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)
     run = RunFolder.from_ref(snap)
 
@@ -139,3 +143,30 @@ def test_cli_reports_bad_input_in_one_line(env: Path, sqlite_url: str) -> None:
         assert done.returncode == 2, done.stderr
         assert message in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_stacked_training_windows(env: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two windows: the snapshot as of R-H and one 28 days earlier, both validated; held-out users never trained on."""
+    import pandas as pd
+
+    monkeypatch.setenv("SPENDPRED_TRAIN_WINDOWS", "2")
+    _seed(sqlite_url, users=300)
+    snap = pipeline.extract_training_snapshot(RUN_DATE, url=sqlite_url)
+    main = RunFolder.from_ref(snap)
+    assert snap["windows"] == [(main.as_of - dt.timedelta(days=28)).isoformat()]
+    earlier = RunFolder("train", dt.date.fromisoformat(snap["windows"][0]), main.root)
+    pipeline.validate_snapshot(main)  # the main snapshot alone
+    with pytest.raises(ValidationFailed, match=f"{earlier.snapshot_dir}.*has not been validated"):
+        pipeline.train_model(snap, epochs=1)  # an unvalidated window is refused like the main snapshot
+    checked = pipeline.validate_snapshot(snap)
+    assert checked["windows"] == snap["windows"] and earlier.validation_json.is_file()
+    pipeline.train_model(snap, epochs=1)
+    result = json.loads(main.result_json.read_text())
+    one_window = len(pd.read_parquet(main.snapshot.parquet)) + len(pd.read_parquet(earlier.snapshot.parquet))
+    params = result["params"]
+    assert params["train_users"] + params["val_users"] + params["test_users"] < one_window
+    held_out = set(pd.read_parquet(main.test_predictions)["user_id"])
+    from spendpred.splits import assign_splits
+
+    earlier_ids = pd.read_parquet(earlier.snapshot.parquet)["user_id"]
+    assert held_out.isdisjoint(set(earlier_ids[assign_splits(earlier_ids) != "test"]))

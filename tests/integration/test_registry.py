@@ -161,6 +161,7 @@ def test_log_training_run_records_run_and_version(logged: Logged, trained: Train
     # descriptions say what the model and the version are; the input example is made up
     assert client.get_registered_model("spendpred-regressor").description == registry.REGISTERED_MODEL_DESCRIPTION
     assert "loss mse" in version.description and "normalised_gini" in version.description
+    assert json.loads(version.tags["baseline_metrics"]) == {"past spend": {"rmse": 12.5, "normalised_gini": 0.3}}
     model_dir = Path(urlparse(client.get_model_version_download_uri("spendpred-regressor", logged.version)).path)
     example = json.loads((model_dir / "input_example.json").read_text())
     assert example["columns"][0] == "text" and example["data"][0][0] == registry.EXAMPLE_TEXT
@@ -242,7 +243,7 @@ def test_promotion_flow(fresh: Settings, trained: Trained) -> None:
     # the caller evaluates the champion on the same test users
     _, second = _log(trained, settings)
     champion, _ = registry.load_model("champion", settings=settings, device="cpu")
-    champion_metrics = promotion.rescore_champion(champion, users, users["user_id"])
+    champion_metrics, _ = promotion.rescore_champion(champion, users, users["user_id"])
     assert champion_metrics == metrics.evaluate(users["label"], champion.predict(users))
     worse = dict(trained.test_metrics, normalised_gini=champion_metrics["normalised_gini"] - 0.1)
     decision = registry.promote(client, second, worse, champion_metrics)

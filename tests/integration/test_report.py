@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from spendpred import publish, report, warehouse
+from spendpred import publish, report, ui, warehouse
 from spendpred.config import Settings
 from spendpred.tiers import assign_tiers
 from tests.integration.test_publish import D1, D2, D3, STAMP, _run, engine
@@ -134,3 +134,29 @@ def test_page_data_reports_an_uninitialised_warehouse_as_an_error(sqlite_url: st
     data = report.page_data(sqlite_url, Settings(home=tmp_path / "var"))
     assert data["summary"] is None
     assert len(data["errors"]) == 1 and "spendpred db init" in data["errors"][0]
+
+
+CHAMPION = {
+    "name": "spendpred-regressor", "version": "7", "tags": {"loss": "ziln"},
+    "metrics": {"normalised_gini": 0.71, "top10_capture": 0.52, "rmse": 40.0, "decile_mape": 0.2, "total_ratio": 1.04,
+                "total_predicted": 10400.0, "total_actual": 10000.0, "finetune_lift_normalised_gini": 0.012},
+    "baselines": {"past_spend": {"normalised_gini": 0.55, "top10_capture": 0.45, "rmse": 60.0},
+                  "gbt_numeric": {"normalised_gini": 0.66, "top10_capture": 0.50, "rmse": 45.0},
+                  "before_finetuning": {"normalised_gini": 0.698, "top10_capture": 0.51, "rmse": 41.0}},
+}  # fmt: skip
+
+
+def test_the_champion_is_shown_beside_its_peers_with_lift_and_calibration() -> None:
+    comparison = report.champion_comparison(CHAMPION)
+    assert [r["model"] for r in comparison["rows"]] == ["champion", "before_finetuning", "past_spend", "gbt_numeric"]
+    assert comparison["rows"][3]["normalised_gini"] == 0.66 and comparison["rows"][3]["total_ratio"] is None
+    assert comparison["lift"] == {"normalised_gini": 0.012}
+    assert comparison["calibration"] == {"total_predicted": 10400.0, "total_actual": 10000.0, "total_ratio": 1.04}
+    assert report.champion_comparison(None) is None
+    text = "\n".join(report.format_comparison(comparison))
+    assert "gradient-boosted trees on the numeric features" in text and "0.660" in text
+    assert "fine-tuning lift over the frozen encoder: normalised_gini +0.0120" in text
+    assert "total predicted spend 10400 vs actual 10000 (ratio 1.040)" in text
+    page = ui.render_page({"warehouse": "sqlite://", "summary": None, "champion": CHAMPION, "comparison": comparison,
+                           "errors": [], "notes": []})  # fmt: skip
+    assert 'id="champion-vs-peers"' in page and 'data-model="gbt_numeric"' in page and "fine-tuning lift" in page

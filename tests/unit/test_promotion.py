@@ -7,7 +7,9 @@ import pytest
 
 from spendpred import metrics
 from spendpred.errors import ConfigError
-from spendpred.promotion import check_mode, decide, gate, rescore_champion
+import numpy as np
+
+from spendpred.promotion import MIN_HELD_OUT_USERS, beats_baselines, check_mode, decide, gate, paired_win_share, rescore_champion
 
 CHAMPION = {"normalised_gini": 0.60, "rmse": 10.0}
 BETTER = {"normalised_gini": 0.62, "rmse": 10.4}
@@ -95,9 +97,55 @@ def test_rescore_champion_uses_exactly_the_candidates_test_users() -> None:
         }
     )
     test_ids = [f"u{i:02d}" for i in range(39, 0, -2)]  # 20 users, in another order
-    got = rescore_champion(_Constant(), snapshot, test_ids)
+    got, predicted = rescore_champion(_Constant(), snapshot, test_ids)
     chosen = snapshot.set_index("user_id").loc[test_ids]
     expected = metrics.evaluate(chosen["label"].to_numpy(), chosen["past_spend"].to_numpy())
     assert got == pytest.approx(expected, nan_ok=True)
+    np.testing.assert_array_equal(predicted, chosen["past_spend"].to_numpy())  # in the test users' order
     with pytest.raises(KeyError):
         rescore_champion(_Constant(), snapshot, ["zz"])
+
+
+BASELINES = {
+    "past_spend": {"normalised_gini": 0.50, "top10_capture": 0.40},
+    "gbt_numeric": {"normalised_gini": 0.58, "top10_capture": 0.45},
+    "before_finetuning": {"normalised_gini": 0.99, "top10_capture": 0.99},  # not a baseline to beat
+}
+
+
+def test_beats_baselines_needs_gini_and_top10_against_both() -> None:
+    passes, why = beats_baselines({"normalised_gini": 0.60, "top10_capture": 0.46}, BASELINES)
+    assert passes and "gbt_numeric 0.5800" in why
+    passes, why = beats_baselines({"normalised_gini": 0.60, "top10_capture": 0.44}, BASELINES)
+    assert not passes and why.startswith("does not beat the simple baselines") and "top10_capture 0.4400 vs gbt_numeric" in why
+    assert not beats_baselines({"normalised_gini": None, "top10_capture": 0.9}, BASELINES)[0]
+    assert beats_baselines({"normalised_gini": 0.1, "top10_capture": 0.1}, {})[0]  # nothing to compare with
+
+
+def test_the_first_version_must_beat_the_baselines_too() -> None:
+    losing = {"normalised_gini": 0.55, "top10_capture": 0.50, "rmse": 9.0}
+    decision = decide("1", None, losing, None, "auto", baselines=BASELINES, held_out_users=300)
+    assert not decision.promoted and decision.outcome == "rejected" and "gbt_numeric" in decision.reason
+    forced = decide("1", None, losing, None, "force", actor="ops", baselines=BASELINES)
+    assert forced.promoted and "does not beat the simple baselines" in forced.reason  # recorded with the override
+    winning = {"normalised_gini": 0.60, "top10_capture": 0.50, "rmse": 9.0}
+    assert decide("1", None, winning, None, "auto", baselines=BASELINES, held_out_users=300).outcome == "first"
+
+
+def test_too_few_held_out_users_decide_nothing() -> None:
+    decision = decide("3", "2", {**BETTER, "top10_capture": 0.9}, CHAMPION, "auto", held_out_users=MIN_HELD_OUT_USERS - 1)
+    assert not decision.promoted and f"at least {MIN_HELD_OUT_USERS}" in decision.reason
+
+
+def test_paired_bootstrap_keeps_a_champion_against_a_lucky_candidate() -> None:
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(400) < 0.5, 0.0, rng.lognormal(3.0, 1.0, 400))
+    good = y + rng.normal(0, 5, 400)  # ranks well
+    noisy = y + rng.normal(0, 200, 400)  # ranks badly
+    assert paired_win_share(y, good, noisy) > 0.95
+    assert paired_win_share(y, noisy, good) < 0.05
+    # point estimate slightly better but the draws say it is a coin toss: not promoted
+    passes, why = gate({"normalised_gini": 0.61, "rmse": 10.0}, CHAMPION, win_share=0.55)
+    assert not passes and "reliably" in why and "55%" in why
+    assert gate({"normalised_gini": 0.61, "rmse": 10.0}, CHAMPION, win_share=0.9)[0]
+    assert np.isnan(paired_win_share([], [], []))
