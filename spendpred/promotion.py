@@ -4,7 +4,9 @@ Pure decisions, no MLflow (``spendpred.registry.promote`` applies them: alias an
 
 * :func:`beats_baselines`: the candidate must rank at least as well as the simple rules a
   team would otherwise use (past spend, gradient-boosted trees) on the same held-out users,
-  on normalised Gini **and** top-10% capture; this applies to the first version too;
+  on normalised Gini **and** top-10% capture; with per-user predictions at hand
+  (:func:`baseline_ahead_shares`) it loses where a baseline is ahead in at least
+  ``CONFIDENCE`` of paired bootstrap draws; this applies to the first version too;
 * :func:`rescore_champion` / :func:`paired_win_share`: the champion re-scored on the same
   held-out users (fixed by user hash, ``splits.split_frame``), and the share of paired
   bootstrap draws of those users in which the candidate's normalised Gini is higher;
@@ -87,12 +89,18 @@ def _gate_numbers(metrics: Mapping[str, float | None], what: str) -> tuple[float
 
 
 def beats_baselines(
-    candidate: Mapping[str, float | None], baselines: Mapping[str, Mapping[str, float | None]]
+    candidate: Mapping[str, float | None],
+    baselines: Mapping[str, Mapping[str, float | None]],
+    ahead: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[bool, str]:
     """Return ``(passes, reason)``: whether the candidate ranks at least as well as every baseline
     in ``BASELINES_TO_BEAT`` on every metric in ``BASELINE_METRICS`` (same held-out users).
 
-    A baseline missing from ``baselines`` is skipped; an undefined candidate metric fails.
+    With ``ahead`` (:func:`baseline_ahead_shares`: per baseline and metric, the share of
+    paired bootstrap draws in which the baseline is ahead) the candidate loses only where a
+    baseline is ahead in at least ``CONFIDENCE`` of the draws, so a difference within the
+    noise of a few hundred users blocks nothing; without it the point estimates decide. A
+    baseline missing from ``baselines`` is skipped; an undefined candidate metric fails.
     """
     losses, facts = [], []
     for name in BASELINES_TO_BEAT:
@@ -102,12 +110,45 @@ def beats_baselines(
             ours, theirs = candidate.get(key), baselines[name].get(key)
             if theirs is None or not math.isfinite(float(theirs)):
                 continue
-            facts.append(f"{key} {float(ours) if ours is not None else float('nan'):.4f} vs {name} {float(theirs):.4f}")
-            if ours is None or not math.isfinite(float(ours)) or float(ours) < float(theirs):
-                losses.append(facts[-1])
+            fact = f"{key} {float(ours) if ours is not None else float('nan'):.4f} vs {name} {float(theirs):.4f}"
+            share = (ahead or {}).get(name, {}).get(key)
+            if share is not None:
+                fact += f" ({name} ahead in {share:.0%} of paired draws)"
+            facts.append(fact)
+            undefined = ours is None or not math.isfinite(float(ours))
+            behind = share >= CONFIDENCE if share is not None else (undefined or float(ours) < float(theirs))
+            if undefined or behind:
+                losses.append(fact)
     if losses:
         return False, "does not beat the simple baselines on the same held-out users: " + "; ".join(losses)
     return True, "beats the simple baselines: " + "; ".join(facts) if facts else "no baseline to compare with"
+
+
+def baseline_ahead_shares(
+    y_true: Sequence[float], candidate: Sequence[float], baselines: Mapping[str, Sequence[float]],
+    draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Return, per baseline and per metric of ``BASELINE_METRICS``, the share of paired bootstrap
+    draws (users resampled, every model on the same draw) in which the baseline is strictly ahead."""
+    import numpy as np
+
+    from spendpred import metrics
+
+    y = np.asarray(y_true, dtype=np.float64)
+    ours = np.asarray(candidate, dtype=np.float64)
+    theirs = {name: np.asarray(values, dtype=np.float64) for name, values in baselines.items()}
+    counts = {name: dict.fromkeys(BASELINE_METRICS, 0) for name in theirs}
+    if y.size == 0:
+        return {name: dict.fromkeys(BASELINE_METRICS, float("nan")) for name in theirs}
+    score = {"normalised_gini": metrics.normalised_gini, "top10_capture": metrics.top_k_capture}
+    rng = np.random.default_rng(seed)
+    for _ in range(draws):
+        index = rng.integers(0, y.size, y.size)
+        for key in BASELINE_METRICS:
+            mine = score[key](y[index], ours[index])
+            for name, predicted in theirs.items():
+                counts[name][key] += score[key](y[index], predicted[index]) > mine
+    return {name: {key: n / draws for key, n in per.items()} for name, per in counts.items()}
 
 
 def paired_win_share(
@@ -181,6 +222,7 @@ def decide(
     baselines: Mapping[str, Mapping[str, float | None]] | None = None,
     held_out_users: int | None = None,
     win_share: float | None = None,
+    baselines_ahead: Mapping[str, Mapping[str, float]] | None = None,
 ) -> PromotionDecision:
     """Return the promotion decision for ``version`` given the current champion (``None``: none yet).
 
@@ -199,7 +241,7 @@ def decide(
     if mode == "force":
         why = f"forced by {actor}: {reason or 'no reason given'}"
         if baselines:
-            why += f" (gate: {beats_baselines(candidate_metrics, baselines)[1]})"
+            why += f" (gate: {beats_baselines(candidate_metrics, baselines, baselines_ahead)[1]})"
         return PromotionDecision(True, why, version, previous_champion, mode, "forced")
     if previous_champion == version:
         return PromotionDecision(False, f"version {version} is already the champion", version, previous_champion, mode, "unchanged")
@@ -207,19 +249,21 @@ def decide(
         why = (f"only {held_out_users} held-out users: at least {MIN_HELD_OUT_USERS} are needed to decide; "
                "train on a warehouse with more users, or promote by hand with promote=force")
         return PromotionDecision(False, why, version, previous_champion, mode, "rejected")
+    against = ""
     if baselines:
-        passes, why = beats_baselines(candidate_metrics, baselines)
+        passes, why = beats_baselines(candidate_metrics, baselines, baselines_ahead)
         if not passes:
             return PromotionDecision(False, why, version, previous_champion, mode, "rejected")
+        against = f"; {why}"
     if previous_champion is None:
-        return PromotionDecision(True, "first version: becomes champion", version, previous_champion, mode, "first")
+        return PromotionDecision(True, f"first version: becomes champion{against}", version, previous_champion, mode, "first")
     if champion_metrics_on_same_users is None:
         raise ConfigError(
             f"version {previous_champion} is champion but champion_metrics_on_same_users is None: evaluate "
             "load_model('champion') on the same test users, or use mode='force'"
         )
     promoted, why = gate(candidate_metrics, champion_metrics_on_same_users, gini_margin, rmse_tolerance, win_share)
-    return PromotionDecision(promoted, why, version, previous_champion, mode, "promoted" if promoted else "rejected")
+    return PromotionDecision(promoted, why + against, version, previous_champion, mode, "promoted" if promoted else "rejected")
 
 
 def rescore_champion(

@@ -221,6 +221,19 @@ def _champion_on_same_users(run: RunFolder, version: str) -> tuple[dict[str, flo
     return metrics, share
 
 
+def _baselines_ahead(run: RunFolder) -> dict[str, dict[str, float]] | None:
+    """Per baseline the share of paired bootstrap draws of the held-out users in which it ranks ahead."""
+    import pandas as pd
+
+    from spendpred import promotion
+
+    if not run.test_predictions.is_file():
+        return None
+    held_out = pd.read_parquet(run.test_predictions)
+    peers = {name: held_out[name] for name in promotion.BASELINES_TO_BEAT if name in held_out.columns}
+    return promotion.baseline_ahead_shares(held_out["label"], held_out[CANDIDATE], peers)
+
+
 def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = None) -> dict[str, Any]:
     """Apply the promotion gate (``spendpred.promotion``) to a registered version.
 
@@ -241,7 +254,8 @@ def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = N
         folder = RunFolder.coerce(run)
         result = read_json(folder.result_json, "training result")
         candidate_metrics = result["metrics"]
-        gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users")}
+        gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users"),
+                       "baselines_ahead": _baselines_ahead(folder)}
         if mode == "auto":  # never and force decide without comparing
             compared = _champion_on_same_users(folder, version)
             if compared is not None:

@@ -282,3 +282,17 @@ def _check_running_airflow(base: str, port: int, airflow_home: Path, log: Path) 
             ("publish_scores", -1): "skipped",  # dry run: nothing published
         }
 
+        # -- task logs say what matters: no ERROR line in a successful run, no library filler ---
+        for ti in tis:
+            url = f"{run_url}/taskInstances/{ti['task_id']}/logs/{ti['try_number']}"
+            body = client.get(url, params={"map_index": ti["map_index"]}, headers={"Accept": "application/json"})
+            assert body.status_code == 200, body.text
+            entries = [e for e in body.json().get("content", []) if isinstance(e, dict)]
+            text = "\n".join(str(e.get("event", "")) for e in entries)
+            errors = [e for e in entries if str(e.get("level", "")).lower() in {"error", "critical"}]
+            assert not errors, (ti["task_id"], errors[:5])
+            for filler in ("Skipping registering function", "Loading weights", "Downloading artifacts"):
+                assert filler not in text, (ti["task_id"], filler)
+            if ti["task_id"] == "validate_snapshot":
+                assert text.count("passed validation") == 1, text[-2000:]
+

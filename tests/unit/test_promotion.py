@@ -149,3 +149,23 @@ def test_paired_bootstrap_keeps_a_champion_against_a_lucky_candidate() -> None:
     assert not passes and "reliably" in why and "55%" in why
     assert gate({"normalised_gini": 0.61, "rmse": 10.0}, CHAMPION, win_share=0.9)[0]
     assert np.isnan(paired_win_share([], [], []))
+
+
+def test_a_baseline_blocks_only_when_it_is_reliably_ahead() -> None:
+    from spendpred.promotion import baseline_ahead_shares
+
+    rng = np.random.default_rng(1)
+    y = np.where(rng.random(300) < 0.6, 0.0, rng.lognormal(3.0, 1.0, 300))
+    close = y + rng.normal(0, 30, 300)
+    much_better = y + rng.normal(0, 1, 300)
+    hopeless = rng.random(300)
+    shares = baseline_ahead_shares(y, close, {"past_spend": much_better, "gbt_numeric": hopeless})
+    assert shares["past_spend"]["normalised_gini"] > 0.95 and shares["gbt_numeric"]["normalised_gini"] < 0.05
+    point = {"normalised_gini": 0.60, "top10_capture": 0.449}  # a hair behind past spend's 0.45 on top-10%
+    noise = {"past_spend": {"normalised_gini": 0.3, "top10_capture": 0.45}, "gbt_numeric": {"normalised_gini": 0.2, "top10_capture": 0.4}}
+    assert not beats_baselines(point, BASELINES)[0]  # point estimates alone: a loss
+    passes, why = beats_baselines(point, BASELINES, noise)  # the draws: within the noise
+    assert passes and "past_spend ahead in 45% of paired draws" in why
+    confident = {**noise, "gbt_numeric": {"normalised_gini": 0.2, "top10_capture": 0.9}}
+    passes, why = beats_baselines(point, BASELINES, confident)
+    assert not passes and "gbt_numeric ahead in 90% of paired draws" in why
