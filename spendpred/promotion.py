@@ -121,7 +121,11 @@ def beats_baselines(
                 losses.append(fact)
     if losses:
         return False, "does not beat the simple baselines on the same held-out users: " + "; ".join(losses)
-    return True, "beats the simple baselines: " + "; ".join(facts) if facts else "no baseline to compare with"
+    if not facts:
+        return True, "no baseline to compare with"
+    if ahead:
+        return True, f"no simple baseline is reliably ahead (in {CONFIDENCE:.0%} of paired draws): " + "; ".join(facts)
+    return True, "beats the simple baselines: " + "; ".join(facts)
 
 
 def baseline_ahead_shares(
