@@ -12,6 +12,11 @@ purchase were the signup), ``days_since_last_event = tenure_days`` when the user
 event, ``mean_rating = 0`` without reviews and ``avg_basket = 0`` without completed orders.
 All day counts are whole calendar days between the as-of date and the row's date.
 
+Extraction also checks the source-data contract (``source_checks``: negative, non-finite or
+implausible amounts, items below one, unknown event types, ratings outside 1..5, orphan rows,
+duplicate keys, rows dated in the future) and records the counts in the manifest; the gate
+(``spendpred.validation``) refuses a snapshot with any violation.
+
 Memory stays flat as users grow: the features and the per-user recent items (a few rows
 per user, ranked in SQL) are two streams ordered by ``user_id`` in byte order, merged chunk by
 chunk and appended to the Parquet file one row group at a time.
@@ -129,6 +134,49 @@ def source_stats(engine: sa.Engine, cutoff_params: Mapping[str, Any]) -> tuple[d
         ts = _as_datetime(row[f"{t}_max"])
         newest[t] = ts.isoformat() if ts else None
     return counts, newest
+
+
+def source_checks(
+    engine: sa.Engine, cutoff_params: Mapping[str, Any], *, now: datetime | None = None
+) -> dict[str, dict[str, Any]]:
+    """Check the source-data contract (``validation.SOURCE_RULES``) on the rows visible to a snapshot.
+
+    Runs ``sql/extract/source_checks.sql`` once and returns, for every rule,
+    ``{"violations": n, "examples": [up to MAX_EXAMPLES keys and values, as text]}``: what the
+    manifest records and the gate turns into one expectation per rule (``n == 0``). Rows
+    dated after the as-of date are never visible; ``timestamp_in_future`` instead counts
+    rows dated at or after ``max(cutoff, now's day + FUTURE_TOLERANCE_DAYS)`` (``now``: the
+    extraction time, UTC), which no correct warehouse holds.
+    """
+    from spendpred.validation import FUTURE_TOLERANCE_DAYS, MAX_EXAMPLES, MAX_PLAUSIBLE_MONEY, SOURCE_RULES
+
+    dialect = engine.dialect.name
+    today = (now or datetime.now(timezone.utc)).date()
+    cutoff = _as_datetime(cutoff_params["cutoff"])
+    assert cutoff is not None
+    future_limit = max(cutoff, datetime.combine(today + timedelta(days=FUTURE_TOLERANCE_DAYS), datetime.min.time()))
+    bound = warehouse.bind_values(
+        dialect,
+        {
+            "cutoff": cutoff,
+            "future_limit": future_limit,
+            "max_money": float(MAX_PLAUSIBLE_MONEY),
+            "event_types": list(textify.EVENT_TYPES),
+            "max_examples": MAX_EXAMPLES,
+        },
+    )
+    query = sa.text(_sql("source_checks", dialect)).bindparams(sa.bindparam("event_types", expanding=True))
+    checks: dict[str, dict[str, Any]] = {rule: {"violations": 0, "examples": []} for rule in SOURCE_RULES}
+    with engine.connect() as conn:
+        for row in conn.execute(query, bound).mappings():
+            entry = checks.setdefault(str(row["rule"]), {"violations": 0, "examples": []})
+            entry["violations"] = int(row["n"])
+            entry["examples"].append(str(row["example"]))
+    checks["timestamp_in_future"]["since"] = future_limit.isoformat(sep=" ")
+    bad = {rule: entry["violations"] for rule, entry in checks.items() if entry["violations"]}
+    if bad:
+        logger.warning("source data breaks the contract (rows visible to the snapshot): %s", bad)
+    return checks
 
 
 def _item_groups(engine: sa.Engine, params: Mapping[str, Any], chunk_rows: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -273,6 +321,7 @@ def extract_snapshot(
         as_of, horizon_days, with_labels, dialect, out_dir,
     )
     counts, newest = source_stats(engine, params)
+    contract = source_checks(engine, params)
 
     schema = snapshot_schema(with_labels)
     columns = snapshot_columns(with_labels)
@@ -319,6 +368,7 @@ def extract_snapshot(
         checksum=sha256_file(final),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         max_source_timestamps=newest,
+        source_checks=contract,
     )
     manifest.write(out_dir)
     logger.info(

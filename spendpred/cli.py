@@ -9,16 +9,17 @@ runs, so they take the same names and values as the DAG params. Old spellings
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from spendpred import params
-from spendpred.errors import SpendpredError
+from spendpred.errors import describe
 from spendpred.params import ScoreParams, TrainParams
 
 app = typer.Typer(
@@ -206,13 +207,66 @@ def report(
         typer.echo(report.format_report(data))
 
 
+CREATES_WAREHOUSE = frozenset({("db", "init"), ("seed",), ("import-cdnow",)})
+"""The commands that may create a new SQLite warehouse file; every other command needs an existing one."""
+
+
+_CLICK = sys.modules[typer.BadParameter.__module__]
+"""The exceptions module of the click that Typer runs on (Typer ships its own copy)."""
+
+
+def _guarded(group: Any, path: tuple[str, ...] = ()) -> Any:
+    """Wrap every command of ``group`` not in ``CREATES_WAREHOUSE`` in ``existing_warehouse_only``, so a
+    mistyped SQLite path is reported instead of becoming a new empty warehouse file."""
+    from spendpred import warehouse
+
+    for name, command in group.commands.items():
+        where = (*path, name)
+        if hasattr(command, "commands"):  # a command group
+            _guarded(command, where)
+        elif where not in CREATES_WAREHOUSE and command.callback is not None:
+            command.callback = _existing_warehouse_only(command.callback, warehouse.existing_warehouse_only)
+    return group
+
+
+def _existing_warehouse_only(callback: Any, guard: Any) -> Any:
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with guard():
+            return callback(*args, **kwargs)
+
+    return run
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Exit 2 with one line ``error: <what is wrong and the fix>`` (secrets masked) for an expected
+    failure (see ``spendpred.errors.describe``); re-raise anything else (a bug keeps its traceback)."""
+    message = describe(exc)
+    if message is None:
+        raise exc
+    logging.getLogger("spendpred").debug("failure behind the error line", exc_info=exc)  # shown with --verbose
+    typer.secho(f"error: {' '.join(message.splitlines())}", err=True, fg=typer.colors.RED)
+    raise SystemExit(2) from None
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning spendpred errors into one clear line."""
+    """Console-script entry point: run the app; every expected failure becomes one ``error:`` line and exit 2."""
+    command = _guarded(typer.main.get_command(app))
     try:
-        app()
-    except SpendpredError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise SystemExit(2) from None
+        code = command.main(prog_name="spendpred", standalone_mode=False)
+    except _CLICK.NoArgsIsHelpError as exc:
+        exc.show()  # the help text, as before
+        raise SystemExit(exc.exit_code) from None
+    except _CLICK.ClickException as exc:  # a bad or missing option: one line too, exit 2 as click does
+        hint = f" (see `{exc.ctx.command_path} --help`)" if isinstance(exc, _CLICK.UsageError) and exc.ctx else ""
+        typer.secho(f"error: {' '.join(exc.format_message().split())}{hint}", err=True, fg=typer.colors.RED)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        raise SystemExit(1) from None
+    except Exception as exc:  # noqa: BLE001 - describe() decides what is expected; the rest re-raises
+        fail(exc)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,31 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+WAREHOUSE_URL_FORMS = "sqlite:///path.db or postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+_POSTGRES_SCHEMES = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
+
+
+def canonical_warehouse_url(url: str) -> str:
+    """Return a warehouse URL as SQLAlchemy takes it: ``postgres://`` and ``postgresql://`` (no
+    driver) become ``postgresql+psycopg2://``; ``sqlite...`` and ``postgresql+<driver>...`` pass.
+
+    Raises ``ValueError`` for any other scheme, naming the URL with its password masked.
+    """
+    from spendpred.errors import mask_url
+
+    text = str(url).strip()
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme.lower() in _POSTGRES_SCHEMES:
+        return f"{_POSTGRES_SCHEMES[scheme.lower()]}://{rest}"
+    if sep and (scheme.lower() == "sqlite" or scheme.lower().startswith(("sqlite+", "postgresql+"))):
+        return text
+    raise ValueError(f"unsupported warehouse URL {mask_url(text)}: use {WAREHOUSE_URL_FORMS}")
+
+
 class Settings(BaseSettings):
     """All settings, read from ``SPENDPRED_*`` environment variables (or a ``.env`` file)."""
 
-    model_config = SettingsConfigDict(env_prefix="SPENDPRED_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SPENDPRED_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(Path("var"), description="Folder for the embedded defaults (SQLite files, staging, MLflow artifacts).")
     warehouse_url: str | None = Field(None, description="SQLAlchemy URL of the warehouse; default: SQLite file <home>/warehouse.db.")
@@ -104,12 +125,7 @@ class Settings(BaseSettings):
     @field_validator("warehouse_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("sqlite", "postgresql")):
-            raise ValueError(
-                f"unsupported warehouse URL {value!r}: use sqlite:///path.db or "
-                "postgresql+psycopg2://user:password@host:5432/database"
-            )
-        return value
+        return None if value is None else canonical_warehouse_url(value)
 
     def tier_rule_values(self) -> dict[str, object]:
         """The tier rule settings as a mapping for ``spendpred.tiers.TierRule.from_mapping``."""

@@ -12,6 +12,8 @@ Two families, so that every front end can decide whether trying again helps:
 
 from __future__ import annotations
 
+import re as _re
+
 
 class SpendpredError(Exception):
     """Base class of every error spendpred raises on purpose."""
@@ -56,3 +58,156 @@ TRANSIENT_MLFLOW_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE",
 def is_transient_mlflow(exc: BaseException) -> bool:
     """Return whether an ``MlflowException`` reports an outage rather than a missing object."""
     return getattr(exc, "error_code", None) in TRANSIENT_MLFLOW_CODES
+
+
+# -- one line per expected failure, secrets masked ------------------------------------------------
+
+_NETLOC_SECRET = _re.compile(r"(?P<head>://[^:/@\s'\"]*):(?P<secret>[^\s'\"]*)@")
+"""``scheme://user:<secret>@``: what sits between the user's ':' and the '@' of a URL's netloc."""
+_LIBPQ_PASSWORD = _re.compile(r"(?i)(password\s*=\s*)('[^']*'|\S+)")
+MASK = "***"
+_PLACEHOLDERS = frozenset({"password", "PASSWORD", MASK})
+
+
+def mask_secrets(text: str) -> str:
+    """Return ``text`` with every URL password (``scheme://user:<here>@``) and ``password=...`` masked."""
+    text = _NETLOC_SECRET.sub(
+        lambda m: m.group(0) if m.group("secret") in _PLACEHOLDERS else f"{m.group('head')}:{MASK}@", str(text)
+    )
+    return _LIBPQ_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def mask_url(url: object) -> str:
+    """Return a URL fit for a message: its password replaced by ``***``, even when it cannot be parsed."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return mask_secrets(make_url(str(url)).render_as_string(hide_password=True))
+    except Exception:  # noqa: BLE001 - an unparsable URL is masked by pattern instead
+        return mask_secrets(str(url))
+
+
+def _first_line(text: object) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _settings_message(exc: Exception) -> str:
+    """One line for a ``pydantic.ValidationError`` of ``spendpred.config.Settings``: each variable and its allowed values."""
+    from spendpred.config import Settings
+
+    problems = []
+    for error in exc.errors(include_url=False):  # type: ignore[attr-defined]
+        name = str(error["loc"][0]) if error.get("loc") else ""
+        var = f"SPENDPRED_{name.upper()}"
+        field = Settings.model_fields.get(name)
+        if error["type"] == "value_error":  # a validator's own message (e.g. the warehouse URL, already masked)
+            problems.append(f"{var}: {mask_secrets(str(error['msg']).removeprefix('Value error, '))}")
+            continue
+        value = "" if name == "warehouse_url" else f"={mask_secrets(str(error.get('input')))}"
+        bound = error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+        problems.append(f"{var}{value} is {'out of range' if bound else 'not valid'}: use {_allowed(field)}")
+    return "; ".join(problems) + " (set in the environment or in .env)"
+
+
+def _allowed(field: object) -> str:
+    """Words for a settings field's allowed values (``a whole number in 1..3650``, ``a number > 0``)."""
+    if field is None:
+        return "a valid value"
+    annotation = getattr(field, "annotation", None)
+    whole = annotation is int or "int" in str(annotation) and "float" not in str(annotation)
+    low = high = None
+    for rule in getattr(field, "metadata", []):
+        if getattr(rule, "ge", None) is not None:
+            low = rule.ge
+        elif getattr(rule, "gt", None) is not None:
+            low = rule.gt + 1 if whole else None
+            if not whole:
+                return f"a number > {rule.gt}" + (f" and <= {high}" if high is not None else "")
+        elif getattr(rule, "le", None) is not None:
+            high = rule.le
+        elif getattr(rule, "lt", None) is not None:
+            high = rule.lt - 1 if whole else rule.lt
+    kind = "a whole number" if whole else "a number" if "float" in str(annotation) else "a valid value"
+    if low is not None and high is not None:
+        return f"{kind} in {low}..{high}"
+    if low is not None:
+        return f"{kind} >= {low}"
+    if high is not None:
+        return f"{kind} <= {high}"
+    return kind
+
+
+_DB_FIXES = (
+    ("password authentication failed", "fix the user name or password"),
+    ('role "', "fix the user name or create the role"),
+    ('database "', "fix the database name or create the database"),
+    ("connection refused", "check the host and port, and that the server is running"),
+    ("could not translate host name", "fix the host name"),
+    ("timeout", "check the host and port, and that the server is reachable"),
+    ("unable to open database file", "check that the SQLite file's folder exists and is writable"),
+    ("readonly database", "make the SQLite file writable, or run read-only commands only"),
+    ("permission denied", "run write commands as the role that owns the warehouse (read-only roles may only query the views)"),
+    ("does not exist", "run `spendpred db init` to create the tables"),
+    ("no such table", "run `spendpred db init` to create the tables"),
+)
+
+
+def _database_message(exc: Exception) -> str:
+    """One line for a SQLAlchemy/DBAPI error: the warehouse (password masked), the database's words and the fix."""
+    orig = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    text = _first_line(getattr(diag, "message_primary", None) or orig)
+    text = _re.sub(r"^(FATAL|ERROR):\s*", "", text)
+    lowered = str(orig).lower()
+    connecting = bool(getattr(exc, "spendpred_connecting", False))
+    fix = next((hint for needle, hint in _DB_FIXES if needle in lowered), "check the host, port, user and database")
+    if connecting:
+        fix += " in SPENDPRED_WAREHOUSE_URL or --url"
+    url = getattr(exc, "spendpred_url", None)
+    where = f"the warehouse {url}" if url else "the warehouse"
+    return mask_secrets(f"{'cannot connect to' if connecting else 'error from'} {where}: {text}: {fix}")
+
+
+def _os_message(exc: OSError) -> str:
+    """One line for a file-system error, naming the path."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else None
+    what = exc.strerror or _first_line(exc) or type(exc).__name__
+    fixes = {
+        errno.EACCES: "make it writable or point SPENDPRED_STAGING_DIR / --out elsewhere",
+        errno.EPERM: "make it writable or point SPENDPRED_STAGING_DIR / --out elsewhere",
+        errno.EROFS: "the disk is read-only: point SPENDPRED_STAGING_DIR / --out at a writable folder",
+        errno.ENOSPC: "free some space or point SPENDPRED_STAGING_DIR / --out at another disk",
+        errno.EDQUOT: "free some space or point SPENDPRED_STAGING_DIR / --out at another disk",
+        errno.EEXIST: "it exists and is not a folder: choose a folder path",
+        errno.ENOTDIR: "a file is in the way: use a folder path",
+        errno.EISDIR: "a folder is in the way: use a file path",
+        errno.ENOENT: "check the path",
+    }
+    fix = fixes.get(exc.errno or -1, "check the path and its permissions")
+    where = f" {path}" + (f" -> {exc.filename2}" if exc.filename2 else "") if path is not None else ""
+    return mask_secrets(f"cannot use{where}: {what}: {fix}")
+
+
+def describe(exc: BaseException) -> str | None:
+    """Return the one-line message (secrets masked) for an *expected* failure, or ``None`` for a bug.
+
+    Expected: any ``SpendpredError``; an invalid ``SPENDPRED_*`` setting (pydantic's error for
+    ``Settings``); a database error (warehouse unreachable, permission denied); a file-system
+    error (read-only or full disk, permission denied). Front ends print it (the CLI exits 2).
+    """
+    if isinstance(exc, SpendpredError):  # a multi-line message (a validation report) becomes "; "-separated
+        return mask_secrets("; ".join(line.strip().removeprefix("- ") for line in str(exc).splitlines() if line.strip()))
+    kind = type(exc)
+    if kind.__name__ == "ValidationError" and getattr(exc, "title", None) == "Settings":
+        return _settings_message(exc)  # type: ignore[arg-type]
+    module = kind.__module__ or ""
+    if module.startswith(("sqlalchemy", "psycopg2", "psycopg", "sqlite3")) and hasattr(exc, "args"):
+        if module.startswith("sqlalchemy") and not hasattr(exc, "orig"):
+            return None  # an ArgumentError and the like: a bug, not the environment
+        return _database_message(exc)  # type: ignore[arg-type]
+    if isinstance(exc, OSError):
+        return _os_message(exc)
+    return None

@@ -338,7 +338,10 @@ def grant_readonly(engine: sa.Engine, role: str) -> None:
 
     Runs ``sql/grants/readonly.postgresql.sql`` with the role name passed as a setting
     (never pasted into SQL). The role must exist. Raises ``ConfigError`` for a SQLite
-    warehouse, an invalid role name or a missing role.
+    warehouse, an invalid role name or a missing role, and, changing nothing, for a role that
+    could still write: the connected role, a superuser, a role owning the ``spendpred`` schema
+    or its tables (or a member of such a role), or one keeping write rights through another
+    role or PUBLIC (the script's checks; rights granted to the role itself are revoked).
     """
     if engine.dialect.name != "postgresql":
         raise ConfigError("read-only grants need PostgreSQL: SQLite has no roles (share a read-only copy instead)")
@@ -352,5 +355,12 @@ def grant_readonly(engine: sa.Engine, role: str) -> None:
         if exists is None:
             raise ConfigError(f"role {role!r} does not exist: create it first, e.g. CREATE ROLE {role} LOGIN PASSWORD '...'")
         conn.execute(sa.text("SELECT set_config('spendpred.readonly_role', :role, true)"), {"role": role})
-        warehouse.run_script(conn, script)
+        try:
+            warehouse.run_script(conn, script)
+        except engine.dialect.dbapi.Error as exc:  # the script's own refusals (RAISE EXCEPTION): one line, nothing changed
+            diag = getattr(exc, "diag", None)
+            if getattr(exc, "pgcode", None) != "P0001" or diag is None:
+                raise
+            hint = f": {diag.message_hint}" if diag.message_hint else ""
+            raise ConfigError(f"refusing read-only grant, nothing changed: {diag.message_primary}{hint}") from None
     logger.info("granted read-only access to the spendpred views to role %s", role)

@@ -21,6 +21,27 @@ logger = logging.getLogger(__name__)
 READ_BATCH_ROWS = 50_000
 """Snapshot rows read per batch: memory stays flat whatever the number of users."""
 
+PUBLISHED_DECIMALS = 2
+"""Decimals of a published ``predicted_spend`` (cents: it is a currency amount).
+
+Rounding here, in the one place every score passes before it is written
+(:func:`score_shard_file`), absorbs the floating-point noise (about 1e-7 relative) that
+different batch compositions or batch sizes leave in the model output, so a user's published
+score, and the tier computed from it, do not depend on how users were sharded or batched.
+``SpendModel.predict`` pads every batch to a fixed shape, so for one batch size and device the
+unrounded output is already bit-identical whatever the shard: rounding boundaries are not hit
+by sharding at all, and only rarely across batch sizes or machines."""
+
+
+def round_published(values: Any) -> Any:
+    """Return ``values`` (array-like of float) rounded to ``PUBLISHED_DECIMALS`` as float64, ``-0.0`` as ``0.0``.
+
+    Round half to even on the binary value (``numpy.round``): deterministic for equal inputs.
+    """
+    import numpy as np
+
+    return np.round(np.asarray(values, dtype=np.float64), PUBLISHED_DECIMALS) + 0.0
+
 
 def require_same_template(model_template: str | None, snapshot_template: str, model_label: str) -> None:
     """Raise ``ModelError`` unless the model was trained on the snapshot's text-template version."""
@@ -39,8 +60,10 @@ def score_shard_file(
 
     ``model`` has ``feature_columns`` and ``predict(frame, num_threads=...)`` (a ``SpendModel``).
     The snapshot is read in batches of ``READ_BATCH_ROWS``; the output (``user_id`` string,
-    ``predicted_spend`` float64) is written under a temporary name and renamed at the end, so
-    a failed shard leaves no partial file.
+    ``predicted_spend`` float64 rounded to ``PUBLISHED_DECIMALS``, see :func:`round_published`)
+    is written under a temporary name and renamed at the end, so a failed shard leaves no
+    partial file. Tiers are computed from these rounded values, so published scores and tiers
+    agree and neither depends on the shard count.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -61,7 +84,7 @@ def score_shard_file(
                 frame = frame[shard_of(frame["user_id"], int(shards)) == int(shard)]
                 if frame.empty:
                     continue
-                predicted = model.predict(frame, num_threads=threads)
+                predicted = round_published(model.predict(frame, num_threads=threads))
                 writer.write_table(pa.table({"user_id": frame["user_id"].to_numpy(), "predicted_spend": predicted}, schema=schema))
                 rows += len(frame)
         tmp.replace(out_path)

@@ -121,6 +121,9 @@ class Manifest:
     checksum: str
     created_at: str
     max_source_timestamps: dict[str, str | None] = field(default_factory=dict)
+    source_checks: dict[str, dict[str, Any]] | None = None
+    """Per source-data contract rule (``spendpred.validation.SOURCE_RULES``): ``{"violations": n,
+    "examples": [...]}``; ``None`` in manifests written before the contract (the gate refuses them)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest as a JSON-ready dict (``as_of`` as ``YYYY-MM-DD``)."""
@@ -145,7 +148,7 @@ class Manifest:
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} is not valid JSON ({exc}): re-extract the snapshot") from exc
         known = set(cls.__dataclass_fields__)
-        missing = sorted(known - {"max_source_timestamps"} - set(data))
+        missing = sorted(known - {"max_source_timestamps", "source_checks"} - set(data))
         if missing:
             raise DataError(f"{path} lacks the key(s) {', '.join(missing)}: re-extract the snapshot")
         try:

@@ -10,11 +10,17 @@ GX imported only when a validation runs. Three batches are validated:
   group, so the text never sits in memory): non-empty extract, row count plausible against
   the previous snapshot, non-null unique ``user_id``, no nulls, non-negative money, counts
   and labels, ``mean_rating`` within 0..5, no order dated after the as-of date
-  (``recency_days >= 0``), recency within tenure, and nested windows (30d <= 90d <= 365d
-  <= all);
+  (``recency_days >= 0``), recency within tenure, nested windows (30d <= 90d <= 365d
+  <= all), and finite, plausible money (every ``MONEY_COLUMNS`` column, ``past_spend`` and
+  ``label`` at most ``MAX_PLAUSIBLE_MONEY``: ``inf`` and ``1e300`` are refused);
 * ``manifest``: one row of facts from the manifest: row count and checksum agree with the
-  Parquet file, and the newest source timestamp is at most ``freshness_days`` before the
-  as-of date.
+  Parquet file, the newest source timestamp is at most ``freshness_days`` before the
+  as-of date, and the source-data contract was checked at extraction (a manifest written
+  before the contract, without ``source_checks``, fails here: re-extract the snapshot);
+* ``source``: the source-data contract (``SOURCE_RULES``), one expectation per rule
+  (violations == 0) on the counts ``spendpred.behaviour.source_checks`` recorded in the
+  manifest from the source rows the snapshot saw; a failure names the rule, the count and
+  example rows (order ids, or user and timestamp).
 
 Both outcomes write ``validation.json`` (the full GX results, a summary and the SHA-256 of the
 Parquet file validated, which every consumer compares with the file before use) and
@@ -52,6 +58,34 @@ from spendpred.snapshot import (
 logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 5
+MAX_PLAUSIBLE_MONEY = 1e9
+"""The plausibility bound of money: one source order's amount and every money column of a
+snapshot (``MONEY_COLUMNS``, ``past_spend``, ``label``: one user's spend) must be finite and at
+most this. Larger values are data errors (e.g. ``1e300`` or ``inf`` typed into the source)."""
+FUTURE_TOLERANCE_DAYS = 1
+"""Source rows dated at or after ``max(cutoff, extraction day + this many days)`` are "in the
+future" (a clock or typing error such as a purchase dated 2999-12-31)."""
+
+SOURCE_RULES: dict[str, str] = {
+    "order_amount_negative": "orders.amount >= 0",
+    "order_amount_not_finite": f"orders.amount is a finite number <= {MAX_PLAUSIBLE_MONEY:g} (no NULL, NaN or infinity)",
+    "order_items_below_one": "orders.items >= 1",
+    "event_type_unknown": "events.event_type is a known event type",
+    "review_rating_out_of_range": "reviews.rating within 1..5",
+    "order_user_unknown": "every order belongs to a known user (no orphan orders)",
+    "event_user_unknown": "every event belongs to a known user (no orphan events)",
+    "review_user_unknown": "every review belongs to a known user (no orphan reviews)",
+    "order_id_not_unique": "orders.order_id is unique and not null",
+    "user_id_not_unique": "users.user_id is unique and not null",
+    "timestamp_in_future": "no source row is dated in the future",
+}
+"""The source-data contract: rule name (as in ``sql/extract/source_checks.sql`` and the
+manifest's ``source_checks``) -> what must hold. Every rule but ``timestamp_in_future`` looks
+at the rows visible to the snapshot (timestamps before the end of the as-of date); rows dated
+after the as-of date are legitimately in a warehouse and never used by the snapshot (the
+extract filters them, and the ``fresh sources`` expectation checks the newest one it saw), so
+the time rule instead looks at every row for dates after the extraction day (see
+``FUTURE_TOLERANCE_DAYS``)."""
 _NESTED_WINDOWS = (
     ("frequency", ("30d", "90d", "365d", "all")),
     ("monetary", ("30d", "90d", "365d", "all")),
@@ -119,7 +153,20 @@ def _manifest_facts(manifest: Manifest, parquet_rows: int, checksum: str) -> dic
         "checksum_matches": manifest.checksum == checksum,
         "feature_columns_match": list(manifest.feature_columns) == list(FEATURE_COLUMNS),
         "source_lag_days": lag,
+        "source_checks_recorded": manifest.source_checks is not None
+        and all(isinstance(manifest.source_checks.get(rule), dict) for rule in SOURCE_RULES),
     }
+
+
+def _source_facts(manifest: Manifest) -> dict[str, Any]:
+    """One row: the violation count of every source rule (``None`` where the manifest lacks it)."""
+    checks = manifest.source_checks or {}
+    facts: dict[str, Any] = {}
+    for rule in SOURCE_RULES:
+        entry = checks.get(rule)
+        value = entry.get("violations") if isinstance(entry, dict) else None
+        facts[rule] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return facts
 
 
 # --------------------------------------------------------------------------- suites
@@ -197,6 +244,14 @@ def _value_expectations(
             kwargs["max_value"] = 5
             check = "mean_rating within 0..5"
         exps.append(gxe.ExpectColumnValuesToBeBetween(column=name, meta={"check": check}, **kwargs))
+        if name in MONEY_COLUMNS or name in ("past_spend", "label"):
+            exps.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=name,
+                    max_value=MAX_PLAUSIBLE_MONEY,
+                    meta={"check": f"money is finite and plausible ({name} <= {MAX_PLAUSIBLE_MONEY:g})"},
+                )
+            )
     if {"tenure_days", "recency_days"} <= set(numeric):
         exps.append(
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -253,7 +308,41 @@ def _manifest_expectations(gxe: Any, freshness_days: int) -> list[Any]:
             max_value=freshness_days,
             meta={"check": f"fresh sources: newest source row at most {freshness_days} day(s) before the as-of date"},
         ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="source_checks_recorded",
+            value_set=[True],
+            meta={
+                "check": "the manifest records every source-data contract check "
+                "(a snapshot extracted before the contract: re-extract it)"
+            },
+        ),
     ]
+
+
+def _source_expectations(gxe: Any) -> list[Any]:
+    """One expectation per source-data contract rule: no violation in the rows the snapshot saw."""
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=rule,
+            min_value=0,
+            max_value=0,
+            meta={"check": f"source contract {rule}: {description}", "source_rule": rule},
+        )
+        for rule, description in SOURCE_RULES.items()
+    ]
+
+
+def _describe_source(failure: dict[str, Any], rule: str, source_checks: dict[str, Any] | None) -> dict[str, Any]:
+    """Name the count and example rows of a failed source rule (from the manifest), not GX's one-row frame."""
+    entry = (source_checks or {}).get(rule)
+    if not isinstance(entry, dict) or not isinstance(entry.get("violations"), (int, float)):
+        return failure  # not recorded: already reported by the manifest batch
+    count = int(entry["violations"])
+    return {
+        **failure,
+        "detail": f"{count} violating source row(s) visible to the snapshot",
+        "examples": [str(e) for e in (entry.get("examples") or [])][:MAX_EXAMPLES],
+    }
 
 
 # --------------------------------------------------------------------------- results
@@ -469,6 +558,8 @@ def validate_snapshot(
         "values": (values_frame, _value_expectations(gxe, value_types, manifest.with_labels, previous_rows, row_tolerance)),
         "manifest": (pd.DataFrame([facts]), _manifest_expectations(gxe, freshness_days)),
     }
+    if manifest.source_checks is not None:  # else refused by the manifest batch (not recorded)
+        batches["source"] = (pd.DataFrame([_source_facts(manifest)], dtype="float64"), _source_expectations(gxe))
     gx_results: dict[str, Any] = {}
     checks: list[dict[str, Any]] = []
     evaluated = 0
@@ -491,6 +582,10 @@ def validate_snapshot(
                 {"batch": name, "check": (config.get("meta") or {}).get("check", config.get("type")), "success": item.get("success")}
             )
             if not item.get("success"):
-                failures.append(_describe(name, item))
+                failure = _describe(name, item)
+                rule = (config.get("meta") or {}).get("source_rule")
+                if name == "source" and rule:
+                    failure = _describe_source(failure, rule, manifest.source_checks)
+                failures.append(failure)
     payload["gx"] = gx_results
     return _finish(snapshot_dir, not failures, evaluated, failures, row_count, payload, checks)

@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from spendpred.config import Settings, get_settings
-from spendpred.errors import ConfigError
+from spendpred.config import WAREHOUSE_URL_FORMS, Settings, canonical_warehouse_url, get_settings
+from spendpred.errors import ConfigError, mask_secrets, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -138,22 +139,77 @@ def split_statements(script: str) -> list[str]:
     return cleaned
 
 
-def get_engine(url: str | None = None, settings: Settings | None = None) -> sa.Engine:
+_MAY_CREATE_SQLITE: ContextVar[bool] = ContextVar("spendpred_may_create_sqlite", default=True)
+"""Whether :func:`get_engine` may create a missing SQLite file when its caller does not say (see ``existing_warehouse_only``)."""
+
+
+@contextmanager
+def existing_warehouse_only(only: bool = True) -> Iterator[None]:
+    """Within the block, :func:`get_engine` refuses a SQLite URL whose file does not exist (unless
+    called with ``create=True``): front ends wrap every step that only reads or scores, so a
+    mistyped path is reported instead of becoming a new, empty warehouse. ``only=False`` allows it.
+    """
+    token = _MAY_CREATE_SQLITE.set(not only)
+    try:
+        yield
+    finally:
+        _MAY_CREATE_SQLITE.reset(token)
+
+
+def normalize_url(url: str) -> str:
+    """Return ``url`` as SQLAlchemy takes it (``postgres://`` becomes ``postgresql+psycopg2://``);
+    raises ``ConfigError`` for an unsupported scheme, naming the URL with its password masked."""
+    try:
+        return canonical_warehouse_url(url)
+    except ValueError:
+        scheme = str(url).partition("://")[0] if "://" in str(url) else str(url).partition(":")[0]
+        raise ConfigError(
+            f"unsupported warehouse backend {scheme.split('+')[0][:20]!r} in {mask_url(url)}: use {WAREHOUSE_URL_FORMS}"
+        ) from None
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """Return the file of a SQLite ``url`` when it does not exist (``None`` for PostgreSQL, memory or an existing file)."""
+    try:
+        parsed = make_url(normalize_url(url))
+    except Exception:  # noqa: BLE001 - get_engine reports a bad URL
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:"):  # a sqlite URI: the path up to its query
+        path = Path(parsed.database[len("file:") :].split("?", 1)[0])
+    else:
+        path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+def get_engine(url: str | None = None, settings: Settings | None = None, *, create: bool | None = None) -> sa.Engine:
     """Return a SQLAlchemy engine for the warehouse.
 
-    ``url`` defaults to the settings' warehouse URL (a SQLite file under ``var/``). The
-    parent folder of a SQLite file is created here, when an engine is asked for.
-    Raises ``ConfigError`` for an unsupported URL.
+    ``url`` defaults to the settings' warehouse URL (a SQLite file under ``var/``);
+    ``postgres://`` and ``postgresql://`` mean ``postgresql+psycopg2://``. With ``create``
+    true, the parent folder of a SQLite file is created here and the file on first connect;
+    with ``create`` false a missing SQLite file raises ``ConfigError`` naming the fix and
+    nothing is created. ``create=None`` (the default) allows creating, except inside
+    ``existing_warehouse_only()``. Every database error raised through the engine carries the
+    URL with its password masked (``spendpred_url``), for ``spendpred.errors.describe``.
+    Raises ``ConfigError`` for an unsupported or unparsable URL (password masked).
     """
     settings = settings or get_settings()
-    url = url or settings.resolved_warehouse_url
+    url = normalize_url(url or settings.resolved_warehouse_url)
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
-        raise ConfigError(f"invalid warehouse URL {url!r}: {exc}") from exc
+        raise ConfigError(f"invalid warehouse URL {mask_url(url)}: {mask_secrets(str(exc))}: use {WAREHOUSE_URL_FORMS}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        may_create = _MAY_CREATE_SQLITE.get() if create is None else create
+        missing = missing_sqlite_file(url)
+        if missing is not None and not may_create:
+            raise ConfigError(
+                f"warehouse file {missing} does not exist: run `spendpred db init` (or fix SPENDPRED_WAREHOUSE_URL or --url)"
+            )
+        if missing is not None and parsed.database and not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": 60})
 
@@ -164,26 +220,38 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> sa.E
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        return engine
+        return _named_in_errors(engine)
     if backend == "postgresql":
         source = settings.source_schema or "public"
         if not _IDENTIFIER.match(source):
             raise ConfigError(f"SPENDPRED_SOURCE_SCHEMA={source!r} is not a valid schema name")
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed,
             pool_pre_ping=True,
             connect_args={"options": f"-c search_path={source},{OUTPUT_SCHEMA}"},
         )
-    raise ConfigError(
-        f"unsupported warehouse backend {backend!r} in {url!r}: use sqlite:///path.db or "
-        "postgresql+psycopg2://user:password@host:5432/database"
-    )
+        return _named_in_errors(engine)
+    raise ConfigError(f"unsupported warehouse backend {backend!r} in {mask_url(url)}: use {WAREHOUSE_URL_FORMS}")
+
+
+def _named_in_errors(engine: sa.Engine) -> sa.Engine:
+    """Mark every error raised through ``engine`` with its URL (password masked) and whether it came on connect."""
+    masked = engine.url.render_as_string(hide_password=True)
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _name_the_warehouse(context: Any) -> None:
+        error = context.sqlalchemy_exception
+        if error is not None:
+            error.spendpred_url = masked
+            error.spendpred_connecting = context.connection is None
+
+    return engine
 
 
 @contextmanager
-def opened_engine(url: str | None = None, settings: Settings | None = None) -> Iterator[sa.Engine]:
+def opened_engine(url: str | None = None, settings: Settings | None = None, *, create: bool | None = None) -> Iterator[sa.Engine]:
     """Yield :func:`get_engine`'s engine and dispose of it (its pooled connections) afterwards."""
-    engine = get_engine(url, settings)
+    engine = get_engine(url, settings, create=create)
     try:
         yield engine
     finally:

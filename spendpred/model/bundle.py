@@ -29,7 +29,7 @@ import torch
 
 from spendpred.errors import ConfigError, ModelError
 from spendpred.files import sha256_file
-from spendpred.model.data import length_sorted_batches, tokenize_texts
+from spendpred.model.data import tokenize_texts
 from spendpred.model.features import FeatureNormaliser, check_texts, feature_matrix
 from spendpred.model.hybrid import HybridFeatures, model_columns
 from spendpred.model.losses import LOSSES, apply_calibration, output_dim, predict_spend
@@ -43,7 +43,32 @@ BUNDLE_JSON = "bundle.json"
 HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 PREDICT_CHUNK = 16384
-"""Rows tokenised at once by ``SpendModel.predict`` (then sorted by length within the chunk)."""
+"""Rows tokenised at once by ``SpendModel.predict`` (then grouped by padding bucket within the chunk)."""
+PAD_BUCKET = 16
+"""``SpendModel.predict`` pads each text to its length rounded up to a multiple of this many
+tokens (capped at ``max_length``), so a user's padded width depends only on its own text."""
+
+
+def padding_buckets(lengths: np.ndarray, max_length: int, bucket: int = PAD_BUCKET) -> np.ndarray:
+    """Return the padded width of each text: its length rounded up to a multiple of ``bucket``, at most ``max_length``.
+
+    Never below the text's own length (a text is never cut here), never below 1.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    widths = -(-np.maximum(lengths, 1) // bucket) * bucket
+    return np.maximum(np.minimum(widths, max(int(max_length), 1)), np.maximum(lengths, 1))
+
+
+def bucketed_batches(widths: np.ndarray, batch_size: int) -> list[tuple[int, np.ndarray]]:
+    """Return ``(width, rows)`` batches: rows of one padded width only, widest bucket first, at most ``batch_size`` rows.
+
+    Rows keep their input order within a bucket (stable), so the split is deterministic.
+    """
+    batches: list[tuple[int, np.ndarray]] = []
+    for width in sorted({int(w) for w in widths}, reverse=True):
+        rows = np.flatnonzero(widths == width)
+        batches += [(width, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return batches
 
 _REQUIRED_KEYS = (
     "format_version",
@@ -155,9 +180,16 @@ class SpendModel:
 
         ``df`` needs the ``text`` column and, when the model uses them, its feature columns.
         Texts are tokenised ``chunk_size`` rows at a time with the fast tokenizer (so memory
-        is bounded by the chunk, whatever the number of users), sorted by length within the
-        chunk and padded per batch of ``batch_size`` (None: 32 on a CPU, 256 on CUDA), under
-        ``torch.inference_mode``. ``precision`` is ``auto`` (bf16 autocast on CUDA and on a
+        is bounded by the chunk, whatever the number of users), grouped by padding bucket
+        within the chunk and run in batches of ``batch_size`` (None: 32 on a CPU, 256 on CUDA),
+        under ``torch.inference_mode``. Every batch has a fixed shape: each text is padded to
+        its own length rounded up to ``PAD_BUCKET`` tokens (capped at ``max_length``), a batch
+        holds one bucket only, and a short batch is filled up to ``batch_size`` rows (the
+        filler rows' outputs are dropped). So a user's score does not depend on which other
+        users are scored in the same call (shards, chunks): for a given ``batch_size`` and
+        device it is bit-identical; across batch sizes or devices it differs only by
+        floating-point noise, which the published precision
+        (``spendpred.shards.PUBLISHED_DECIMALS``) absorbs. ``precision`` is ``auto`` (bf16 autocast on CUDA and on a
         CPU with native bf16 kernels, else fp32), ``fp32``, ``bf16`` or ``int8`` (CPU only,
         dynamic quantisation of the encoder's linear layers); see ``spendpred.model.scoring``
         for what each costs in accuracy. On a CPU the encoder uses
@@ -185,8 +217,11 @@ class SpendModel:
                 stop = min(start + chunk_size, len(texts))
                 tokens = tokenize_texts(self.tokenizer, texts[start:stop], self.max_length)
                 chunk_features = None if features is None else torch.from_numpy(features[start:stop])
-                for index in length_sorted_batches(tokens.lengths, batch_size):
-                    out[start + index] = self._predict_batch(encoder, resolved, tokens, index, chunk_features)
+                widths = padding_buckets(tokens.lengths, self.max_length)
+                for width, index in bucketed_batches(widths, batch_size):
+                    out[start + index] = self._predict_batch(
+                        encoder, resolved, tokens, index, chunk_features, width=width, rows=batch_size
+                    )
                     bar.update(len(index))
         return apply_calibration(out, self.meta.get("calibration"))
 
@@ -213,10 +248,29 @@ class SpendModel:
         return self._quantized
 
     def _predict_batch(
-        self, encoder: torch.nn.Module, precision: str, tokens: Any, index: np.ndarray, features: torch.Tensor | None
+        self,
+        encoder: torch.nn.Module,
+        precision: str,
+        tokens: Any,
+        index: np.ndarray,
+        features: torch.Tensor | None,
+        width: int | None = None,
+        rows: int | None = None,
     ) -> np.ndarray:
-        """Return predicted spend for rows ``index`` of a tokenised chunk."""
+        """Return predicted spend for rows ``index`` of a tokenised chunk.
+
+        With ``width`` the batch is padded to that many tokens, and with ``rows`` filled up to
+        that many rows (repeating its first row; the extra outputs are dropped), so every batch
+        of a bucket has the same shape whichever users it holds.
+        """
+        n = len(index)
+        if rows is not None and rows > n:
+            index = np.concatenate([index, np.full(rows - n, index[0], dtype=index.dtype)])
         input_ids, mask = tokens.batch(index)
+        if width is not None and width > input_ids.shape[1]:
+            extra = width - input_ids.shape[1]
+            input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=tokens.pad_id)
+            mask = torch.nn.functional.pad(mask, (0, extra), value=0)
         non_blocking = self.device.type == "cuda"
         input_ids = input_ids.to(self.device, non_blocking=non_blocking)
         mask = mask.to(self.device, non_blocking=non_blocking)
@@ -227,7 +281,7 @@ class SpendModel:
             hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         pooled = mean_pool(hidden, mask)
         raw = self.regressor.head_forward(pooled, batch_features)
-        return predict_spend(self.loss, raw).double().cpu().numpy()
+        return predict_spend(self.loss, raw).double().cpu().numpy()[:n]
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:

@@ -22,9 +22,15 @@ from spendpred.validation import validate_snapshot
 from tests.integration.test_behaviour import AS_OF, EVENTS, H, ORDERS, REVIEWS, USERS, _events, _insert, _orders, _reviews, _users
 
 
+KNOWN = {u for u, _ in USERS}
+
+
 def _seed(engine: sa.Engine) -> None:
+    """The hand-made warehouse of test_behaviour without its orphan rows (they break the source contract)."""
     warehouse.init_db(engine)
-    _insert(engine, users=_users(USERS), orders=_orders(ORDERS), events=_events(EVENTS), reviews=_reviews(REVIEWS))
+    orders = [o for o in ORDERS if o[1] in KNOWN]
+    events = [e for e in EVENTS if e[0] in KNOWN]
+    _insert(engine, users=_users(USERS), orders=_orders(orders), events=_events(events), reviews=_reviews(REVIEWS))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +99,7 @@ def test_good_snapshot_passes_on_both_dialects(warehouse_url: str, tmp_path: Pat
     report = json.loads((tmp_path / "snap" / "validation.json").read_text())
     assert report["success"] is True
     assert report["checksum"] == sha256_file(tmp_path / "snap" / SNAPSHOT_FILE)  # what consumers compare with
-    assert set(report["gx"]) == {"schema", "values", "manifest"}
+    assert set(report["gx"]) == {"schema", "values", "manifest", "source"}
     assert all(r["success"] for batch in report["gx"].values() for r in batch["results"])
     assert "**PASSED**" in (tmp_path / "snap" / "validation.md").read_text()
 
@@ -182,3 +188,36 @@ def test_missing_files(tmp_path: Path) -> None:
     assert "manifest.json is readable" in message and "snapshot.parquet is readable" in message
     with pytest.raises(DataError, match="does not exist"):
         validate_snapshot(tmp_path / "nowhere")
+
+
+def test_orphans_of_the_behaviour_warehouse_are_refused(tmp_path: Path) -> None:
+    engine = warehouse.get_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    warehouse.init_db(engine)
+    _insert(engine, users=_users(USERS), orders=_orders(ORDERS), events=_events(EVENTS), reviews=_reviews(REVIEWS))
+    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "snap", H, with_labels=True)
+    engine.dispose()
+    message = _expect_failure(tmp_path / "snap")
+    failed = _failed_checks(tmp_path / "snap")
+    assert len(failed) == 2 and all(c.startswith("source contract ") for c in failed)
+    assert "order_user_unknown" in message and '"order o13: user a0"' in message
+    assert "event_user_unknown" in message and "event of user zz at 2024-06-29 10:00:00" in message
+
+
+def test_manifest_without_source_checks_is_refused(snap: Path) -> None:
+    """A snapshot extracted before the source contract existed is not vouched for: re-extract it."""
+    manifest = json.loads((snap / MANIFEST_FILE).read_text())
+    del manifest["source_checks"]
+    (snap / MANIFEST_FILE).write_text(json.dumps(manifest))
+    message = _expect_failure(snap)
+    assert _failed_checks(snap) == [
+        "the manifest records every source-data contract check (a snapshot extracted before the contract: re-extract it)"
+    ]
+    assert "re-extract" in message
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e300])
+def test_implausible_money_in_the_snapshot(snap: Path, value: float) -> None:
+    _rewrite(snap, lambda t: _set(t, "avg_basket", "u1", value))
+    message = _expect_failure(snap)
+    assert _failed_checks(snap) == ["money is finite and plausible (avg_basket <= 1e+09)"]
+    assert '"user_id": "u1"' in message
