@@ -123,7 +123,7 @@ def summary(url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = No
 @app.command()
 def extract(
     as_of: Annotated[str, typer.Option("--as-of", help="Snapshot date D, YYYY-MM-DD (rows before D + 1 day).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for snapshot.parquet and manifest.json.")],
+    out: Annotated[str, typer.Option("--out", help="Folder for snapshot.parquet and manifest.json.")],
     with_labels: Annotated[bool, typer.Option("--with-labels", help="Add label = completed spend in (D, D+H].")] = False,
     horizon: int | None = _option(TrainParams, "horizon"),
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,

@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_USERS = 100_000
 MAX_DAYS = 36_500
+MAX_USERS = 50_000_000
+"""More synthetic users than a platform plausibly has is a typo (a 14-digit count ran 10 minutes
+and grew a 9 GB SQLite WAL before this bound)."""
 SECONDS_PER_DAY = 86_400
 
 # Arrow schemas of the four source relations (column order = sql/schema/001_source*.sql).
@@ -209,8 +212,8 @@ def _validate(users: int, days: int, end_date: dt.date, seed: int, chunk_users: 
     for name, value in (("users", users), ("days", days), ("seed", seed), ("chunk_users", chunk_users)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if users < 1:
-        raise ConfigError(f"users must be at least 1, got {users}")
+    if users < 1 or users > MAX_USERS:
+        raise ConfigError(f"users must be between 1 and {MAX_USERS:,}, got {users:,}")
     if days < 1 or days > MAX_DAYS:
         raise ConfigError(f"days must be between 1 and {MAX_DAYS}, got {days}")
     if seed < 0:

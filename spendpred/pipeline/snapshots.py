@@ -45,6 +45,10 @@ def extract_snapshot(
 
     Returns ``{"snapshot_dir", "as_of", "rows", "horizon_days"}``.
     """
+    from spendpred.errors import ConfigError
+
+    if not str(out_dir).strip():
+        raise ConfigError("the output folder is empty: pass --out DIR, a folder for the snapshot (created when missing)")
     settings = get_settings()
     days = resolve_horizon(horizon_days, settings)
     manifest = _extract_into(Path(out_dir), as_of, days, with_labels, url, settings)

@@ -59,6 +59,8 @@ CASES = [
     Case("freeze-bogus", ("train", "--as-of", AS_OF, "--freeze", "bogus", "--url", "{W}"), "freeze='bogus' is not valid"),
     Case("unknown-option", ("score", "--as-of", AS_OF, "--bogus", "--url", "{W}"), "No such option: --bogus"),
     Case("extract-out-is-a-file", ("extract", "--as-of", AS_OF, "--out", "{TMP}/a-file", "--url", "{W}"), "a-file"),
+    Case("extract-out-empty", ("extract", "--as-of", AS_OF, "--out", "", "--url", "{W}"), "the output folder is empty"),
+    Case("seed-users-absurd", ("seed", "--users", "99999999999999", "--url", "{W}"), "users must be between 1 and 50,000,000"),
     # -- settings
     Case("horizon-days-zero", ("summary", "--url", "{W}"), "SPENDPRED_HORIZON_DAYS=0 is out of range: use a whole number in 1..",
          env={"SPENDPRED_HORIZON_DAYS": "0"}),  # fmt: skip

@@ -194,7 +194,7 @@ def test_wide_ids_for_large_populations() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"users": 0}, "users must be at least 1"),
+        ({"users": 0}, "users must be between 1 and"),
         ({"days": 0}, "days must be between 1"),
         ({"days": 10**6}, "days must be between 1"),
         ({"seed": -1}, "seed must be a non-negative integer"),
