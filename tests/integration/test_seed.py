@@ -133,7 +133,7 @@ def test_append_with_existing_ids_is_refused_and_changes_nothing(warehouse_url: 
 
 def test_bad_arguments_fail_before_touching_the_warehouse(sqlite_url: str) -> None:
     engine = warehouse.get_engine(sqlite_url)
-    with pytest.raises(ConfigError, match="users must be at least 1"):
+    with pytest.raises(ConfigError, match="users must be between 1 and"):
         synth.seed_warehouse(engine, users=0, days=30, end_date=END, seed=1)
     with pytest.raises(ConfigError, match="days must be between 1"):
         synth.seed_warehouse(engine, users=10, days=0, end_date=END, seed=1)
