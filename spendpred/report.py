@@ -314,7 +314,15 @@ def champion_comparison(champion: dict[str, Any] | None) -> dict[str, Any] | Non
     rows += [row(name, label, peers[name]) for name, label in PEERS if name in peers]
     lift = {key.removeprefix("finetune_lift_"): value for key, value in metrics.items() if key.startswith("finetune_lift_")}
     calibration = {k: metrics.get(k) for k in ("total_predicted", "total_actual", "total_ratio")}
-    return {"rows": rows, "lift": lift, "calibration": calibration}
+    notes = []
+    if lift:
+        notes.append("fine-tuning lift over the frozen encoder: " + ", ".join(f"{k} {v:+.4f}" for k, v in lift.items()))
+    if calibration.get("total_actual") is not None:
+        notes.append(
+            f"calibration: total predicted spend {_number(calibration['total_predicted'], 0)} vs actual "
+            f"{_number(calibration['total_actual'], 0)} (ratio {_number(calibration['total_ratio'])})"
+        )
+    return {"columns": list(COMPARISON_METRICS), "rows": rows, "lift": lift, "calibration": calibration, "notes": notes}
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -332,15 +340,7 @@ def format_comparison(comparison: dict[str, Any] | None) -> list[str]:
             f"  {r['label']:<48} {_number(r['normalised_gini']):>9} {_number(r['top10_capture']):>7} "
             f"{_number(r['rmse'], 2):>9} {_number(r['decile_mape']):>8} {_number(r['total_ratio']):>9}"
         )
-    lift = comparison.get("lift") or {}
-    if lift:
-        lines.append("  fine-tuning lift over the frozen encoder: " + ", ".join(f"{k} {v:+.4f}" for k, v in lift.items()))
-    calibration = comparison.get("calibration") or {}
-    if calibration.get("total_actual") is not None:
-        lines.append(
-            f"  calibration: total predicted spend {_number(calibration['total_predicted'], 0)} vs actual "
-            f"{_number(calibration['total_actual'], 0)} (ratio {_number(calibration['total_ratio'])})"
-        )
+    lines += [f"  {note}" for note in comparison.get("notes") or []]
     return lines
 
 

@@ -195,25 +195,15 @@ def _comparison(comparison: Mapping[str, Any] | None) -> str:
     """The champion beside its peers on the same held-out users, the fine-tuning lift and the calibration."""
     if not comparison or not comparison.get("rows"):
         return ""
-    columns = ("normalised_gini", "top10_capture", "rmse", "decile_mape", "total_ratio")
-    labels = {**METRIC_LABELS, "total_ratio": "predicted / actual total"}
-    head = "".join(f"<th>{_e(labels.get(c, c))}</th>" for c in columns)
+    columns = comparison.get("columns") or []
+    head = "".join(f"<th>{_e(METRIC_LABELS.get(c, c))}</th>" for c in columns)
     body = "".join(
         f'<tr data-model="{_e(r["model"])}"><td>{_e(r["label"])}</td>'
         + "".join(f"<td>{'—' if r.get(c) is None else _metric(float(r[c]))}</td>" for c in columns)
         + "</tr>"
         for r in comparison["rows"]
     )
-    notes = []
-    lift = comparison.get("lift") or {}
-    if lift:
-        notes.append("fine-tuning lift over the frozen encoder: " + ", ".join(f"{labels.get(k, k)} {v:+.4f}" for k, v in lift.items()))
-    calibration = comparison.get("calibration") or {}
-    if calibration.get("total_actual") is not None:
-        notes.append(
-            f"calibration: total predicted spend {format_money(calibration.get('total_predicted'))} "
-            f"vs actual {format_money(calibration.get('total_actual'))}"
-        )
+    notes = comparison.get("notes") or []
     note = "".join(f'<p class="meta">{_e(n)}</p>' for n in notes)
     return (
         '<p class="meta">On the held-out users of its training run, beside the rules a team would otherwise use:</p>'

@@ -196,13 +196,12 @@ def evaluate_and_register(run: RunRef) -> dict[str, Any]:
     return {**run.ref(), "run_id": run_id, "version": str(version), "metrics": summary["metrics"]}
 
 
-def _champion_on_same_users(run: RunFolder, version: str) -> tuple[dict[str, float], float] | None:
+def _champion_on_same_users(run: RunFolder, version: str, held_out: Any) -> tuple[dict[str, float], float] | None:
     """The champion's metrics on the run's held-out users and the candidate's paired bootstrap win share.
 
-    ``None`` without a champion or when ``version`` is the champion.
+    ``held_out`` is the run's ``test_predictions`` frame. ``None`` without a champion or when
+    ``version`` is the champion.
     """
-    import pandas as pd
-
     from spendpred import promotion, registry
     from spendpred.errors import ModelError
 
@@ -215,21 +214,15 @@ def _champion_on_same_users(run: RunFolder, version: str) -> tuple[dict[str, flo
     if str(champion_version.version) == version:
         return None
     frame, _ = _labelled_snapshot(run)
-    held_out = pd.read_parquet(run.test_predictions, columns=["user_id", "label", CANDIDATE])
     metrics, predicted = promotion.rescore_champion(champion, frame, held_out["user_id"])
     share = promotion.paired_win_share(held_out["label"], held_out[CANDIDATE], predicted)
     return metrics, share
 
 
-def _baselines_ahead(run: RunFolder) -> dict[str, dict[str, float]] | None:
+def _baselines_ahead(held_out: Any) -> dict[str, dict[str, float]]:
     """Per baseline the share of paired bootstrap draws of the held-out users in which it ranks ahead."""
-    import pandas as pd
-
     from spendpred import promotion
 
-    if not run.test_predictions.is_file():
-        return None
-    held_out = pd.read_parquet(run.test_predictions)
     peers = {name: held_out[name] for name in promotion.BASELINES_TO_BEAT if name in held_out.columns}
     return promotion.baseline_ahead_shares(held_out["label"], held_out[CANDIDATE], peers)
 
@@ -251,13 +244,16 @@ def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = N
     champion_metrics: dict[str, float] | None = None
     gate_inputs: dict[str, Any] = {}
     if run is not None:
+        import pandas as pd
+
         folder = RunFolder.coerce(run)
         result = read_json(folder.result_json, "training result")
+        held_out = pd.read_parquet(folder.test_predictions)  # read once: baselines and champion use the same users
         candidate_metrics = result["metrics"]
         gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users"),
-                       "baselines_ahead": _baselines_ahead(folder)}
+                       "baselines_ahead": _baselines_ahead(held_out)}
         if mode == "auto":  # never and force decide without comparing
-            compared = _champion_on_same_users(folder, version)
+            compared = _champion_on_same_users(folder, version, held_out)
             if compared is not None:
                 champion_metrics, gate_inputs["win_share"] = compared
     decision = registry.promote(registry.get_client(), version, candidate_metrics, champion_metrics, mode=mode, **gate_inputs)
