@@ -105,6 +105,16 @@ class Settings(BaseSettings):
         "one window_step_days earlier (more tenures and recencies in the training range; each costs one more extract).",
     )
     window_step_days: int = Field(28, ge=1, le=365, description="Days between two stacked training windows.")
+    embedding_cache: bool = Field(
+        True,
+        description="Nightly scoring reuses each user's text embedding while their text is unchanged "
+        "(spendpred.embeddings; kept under <staging>/embedding-cache).",
+    )
+    embedding_cache_max_mb: float = Field(
+        8000.0, gt=0, le=10_000_000,
+        description="Disk bound of the embedding cache in MB (about 1.6 GB per million users with MiniLM); "
+        "users past it are encoded every night.",
+    )
     torch_threads: int | None = Field(
         None, gt=0, description="CPU threads torch may use in one training or scoring task; default: cores / concurrent_tasks."
     )

@@ -9,10 +9,14 @@ know nothing of staging, MLflow or Airflow (``spendpred.pipeline.score`` wires t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from spendpred.embeddings import CacheStats, ShardCache, text_digests
 from spendpred.errors import DataError, ModelError
 from spendpred.files import temporary_sibling
 
@@ -54,20 +58,35 @@ def require_same_template(model_template: str | None, snapshot_template: str, mo
 
 
 def score_shard_file(
-    model: Any, snapshot_file: Path, out_path: Path, shard: int, shards: int, threads: int | None = None
-) -> int:
-    """Predict spend for the users of one shard and write them to ``out_path``; return the user count.
+    model: Any,
+    snapshot_file: Path,
+    out_path: Path,
+    shard: int,
+    shards: int,
+    threads: int | None = None,
+    cache: ShardCache | None = None,
+    precision: str = "auto",
+    batch_size: int | None = None,
+) -> CacheStats:
+    """Predict spend for the users of one shard and write them to ``out_path``; return what it cost.
 
-    ``model`` has ``feature_columns`` and ``predict(frame, num_threads=...)`` (a ``SpendModel``).
-    The snapshot is read in batches of ``READ_BATCH_ROWS``; the output (``user_id`` string,
-    ``predicted_spend`` float64 rounded to ``PUBLISHED_DECIMALS``, see :func:`round_published`)
-    is written under a temporary name and renamed at the end, so a failed shard leaves no
-    partial file. Tiers are computed from these rounded values, so published scores and tiers
-    agree and neither depends on the shard count.
+    ``model`` is a ``SpendModel`` (``feature_columns``, ``hidden_size``, ``head_features``,
+    ``encode`` and ``predict_pooled``). The snapshot is read in batches of ``READ_BATCH_ROWS``;
+    each batch's texts are encoded (``precision``, ``batch_size`` and ``threads`` as in
+    ``SpendModel.predict``), except those found unchanged in ``cache`` (a
+    ``spendpred.embeddings.ShardCache``), and the head runs for every user with the batch's
+    features. The output (``user_id`` string, ``predicted_spend`` float64 rounded to
+    ``PUBLISHED_DECIMALS``, see :func:`round_published`) is written under a temporary name and
+    renamed at the end, so a failed shard leaves no partial file; the cache's new file is
+    committed only after that. Tiers are computed from these rounded values, so published
+    scores and tiers agree and neither depends on the shard count or the cache.
+
+    Returns ``CacheStats``: users scored, cache hits and misses, seconds in the encoder.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from spendpred.model.features import check_texts
     from spendpred.splits import shard_of
 
     parquet = pq.ParquetFile(snapshot_file)
@@ -76,7 +95,7 @@ def score_shard_file(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(out_path)
     schema = pa.schema([("user_id", pa.string()), ("predicted_spend", pa.float64())])
-    rows = 0
+    stats = CacheStats(cache_state=cache.state if cache is not None else "off", key=cache.key if cache is not None else None)
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
@@ -84,13 +103,41 @@ def score_shard_file(
                 frame = frame[shard_of(frame["user_id"], int(shards)) == int(shard)]
                 if frame.empty:
                     continue
-                predicted = round_published(model.predict(frame, num_threads=threads))
-                writer.write_table(pa.table({"user_id": frame["user_id"].to_numpy(), "predicted_spend": predicted}, schema=schema))
-                rows += len(frame)
+                texts = check_texts(frame, "scoring snapshot")
+                features = model.head_features(frame, "scoring snapshot")
+                user_ids = frame["user_id"].to_numpy(dtype=object)
+                pooled = np.empty((len(frame), model.hidden_size), dtype=np.float32)
+                digests = text_digests(texts) if cache is not None else []
+                hits = np.zeros(len(frame), dtype=bool)
+                if cache is not None:
+                    hits, cached = cache.lookup(user_ids, digests)
+                    pooled[hits] = cached
+                misses = np.flatnonzero(~hits)
+                if len(misses):
+                    began = time.perf_counter()
+                    pooled[misses] = model.encode(
+                        [texts[i] for i in misses], batch_size=batch_size, precision=precision, num_threads=threads
+                    )
+                    stats.encode_seconds += time.perf_counter() - began
+                predicted = round_published(model.predict_pooled(pooled, features, num_threads=threads))
+                writer.write_table(pa.table({"user_id": user_ids, "predicted_spend": predicted}, schema=schema))
+                if cache is not None:
+                    cache.add(user_ids, digests, pooled)
+                stats.users += len(frame)
+                stats.hits += int(hits.sum())
+                stats.misses += len(misses)
         tmp.replace(out_path)
+    except BaseException:
+        if cache is not None:
+            cache.discard()
+        raise
     finally:
         tmp.unlink(missing_ok=True)
-    return rows
+    if cache is not None:
+        cache.commit()
+        stats.written = cache.written
+        stats.cache_state = cache.state
+    return stats
 
 
 def check_coverage(results: Sequence[Mapping[str, Any]]) -> tuple[int, str]:

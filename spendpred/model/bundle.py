@@ -13,12 +13,13 @@ Bundle layout (no pickles)::
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from spendpred.model.features import FeatureNormaliser, check_texts, feature_mat
 from spendpred.model.hybrid import HybridFeatures, model_columns
 from spendpred.model.losses import LOSSES, apply_calibration, output_dim, predict_spend
 from spendpred.model.network import SpendHead, SpendRegressor, load_encoder, load_tokenizer, mean_pool
-from spendpred.model.scoring import autocast_for, cpu_threads, default_batch_size, quantize_encoder, resolve_precision
+from spendpred.model.scoring import cpu_threads, default_batch_size, quantize_encoder, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 PREDICT_CHUNK = 16384
 """Rows tokenised at once by ``SpendModel.predict`` (then grouped by padding bucket within the chunk)."""
+HEAD_BATCH_ROWS = 1024
+"""Rows per head forward pass in ``SpendModel.predict_pooled`` (short batches are filled, so every pass has one shape)."""
+CUDA_TOKEN_BUDGET = 65_536
+"""Padded tokens per encoder batch on CUDA when no batch size is given (1,024 users at 64 tokens)."""
 PAD_BUCKET = 16
 """``SpendModel.predict`` pads each text to its length rounded up to a multiple of this many
 tokens (capped at ``max_length``), so a user's padded width depends only on its own text."""
@@ -59,15 +64,17 @@ def padding_buckets(lengths: np.ndarray, max_length: int, bucket: int = PAD_BUCK
     return np.maximum(np.minimum(widths, max(int(max_length), 1)), np.maximum(lengths, 1))
 
 
-def bucketed_batches(widths: np.ndarray, batch_size: int) -> list[tuple[int, np.ndarray]]:
+def bucketed_batches(widths: np.ndarray, batch_size: int | Callable[[int], int]) -> list[tuple[int, np.ndarray]]:
     """Return ``(width, rows)`` batches: rows of one padded width only, widest bucket first, at most ``batch_size`` rows.
 
-    Rows keep their input order within a bucket (stable), so the split is deterministic.
+    ``batch_size`` is a row count, or a function of the padded width giving it (a token
+    budget). Rows keep their input order within a bucket (stable), so the split is deterministic.
     """
     batches: list[tuple[int, np.ndarray]] = []
     for width in sorted({int(w) for w in widths}, reverse=True):
         rows = np.flatnonzero(widths == width)
-        batches += [(width, rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        size = batch_size(width) if callable(batch_size) else batch_size
+        batches += [(width, rows[i : i + size]) for i in range(0, len(rows), size)]
     return batches
 
 _REQUIRED_KEYS = (
@@ -141,6 +148,7 @@ class SpendModel:
         self.meta = meta
         self.device = device or next(regressor.parameters()).device
         self._quantized: torch.nn.Module | None = None
+        self._bf16: torch.nn.Module | None = None
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -164,6 +172,7 @@ class SpendModel:
         self.regressor.to(target)
         self.device = target
         self._quantized = None
+        self._bf16 = None
         return self
 
     # -- prediction ---------------------------------------------------------------------------
@@ -179,50 +188,105 @@ class SpendModel:
         """Return predicted spend (float64, currency units, >= 0) for each row of ``df``, in order.
 
         ``df`` needs the ``text`` column and, when the model uses them, its feature columns.
-        Texts are tokenised ``chunk_size`` rows at a time with the fast tokenizer (so memory
-        is bounded by the chunk, whatever the number of users), grouped by padding bucket
-        within the chunk and run in batches of ``batch_size`` (None: 32 on a CPU, 256 on CUDA),
-        under ``torch.inference_mode``. Every batch has a fixed shape: each text is padded to
-        its own length rounded up to ``PAD_BUCKET`` tokens (capped at ``max_length``), a batch
-        holds one bucket only, and a short batch is filled up to ``batch_size`` rows (the
-        filler rows' outputs are dropped). So a user's score does not depend on which other
-        users are scored in the same call (shards, chunks): for a given ``batch_size`` and
-        device it is bit-identical; across batch sizes or devices it differs only by
-        floating-point noise, which the published precision
-        (``spendpred.shards.PUBLISHED_DECIMALS``) absorbs. ``precision`` is ``auto`` (bf16 autocast on CUDA and on a
-        CPU with native bf16 kernels, else fp32), ``fp32``, ``bf16`` or ``int8`` (CPU only,
-        dynamic quantisation of the encoder's linear layers); see ``spendpred.model.scoring``
-        for what each costs in accuracy. On a CPU the encoder uses
-        ``num_threads`` threads for the call (None: torch's setting, capped at the cores
+        The same as :meth:`encode` on the texts followed by :meth:`predict_pooled` (the nightly
+        run calls the two separately to reuse cached text embeddings, with the same result bit
+        for bit). Texts are tokenised ``chunk_size`` rows at a time with the fast tokenizer (so
+        memory is bounded by the chunk, whatever the number of users), grouped by padding bucket
+        within the chunk and run under ``torch.inference_mode``. Every batch has a fixed shape:
+        each text is padded to its own length rounded up to ``PAD_BUCKET`` tokens (capped at
+        ``max_length``), a batch holds one bucket only and is filled up to the bucket's row
+        count (the filler rows' outputs are dropped). So a user's score does not depend on which
+        other users are scored in the same call (shards, chunks, cache hits): for a given
+        ``batch_size`` and device it is bit-identical; across batch sizes or devices it differs
+        only by floating-point noise, which the published precision
+        (``spendpred.shards.PUBLISHED_DECIMALS``) absorbs.
+
+        ``batch_size`` is the rows per forward pass (None: 32 on a CPU; on CUDA a token budget,
+        ``CUDA_TOKEN_BUDGET`` tokens per batch, so short texts run in larger batches).
+        ``precision`` is ``auto`` (bf16 on CUDA and on a CPU with native bf16 kernels, else
+        fp32), ``fp32``, ``bf16`` (the encoder's weights cast to bfloat16 once; pooling and head
+        in float32) or ``int8`` (CPU only, dynamic quantisation of the encoder's linear layers);
+        see ``spendpred.model.scoring`` for what each costs in accuracy. On a CPU the encoder
+        uses ``num_threads`` threads for the call (None: torch's setting, capped at the cores
         available to the process).
 
         Raises ``DataError`` naming the column or row when the input is malformed and
         ``ConfigError`` for a non-positive batch or chunk size, an unknown precision, int8 on
         CUDA or ``num_threads`` below 1.
         """
-        resolved = resolve_precision(precision, self.device)
-        batch_size = default_batch_size(self.device) if batch_size is None else batch_size
-        if batch_size < 1 or chunk_size < 1:
-            raise ConfigError(f"batch_size={batch_size} and chunk_size={chunk_size} must both be >= 1")
         texts = check_texts(df, "prediction input")
         features = self.head_features(df)
-        out = np.empty(len(texts), dtype=np.float64)
+        pooled = self.encode(texts, batch_size, chunk_size, progress, precision, num_threads)
+        return self.predict_pooled(pooled, features, num_threads=num_threads)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the pooled text embedding :meth:`encode` returns."""
+        return int(self.regressor.hidden_size)
+
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int | None = None,
+        chunk_size: int = PREDICT_CHUNK,
+        progress: bool = False,
+        precision: str = "auto",
+        num_threads: int | None = None,
+    ) -> np.ndarray:
+        """Return the mean-pooled encoder output of each text, float32 ``(len(texts), hidden_size)``.
+
+        Arguments and guarantees as in :meth:`predict` (fixed batch shapes, so a text's row is
+        bit-identical whichever other texts are encoded with it). On CUDA the next chunk is
+        tokenised on a background thread while the current one runs on the GPU, and batches
+        are copied from pinned host memory.
+        """
+        resolved = resolve_precision(precision, self.device)
+        if (batch_size is not None and batch_size < 1) or chunk_size < 1:
+            raise ConfigError(f"batch_size={batch_size} and chunk_size={chunk_size} must both be >= 1")
+        out = np.empty((len(texts), self.hidden_size), dtype=np.float32)
         if not texts:
             return out
         self.regressor.eval()
-        encoder = self._int8_encoder() if resolved == "int8" else self.regressor.encoder
+        encoder = self._encoder_for(resolved)
         threads = cpu_threads(num_threads) if self.device.type == "cpu" else nullcontext()
-        with threads, _progress(len(texts), progress, "predict") as bar, torch.inference_mode():
-            for start in range(0, len(texts), chunk_size):
-                stop = min(start + chunk_size, len(texts))
-                tokens = tokenize_texts(self.tokenizer, texts[start:stop], self.max_length)
-                chunk_features = None if features is None else torch.from_numpy(features[start:stop])
+        chunks = [(start, min(start + chunk_size, len(texts))) for start in range(0, len(texts), chunk_size)]
+        with threads, _progress(len(texts), progress, "encode") as bar, torch.inference_mode():
+            for (start, _stop), tokens in self._tokenized_chunks(texts, chunks):
                 widths = padding_buckets(tokens.lengths, self.max_length)
-                for width, index in bucketed_batches(widths, batch_size):
-                    out[start + index] = self._predict_batch(
-                        encoder, resolved, tokens, index, chunk_features, width=width, rows=batch_size
+                for width, index in bucketed_batches(widths, lambda w: self._rows_for(w, batch_size)):
+                    out[start + index] = self._encode_batch(
+                        encoder, resolved, tokens, index, width=width, rows=self._rows_for(width, batch_size)
                     )
                     bar.update(len(index))
+        return out
+
+    def predict_pooled(
+        self, pooled: np.ndarray, features: np.ndarray | None, num_threads: int | None = None
+    ) -> np.ndarray:
+        """Return predicted spend (float64, calibrated currency) from pooled text embeddings and head features.
+
+        ``pooled`` is :meth:`encode`'s output for the rows, ``features`` :meth:`head_features`'
+        (None when the model uses none). The head runs on fixed-shape batches of
+        ``HEAD_BATCH_ROWS`` rows, so a row's output does not depend on the other rows.
+        """
+        n = len(pooled)
+        out = np.empty(n, dtype=np.float64)
+        if n == 0:
+            return apply_calibration(out, self.meta.get("calibration"))
+        if pooled.shape[1:] != (self.hidden_size,):
+            raise ModelError(
+                f"pooled embeddings have shape {pooled.shape}, this model needs (n, {self.hidden_size}): "
+                "encode the texts with this model"
+            )
+        threads = cpu_threads(num_threads) if self.device.type == "cpu" else nullcontext()
+        with threads, torch.inference_mode():
+            for start in range(0, n, HEAD_BATCH_ROWS):
+                index = np.arange(start, min(start + HEAD_BATCH_ROWS, n))
+                full = np.concatenate([index, np.full(HEAD_BATCH_ROWS - len(index), index[0])])
+                batch = torch.from_numpy(np.ascontiguousarray(pooled[full])).to(self.device)
+                batch_features = None if features is None else torch.from_numpy(features[full]).to(self.device)
+                raw = self.regressor.head_forward(batch, batch_features)
+                out[index] = predict_spend(self.loss, raw).double().cpu().numpy()[: len(index)]
         return apply_calibration(out, self.meta.get("calibration"))
 
     def head_features(self, df: pd.DataFrame, what: str = "prediction input") -> np.ndarray | None:
@@ -239,25 +303,57 @@ class SpendModel:
             df = HybridFeatures.from_dict(self.meta["hybrid"]).transform(df)
         return self.normaliser.transform(df, what)
 
-    def _int8_encoder(self) -> torch.nn.Module:
-        """Return the int8 dynamically quantised copy of the encoder (built once, then cached)."""
-        if self._quantized is None:
-            started = time.perf_counter()
-            self._quantized = quantize_encoder(self.regressor.encoder)
-            logger.info("quantised the encoder to int8 in %.1fs", time.perf_counter() - started)
-        return self._quantized
+    def _encoder_for(self, precision: str) -> torch.nn.Module:
+        """The encoder module for a resolved precision: int8 and bf16 copies are built once, then reused."""
+        if precision == "int8":
+            if self._quantized is None:
+                started = time.perf_counter()
+                self._quantized = quantize_encoder(self.regressor.encoder)
+                logger.info("quantised the encoder to int8 in %.1fs", time.perf_counter() - started)
+            return self._quantized
+        if precision == "bf16":
+            if self._bf16 is None:
+                self._bf16 = copy.deepcopy(self.regressor.encoder).to(dtype=torch.bfloat16).eval()
+            return self._bf16
+        return self.regressor.encoder
 
-    def _predict_batch(
+    def _rows_for(self, width: int, batch_size: int | None) -> int:
+        """Rows of every batch of padded ``width``: ``batch_size``, else the device's default (a token budget on CUDA)."""
+        if batch_size is not None:
+            return batch_size
+        if self.device.type == "cuda":
+            return max(1, CUDA_TOKEN_BUDGET // max(int(width), 1))
+        return default_batch_size(self.device)
+
+    def _tokenized_chunks(
+        self, texts: list[str], chunks: list[tuple[int, int]]
+    ) -> Iterator[tuple[tuple[int, int], Any]]:
+        """Yield ``((start, stop), tokens)`` per chunk; on CUDA the next chunk is tokenised on a background thread."""
+        if self.device.type != "cuda" or len(chunks) < 2:
+            for start, stop in chunks:
+                yield (start, stop), tokenize_texts(self.tokenizer, texts[start:stop], self.max_length)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+            pending = pool.submit(tokenize_texts, self.tokenizer, texts[chunks[0][0] : chunks[0][1]], self.max_length)
+            for i, (start, stop) in enumerate(chunks):
+                tokens = pending.result()
+                if i + 1 < len(chunks):
+                    nxt = chunks[i + 1]
+                    pending = pool.submit(tokenize_texts, self.tokenizer, texts[nxt[0] : nxt[1]], self.max_length)
+                yield (start, stop), tokens
+
+    def _encode_batch(
         self,
         encoder: torch.nn.Module,
         precision: str,
         tokens: Any,
         index: np.ndarray,
-        features: torch.Tensor | None,
         width: int | None = None,
         rows: int | None = None,
     ) -> np.ndarray:
-        """Return predicted spend for rows ``index`` of a tokenised chunk.
+        """Return the pooled embeddings (float32) of rows ``index`` of a tokenised chunk.
 
         With ``width`` the batch is padded to that many tokens, and with ``rows`` filled up to
         that many rows (repeating its first row; the extra outputs are dropped), so every batch
@@ -271,17 +367,11 @@ class SpendModel:
             extra = width - input_ids.shape[1]
             input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=tokens.pad_id)
             mask = torch.nn.functional.pad(mask, (0, extra), value=0)
-        non_blocking = self.device.type == "cuda"
-        input_ids = input_ids.to(self.device, non_blocking=non_blocking)
-        mask = mask.to(self.device, non_blocking=non_blocking)
-        batch_features = None
-        if features is not None:
-            batch_features = features[torch.from_numpy(index)].to(self.device, non_blocking=non_blocking)
-        with autocast_for(precision, self.device):
-            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        pooled = mean_pool(hidden, mask)
-        raw = self.regressor.head_forward(pooled, batch_features)
-        return predict_spend(self.loss, raw).double().cpu().numpy()[:n]
+        if self.device.type == "cuda":
+            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+            mask = mask.pin_memory().to(self.device, non_blocking=True)
+        hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return mean_pool(hidden, mask).cpu().numpy()[:n]
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path, overwrite: bool = False) -> Path:

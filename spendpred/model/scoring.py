@@ -3,8 +3,9 @@
 ``SpendModel.predict`` runs the encoder in one of these precisions:
 
 - ``fp32``: plain float32 (the reference; what training evaluates with on CPU).
-- ``bf16``: bfloat16 autocast for the encoder (matmuls in bf16, accumulation and LayerNorm
-  in float32). On CUDA this is the production default; on a CPU it is only fast where
+- ``bf16``: the encoder's weights cast to bfloat16 once (a copy kept beside the fp32 model),
+  so no per-batch autocast casts; mean pooling and the head run in float32. On CUDA this is
+  the production default; on a CPU it is only fast where
   oneDNN has native bf16 kernels (AVX512-BF16 or AMX), see ``cpu_has_native_bf16``.
 - ``int8``: CPU only. The encoder's ``nn.Linear`` layers are replaced by dynamically
   quantised int8 ones (``torch.ao.quantization.quantize_dynamic``: int8 weights per output
@@ -85,13 +86,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def default_batch_size(device: torch.device) -> int:
     """Return the default users per forward pass on ``device``."""
     return CUDA_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
-
-
-def autocast_for(precision: str, device: torch.device) -> AbstractContextManager[object]:
-    """Return the autocast context of a resolved ``precision`` on ``device`` (bf16), else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def quantize_encoder(encoder: nn.Module) -> nn.Module:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spendpred.config import get_settings
+from spendpred.embeddings import CacheStats, prune
 from spendpred.files import write_json_atomic
 from spendpred.params import check_score
 from spendpred.pipeline.snapshots import extract_run, validate_snapshot
@@ -49,10 +50,14 @@ def plan_shards(run: RunRef, shards: int = 1) -> list[dict[str, Any]]:
 def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int = "champion") -> dict[str, Any]:
     """Score one shard of a run's validated snapshot with a registered model version.
 
-    Writes the run's ``shards/shard-<i>-of-<n>.parquet`` (user_id, predicted_spend). Returns
-    the run's reference with ``rows``, ``model_version``, ``shard`` and ``shards``. Raises
-    ``ModelError`` when there is no such model or its text-template version differs from the
-    snapshot's, ``ValidationFailed`` for an unvalidated or changed snapshot.
+    Writes the run's ``shards/shard-<i>-of-<n>.parquet`` (user_id, predicted_spend). Users
+    whose text is unchanged since the last night take their text embedding from the
+    embedding cache (``spendpred.embeddings``; ``SPENDPRED_EMBEDDING_CACHE``), the rest are
+    encoded, and the cache is written back. Returns the run's reference with ``rows``,
+    ``model_version``, ``shard``, ``shards`` and ``encoder`` (users, cache hits and misses,
+    hit rate, seconds in the encoder). Raises ``ModelError`` when there is no such model or
+    its text-template version differs from the snapshot's, ``ValidationFailed`` for an
+    unvalidated or changed snapshot.
     """
     from spendpred import registry
     from spendpred.shards import require_same_template, score_shard_file
@@ -60,17 +65,39 @@ def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int =
     run = RunFolder.coerce(run)
     manifest = run.require_validated()
     ref = check_score(model=model).model
-    threads = get_settings().resolved_torch_threads
+    settings = get_settings()
+    threads = settings.resolved_torch_threads
     spend_model, version = registry.load_model(ref)
     require_same_template(
         spend_model.meta.get("text_template_version"),
         manifest.text_template_version,
         f"{registry.REGISTERED_MODEL} version {version.version}",
     )
+    cache = _shard_cache(spend_model, str(version.version), run, shard, shards, settings)
     path = run.shard_path(shard, shards)
-    rows = score_shard_file(spend_model, run.snapshot.parquet, path, shard, shards, threads)
-    logger.info("shard %d/%d: scored %d users with version %s -> %s", shard, shards, rows, version.version, path)
-    return {**run.ref(), "rows": rows, "model_version": str(version.version), "shard": int(shard), "shards": int(shards)}
+    stats = score_shard_file(spend_model, run.snapshot.parquet, path, shard, shards, threads, cache=cache)
+    logger.info(
+        "shard %d/%d: scored %d users with version %s -> %s; encoded %d (%.1fs), embedding cache %s: %d hits",
+        shard, shards, stats.users, version.version, path, stats.misses, stats.encode_seconds, stats.cache_state, stats.hits,
+    )  # fmt: skip
+    return {**run.ref(), "rows": stats.users, "model_version": str(version.version), "shard": int(shard),
+            "shards": int(shards), "encoder": stats.as_dict()}  # fmt: skip
+
+
+def _shard_cache(spend_model: Any, version: str, run: RunFolder, shard: int, shards: int, settings: Any) -> Any:
+    """The shard's embedding cache for this model, or None when the setting is off or the precision is int8."""
+    from spendpred import embeddings
+    from spendpred.model.scoring import resolve_precision
+
+    if not settings.embedding_cache:
+        return None
+    precision = resolve_precision("auto", spend_model.device)
+    if precision == "int8":
+        return None
+    key = embeddings.cache_key(version, spend_model.meta, precision, None, spend_model.device.type)
+    return embeddings.shard_cache(
+        run.root, key, shard, shards, spend_model.hidden_size, settings.embedding_cache_max_mb
+    )
 
 
 def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -93,15 +120,19 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
     labels, thresholds = tiers.assign_tiers(table.column("predicted_spend").to_numpy(), tiers.rule_from_settings())
     pq.write_table(table.append_column("tier", pa.array(labels, pa.string())), run.tiers_parquet)
     counts = tiers.tier_counts(labels)
+    encoder = CacheStats.total([r["encoder"] for r in results if r.get("encoder")])
     meta = {
         **run.ref(),
         "rows": table.num_rows,
         "model_version": version,
         "counts": counts,
         "thresholds": [t.as_dict() for t in thresholds],
+        "encoder": encoder,
     }
     write_json_atomic(run.tiers_json, meta)
-    logger.info("tiers for %s: %s", run.as_of, counts)
+    logger.info("tiers for %s: %s; encoder: %s", run.as_of, counts, encoder)
+    if encoder["key"]:
+        prune(run.root, encoder["key"], count)
     return meta
 
 
@@ -142,4 +173,4 @@ def score(
     tiered = assign_tiers(snapshot, scored)
     published = publish_scores(tiered, dry_run=not publish, url=url)
     return {"as_of": tiered["as_of"], "model_version": tiered["model_version"], "counts": tiered["counts"],
-            "thresholds": tiered["thresholds"], **published}
+            "thresholds": tiered["thresholds"], "encoder": tiered["encoder"], **published}

@@ -124,3 +124,48 @@ def test_published_rounding_is_to_cents(raw: list[float], published: list[float]
     got = round_published(raw)
     assert got.dtype == np.float64 and got.tolist() == published
     assert not np.signbit(got).any()
+
+
+def test_encode_then_head_is_predict_and_a_users_embedding_is_independent_of_the_call(
+    model_and_users: tuple[SpendModel, pd.DataFrame],
+) -> None:
+    """What the embedding cache relies on: a cached row equals a fresh one bit for bit."""
+    model, users = model_and_users
+    texts = users["text"].tolist()
+    pooled = model.encode(texts, precision="fp32")
+    assert pooled.dtype == np.float32 and pooled.shape == (len(users), model.hidden_size)
+    features = model.head_features(users)
+    np.testing.assert_array_equal(model.predict_pooled(pooled, features), model.predict(users, precision="fp32"))
+    subset = np.arange(3, len(users), 5)
+    np.testing.assert_array_equal(model.encode([texts[i] for i in subset], precision="fp32"), pooled[subset])
+    np.testing.assert_array_equal(model.predict_pooled(pooled[subset], features[subset]), model.predict_pooled(pooled, features)[subset])
+
+
+def test_the_embedding_cache_publishes_the_same_rows_bit_for_bit(
+    tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch, isolated_settings: Path, sqlite_url: str
+) -> None:
+    import pyarrow.parquet as pq
+
+    from spendpred.snapshot import RunFolder
+
+    monkeypatch.setenv("SPENDPRED_ENCODER_DIR", str(tiny_encoder))
+    monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", "60")
+    pipeline.seed(users=300, days=400, end_date=RUN_DATE, seed=12, url=sqlite_url)
+    assert pipeline.train(RUN_DATE, epochs=1, promote="force", url=sqlite_url)["promotion"]["promoted"] is True
+
+    def scored(**env: str) -> tuple[dict, list, list]:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        result = pipeline.score(RUN_DATE, shards=2, url=sqlite_url)
+        shard_files = [pq.read_table(RunFolder.for_date("score", RUN_DATE).shard_path(i, 2)).to_pylist() for i in range(2)]
+        return result["encoder"], _published(sqlite_url, RUN_DATE), shard_files
+
+    cold, rows_cold, files_cold = scored()
+    assert (cold["users"], cold["hits"], cold["misses"], cold["cache"]) == (300, 0, 300, "cold")
+    warm, rows_warm, files_warm = scored()
+    assert (warm["hits"], warm["misses"], warm["cache"], warm["hit_rate"]) == (300, 0, "warm", 1.0)
+    off, rows_off, files_off = scored(SPENDPRED_EMBEDDING_CACHE="false")
+    assert off["cache"] == "off" and off["misses"] == 300
+    assert rows_cold == rows_warm == rows_off and files_cold == files_warm == files_off
+    tiers_json = RunFolder.for_date("score", RUN_DATE).tiers_json.read_text()
+    assert '"encoder"' in tiers_json and '"hits": 0' in tiers_json  # the last run's figures (cache off)

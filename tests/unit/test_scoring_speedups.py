@@ -116,8 +116,8 @@ def test_int8_keeps_the_ranking_and_leaves_the_fp32_model_alone(
     got = model.predict(scored, precision="int8")
     assert spearman(reference, got) >= 0.99
     assert got.shape == reference.shape and (got >= 0).all() and np.isfinite(got).all()
-    quantized = model._int8_encoder()
-    assert model._int8_encoder() is quantized  # built once, then cached
+    quantized = model._encoder_for("int8")
+    assert model._encoder_for("int8") is quantized  # built once, then cached
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantized.modules())
     assert any(isinstance(m, torch.nn.Linear) for m in model.regressor.encoder.modules())  # original untouched
     np.testing.assert_allclose(model.predict(scored, precision="fp32"), reference, rtol=1e-5, atol=1e-7)

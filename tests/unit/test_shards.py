@@ -18,22 +18,30 @@ USERS = [f"u{i:04d}" for i in range(300)]
 
 
 class _Model:
-    """Predicts a user's number (u0042 -> 42.0); records the batches and threads it was given."""
+    """Encodes text "t0042" as [42.0] and predicts the embedding; records the batches and threads it was given."""
 
     feature_columns = ["tenure_days"]
+    hidden_size = 1
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int | None]] = []
 
-    def predict(self, frame: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
-        self.calls.append((len(frame), num_threads))
-        return frame["user_id"].str[1:].astype(float).to_numpy()
+    def head_features(self, frame: pd.DataFrame, what: str) -> np.ndarray:
+        return frame[self.feature_columns].to_numpy(np.float32)
+
+    def encode(self, texts: list[str], batch_size: int | None = None, precision: str = "auto",
+               num_threads: int | None = None) -> np.ndarray:  # fmt: skip
+        self.calls.append((len(texts), num_threads))
+        return np.array([[float(t[1:])] for t in texts], dtype=np.float32)
+
+    def predict_pooled(self, pooled: np.ndarray, features: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        return pooled[:, 0].astype(np.float64)
 
 
 @pytest.fixture
 def snapshot_file(tmp_path: Path) -> Path:
     path = tmp_path / "snapshot.parquet"
-    table = pa.table({"user_id": USERS, "text": ["t"] * len(USERS), "tenure_days": [1.0] * len(USERS), "extra": [0.0] * len(USERS)})
+    table = pa.table({"user_id": USERS, "text": ["t" + u[1:] for u in USERS], "tenure_days": [1.0] * len(USERS), "extra": [0.0] * len(USERS)})
     pq.write_table(table, path, row_group_size=64)
     return path
 
@@ -44,10 +52,10 @@ def test_each_shard_scores_its_own_users_once(snapshot_file: Path, tmp_path: Pat
     seen: list[str] = []
     for shard in range(3):
         out = tmp_path / "shards" / f"shard-{shard}.parquet"
-        rows = shards.score_shard_file(model, snapshot_file, out, shard, 3, threads=2)
+        stats = shards.score_shard_file(model, snapshot_file, out, shard, 3, threads=2)
         table = pq.read_table(out)
         assert table.schema == pa.schema([("user_id", pa.string()), ("predicted_spend", pa.float64())])
-        assert rows == table.num_rows
+        assert stats.users == table.num_rows == stats.misses and stats.hits == 0 and stats.cache_state == "off"
         ids = table.column("user_id").to_pylist()
         assert set(shard_of(ids, 3)) <= {shard}
         assert table.column("predicted_spend").to_pylist() == [float(u[1:]) for u in ids]
@@ -59,7 +67,7 @@ def test_each_shard_scores_its_own_users_once(snapshot_file: Path, tmp_path: Pat
 
 def test_a_failing_model_leaves_no_shard_file(snapshot_file: Path, tmp_path: Path) -> None:
     class Failing(_Model):
-        def predict(self, frame: pd.DataFrame, num_threads: int | None = None) -> np.ndarray:
+        def encode(self, texts: list[str], **kwargs: object) -> np.ndarray:
             raise RuntimeError("out of memory")
 
     out = tmp_path / "shard.parquet"
