@@ -286,6 +286,19 @@ class ShardCache:
             self._tmp = None
 
 
+def describe_cost(cost: dict[str, Any] | None) -> str | None:
+    """One line on what scoring the run cost: users encoded, embedding-cache hits, encoder seconds."""
+    if not cost:
+        return None
+    rate = cost.get("hit_rate")
+    share = "" if rate is None else f" ({100 * float(rate):.1f}% hit rate)"
+    return (
+        f"encoder: {int(cost.get('misses') or 0):,} of {int(cost.get('users') or 0):,} users encoded in "
+        f"{float(cost.get('encode_seconds') or 0):.1f}s; embedding cache {cost.get('cache')}: "
+        f"{int(cost.get('hits') or 0):,} hits{share}"
+    )
+
+
 def cache_root(staging: Path) -> Path:
     """The cache folder under a staging root."""
     return Path(staging) / CACHE_DIRNAME

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendpred import warehouse
 from spendpred.config import Settings, get_settings
+from spendpred.embeddings import describe_cost
 from spendpred.errors import SpendpredError
 from spendpred.tiers import TIERS, Threshold
 
@@ -283,7 +284,28 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
     _read_summary(url, data)
     _read_champion(settings, data)
     data["comparison"] = champion_comparison(data["champion"])
+    data["scoring"] = scoring_cost((data["summary"] or {}).get("as_of"), settings)
     return data
+
+
+def scoring_cost(as_of: str | None, settings: Settings) -> dict[str, Any] | None:
+    """Return the encoder figures of the staged scoring run for ``as_of`` (``tiers.json``'s ``encoder``), else ``None``.
+
+    ``{"users", "hits", "misses", "hit_rate", "encode_seconds", "cache", ...}`` as written by
+    ``pipeline.assign_tiers`` (``spendpred.embeddings.CacheStats``). ``None`` when the run was
+    not staged on this machine or predates the embedding cache.
+    """
+    if not as_of:
+        return None
+    from spendpred.files import read_json
+    from spendpred.snapshot import RunFolder
+
+    try:
+        meta = read_json(RunFolder.for_date("score", dt.date.fromisoformat(str(as_of)), settings).tiers_json, "tiers result")
+    except (SpendpredError, OSError, ValueError):
+        return None
+    encoder = meta.get("encoder") if isinstance(meta, dict) else None
+    return encoder if isinstance(encoder, dict) and "users" in encoder else None
 
 
 COMPARISON_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "rmse", "decile_mape", "total_ratio")
@@ -376,6 +398,9 @@ def format_report(data: dict[str, Any]) -> str:
             low = "0.00" if t.get("lower_bound") is None else f"{t['lower_bound']:.2f}"  # spend is never negative
             high = "+inf" if t.get("upper_bound") is None else f"{t['upper_bound']:.2f}"
             lines.append(f"  {tier:<6} {summary['tier_sizes'].get(tier, 0):>9,} users   predicted spend in [{low}, {high})")
+        cost = describe_cost(data.get("scoring"))
+        if cost:
+            lines.append(f"  {cost}")
         movement = summary.get("movement") or {}
         if movement.get("paired"):
             lines.append(

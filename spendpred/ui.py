@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from spendpred.embeddings import describe_cost
 from spendpred.metrics import METRIC_LABELS  # champion's test metrics in this order, others follow sorted
 from spendpred.tiers import TIERS
 
@@ -238,6 +239,13 @@ def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | N
     )
 
 
+def _scoring_cost(cost: Mapping[str, Any] | None) -> str:
+    """What the latest run's scoring cost: users encoded, embedding-cache hits and the encoder's seconds."""
+    if not cost:
+        return ""
+    return f'<p class="meta" id="scoring-cost">{_e(describe_cost(dict(cost)))}</p>'
+
+
 def render_page(data: Mapping[str, Any]) -> str:
     """Return the complete HTML page for ``spendpred.report.page_data``'s result (all values escaped).
 
@@ -252,6 +260,7 @@ def render_page(data: Mapping[str, Any]) -> str:
         body = (
             f'<p class="meta">Latest run <strong id="as-of">{_e(summary["as_of"])}</strong> · scored {_e(summary.get("scored_at"))}'
             f" · model {model}</p>"
+            + _scoring_cost(data.get("scoring"))
             + _cards(summary)
             + '<div class="grid2"><section><h2>Tiers and thresholds</h2>'
             + _tier_table(summary)

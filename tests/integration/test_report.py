@@ -124,6 +124,21 @@ def test_page_data_and_text_report_of_published_runs(sqlite_url: str, tmp_path: 
     assert "latest run: as_of 2024-06-01 - 20 users scored by spendpred-regressor v4" in text
     assert re.search(r"high +2 users +predicted spend in \[19\.00, \+inf\)", text)
     assert "champion: spendpred-regressor v4 (loss mse): normalised_gini=0.500, rmse=3.000" in text
+    assert data["scoring"] is None and "encoder:" not in text  # the run was not staged here
+
+    # the staged run's encoder figures (written by assign_tiers) appear on the page and in the report
+    from spendpred.files import write_json_atomic
+    from spendpred.snapshot import RunFolder
+
+    run = RunFolder.for_date("score", D1, settings)
+    run.path.mkdir(parents=True)
+    encoder = {"users": 20, "hits": 19, "misses": 1, "hit_rate": 0.95, "encode_seconds": 0.25, "cache": "warm", "written": 20}
+    write_json_atomic(run.tiers_json, {**run.ref(), "rows": 20, "encoder": encoder})
+    data = report.page_data(sqlite_url, settings)
+    assert data["scoring"] == encoder
+    line = "encoder: 1 of 20 users encoded in 0.2s; embedding cache warm: 19 hits (95.0% hit rate)"
+    assert line in report.format_report(data)
+    assert f'<p class="meta" id="scoring-cost">{line}</p>' in ui.render_page(data)
 
 
 def test_page_data_reports_an_uninitialised_warehouse_as_an_error(sqlite_url: str, tmp_path: Path) -> None:
