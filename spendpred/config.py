@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         "one window_step_days earlier (more tenures and recencies in the training range; each costs one more extract).",
     )
     window_step_days: int = Field(28, ge=1, le=365, description="Days between two stacked training windows.")
+    trend_anchor: bool = Field(
+        True,
+        description="Nightly scoring scales the night's predictions so their total moves with the model's BG/NBD x "
+        "Gamma-Gamma population forecast since training (spendpred.model.losses.fit_anchor); ranks are kept.",
+    )
     embedding_cache: bool = Field(
         True,
         description="Nightly scoring reuses each user's text embedding while their text is unchanged "

@@ -83,6 +83,8 @@ class CacheStats:
     cache_state: str = "off"
     written: int = 0
     key: str | None = None
+    totals: dict[str, Any] | None = None
+    """The shard's total predicted spend and forecast (``spendpred.shards.Totals``), not part of :meth:`as_dict`."""
 
     @property
     def hit_rate(self) -> float | None:

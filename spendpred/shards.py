@@ -47,6 +47,52 @@ def round_published(values: Any) -> Any:
     return np.round(np.asarray(values, dtype=np.float64), PUBLISHED_DECIMALS) + 0.0
 
 
+class Totals:
+    """A shard's total predicted spend and total structural forecast, in whole cents (exact integers).
+
+    Integers add up to the same run total whatever the shard split, so the trend anchor's
+    factor (``spendpred.model.losses.anchor_factor``) does not depend on the shard count.
+    """
+
+    def __init__(self) -> None:
+        self.predicted_cents = 0
+        self.forecast_cents: int | None = None
+
+    def add(self, predicted: Any, forecast: Any | None) -> None:
+        self.predicted_cents += int(np.round(np.asarray(predicted, dtype=np.float64) * 100).astype(np.int64).sum())
+        if forecast is not None:
+            cents = np.round(np.clip(np.asarray(forecast, dtype=np.float64), 0, 1e12) * 100).astype(np.int64).sum()
+            self.forecast_cents = (self.forecast_cents or 0) + int(cents)
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"predicted_cents": self.predicted_cents, "forecast_cents": self.forecast_cents}
+
+
+def apply_anchor(table: Any, results: Sequence[Mapping[str, Any]], anchor: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+    """Scale the gathered scores by the trend anchor's factor; return the new table and what was done.
+
+    ``results`` are the shards' results, each with ``totals`` (:meth:`Totals.as_dict`).
+    The factor is 1 (the table is returned unchanged) without an anchor or without every
+    shard's forecast. Scaled scores are rounded to ``PUBLISHED_DECIMALS`` again.
+    """
+    import pyarrow as pa
+
+    from spendpred.model.losses import anchor_factor
+
+    totals = [r.get("totals") or {} for r in results]
+    predicted = sum(int(t.get("predicted_cents") or 0) for t in totals) / 100
+    forecasts = [t.get("forecast_cents") for t in totals]
+    forecast = None if not totals or any(f is None for f in forecasts) else sum(int(f) for f in forecasts) / 100
+    factor = anchor_factor(dict(anchor) if anchor else None, predicted, forecast or 0.0)
+    info = {"factor": factor, "predicted_total": predicted, "forecast_total": forecast,
+            "reference_ratio": (anchor or {}).get("reference_ratio")}  # fmt: skip
+    if factor == 1.0:
+        return table, info
+    scaled = round_published(table.column("predicted_spend").to_numpy() * factor)
+    index = table.schema.get_field_index("predicted_spend")
+    return table.set_column(index, "predicted_spend", pa.array(scaled, pa.float64())), info
+
+
 def require_same_template(model_template: str | None, snapshot_template: str, model_label: str) -> None:
     """Raise ``ModelError`` unless the model was trained on the snapshot's text-template version."""
     if model_template != snapshot_template:
@@ -96,6 +142,7 @@ def score_shard_file(
     tmp = temporary_sibling(out_path)
     schema = pa.schema([("user_id", pa.string()), ("predicted_spend", pa.float64())])
     stats = CacheStats(cache_state=cache.state if cache is not None else "off", key=cache.key if cache is not None else None)
+    totals = Totals()
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
@@ -121,6 +168,8 @@ def score_shard_file(
                     stats.encode_seconds += time.perf_counter() - began
                 predicted = round_published(model.predict_pooled(pooled, features, num_threads=threads))
                 writer.write_table(pa.table({"user_id": user_ids, "predicted_spend": predicted}, schema=schema))
+                forecast = model.population_forecast(frame) if hasattr(model, "population_forecast") else None
+                totals.add(predicted, forecast)
                 if cache is not None:
                     cache.add(user_ids, digests, pooled)
                 stats.users += len(frame)
@@ -137,6 +186,7 @@ def score_shard_file(
         cache.commit()
         stats.written = cache.written
         stats.cache_state = cache.state
+    stats.totals = totals.as_dict()
     return stats
 
 

@@ -303,6 +303,16 @@ class SpendModel:
             df = HybridFeatures.from_dict(self.meta["hybrid"]).transform(df)
         return self.normaliser.transform(df, what)
 
+    def population_forecast(self, df: pd.DataFrame) -> np.ndarray | None:
+        """Return the hybrid BG/NBD x Gamma-Gamma forecast (``btyd_spend``) of each row, for the trend anchor.
+
+        ``None`` when the model has no trend anchor (``meta["anchor"]``, see
+        ``spendpred.model.losses.fit_anchor``) or no hybrid features.
+        """
+        if not self.meta.get("anchor") or not self.meta.get("hybrid"):
+            return None
+        return HybridFeatures.from_dict(self.meta["hybrid"]).transform(df)["btyd_spend"].to_numpy(dtype=np.float64)
+
     def _encoder_for(self, precision: str) -> torch.nn.Module:
         """The encoder module for a resolved precision: int8 and bf16 copies are built once, then reused."""
         if precision == "int8":

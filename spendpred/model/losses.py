@@ -216,3 +216,50 @@ def apply_calibration(predicted: np.ndarray, calibration: dict | None) -> np.nda
         return p
     a, b = float(calibration["a"]), float(calibration["b"])
     return np.exp(np.clip(a + b * np.log1p(np.clip(p, 0.0, None)), -MAX_LOG_SPEND, MAX_LOG_SPEND))
+
+
+ANCHOR_METHOD = "btyd-total-ratio"
+"""Name of the population trend anchor stored in ``bundle.json`` (``anchor``)."""
+
+ANCHOR_BOUNDS = (0.25, 4.0)
+"""The anchor never scales a night's predictions by less than a quarter or more than four times."""
+
+
+def fit_anchor(calibrated: np.ndarray, forecast: np.ndarray) -> dict[str, float | str | int] | None:
+    """Return the population trend anchor of a model: how its total compares with BG/NBD x Gamma-Gamma's.
+
+    ``calibrated`` is the model's calibrated predicted spend on the validation users,
+    ``forecast`` the hybrid ``btyd_spend`` forecast for the same users. The model was
+    calibrated on these users' real spend, so ``reference_ratio = sum(forecast) /
+    sum(calibrated)`` is how far the structural forecast sat from a calibrated total at
+    training time. ``None`` when either total is zero (nothing to anchor to).
+
+    Why: the head learns the spend of users at the tenures and recencies of the training
+    window; when a whole cohort ages past them (CDNOW: one cohort whose spending decays),
+    its calibration drifts, while BG/NBD's dropout process extrapolates the ageing. At scoring,
+    :func:`anchor_factor` moves the model's population total with the structural forecast's,
+    keeping every user's rank.
+    """
+    c = np.asarray(calibrated, dtype=np.float64).reshape(-1)
+    f = np.asarray(forecast, dtype=np.float64).reshape(-1)
+    if c.shape != f.shape or not (np.isfinite(c).all() and np.isfinite(f).all()):
+        raise ValueError("the trend anchor needs finite predictions and forecasts of the same length")
+    total_c, total_f = float(c.sum()), float(f.sum())
+    if total_c <= 0 or total_f <= 0:
+        return None
+    return {"method": ANCHOR_METHOD, "reference_ratio": total_f / total_c, "users": int(c.size)}
+
+
+def anchor_factor(anchor: dict | None, predicted_total: float, forecast_total: float) -> float:
+    """Return the factor a night's predictions are scaled by so their total follows the structural forecast's.
+
+    ``(forecast_total / predicted_total) / reference_ratio``, clipped to ``ANCHOR_BOUNDS`` and
+    rounded to 6 decimals (so equal inputs give one factor however they were summed); 1.0
+    without an anchor or with a zero total.
+    """
+    if not anchor or anchor.get("method") != ANCHOR_METHOD or predicted_total <= 0 or forecast_total <= 0:
+        return 1.0
+    factor = (forecast_total / predicted_total) / float(anchor["reference_ratio"])
+    if not math.isfinite(factor):
+        return 1.0
+    return round(min(max(factor, ANCHOR_BOUNDS[0]), ANCHOR_BOUNDS[1]), 6)

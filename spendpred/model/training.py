@@ -45,7 +45,16 @@ from spendpred.model.bundle import SpendModel, autocast_context, resolve_device
 from spendpred.model.data import TokenizedTexts, length_sorted_batches, shuffled_batches, tokenize_texts
 from spendpred.model.features import FeatureNormaliser, check_labels, check_texts
 from spendpred.model.hybrid import SOURCE_COLUMNS, HybridFeatures, has_sources, model_columns
-from spendpred.model.losses import check_loss_name, compute_loss, fit_calibration, initial_bias, output_dim, predict_spend
+from spendpred.model.losses import (
+    apply_calibration,
+    check_loss_name,
+    compute_loss,
+    fit_anchor,
+    fit_calibration,
+    initial_bias,
+    output_dim,
+    predict_spend,
+)
 from spendpred.model.network import (
     FreezeSpec,
     SpendHead,
@@ -450,9 +459,12 @@ def train_regressor(
         frozen_bundle = SpendModel(frozen, tokenizer, normaliser, frozen_meta, device)
     if config.calibrate:
         val_pooled = frozen_val_pooled if stages["kept"] == "head" else None
-        bundle.meta["calibration"] = _fit_calibration(model, val, val_pooled, config, device)
+        forecast = val_df["btyd_spend"].to_numpy(dtype=np.float64) if hybrid is not None else None
+        bundle.meta["calibration"], bundle.meta["anchor"] = _fit_calibration(model, val, val_pooled, config, device, forecast)
         if frozen_bundle is not None:
-            frozen_bundle.meta["calibration"] = _fit_calibration(frozen, val, frozen_val_pooled, config, device)
+            frozen_bundle.meta["calibration"], frozen_bundle.meta["anchor"] = _fit_calibration(
+                frozen, val, frozen_val_pooled, config, device, forecast
+            )
     logger.info(
         "training done in %.1fs: kept the %s model (epoch %d, val_loss %.4f; %.4f before training); "
         "%d of %d parameters were trainable in the last stage",
@@ -580,9 +592,17 @@ def _run_stage(
 
 
 def _fit_calibration(
-    model: SpendRegressor, val: _Split, pooled: torch.Tensor | None, config: TrainConfig, device: torch.device
-) -> dict[str, Any]:
-    """Return the calibration of ``model``'s predicted spend on the validation users.
+    model: SpendRegressor,
+    val: _Split,
+    pooled: torch.Tensor | None,
+    config: TrainConfig,
+    device: torch.device,
+    forecast: np.ndarray | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Return the calibration of ``model``'s predicted spend on the validation users, and its trend anchor.
+
+    The anchor (``spendpred.model.losses.fit_anchor``) compares the calibrated total with the
+    hybrid BG/NBD x Gamma-Gamma ``forecast`` of the same users; ``None`` without a forecast.
 
     Predicted spend ``p`` maps to ``exp(a) * (1 + p) ** b``: a Poisson regression with log link
     of the true spend on ``log1p(p)``, so the mean calibrated prediction equals the mean true
@@ -598,7 +618,9 @@ def _fit_calibration(
         for index in length_sorted_batches(split.tokens.lengths, config.eval_batch_size):
             outputs[torch.from_numpy(index).to(device)] = _raw_outputs(model, split, index, device)
         predicted = predict_spend(config.loss, outputs).double().cpu().numpy()
-    return fit_calibration(predicted, val.labels.double().cpu().numpy())
+    calibration = fit_calibration(predicted, val.labels.double().cpu().numpy())
+    anchor = None if forecast is None else fit_anchor(apply_calibration(predicted, calibration), forecast)
+    return calibration, anchor
 
 
 def fit_head_only(

@@ -81,7 +81,8 @@ def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int =
         shard, shards, stats.users, version.version, path, stats.misses, stats.encode_seconds, stats.cache_state, stats.hits,
     )  # fmt: skip
     return {**run.ref(), "rows": stats.users, "model_version": str(version.version), "shard": int(shard),
-            "shards": int(shards), "encoder": stats.as_dict()}  # fmt: skip
+            "shards": int(shards), "encoder": stats.as_dict(), "totals": stats.totals,
+            "anchor": spend_model.meta.get("anchor")}  # fmt: skip
 
 
 def _shard_cache(spend_model: Any, version: str, run: RunFolder, shard: int, shards: int, settings: Any) -> Any:
@@ -104,9 +105,12 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
     """Gather every shard, check they cover the snapshot once with one model version, assign tiers.
 
     The tier rule comes from the settings (``SPENDPRED_TIER_*``: top 10% high, next 30%
-    medium by default, or fixed spend thresholds). Writes the run's ``tiers.parquet`` and
-    ``tiers.json``. Returns the run's reference with ``rows``, ``model_version``, ``counts``
-    and ``thresholds``.
+    medium by default, or fixed spend thresholds). Before tiering, the scores are scaled by the
+    model's trend anchor (``SPENDPRED_TREND_ANCHOR``; ``spendpred.shards.apply_anchor``), so the
+    night's total follows the BG/NBD x Gamma-Gamma forecast's move since training. Writes the
+    run's ``tiers.parquet`` and ``tiers.json``. Returns the run's reference with ``rows``,
+    ``model_version``, ``counts``, ``thresholds``, ``encoder`` (the shards' cache figures added
+    up) and ``anchor`` (factor, totals and the training-time ratio).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -117,6 +121,14 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
     results = list(shard_results)
     count, version = shards.check_coverage(results)
     table = shards.gather([run.shard_path(int(r["shard"]), count) for r in results], run.manifest.row_count)
+    anchor = results[0].get("anchor") if get_settings().trend_anchor else None
+    table, anchored = shards.apply_anchor(table, results, anchor)
+    if anchored["factor"] != 1.0:
+        logger.info(
+            "trend anchor: predicted total %.2f, BG/NBD x Gamma-Gamma forecast %.2f (ratio %.4f at training): "
+            "scores scaled by %.6f", anchored["predicted_total"], anchored["forecast_total"] or 0.0,
+            anchored["reference_ratio"] or 0.0, anchored["factor"],
+        )  # fmt: skip
     labels, thresholds = tiers.assign_tiers(table.column("predicted_spend").to_numpy(), tiers.rule_from_settings())
     pq.write_table(table.append_column("tier", pa.array(labels, pa.string())), run.tiers_parquet)
     counts = tiers.tier_counts(labels)
@@ -128,6 +140,7 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
         "counts": counts,
         "thresholds": [t.as_dict() for t in thresholds],
         "encoder": encoder,
+        "anchor": anchored,
     }
     write_json_atomic(run.tiers_json, meta)
     logger.info("tiers for %s: %s; encoder: %s", run.as_of, counts, encoder)

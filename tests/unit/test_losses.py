@@ -160,3 +160,18 @@ def test_calibration_identity_and_bad_input() -> None:
         fit_calibration(np.array([1.0]), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="finite"):
         fit_calibration(np.array([np.nan]), np.array([1.0]))
+
+
+def test_the_trend_anchor_follows_the_structural_forecast_and_is_bounded() -> None:
+    from spendpred.model.losses import ANCHOR_BOUNDS, anchor_factor, fit_anchor
+
+    anchor = fit_anchor(np.array([10.0, 30.0, 0.0]), np.array([20.0, 40.0, 20.0]))
+    assert anchor == {"method": "btyd-total-ratio", "reference_ratio": 2.0, "users": 3}
+    # at training the forecast sat at 2x the calibrated total; tonight it sits at 1.6x: scale by 0.8
+    assert anchor_factor(anchor, predicted_total=100.0, forecast_total=160.0) == 0.8
+    assert anchor_factor(anchor, 100.0, 200.0) == 1.0
+    assert anchor_factor(anchor, 100.0, 1e6) == ANCHOR_BOUNDS[1] and anchor_factor(anchor, 100.0, 1.0) == ANCHOR_BOUNDS[0]
+    assert anchor_factor(None, 100.0, 160.0) == 1.0 and anchor_factor(anchor, 0.0, 160.0) == 1.0
+    assert fit_anchor(np.zeros(3), np.ones(3)) is None and fit_anchor(np.ones(3), np.zeros(3)) is None
+    with pytest.raises(ValueError, match="finite"):
+        fit_anchor(np.array([1.0, np.inf]), np.array([1.0, 1.0]))

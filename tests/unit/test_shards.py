@@ -98,3 +98,19 @@ def test_template_versions_must_match() -> None:
     shards.require_same_template("v1", "v1", "spendpred-regressor version 2")
     with pytest.raises(ModelError, match="version 2 was trained on text template 'v1' but the snapshot uses 'v0'"):
         shards.require_same_template("v1", "v0", "spendpred-regressor version 2")
+
+
+def test_the_anchor_scales_by_exact_totals_whatever_the_split() -> None:
+    anchor = {"method": "btyd-total-ratio", "reference_ratio": 2.0}
+    table = pa.table({"user_id": ["a", "b", "c"], "predicted_spend": [10.0, 20.0, 10.0]})
+    whole = shards.Totals()
+    whole.add([10.0, 20.0, 10.0], [16.0, 32.0, 16.0])
+    parts = [shards.Totals(), shards.Totals()]
+    parts[0].add([10.0], [16.0])
+    parts[1].add([20.0, 10.0], [32.0, 16.0])
+    scaled, info = shards.apply_anchor(table, [{"totals": whole.as_dict()}], anchor)
+    again, info_parts = shards.apply_anchor(table, [{"totals": p.as_dict()} for p in parts], anchor)
+    assert info == info_parts and info["factor"] == 0.8 and info["predicted_total"] == 40.0 and info["forecast_total"] == 64.0
+    assert scaled.column("predicted_spend").to_pylist() == again.column("predicted_spend").to_pylist() == [8.0, 16.0, 8.0]
+    unchanged, info = shards.apply_anchor(table, [{"totals": {"predicted_cents": 4000, "forecast_cents": None}}], anchor)
+    assert unchanged is table and info["factor"] == 1.0  # no forecast (a model without hybrid features)
