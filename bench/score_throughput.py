@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from gpu_throughput import peak_for
 
 TARGET_SPEEDUP = 5.0
 END_DATE = dt.date(2024, 6, 30)
@@ -291,6 +292,18 @@ def token_stats(model: Any, texts: list[str]) -> dict[str, float]:
     }
 
 
+def useful_flops_per_user(model: Any, texts: list[str]) -> float:
+    """Mean encoder FLOPs per user at each user's own token count (padding is not useful work)."""
+    from gpu_throughput import forward_flops
+
+    from spendpred.model.data import tokenize_texts
+
+    encoder = model.regressor.encoder
+    in_layers = sum(p.numel() for n, p in encoder.named_parameters() if "encoder.layer" in n and p.dim() == 2)
+    lengths = tokenize_texts(model.tokenizer, texts, model.max_length).lengths
+    return float(np.mean([forward_flops(encoder.config, in_layers, 1, int(n)) for n in lengths]))
+
+
 def run_interleaved(
     scorers: dict[str, Callable[[pd.DataFrame], np.ndarray]], frame: pd.DataFrame, slices: int, repeats: int
 ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
@@ -412,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
             "vs_same_threads_median_slice": round(statistics.median(per_slice), 2),
             "vs_same_threads_cpu_time": round(sum(base["cpu"]) / cpu, 2) if cpu > 0 else None,
         }
+    useful = useful_flops_per_user(model, frame["text"].tolist())
+    peak = peak_for(torch.cuda.get_device_name(0)) if args.device == "cuda" else None
+    for row in results.values():
+        row["useful_tflops"] = round(row["users_per_s"] * useful / 1e12, 2)
+        row["share_of_bf16_peak"] = round(row["useful_tflops"] / peak, 4) if peak else None
     agree = {}
     for threads in settings:
         suffix = "" if threads is None else f"@{threads}t"
@@ -454,6 +472,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14} {row['users_per_s']:>8.2f} {row['wall_s']:>7.1f} {row['cpu_s']:>7.1f} "
               f"{row['vs_article']:>9.2f}x {row['vs_same_threads']:>29.2f}x "
               f"{row['vs_same_threads_median_slice']:>6.2f}x {row['vs_same_threads_cpu_time'] or 0:>5.2f}x")
+    print(f"useful work {useful / 1e9:.2f} GFLOP per user (encoder forward at each user's own token count)"
+          + (f"; card bf16 peak {peak:.0f} TFLOP/s" if peak else ""))
+    for name, row in results.items():
+        share = f", {100 * row['share_of_bf16_peak']:.1f}% of bf16 peak" if row["share_of_bf16_peak"] is not None else ""
+        print(f"  {name:<14} {row['useful_tflops']:>8.2f} useful TFLOP/s{share}")
     for label, row in agree.items():
         print(f"{label}: Spearman {row['spearman']:.6f}, |diff| / mean score: max {row['max_diff_of_mean']:.2e}, "
               f"median {row['median_diff_of_mean']:.2e}; top-10% overlap {row['top10_overlap']:.3f}")
