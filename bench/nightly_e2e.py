@@ -1,25 +1,32 @@
-"""Benchmark: one full nightly scoring run end to end on PostgreSQL, broken down by stage.
+"""Benchmark: consecutive nightly scoring runs end to end on PostgreSQL, broken down by stage.
 
 Creates a throwaway PostgreSQL database next to the admin URL's one and a temporary
 ``SPENDPRED_HOME`` (staging, and an MLflow tracking store in a SQLite file there), then:
 
 1. **setup** (timed, reported separately, not part of the nightly): ``init_warehouse``;
-   ``seed`` N users (default 1,000,000) over ``--days`` days ending at the run date; a
-   champion model: ``extract_training_snapshot``, ``validate_snapshot``, ``train_model`` on a
-   stable hash sample of ``--max-users`` users (encoder frozen, head only, 1 epoch: the
-   cheapest training there is), ``evaluate_and_register`` and ``promote_model``;
-2. **the nightly**, the steps of the nightly DAG in order, each timed: ``extract_scoring_snapshot``,
+   seed N users (default 1,000,000) over ``--days`` days ending at the run date D, about
+   ``--daily-active`` of them acting on any day; a champion model: ``extract_training_snapshot``,
+   ``validate_snapshot``, ``train_model`` on a stable hash sample of ``--max-users`` users
+   (encoder frozen, head only, 1 epoch: the cheapest training there is),
+   ``evaluate_and_register`` and ``promote_model``;
+2. **night 1** (D), the steps of the nightly DAG in order, each timed: ``extract_scoring_snapshot``,
    ``validate_snapshot``, ``plan_shards``, ``score_shard`` for every shard (``--shards``, run one
-   after the other in this process), ``assign_tiers``, ``publish_scores``;
-3. ``publish_scores`` a second time for the same date (the idempotent rerun, timed and
-   reported beside the nightly), then a check in SQL that ``spendpred.user_spend_scores``
-   holds exactly one set of rows, for the run date, with one row per scored user, all from
-   the rerun; the script exits 1 when it does not.
+   after the other in this process), ``assign_tiers``, ``publish_scores``. The embedding cache
+   is empty (cold): every user is encoded;
+3. for each further night (``--nights``, default 2): ``synth.append_day`` adds day D+i's
+   activity (about ``--daily-active`` of the users act; timed under setup), then the same
+   steps for D+i, where only users whose text changed are encoded (the embedding cache);
+4. ``publish_scores`` a second time for the last date (the idempotent rerun), then a check in
+   SQL that ``spendpred.user_spend_scores`` holds exactly one set of rows for that date, one
+   row per scored user, all from the rerun; the script exits 1 when it does not.
 
-It prints a table per phase (stage, seconds, rows, rows/s, share of the total, peak RSS)
-and the machine, and drops the database and the temporary folder unless ``--keep``.
+It prints a table per phase (stage, seconds, rows, rows/s, share of the total, the stage's
+peak RSS), each night's encoder figures (users encoded, cache hits, encoder seconds), the
+last night against the first, and the machine; it drops the database and the temporary
+folder unless ``--keep``.
 
-    .venv/bin/python bench/nightly_e2e.py --encoder tiny          # 1,000,000 users
+    .venv/bin/python bench/nightly_e2e.py --encoder tiny          # 1,000,000 users, two nights
+    .venv/bin/python bench/nightly_e2e.py --users 100000 --max-users 2000   # MiniLM, two nights
     .venv/bin/python bench/nightly_e2e.py --users 5000 --encoder tiny --shards 2 --json /tmp/nightly.json
 
 **Encoder.** ``--encoder DIR`` scores with the Hugging Face checkpoint in ``DIR``; without it,
@@ -35,10 +42,9 @@ encoder is projected as ``other stages + scored users / (that encoder's users/s)
 the users/s from ``bench/score_throughput.py`` on the same machine (or from this script run
 with that encoder at a smaller ``--users``). Scoring runs on CUDA when torch sees a GPU (the product's ``auto``).
 
-**Memory.** After each stage the script records ``resource.getrusage(RUSAGE_SELF).ru_maxrss``,
-the peak RSS of this process *so far*: it only ever grows, so a stage's figure is the peak
-of everything up to and including it (setup, including training, runs first in the same
-process); ``rss now`` is the resident set just after the stage (``/proc/self/status``).
+**Memory.** A thread samples the resident set (``/proc/self/status``) every 20 ms; a
+stage's ``stage peak`` is the highest sample during it (``rss now`` is the value just after
+it). ``ru_maxrss`` (the process's peak so far, setup and training included) is in the JSON.
 
 Admin URL: ``SPENDPRED_BENCH_PG_URL`` (default
 ``postgresql+psycopg2://postgres@127.0.0.1:5432/test``); it needs CREATE DATABASE rights.
@@ -88,17 +94,50 @@ def _rss_now_mib() -> float | None:
     return None
 
 
+class _PeakSampler:
+    """Samples this process's resident set every 20 ms on a thread; ``peak()`` since the last ``reset()``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            now = _rss_now_mib()
+            if now is not None and now > self._peak:
+                self._peak = now
+
+    def reset(self) -> None:
+        self._peak = _rss_now_mib() or 0.0
+
+    def peak(self) -> float:
+        now = _rss_now_mib() or 0.0
+        return max(self._peak, now)
+
+
+_SAMPLER: _PeakSampler | None = None
+
+
 class Stages:
     """Times stages one after the other and keeps one record per stage."""
 
     def __init__(self, phase: str) -> None:
+        global _SAMPLER
         self.phase = phase
         self.records: list[dict[str, Any]] = []
+        if _SAMPLER is None:
+            _SAMPLER = _PeakSampler()
 
     def run(self, name: str, func: Callable[..., Any], *args: Any, rows: Callable[[Any], int | None] | None = None,
             **kwargs: Any) -> Any:  # fmt: skip
         """Run ``func(*args, **kwargs)``, record its seconds, rows (``rows(result)``) and memory; return its result."""
         logging.info("%s: %s ...", self.phase, name)
+        assert _SAMPLER is not None
+        _SAMPLER.reset()
         began = time.perf_counter()
         result = func(*args, **kwargs)
         seconds = time.perf_counter() - began
@@ -107,7 +146,8 @@ class Stages:
         now = _rss_now_mib()
         self.records.append({"stage": name, "seconds": round(seconds, 3), "rows": n,
                              "rows_per_s": round(n / seconds, 1) if n and seconds > 0 else None,
-                             "peak_rss_mib": round(peak, 1), "rss_mib": None if now is None else round(now, 1)})  # fmt: skip
+                             "peak_rss_mib": round(peak, 1), "stage_peak_rss_mib": round(_SAMPLER.peak(), 1),
+                             "rss_mib": None if now is None else round(now, 1)})  # fmt: skip
         logging.info("%s: %s took %.2f s (%s rows, peak RSS so far %.0f MiB)", self.phase, name, seconds, n, peak)
         return result
 
@@ -118,15 +158,15 @@ class Stages:
 
 def _table(title: str, records: list[dict[str, Any]], total_s: float | None, total_label: str) -> list[str]:
     """Format stage records as a text table; ``share`` is of ``total_s`` (blank when None)."""
-    lines = [title, f"{'stage':<32}{'seconds':>10}{'rows':>12}{'rows/s':>12}{'share':>8}{'peak RSS':>10}{'rss now':>9}"]
+    lines = [title, f"{'stage':<36}{'seconds':>10}{'rows':>12}{'rows/s':>12}{'share':>8}{'stage peak':>11}{'rss now':>9}"]
     for r in records:
         share = f"{r['seconds'] / total_s:>8.1%}" if total_s else f"{'':>8}"
         rows = f"{r['rows']:>12,}" if r["rows"] is not None else f"{'':>12}"
         speed = f"{r['rows_per_s']:>12,.0f}" if r["rows_per_s"] is not None else f"{'':>12}"
         now = f"{r['rss_mib']:>9,.0f}" if r["rss_mib"] is not None else f"{'':>9}"
-        lines.append(f"{r['stage']:<32}{r['seconds']:>10.2f}{rows}{speed}{share}{r['peak_rss_mib']:>10,.0f}{now}")
+        lines.append(f"{r['stage']:<36}{r['seconds']:>10.2f}{rows}{speed}{share}{r['stage_peak_rss_mib']:>11,.0f}{now}")
     if total_s is not None:
-        lines.append(f"{total_label:<32}{total_s:>10.2f}{'':>12}{'':>12}{1:>8.1%}")
+        lines.append(f"{total_label:<36}{total_s:>10.2f}{'':>12}{'':>12}{1:>8.1%}")
     return lines
 
 
@@ -170,13 +210,22 @@ def _configure_env(home: Path, url: str, encoder_dir: Path | None) -> None:
         os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder_dir)
 
 
+def _seed(args: argparse.Namespace) -> dict[str, int]:
+    """Seed the synthetic population (history ending at the first night's run date) at the daily-active share."""
+    from spendpred import synth, warehouse
+
+    with warehouse.opened_engine() as engine:
+        return synth.seed_warehouse(engine, users=args.users, days=args.days, end_date=args.run_date, seed=args.seed,
+                                    daily_active=args.daily_active)  # fmt: skip
+
+
 def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, Any]:
     """Initialise and seed the warehouse and register a champion; return what the nightly needs to know."""
     from spendpred import pipeline
     from spendpred.config import get_settings
 
     stages.run("init_warehouse", pipeline.init_warehouse)
-    counts = stages.run("seed", pipeline.seed, args.users, args.days, args.run_date, args.seed, rows=lambda c: sum(c.values()))
+    counts = stages.run("seed", _seed, args, rows=lambda c: sum(c.values()))
     snapshot = stages.run("extract_training_snapshot", pipeline.extract_training_snapshot, args.run_date,
                           rows=lambda r: r["rows"])  # fmt: skip
     stages.run("validate_snapshot (training)", pipeline.validate_snapshot, snapshot, rows=lambda r: r["rows"])
@@ -197,14 +246,15 @@ def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, An
     if str(decision["champion_version"]) != str(registered["version"]):
         raise SystemExit(f"version {registered['version']} did not become champion: {decision}")
     return {"source_rows": counts, "training_rows": snapshot["rows"], "model_version": registered["version"],
-            "test_metrics": trained["metrics"], "encoder_dir": str(get_settings().resolved_encoder_dir)}  # fmt: skip
+            "test_metrics": trained["metrics"], "encoder_dir": str(get_settings().resolved_encoder_dir),
+            "text_template": get_settings().text_template}  # fmt: skip
 
 
-def _nightly(stages: Stages, args: argparse.Namespace) -> dict[str, Any]:
-    """The nightly DAG's steps in order, each timed; returns the snapshot rows and the tiers."""
+def _nightly(stages: Stages, args: argparse.Namespace, run_date: dt.date) -> dict[str, Any]:
+    """The nightly DAG's steps in order for ``run_date``, each timed; returns the snapshot rows, the tiers and the encoder figures."""
     from spendpred import pipeline
 
-    snapshot = stages.run("extract_scoring_snapshot", pipeline.extract_scoring_snapshot, args.run_date, rows=lambda r: r["rows"])
+    snapshot = stages.run("extract_scoring_snapshot", pipeline.extract_scoring_snapshot, run_date, rows=lambda r: r["rows"])
     stages.run("validate_snapshot", pipeline.validate_snapshot, snapshot, rows=lambda r: r["rows"])
     plan = stages.run("plan_shards", pipeline.plan_shards, snapshot, args.shards)
     scored = [
@@ -214,7 +264,7 @@ def _nightly(stages: Stages, args: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     tiered = stages.run("assign_tiers", pipeline.assign_tiers, snapshot, scored, rows=lambda r: r["rows"])
     stages.run("publish_scores", pipeline.publish_scores, tiered, rows=lambda r: r["rows"])
-    return {"rows": snapshot["rows"], "tiers": tiered}
+    return {"rows": snapshot["rows"], "tiers": tiered, "encoder": tiered["encoder"], "anchor": tiered.get("anchor")}
 
 
 def _check_published(url: str, as_of: str, expected: int, rerun_began: dt.datetime) -> dict[str, Any]:
@@ -222,7 +272,8 @@ def _check_published(url: str, as_of: str, expected: int, rerun_began: dt.dateti
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            dates = [str(d) for d in conn.exec_driver_sql("SELECT DISTINCT as_of FROM spendpred.user_spend_scores").scalars()]
+            dates = [str(d) for d in conn.exec_driver_sql(
+                "SELECT DISTINCT as_of FROM spendpred.user_spend_scores ORDER BY as_of").scalars()]  # fmt: skip
             row = conn.execute(
                 sa.text(
                     "SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT scored_at), COUNT(DISTINCT model_version), "
@@ -237,8 +288,8 @@ def _check_published(url: str, as_of: str, expected: int, rerun_began: dt.dateti
         engine.dispose()
     rows, users, scored_ats, versions, scored_at = row
     problems = []
-    if dates != [as_of]:
-        problems.append(f"the table holds as_of dates {dates}, expected only {as_of}")
+    if dates[-1:] != [as_of]:
+        problems.append(f"the table holds as_of dates {dates}, expected {as_of} last")
     if rows != expected or users != expected:
         problems.append(f"{rows:,} rows for {users:,} distinct users on {as_of}, expected {expected:,} of each")
     if scored_ats != 1 or versions != 1:
@@ -262,11 +313,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="encoder directory, or 'tiny' for a tiny random BERT (default: the product's MiniLM)")  # fmt: skip
     parser.add_argument("--max-users", type=int, default=5000, help="users the champion is trained on (default 5,000)")
     parser.add_argument("--seed", type=int, default=42, help="random seed for the synthetic data (default 42)")
+    parser.add_argument("--nights", type=int, default=2,
+                        help="consecutive nights to score (default 2: the first cold, then one more day of activity "
+                        "appended before each further night, scored with the embedding cache)")  # fmt: skip
+    parser.add_argument("--daily-active", type=float, default=0.05,
+                        help="share of users who act on each seeded and appended day (default 0.05)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database and the temporary folder")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
-    if args.users < 1 or args.days < 1 or args.max_users < 10 or not 1 <= args.shards <= 256:
-        parser.error("use --users >= 1, --days >= 1, --max-users >= 10 and --shards in 1..256")
+    if args.users < 1 or args.days < 1 or args.max_users < 10 or not 1 <= args.shards <= 256 or not 1 <= args.nights <= 30:
+        parser.error("use --users >= 1, --days >= 1, --max-users >= 10, --shards in 1..256 and --nights in 1..30")
     return args
 
 
@@ -285,16 +341,26 @@ def main(argv: list[str] | None = None) -> int:
         get_settings().resolved_encoder_dir  # noqa: B018 - fail now, not after seeding, when MiniLM is not installed
 
     home = Path(tempfile.mkdtemp(prefix="spendpred_bench_nightly_"))
-    setup, nightly, rerun = Stages("setup"), Stages("nightly"), Stages("rerun")
+    setup, rerun = Stages("setup"), Stages("rerun")
+    nights = [Stages(f"night {i + 1}") for i in range(args.nights)]
+    appended: list[dict[str, Any]] = []
+    outs: list[dict[str, Any]] = []
     try:
         with throwaway_database("spendpred_bench_nightly", keep=args.keep) as db:
             server = db.server_version
             _configure_env(home, db.url, encoder_dir)
             machine = _machine(server)
             model = _setup(setup, args, home)
-            out = _nightly(nightly, args)
-            from spendpred import pipeline
+            from spendpred import pipeline, synth, warehouse
 
+            for i, stages in enumerate(nights):
+                day = args.run_date + dt.timedelta(days=i)
+                if i > 0:  # the platform's next day: about --daily-active of the users act
+                    with warehouse.opened_engine(db.url) as engine:
+                        appended.append(setup.run(f"append_day {day}", synth.append_day, engine, day, args.seed + i,
+                                                  daily_active=args.daily_active, rows=lambda r: int(r["active_users"])))  # fmt: skip
+                outs.append(_nightly(stages, args, day))
+            out = outs[-1]
             rerun_began = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
             rerun.run("publish_scores (same date again)", pipeline.publish_scores, out["tiers"], rows=lambda r: r["rows"])
             check = _check_published(db.url, out["tiers"]["as_of"], out["rows"], rerun_began)
@@ -305,45 +371,61 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(home, ignore_errors=True)
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
-    scoring = [r for r in nightly.records if r["stage"].startswith("score_shard")]
-    score_s = sum(r["seconds"] for r in scoring)
-    scored = sum(r["rows"] for r in scoring)
-    other_s = nightly.total_s - score_s
-    users_per_s = scored / score_s if score_s > 0 else None
     encoder_label = "tiny random BERT (2 layers, hidden 32)" if args.encoder == "tiny" else model["encoder_dir"]
     lines = [
         "",
-        f"{args.users:,} users, {args.days} days of history, run date {args.run_date}, {args.shards} shard(s), "
+        f"{args.users:,} users, {args.days} days of history, nights {args.run_date} .. "
+        f"{args.run_date + dt.timedelta(days=args.nights - 1)}, {args.shards} shard(s), "
         f"champion v{model['model_version']} from a hash sample of {min(args.max_users, model['training_rows']):,} "
-        f"training-snapshot users (train/val/test); "
-        f"encoder {encoder_label}",
+        f"training-snapshot users (train/val/test); encoder {encoder_label}; text template {model['text_template']}; "
+        f"daily-active share {args.daily_active}",
         "",
         *_table("setup (not part of the nightly)", setup.records, setup.total_s, "setup total"),
-        "",
-        *_table("nightly", nightly.records, nightly.total_s, "nightly total"),
+    ]
+    night_results = []
+    for i, (stages, night) in enumerate(zip(nights, outs, strict=True)):
+        scoring = [r for r in stages.records if r["stage"].startswith("score_shard")]
+        score_s = sum(r["seconds"] for r in scoring)
+        other_s = stages.total_s - score_s
+        enc = night["encoder"]
+        peak = max(r["stage_peak_rss_mib"] for r in stages.records)
+        lines += ["", *_table(f"night {i + 1} ({night['tiers']['as_of']})", stages.records, stages.total_s, "nightly total")]
+        lines.append(
+            f"encoder: {enc['misses']:,} of {enc['users']:,} users encoded in {enc['encode_seconds']:.1f} s; "
+            f"embedding cache {enc['cache']}: {enc['hits']:,} hits ({100 * (enc['hit_rate'] or 0):.1f}%); "
+            f"scoring {score_s:.1f} s, every other stage {other_s:.1f} s; peak RSS of the night's stages {peak:,.0f} MiB; "
+            f"trend anchor factor {(night.get('anchor') or {}).get('factor')}"
+        )
+        night_results.append({"as_of": night["tiers"]["as_of"], "stages": stages.records, "total_s": round(stages.total_s, 3),
+                              "scoring_s": round(score_s, 3), "other_stages_s": round(other_s, 3), "encoder": enc,
+                              "anchor": night.get("anchor"), "stage_peak_rss_mib": peak, "tiers": night["tiers"]["counts"]})  # fmt: skip
+    if len(nights) > 1:
+        first, last = night_results[0], night_results[-1]
+        lines.append("")
+        lines.append(
+            f"night {len(nights)} vs night 1, measured side by side in this run: {last['total_s']:.1f} s vs "
+            f"{first['total_s']:.1f} s end to end ({first['total_s'] / max(last['total_s'], 1e-9):.2f}x faster); "
+            f"users encoded {last['encoder']['misses']:,} vs {first['encoder']['misses']:,}; "
+            f"appended day: {appended[-1]['active_users']:,} active users ({100 * float(appended[-1]['active_share']):.1f}%)"
+        )
+    lines += [
         *_table("", rerun.records, None, "")[2:],
-        "",
-        f"scoring: {scored:,} users in {score_s:.1f} s = {users_per_s or 0:,.1f} users/s with this encoder; every other "
-        f"nightly stage together: {other_s:.1f} s. With an encoder that scores R users/s (bench/score_throughput.py), "
-        f"the nightly takes about {other_s:.0f} + {scored:,} / R seconds.",
-        f"published table: {check['rows']:,} rows for {check['distinct_users']:,} users, as_of dates {check['as_of_dates']}, "
-        f"{check['thresholds']} thresholds, one run: {'OK' if check['ok'] else 'FAILED: ' + '; '.join(check['problems'])}",
-        f"peak RSS is this process's peak so far (ru_maxrss), setup included; machine: {machine['platform']}, "
+        f"published table: {check['rows']:,} rows for {check['distinct_users']:,} users on {out['tiers']['as_of']}, as_of dates "
+        f"{check['as_of_dates']}, {check['thresholds']} thresholds, one run: {'OK' if check['ok'] else 'FAILED: ' + '; '.join(check['problems'])}",
+        f"stage peak = the highest resident set sampled (every 20 ms) during the stage; machine: {machine['platform']}, "
         f"{machine['cpu_count']} CPUs ({machine['cores_available']} available), torch {machine['torch']} with "
         f"{machine['torch_threads']} threads, GPU {machine['cuda'] or 'none'}, Python {machine['python']}, "
         f"PostgreSQL {server}, load average {machine['load_average']} -> {machine['load_average_end']}, {machine['date']}",
     ]
     print("\n".join(lines), flush=True)
     result = {
-        "users": args.users, "days": args.days, "run_date": args.run_date.isoformat(), "shards": args.shards,
+        "users": args.users, "days": args.days, "run_date": args.run_date.isoformat(), "nights": night_results,
+        "shards": args.shards, "daily_active": args.daily_active, "appended_days": appended,
         "encoder": args.encoder or "default", "encoder_dir": model["encoder_dir"], "max_users": args.max_users,
         "seed": args.seed, "model_version": model["model_version"], "test_metrics": model["test_metrics"],
-        "source_rows": model["source_rows"], "scored_users": scored,
+        "text_template": model["text_template"], "source_rows": model["source_rows"],
         "setup": {"stages": setup.records, "total_s": round(setup.total_s, 3)},
-        "nightly": {"stages": nightly.records, "total_s": round(nightly.total_s, 3), "scoring_s": round(score_s, 3),
-                    "other_stages_s": round(other_s, 3),
-                    "scoring_users_per_s": None if users_per_s is None else round(users_per_s, 2)},
-        "rerun": {"stages": rerun.records}, "tiers": out["tiers"]["counts"], "check": check, "machine": machine,
+        "rerun": {"stages": rerun.records}, "check": check, "machine": machine,
     }  # fmt: skip
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
