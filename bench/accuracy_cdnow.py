@@ -10,7 +10,9 @@ One command, in a throwaway ``SPENDPRED_HOME`` (SQLite warehouse, MLflow store, 
    (never seen by any model) and the past-spend baseline;
 4. for each trained version: ``spendpred score --as-of D --model <version>`` (features as of
    D), publishing into the throwaway warehouse and reading ``user_spend_scores`` back
-   (``--no-publish``: read the staged ``tiers.parquet`` instead);
+   (``--no-publish``: read the staged ``tiers.parquet`` instead); steps 2 and 4 run once per
+   text template of ``--template`` (``SPENDPRED_TEXT_TEMPLATE``; ``v1,v2`` trains and scores
+   both on the same users and adds the paired bootstrap v2 − v1);
 5. baselines on the same users: past spend (spend in (D-H, D]), gradient-boosted trees on the
    numeric features (``spendpred.baselines``; fitted on the training snapshot, once on the
    regressor's own training users and once on every user), and BG/NBD × Gamma-Gamma
@@ -24,6 +26,8 @@ trains on features as of 1997-07-04 and evaluates on spend in (1997-12-31, 1998-
 
     .venv/bin/python bench/accuracy_cdnow.py                       # CPU-sized defaults
     .venv/bin/python bench/accuracy_cdnow.py --sample 1 --freeze none --epochs 3   # production setting (GPU)
+    .venv/bin/python bench/accuracy_cdnow.py --template v1,v2      # both text templates, paired v2 - v1
+    .venv/bin/python bench/accuracy_cdnow.py --anchor-off-too      # each version also scored without the trend anchor
 
 CPU-sized defaults: 10% of the customers, the encoder frozen (``--freeze all-but-head``) and
 up to 40 epochs (early stopping ends sooner). With a frozen encoder the texts are encoded
@@ -65,6 +69,7 @@ METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("normalised_gini", "norm. Gini"),
     ("top10_capture", "top-10% capture"),
     ("decile_mape", "decile MAPE"),
+    ("total_ratio", "pred/true total"),
     ("tier_accuracy", "tier acc."),
     ("high_tier_recall", "high-tier recall"),
 )
@@ -209,11 +214,13 @@ def bootstrap(
     seed: int,
     models: Sequence[str] = (),
     baselines: Sequence[str] = (),
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, dict[str, float]]]]:
     """Bootstrap (users resampled) of normalised Gini and top-10% capture.
 
     Returns ``(intervals, paired)``: the 90% interval of each metric per model, and for each
-    model × baseline pair the 90% interval of the paired difference (model − baseline, same
+    model × baseline pair, then each ``(a, b)`` of ``pairs`` (e.g. the same model on text
+    templates v2 and v1), the 90% interval of the paired difference (model − baseline, same
     resampled users) with the share of draws where the model is ahead.
     """
     from spendpred import metrics
@@ -237,14 +244,13 @@ def bootstrap(
         for name, per in values.items()
     }
     paired: dict[str, dict[str, dict[str, float]]] = {}
-    for model in models:
-        for baseline in baselines:
-            entry: dict[str, dict[str, float]] = {}
-            for k in keys:
-                diff = np.asarray(values[model][k]) - np.asarray(values[baseline][k])
-                entry[k] = {"low": float(np.percentile(diff, 5)), "high": float(np.percentile(diff, 95)),
-                            "share_ahead": float(np.mean(diff > 0))}
-            paired[f"{model} - {baseline}"] = entry
+    for model, baseline in [*((m, b) for m in models for b in baselines), *pairs]:
+        entry: dict[str, dict[str, float]] = {}
+        for k in keys:
+            diff = np.asarray(values[model][k]) - np.asarray(values[baseline][k])
+            entry[k] = {"low": float(np.percentile(diff, 5)), "high": float(np.percentile(diff, 95)),
+                        "share_ahead": float(np.mean(diff > 0))}
+        paired[f"{model} - {baseline}"] = entry
     return intervals, paired
 
 
@@ -333,6 +339,57 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(clean(dict(data)), indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
+def model_name(loss: str, template: str, templates: Sequence[str], suffix: str = "") -> str:
+    """The result name of a regressor: ``bert_<loss><suffix>``, with ``_<template>`` when several templates run."""
+    name = f"bert_{loss}{suffix}"
+    return name if len(templates) <= 1 else f"{name}_{template}"
+
+
+def template_pairs(names: Sequence[str], templates: Sequence[str]) -> list[tuple[str, str]]:
+    """``(name in a later template, same model in the first template)`` for the paired bootstrap (v2 − v1)."""
+    if len(templates) <= 1:
+        return []
+    first = f"_{templates[0]}"
+    pairs = []
+    for later in templates[1:]:
+        for name in names:
+            if name.endswith(f"_{later}") and name.removesuffix(f"_{later}") + first in names:
+                pairs.append((name, name.removesuffix(f"_{later}") + first))
+    return pairs
+
+
+def train_and_score_templates(
+    cli: Cli,
+    url: str,
+    run_date: dt.date,
+    horizon: int,
+    losses: Sequence[str],
+    templates: Sequence[str],
+    epochs: int,
+    max_users: int | None,
+    freeze: str,
+    publish: bool,
+    anchor_off_too: bool = False,
+) -> tuple[dict[str, pd.Series], dict[str, Any]]:
+    """:func:`train_and_score` once per text template (``SPENDPRED_TEXT_TEMPLATE`` of the CLI).
+
+    Results are named by :func:`model_name`. The CLI keeps the last template afterwards, so
+    the snapshots ``baselines_and_report`` extracts use it.
+    """
+    scores: dict[str, pd.Series] = {}
+    trained: dict[str, Any] = {}
+    for template in templates:
+        cli.env["SPENDPRED_TEXT_TEMPLATE"] = template
+        say(f"text template {template}")
+        got, info = train_and_score(cli, url, run_date, horizon, losses, epochs, max_users, freeze, publish, anchor_off_too)
+        for loss in losses:
+            scores[model_name(loss, template, templates)] = got[f"bert_{loss}"]
+            if f"bert_{loss}_no_anchor" in got:
+                scores[model_name(loss, template, templates, "_no_anchor")] = got[f"bert_{loss}_no_anchor"]
+            trained[model_name(loss, template, templates).removeprefix("bert_")] = {**info[loss], "text_template": template}
+    return scores, trained
+
+
 def train_and_score(
     cli: Cli,
     url: str,
@@ -343,15 +400,22 @@ def train_and_score(
     max_users: int | None,
     freeze: str,
     publish: bool,
+    anchor_off_too: bool = False,
 ) -> tuple[dict[str, pd.Series], dict[str, Any]]:
-    """Train one version per loss through the CLI, score each as of ``run_date``; return scores and training info."""
+    """Train one version per loss through the CLI, score each as of ``run_date``; return scores and training info.
+
+    Training and scoring extract their snapshots with the CLI's text template (``cli.env``).
+    With ``anchor_off_too`` each version is scored a second time with the trend anchor off
+    (``SPENDPRED_TREND_ANCHOR=false``), named ``bert_<loss>_no_anchor``.
+    """
     trained: dict[str, Any] = {}
     for loss in losses:
         args = ["train", "--as-of", run_date.isoformat(), "--horizon-days", str(horizon), "--loss", loss,
                 "--epochs", str(epochs), "--freeze", freeze, "--promote", "never"]
         if max_users:
             args += ["--max-users", str(max_users)]
-        out = cli(f"train-{loss}", *args)
+        tag = cli.env.get("SPENDPRED_TEXT_TEMPLATE", "")
+        out = cli(f"train-{loss}{'-' + tag if tag else ''}", *args)
         result = json.loads((Path(out["train_dir"]) / "result.json").read_text(encoding="utf-8"))
         trained[loss] = {
             "version": str(out["version"]),
@@ -362,13 +426,21 @@ def train_and_score(
         }
         say(f"  loss={loss}: version {out['version']}, test-split norm. Gini {result['metrics'].get('normalised_gini'):.3f}")
     scores: dict[str, pd.Series] = {}
+    tag = cli.env.get("SPENDPRED_TEXT_TEMPLATE", "")
     for loss in losses:
         version = trained[loss]["version"]
         args = ["score", "--as-of", run_date.isoformat(), "--model", version]
         if not publish:
             args.append("--no-publish")
-        cli(f"score-{loss}", *args)
+        cli(f"score-{loss}{'-' + tag if tag else ''}", *args)
         scores[f"bert_{loss}"] = read_scores(cli, url, run_date, version, publish)
+        if anchor_off_too:
+            cli.env["SPENDPRED_TREND_ANCHOR"] = "false"
+            try:
+                cli(f"score-{loss}{'-' + tag if tag else ''}-no-anchor", *args)
+                scores[f"bert_{loss}_no_anchor"] = read_scores(cli, url, run_date, version, publish)
+            finally:
+                cli.env.pop("SPENDPRED_TREND_ANCHOR", None)
     return scores, trained
 
 
@@ -388,8 +460,13 @@ def baselines_and_report(
     bootstrap_draws: int,
     seed: int,
     labels: Mapping[str, str] | None = None,
+    templates: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Extract labels and the training snapshot, fit the baselines, evaluate everything, print and save."""
+    """Extract labels and the training snapshot, fit the baselines, evaluate everything, print and save.
+
+    With several ``templates`` the models named ``<model>_<template>`` (:func:`model_name`)
+    are also compared pairwise, each later template against the first (paired bootstrap).
+    """
     from spendpred import baselines, btyd
 
     train_as_of = run_date - dt.timedelta(days=horizon)
@@ -430,7 +507,8 @@ def baselines_and_report(
     predictions = {m: predictions[m] for m in order}
 
     scores, confusion = evaluate_all(y_true, predictions)
-    intervals, paired = bootstrap(y_true, predictions, bootstrap_draws, seed, model_names, baseline_names)
+    pairs = template_pairs(model_names, templates)
+    intervals, paired = bootstrap(y_true, predictions, bootstrap_draws, seed, model_names, baseline_names, pairs)
     seen_ids = set(train_frame.loc[fit_mask, "user_id"].astype(str))
     unseen = ~evaluation["user_id"].isin(seen_ids).to_numpy()
     unseen_scores = (
@@ -461,7 +539,8 @@ def baselines_and_report(
     if unseen_scores:
         lines += [f"### Users the regressor never fitted on ({int(unseen.sum())})", "", markdown_table(unseen_scores, None, labels), ""]
     if paired:
-        lines += ["### Paired bootstrap: model minus baseline on the same resampled users", "", paired_lines(paired), ""]
+        title = "model minus baseline" + (f", and each model on template {templates[-1]} minus the same on {templates[0]}," if pairs else "")
+        lines += [f"### Paired bootstrap: {title} on the same resampled users", "", paired_lines(paired), ""]
     lines += ["### Tier confusion (top 10% high, next 30% medium)", "", confusion_lines(confusion), ""]
     lines += ["### Verdict", "", *[f"- {line}" for line in verdict(scores, model_names, baseline_names)], ""]
     lines += [f"BG/NBD × Gamma-Gamma parameters (days): {json.dumps(btyd_model.describe())}", ""]
@@ -506,7 +585,15 @@ def common_arguments(parser: argparse.ArgumentParser, *, run_date: str, horizon:
     parser.add_argument("--max-users", type=int, default=max_users,
                         help=f"spendpred train --max-users; 0 = every user (default {max_users}).")
     parser.add_argument("--freeze", default=freeze, help=f"spendpred train --freeze (default {freeze}).")
+    parser.add_argument(
+        "--template", default="v2", metavar="v1|v2|v1,v2",
+        help="Text template of the snapshots (SPENDPRED_TEXT_TEMPLATE): v1 (relative times), v2 (changes only when the "
+        "user acts; the product default) or v1,v2: one model per template and loss on the same users, with the paired "
+        "bootstrap v2 - v1 (default v2).",
+    )
     parser.add_argument("--no-publish", action="store_true", help="Score with --no-publish and read the staged tiers.")
+    parser.add_argument("--anchor-off-too", action="store_true",
+                        help="Also score every version with the trend anchor off (SPENDPRED_TREND_ANCHOR=false): rows bert_<loss>_no_anchor.")
     parser.add_argument("--bootstrap", type=int, default=200, help="Bootstrap draws for the intervals (0 = none).")
     parser.add_argument("--seed", type=int, default=42, help="Seed of the GBT baseline and the bootstrap.")
     parser.add_argument("--home", type=Path, default=None, help="SPENDPRED_HOME to use (default: a temp folder, removed).")
@@ -520,6 +607,17 @@ def open_home(home: Path | None) -> tuple[Path, bool]:
         home.mkdir(parents=True, exist_ok=True)
         return home.resolve(), False
     return Path(tempfile.mkdtemp(prefix="spendpred-bench-")), True
+
+
+def parse_templates(text: str) -> list[str]:
+    """The ``--template`` list (``v1``, ``v2`` or ``v1,v2``), checked against ``spendpred.textify.TEMPLATE_VERSIONS``."""
+    from spendpred.textify import TEMPLATE_VERSIONS
+
+    templates = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in templates if t not in TEMPLATE_VERSIONS]
+    if not templates or bad or len(set(templates)) != len(templates):
+        sys.exit(f"--template must list some of {', '.join(TEMPLATE_VERSIONS)} once each; got {text!r}")
+    return templates
 
 
 def parse_losses(text: str) -> list[str]:
@@ -560,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--sample must be in (0, 1]")
     run_date = dt.date.fromisoformat(args.run_date)
     losses = parse_losses(args.losses)
+    templates = parse_templates(args.template)
     max_users = args.max_users or None
     home, temporary = open_home(args.home)
     cli = Cli(home, args.horizon_days)
@@ -568,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = {
         "data": str(args.data), "sample": args.sample, "run_date": run_date.isoformat(), "horizon_days": args.horizon_days,
-        "losses": ",".join(losses), "epochs": args.epochs, "max_users": max_users or "all", "freeze": args.freeze,
+        "losses": ",".join(losses), "text_template": ",".join(templates), "epochs": args.epochs,
+        "max_users": max_users or "all", "freeze": args.freeze,
         "encoder": str(get_settings().resolved_encoder_dir), "publish": not args.no_publish, "seed": args.seed,
         "home": str(home),
     }
@@ -580,12 +680,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             kept = sample_cdnow(args.data, data, args.sample)
             say(f"sampled {kept} customers ({args.sample:g} of the file) into {data}")
         cli("import", "import-cdnow", str(data))
-        scores, trained = train_and_score(cli, url, run_date, args.horizon_days, losses, args.epochs, max_users,
-                                          args.freeze, not args.no_publish)
+        scores, trained = train_and_score_templates(cli, url, run_date, args.horizon_days, losses, templates, args.epochs,
+                                                    max_users, args.freeze, not args.no_publish, args.anchor_off_too)
         baselines_and_report(
             name="CDNOW accuracy", cli=cli, url=url, run_date=run_date, horizon=args.horizon_days, max_users=max_users,
             model_scores=scores, extra_models=None, settings=settings, trained=trained, out_path=args.out,
-            bootstrap_draws=args.bootstrap, seed=args.seed,
+            bootstrap_draws=args.bootstrap, seed=args.seed, templates=templates,
         )
     finally:
         if temporary and not args.keep:

@@ -68,7 +68,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from gpu_throughput import peak_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark, also when loaded by path
+from gpu_throughput import forward_flops, peak_for  # noqa: E402
 
 TARGET_SPEEDUP = 5.0
 END_DATE = dt.date(2024, 6, 30)
@@ -132,8 +134,8 @@ def build_snapshots(workdir: Path, users: int, days: int, horizon: int, seed: in
 def build_model(train: pd.DataFrame, args: argparse.Namespace) -> Any:
     """Return a ``SpendModel``: the default encoder with a head fitted by ``fit_head_only``
     (or, with ``--finetune``, the encoder fine-tuned too by ``train_regressor``)."""
+    from spendpred.config import default_encoder_dir, get_settings
     from spendpred.snapshot import FEATURE_COLUMNS
-    from spendpred.config import default_encoder_dir
     from spendpred.model import TrainConfig, fit_head_only, train_regressor
 
     encoder_dir = Path(args.encoder_dir) if args.encoder_dir else default_encoder_dir()
@@ -142,7 +144,7 @@ def build_model(train: pd.DataFrame, args: argparse.Namespace) -> Any:
     val = shuffled.iloc[args.train_users : args.train_users + args.val_users]
     config = TrainConfig(epochs=args.epochs, device=args.device, progress=False, max_length=128, seed=args.seed)
     trainer = train_regressor if args.finetune else fit_head_only
-    return trainer(fit, val, list(FEATURE_COLUMNS), config, encoder_dir, "v1").bundle
+    return trainer(fit, val, list(FEATURE_COLUMNS), config, encoder_dir, get_settings().text_template).bundle
 
 
 # -- scorers -----------------------------------------------------------------------------------
@@ -294,8 +296,6 @@ def token_stats(model: Any, texts: list[str]) -> dict[str, float]:
 
 def useful_flops_per_user(model: Any, texts: list[str]) -> float:
     """Mean encoder FLOPs per user at each user's own token count (padding is not useful work)."""
-    from gpu_throughput import forward_flops
-
     from spendpred.model.data import tokenize_texts
 
     encoder = model.regressor.encoder

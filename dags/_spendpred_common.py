@@ -1,6 +1,11 @@
 """Airflow glue shared by the spendpred DAG files: params, run date, warehouse URL, retries.
 
-Wiring only, no business logic (that lives in ``spendpred.pipeline``). Importing this module
+Wiring only, no business logic (that lives in ``spendpred.pipeline``). Every task body runs
+inside ``one_line`` (``spendpred.errors.one_line``, the CLI's error path too): ``@one_line()``
+right under ``@task``. An expected failure (an invalid ``SPENDPRED_*`` setting, an unreachable
+warehouse, a full disk, a missing SQLite warehouse file, which is refused, never created)
+fails the task with one line naming the problem and the fix, secrets masked, as a
+``SpendpredError``: retried only when it is a ``TransientError`` (``NO_RETRY_POLICY``). Importing this module
 is cheap: it reads a few environment variables and builds ``Param`` objects; it touches no
 database, no connection and imports nothing heavy. The functions that need the task
 runtime (connections) import what they need when they are called.
@@ -26,7 +31,7 @@ from typing import Any, NoReturn
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
-from spendpred.errors import ConfigError
+from spendpred.errors import ConfigError, one_line
 from spendpred.params import MAX_SHARDS, RunParams, ScoreParams, Spec, TrainParams, check, param_specs
 
 WAREHOUSE_CONN_ID = "spendpred_warehouse"
@@ -55,7 +60,10 @@ NO_RETRY_POLICY = ExceptionRetryPolicy(
     ]
 )
 """Fail at once on errors a retry cannot fix (every ``SpendpredError`` but a ``TransientError``);
-transient ones and unexpected ones (a driver's connection error, an OS error) retry."""
+transient ones and unexpected ones (a bug, or a library error raised outside ``one_line``) retry.
+Inside ``one_line`` a driver's or the file system's error arrives already sorted: an outage
+(connection refused or lost, lock, full disk) as a ``TransientError``, a mistake (wrong
+password, missing table, read-only folder) as a permanent ``SpendpredError``."""
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "spendpred",

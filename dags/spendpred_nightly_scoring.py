@@ -16,7 +16,12 @@ tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds
   retries on its own (queue `SPENDPRED_SCORE_QUEUE` when set).
 * **Publishing** emits an event on the asset `spendpred://warehouse/spendpred/user_spend_scores`;
   a dry run checks the scores, publishes nothing and ends `publish_scores` as *skipped*.
-* **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`.
+* **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`
+  (a SQLite file that does not exist is refused, never created).
+* **Failures** are one line naming the problem and the fix, as in the `spendpred` CLI (an
+  invalid `SPENDPRED_*` setting, an unreachable warehouse or registry, a full disk); only
+  transient causes (a refused or lost connection, a lock, a full disk) are retried. A failed
+  extract stages nothing.
 
 Manual runs: *Trigger DAG w/ config*; the form is validated before the run is created.
 """
@@ -32,6 +37,7 @@ from _spendpred_common import (
     TAGS,
     ScoreParams,
     checked_params,
+    one_line,
     run_date,
     score_task_kwargs,
     scoring_params,
@@ -56,15 +62,17 @@ def spendpred_nightly_scoring() -> None:
     """Nightly scoring and tier publishing (see the module docstring)."""
 
     @task
+    @one_line()
     def extract_scoring_snapshot() -> dict[str, Any]:
         """Write the behaviour snapshot as of the run date D."""
         from spendpred import pipeline
 
         context = get_current_context()
         params = checked_params(context["params"], ScoreParams)  # first: refuse bad or unknown keys
-        return pipeline.extract_scoring_snapshot(run_date(context, params), url=warehouse_url())
+        return pipeline.extract_scoring_snapshot(run_date(context, params), url=warehouse_url(), model=params.model)
 
     @task(retries=0)
+    @one_line()
     def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Validate the snapshot with Great Expectations; a failure stops the run."""
         from spendpred import pipeline
@@ -72,6 +80,7 @@ def spendpred_nightly_scoring() -> None:
         return {**snapshot, "validation": pipeline.validate_snapshot(snapshot)}
 
     @task
+    @one_line()
     def plan_shards(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         """Split the snapshot into shards; one mapped ``score_shard`` task per shard."""
         from spendpred import pipeline
@@ -79,6 +88,7 @@ def spendpred_nightly_scoring() -> None:
         return pipeline.plan_shards(snapshot, get_current_context()["params"]["shards"])
 
     @task(map_index_template="{{ shard_label }}", **score_task_kwargs())
+    @one_line()
     def score_shard(spec: dict[str, Any], model: str) -> dict[str, Any]:
         """Predict spend for one shard with the given model alias or version."""
         from spendpred import pipeline
@@ -87,6 +97,7 @@ def spendpred_nightly_scoring() -> None:
         return pipeline.score_shard(spec, spec["shard"], spec["shards"], model=model)
 
     @task
+    @one_line()
     def assign_tiers(snapshot: dict[str, Any], shard_results: list[dict[str, Any]]) -> dict[str, Any]:
         """Combine the shards and bucket the scores into tiers."""
         from spendpred import pipeline
@@ -95,6 +106,7 @@ def spendpred_nightly_scoring() -> None:
         return pipeline.assign_tiers(snapshot, list(shard_results[:]))
 
     @task(outlets=[SCORES_ASSET])
+    @one_line()
     def publish_scores(tiers: dict[str, Any]) -> dict[str, Any]:
         """Replace the run's partition in the warehouse; skipped (no asset event) on a dry run."""
         from spendpred import pipeline

@@ -19,7 +19,12 @@ beats the model in production.
   registers only, `force` promotes regardless. When the champion changes, the asset
   `spendpred://models/spendpred-regressor/champion` gets an event; otherwise
   `promote_model` ends as *skipped* (the decision is in its XCom `result`).
-* **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`.
+* **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`
+  (a SQLite file that does not exist is refused, never created).
+* **Failures** are one line naming the problem and the fix, as in the `spendpred` CLI (an
+  invalid `SPENDPRED_*` setting, an unreachable warehouse or registry, a full disk); only
+  transient causes (a refused or lost connection, a lock, a full disk) are retried. A failed
+  extract stages nothing; an unreachable or unwritable MLflow store fails the first task.
 
 Manual runs: *Trigger DAG w/ config*; the form is validated before the run is created.
 """
@@ -35,6 +40,7 @@ from _spendpred_common import (
     TAGS,
     TrainParams,
     checked_params,
+    one_line,
     retrain_params,
     run_date,
     skip_unchanged,
@@ -59,6 +65,7 @@ def spendpred_weekly_retrain() -> None:
     """Weekly retraining of the spend regressor (see the module docstring)."""
 
     @task
+    @one_line()
     def extract_training_snapshot() -> dict[str, Any]:
         """Write the labelled snapshot (features as of R − H, labels in (R − H, R])."""
         from spendpred import pipeline
@@ -68,6 +75,7 @@ def spendpred_weekly_retrain() -> None:
         return pipeline.extract_training_snapshot(run_date(context, params), horizon_days=params.horizon, url=warehouse_url())
 
     @task(retries=0)
+    @one_line()
     def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Validate the snapshot with Great Expectations; a failure stops the run."""
         from spendpred import pipeline
@@ -75,6 +83,7 @@ def spendpred_weekly_retrain() -> None:
         return {**snapshot, "validation": pipeline.validate_snapshot(snapshot)}
 
     @task(retries=1, **train_task_kwargs())
+    @one_line()
     def train_model(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Fine-tune the regressor on the snapshot (GPU pool/queue when configured)."""
         from spendpred import pipeline
@@ -90,6 +99,7 @@ def spendpred_weekly_retrain() -> None:
         )
 
     @task
+    @one_line()
     def evaluate_and_register(trained: dict[str, Any]) -> dict[str, Any]:
         """Evaluate on the test split, log the MLflow run and register a challenger version."""
         from spendpred import pipeline
@@ -97,13 +107,14 @@ def spendpred_weekly_retrain() -> None:
         return pipeline.evaluate_and_register(trained)
 
     @task(outlets=[CHAMPION_ASSET])
+    @one_line()
     def promote_model(registered: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
         """Apply the promotion gate; skipped (no asset event) when the champion stays as it is."""
         from spendpred import pipeline
 
         context = get_current_context()
         mode = checked_params(context["params"], TrainParams).promote_mode  # never on a dry run
-        result = pipeline.promote_model(registered["version"], mode=mode, run=trained)
+        result = pipeline.promote_model(registered["version"], mode=mode, run=trained, url=warehouse_url())
         if not result.get("promoted"):
             skip_unchanged(context, result, f"champion unchanged (version {result.get('champion_version')}): {result.get('reason')}")
         context["outlet_events"][CHAMPION_ASSET].extra = {

@@ -12,6 +12,11 @@ purchase were the signup), ``days_since_last_event = tenure_days`` when the user
 event, ``mean_rating = 0`` without reviews and ``avg_basket = 0`` without completed orders.
 All day counts are whole calendar days between the as-of date and the row's date.
 
+The ``text`` column is rendered by ``spendpred.textify`` in one template version, chosen by
+the ``text_template`` setting (``SPENDPRED_TEXT_TEMPLATE``; ``v2`` by default, a text that
+changes only when the user acts) or the caller, and recorded in the manifest
+(``text_template_version``); a model scores only snapshots of the template it was trained on.
+
 Extraction also checks the source-data contract (``source_checks``: negative, non-finite or
 implausible amounts, items below one, unknown event types, ratings outside 1..5, orphan rows,
 duplicate keys, rows dated in the future) and records the counts in the manifest; the gate
@@ -291,7 +296,9 @@ def extract_snapshot(
     Writes ``out_dir/snapshot.parquet`` (one row per user who signed up by the end of
     ``as_of``: ``user_id``, ``text``, ``FEATURE_COLUMNS``, ``past_spend`` and, when
     ``with_labels``, ``label`` = completed spend in (as_of, as_of + horizon_days]) and
-    ``out_dir/manifest.json``. Features and text use only rows before as_of + 1 day. Any
+    ``out_dir/manifest.json``. Features and text use only rows before as_of + 1 day. The
+    texts are rendered with ``template_version`` (default: the ``text_template`` setting,
+    ``SPENDPRED_TEXT_TEMPLATE``), which the manifest records. Any
     earlier ``validation.json``/``validation.md`` in ``out_dir`` is removed (it described an
     older file). Files are replaced atomically, so a failed run leaves no half snapshot.
 
@@ -302,12 +309,11 @@ def extract_snapshot(
         raise ConfigError(f"horizon_days must be a positive number of days, got {horizon_days}")
     if chunk_rows <= 0:
         raise ConfigError(f"chunk_rows must be positive, got {chunk_rows}")
-    version = template_version or textify.TEMPLATE_VERSION
-    if version != textify.TEMPLATE_VERSION:
-        raise ConfigError(
-            f"text template {version!r} is not available: this spendpred renders "
-            f"{textify.TEMPLATE_VERSION!r} only (set the template version to {textify.TEMPLATE_VERSION!r})"
-        )
+    if template_version is None:
+        from spendpred.config import get_settings
+
+        template_version = get_settings().text_template
+    version = textify.check_template(template_version)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
@@ -317,8 +323,8 @@ def extract_snapshot(
     params = query_params(dialect, as_of, horizon_days, with_labels)
     started = time.monotonic()
     logger.info(
-        "extracting snapshot as of %s (horizon %d days, labels %s, %s warehouse) into %s",
-        as_of, horizon_days, with_labels, dialect, out_dir,
+        "extracting snapshot as of %s (horizon %d days, labels %s, text template %s, %s warehouse) into %s",
+        as_of, horizon_days, with_labels, version, dialect, out_dir,
     )
     counts, newest = source_stats(engine, params)
     contract = source_checks(engine, params)
@@ -340,7 +346,9 @@ def extract_snapshot(
                 for i in range(chunk.num_rows):
                     rec = {name: cols[name][i] for name in _TEXT_INPUTS}
                     behaviour_row = behaviour_of(rec, merger.take(rec["user_id"]), as_of)
-                    texts.append(textify.render(behaviour_row, max_tokens=max_tokens, count_tokens=count_tokens))
+                    texts.append(
+                        textify.render(behaviour_row, max_tokens=max_tokens, count_tokens=count_tokens, template=version)
+                    )
                 del cols
                 arrays = [chunk.column("user_id"), pa.array(texts, pa.string())]
                 arrays += [chunk.column(name) for name in columns[2:]]

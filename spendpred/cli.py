@@ -4,12 +4,14 @@ The run parameters of ``train`` and ``score`` (flag, default, help, choices) are
 from the one parameter spec, :mod:`spendpred.params`, and checked with it before any step
 runs, so they take the same names and values as the DAG params. Old spellings
 (``--horizon-days``, ``--no-publish``) still work as hidden aliases.
+
+Every command runs inside ``spendpred.errors.one_line``, the error path the Airflow tasks
+use too: an expected failure ends as one ``error:`` line (secrets masked) and exit status 2.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import sys
@@ -19,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from spendpred import params
-from spendpred.errors import describe
+from spendpred.errors import describe, one_line
 from spendpred.params import ScoreParams, TrainParams
 
 app = typer.Typer(
@@ -89,16 +91,61 @@ def db_grant_readonly(
 
 @app.command()
 def seed(
+    ctx: typer.Context,
     users: Annotated[int, typer.Option(help="Number of users to generate.")] = 5000,
     days: Annotated[int, typer.Option(help="Days of history ending at --end-date.")] = 730,
     end_date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="Last day of generated history.")] = "2024-12-31",  # type: ignore[assignment]
     seed: Annotated[int | None, typer.Option(help="Random seed (default: SPENDPRED_SEED).")] = None,
+    daily_active: Annotated[
+        float,
+        typer.Option(
+            help="Share of the users signed up by a day who act on it (any order, event or review), in (0, 0.5]; "
+            "weekends a little more, early weekdays a little less."
+        ),
+    ] = 0.05,
+    append_day: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Instead of seeding: add one day of activity dated YYYY-MM-DD to the existing warehouse, at the "
+            "--daily-active share (e.g. the day after the last scored night). Refused, with nothing written, when "
+            "the warehouse already holds rows on or after that day.",
+        ),
+    ] = None,
+    new_users: Annotated[
+        int | None,
+        typer.Option(help="With --append-day: users who sign up that day (default: the mean daily signups of the 28 days before)."),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
 ) -> None:
-    """Fill the warehouse with a realistic synthetic population (replaces the source tables)."""
-    from spendpred import pipeline
+    """Fill the warehouse with a realistic synthetic population (replaces the source tables), or add one day to it."""
+    from spendpred import synth, warehouse
+    from spendpred.config import get_settings
+    from spendpred.errors import ConfigError
 
-    _echo_json(pipeline.seed(users=users, days=days, end_date=end_date.date(), seed=seed, url=url))
+    sources = {name: getattr(ctx.get_parameter_source(name), "name", "DEFAULT") for name in ("users", "days", "end_date")}
+    given = {name for name, source in sources.items() if source not in ("DEFAULT", "DEFAULT_MAP")}  # typed by the user
+    if append_day is not None and given:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(given))
+        verb = "does" if len(given) == 1 else "do"
+        raise ConfigError(
+            f"{flags} {verb} not apply with --append-day (it adds one day to the users already in the warehouse): "
+            f"drop {'it' if len(given) == 1 else 'them'}"
+        )
+    if append_day is None and new_users is not None:
+        raise ConfigError("--new-users applies only with --append-day YYYY-MM-DD")
+    settings = get_settings()
+    chosen = settings.seed if seed is None else seed
+    if append_day is not None:
+        with warehouse.opened_engine(url, settings, create=False) as engine:
+            _echo_json(synth.append_day(engine, append_day.date(), chosen, daily_active=daily_active, new_users=new_users))
+        return
+    with warehouse.opened_engine(url, settings) as engine:
+        counts = synth.seed_warehouse(
+            engine, users=users, days=days, end_date=end_date.date(), seed=chosen, daily_active=daily_active
+        )
+    _echo_json(counts)
 
 
 @app.command("import-cdnow")
@@ -216,26 +263,17 @@ _CLICK = sys.modules[typer.BadParameter.__module__]
 
 
 def _guarded(group: Any, path: tuple[str, ...] = ()) -> Any:
-    """Wrap every command of ``group`` not in ``CREATES_WAREHOUSE`` in ``existing_warehouse_only``, so a
-    mistyped SQLite path is reported instead of becoming a new empty warehouse file."""
-    from spendpred import warehouse
-
+    """Run every command of ``group`` inside ``spendpred.errors.one_line`` (the Airflow tasks' error path
+    too): an expected failure becomes one ``SpendpredError`` line, and every command not in
+    ``CREATES_WAREHOUSE`` refuses a missing SQLite file, so a mistyped path is reported instead
+    of becoming a new empty warehouse file."""
     for name, command in group.commands.items():
         where = (*path, name)
         if hasattr(command, "commands"):  # a command group
             _guarded(command, where)
-        elif where not in CREATES_WAREHOUSE and command.callback is not None:
-            command.callback = _existing_warehouse_only(command.callback, warehouse.existing_warehouse_only)
+        elif command.callback is not None and not getattr(command.callback, "spendpred_one_line", False):
+            command.callback = one_line(creates_warehouse=where in CREATES_WAREHOUSE)(command.callback)
     return group
-
-
-def _existing_warehouse_only(callback: Any, guard: Any) -> Any:
-    @functools.wraps(callback)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with guard():
-            return callback(*args, **kwargs)
-
-    return run
 
 
 def fail(exc: BaseException) -> NoReturn:

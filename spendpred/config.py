@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         description="Default training loss: ziln (zero-inflated lognormal: an expected spend, the default), mse or huber "
         "(on log1p spend; calibrated to the expectation on validation users before saving).",
     )
+    text_template: str = Field(
+        "v2",
+        description="Text template a snapshot's user texts are rendered with (spendpred.textify): v2 (the default) "
+        "changes only when the user acts; v1 also writes tenure, recency and 30/90-day counts, so every text changes "
+        "every night. A model scores only snapshots of the template it was trained on.",
+    )
     tier_mode: str = Field("quantile", description="Tier rule: 'quantile' (shares of users) or 'threshold' (fixed spend).")
     tier_high: float = Field(0.10, description="Quantile rule: share of users in the high tier.")
     tier_medium: float = Field(0.30, description="Quantile rule: share of users in the medium tier.")
@@ -135,6 +141,15 @@ class Settings(BaseSettings):
     def _check_loss(cls, value: str) -> str:
         if value not in LOSSES:
             raise ValueError(f"unsupported loss {value!r}: use one of {', '.join(LOSSES)}")
+        return value
+
+    @field_validator("text_template")
+    @classmethod
+    def _check_text_template(cls, value: str) -> str:
+        from spendpred.textify import TEMPLATE_VERSIONS
+
+        if value not in TEMPLATE_VERSIONS:
+            raise ValueError(f"unsupported text template {value!r}: use one of {', '.join(TEMPLATE_VERSIONS)}")
         return value
 
     @field_validator("warehouse_url")

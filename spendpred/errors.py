@@ -8,11 +8,23 @@ Two families, so that every front end can decide whether trying again helps:
 * ``TransientError`` (mixed into a permanent class where the cause is an outage) marks a
   failure that may pass on its own: a lost connection, a lock timeout, an unreachable
   registry. Airflow retries those with back-off.
+
+Both front ends share one error path, :class:`one_line`: inside it every *expected* failure of
+a library (an invalid ``SPENDPRED_*`` setting, a database or file-system error) becomes the
+``SpendpredError`` that :func:`as_error` makes of it: one line, secrets masked, transient
+causes as a ``TransientError``. The CLI prints that line (exit 2), an Airflow task fails with
+it (retried only when transient); a bug keeps its exception and traceback.
 """
 
 from __future__ import annotations
 
+import errno as _errno
+import logging as _logging
 import re as _re
+from contextlib import ContextDecorator as _ContextDecorator
+from typing import Any as _Any
+
+_logger = _logging.getLogger("spendpred")
 
 
 class SpendpredError(Exception):
@@ -49,6 +61,23 @@ class PublishError(SpendpredError):
 
 class PublishInterrupted(PublishError, TransientError):
     """Publishing was interrupted by the database (connection lost, lock timeout); rolled back."""
+
+
+class WarehouseError(SpendpredError):
+    """The warehouse refused a connection or a statement for a reason a retry cannot fix: wrong
+    credentials, database or role, missing rights or tables, a read-only SQLite file."""
+
+
+class WarehouseUnavailable(WarehouseError, TransientError):
+    """The warehouse could not be reached or was busy (connection refused or lost, timeout, lock); retrying may help."""
+
+
+class StorageError(SpendpredError):
+    """A file or folder cannot be used (permission denied, read-only disk, a file in the way)."""
+
+
+class StorageFull(StorageError, TransientError):
+    """A disk is full or a quota is reached; retrying once space is freed may help."""
 
 
 TRANSIENT_MLFLOW_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
@@ -191,12 +220,152 @@ def _os_message(exc: OSError) -> str:
     return mask_secrets(f"cannot use{where}: {what}: {fix}")
 
 
+_TRANSIENT_DB_TYPES = ("OperationalError", "DisconnectionError", "TimeoutError", "InterfaceError")
+"""SQLAlchemy/DBAPI error types of outages (unless the text names a permanent cause, below)."""
+_PERMANENT_DB_TEXT = (
+    "password authentication failed",
+    "authentication failed",
+    "no password supplied",
+    'role "',
+    'database "',
+    "permission denied",
+    "does not exist",
+    "no such table",
+    "no such column",
+    "readonly database",
+    "unable to open database file",
+    "syntax error",
+)
+_TRANSIENT_ERRNOS = frozenset(
+    {_errno.ENOSPC, _errno.EDQUOT, _errno.EAGAIN, _errno.EINTR, _errno.ETIMEDOUT, _errno.ECONNREFUSED,
+     _errno.ECONNRESET, _errno.ECONNABORTED, _errno.EHOSTUNREACH, _errno.ENETUNREACH, _errno.EPIPE}
+)  # fmt: skip
+"""File-system and socket errors that may pass on their own (a full disk, a refused or lost connection)."""
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    module = type(exc).__module__ or ""
+    if not module.startswith(("sqlalchemy", "psycopg2", "psycopg", "sqlite3")):
+        return False
+    return not module.startswith("sqlalchemy") or hasattr(exc, "orig")
+
+
+def _transient_database_error(exc: BaseException) -> bool:
+    """Whether a database error reports an outage (refused, lost or timed-out connection, a lock) rather than a mistake."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    names = {type(exc).__name__, type(orig).__name__}
+    if not names & set(_TRANSIENT_DB_TYPES):
+        return False
+    text = str(orig).lower()
+    return not any(needle in text for needle in _PERMANENT_DB_TEXT)
+
+
+def as_error(exc: BaseException) -> SpendpredError | None:
+    """Return the ``SpendpredError`` a front end reports for ``exc``, or ``None`` for a bug.
+
+    Its message is :func:`describe`'s one line (secrets masked). A ``SpendpredError`` whose
+    message is already that line is returned itself; one with a multi-line message or a secret
+    comes back as the same class with the line. An invalid setting becomes ``ConfigError``; a
+    database error ``WarehouseUnavailable`` (transient: refused, lost or timed-out connection,
+    lock) or ``WarehouseError``; a file-system error ``StorageFull`` (transient: full disk or
+    quota), ``TransientError`` (a refused or lost socket) or ``StorageError``. Raises nothing.
+    """
+    message = describe(exc)
+    if message is None:
+        return None
+    if isinstance(exc, SpendpredError):
+        if message == str(exc):
+            return exc
+        try:
+            error: SpendpredError = type(exc)(message)
+        except Exception:  # noqa: BLE001 - a subclass with its own constructor: keep the family
+            error = TransientError(message) if isinstance(exc, TransientError) else SpendpredError(message)
+        return error
+    if type(exc).__name__ == "ValidationError":
+        return ConfigError(message)
+    if _is_database_error(exc):
+        return (WarehouseUnavailable if _transient_database_error(exc) else WarehouseError)(message)
+    if isinstance(exc, OSError):
+        if (type(exc).__module__ or "").startswith(("requests", "urllib3")):
+            return TransientError(message)  # a refused or lost HTTP connection
+        if exc.errno in (_errno.ENOSPC, _errno.EDQUOT):
+            return StorageFull(message)
+        if exc.errno in _TRANSIENT_ERRNOS or isinstance(exc, (ConnectionError, TimeoutError)):
+            return TransientError(message)
+        return StorageError(message)
+    return SpendpredError(message)
+
+
+class one_line(_ContextDecorator):  # noqa: N801 - used like contextlib's context managers
+    """The one error path of both front ends, as a context manager or a decorator.
+
+    Within it an expected failure leaves as :func:`as_error`'s ``SpendpredError`` carrying one
+    line (secrets masked; transient causes stay ``TransientError``, so Airflow retries only
+    those), raised without its cause (the original is logged at DEBUG, shown by ``--verbose``);
+    a bug, ``KeyboardInterrupt`` or an Airflow control exception passes unchanged. Unless
+    ``creates_warehouse``, a SQLite warehouse file that does not exist is refused, not created
+    (``spendpred.warehouse.existing_warehouse_only``). The CLI wraps every command in it and each
+    Airflow task of the DAGs is decorated with it (``@one_line()`` under ``@task``); a function so
+    decorated has ``spendpred_one_line = True``.
+    """
+
+    def __init__(self, *, creates_warehouse: bool = False) -> None:
+        self.creates_warehouse = creates_warehouse
+        self._guard: _Any = None
+
+    def _recreate_cm(self) -> one_line:
+        return type(self)(creates_warehouse=self.creates_warehouse)  # a fresh guard per call
+
+    def __call__(self, func: _Any) -> _Any:
+        import typing
+
+        wrapped = super().__call__(func)
+        try:  # resolved where ``func`` was written: Airflow reads the return type through the wrapper
+            wrapped.__annotations__ = typing.get_type_hints(func)
+        except Exception:  # noqa: BLE001 - unresolvable names: keep the text, as functools.wraps copied it
+            pass
+        wrapped.spendpred_one_line = True
+        return wrapped
+
+    def __enter__(self) -> one_line:
+        from spendpred.warehouse import existing_warehouse_only
+
+        self._guard = existing_warehouse_only(not self.creates_warehouse)
+        self._guard.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: _Any) -> bool:
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.__exit__(None, None, None)
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        error = as_error(exc)
+        if error is None or error is exc:
+            return False  # a bug, or already one line: re-raised as it is
+        _logger.debug("failure behind the error line", exc_info=exc)
+        raise error from None
+
+
+def _network_message(exc: OSError) -> str:
+    """One line for an HTTP client's connection error (``requests``/``urllib3``), naming the URL (password masked)."""
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None) or getattr(exc, "url", None)
+    where = f" {mask_url(url)}" if url else ""
+    reason = _re.sub(r"<[^>]*>", "", _first_line(exc)).strip() or type(exc).__name__
+    return mask_secrets(f"cannot reach{where}: {reason}: check that the server is running and reachable")
+
+
 def describe(exc: BaseException) -> str | None:
     """Return the one-line message (secrets masked) for an *expected* failure, or ``None`` for a bug.
 
     Expected: any ``SpendpredError``; an invalid ``SPENDPRED_*`` setting (pydantic's error for
     ``Settings``); a database error (warehouse unreachable, permission denied); a file-system
-    error (read-only or full disk, permission denied). Front ends print it (the CLI exits 2).
+    error (read-only or full disk, permission denied); an HTTP client's connection error (a
+    server refusing or not answering). Front ends report it through :class:`one_line` (the CLI
+    prints it and exits 2, an Airflow task fails with it).
     """
     if isinstance(exc, SpendpredError):  # a multi-line message (a validation report) becomes "; "-separated
         return mask_secrets("; ".join(line.strip().removeprefix("- ") for line in str(exc).splitlines() if line.strip()))
@@ -208,6 +377,8 @@ def describe(exc: BaseException) -> str | None:
         if module.startswith("sqlalchemy") and not hasattr(exc, "orig"):
             return None  # an ArgumentError and the like: a bug, not the environment
         return _database_message(exc)  # type: ignore[arg-type]
+    if module.startswith(("requests", "urllib3")) and isinstance(exc, OSError):
+        return _network_message(exc)
     if isinstance(exc, OSError):
         return _os_message(exc)
     return None

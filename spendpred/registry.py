@@ -15,6 +15,13 @@
 
 The tracking URI is never set at import; every function takes ``settings`` (default:
 :func:`spendpred.config.get_settings`) and talks to ``Settings.resolved_tracking_uri``.
+:func:`get_client` checks the store first and fails fast instead of waiting through MLflow's
+retries (minutes): an HTTP server that does not answer within ``PROBE_TIMEOUT_S`` raises
+``RegistryUnavailable``, a database store that cannot be opened or created raises
+``RegistryUnavailable`` or ``StorageError``; every message names the URI (password masked)
+and the fix. For an HTTP server it also bounds MLflow's own retries (``HTTP_LIMITS``, only
+where the environment does not set them). An unreachable registry is never reported as
+"no champion".
 MLflow is imported inside functions (it is slow to import), and ``SpendPyfuncModel`` is
 built on first access through the module ``__getattr__``, so the class is importable as
 ``spendpred.registry.SpendPyfuncModel`` (as the logged code file does) without importing
@@ -39,7 +46,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendpred.config import Settings, get_settings
-from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, is_transient_mlflow
+from spendpred.errors import (
+    ConfigError,
+    ModelError,
+    RegistryUnavailable,
+    StorageError,
+    is_transient_mlflow,
+    mask_secrets,
+    mask_url,
+)
 from spendpred.logs import quiet_libraries
 from spendpred.promotion import (
     DEFAULT_GINI_MARGIN,
@@ -70,6 +85,16 @@ BASELINES_TAG = "baseline_metrics"
 """Version tag: JSON ``{baseline: {metric: value}}`` on the candidate's held-out users."""
 NO_CHAMPION_MESSAGE = "no champion yet: run `spendpred train --promote auto` first"
 _PIP_PACKAGES = ("spendpred", "mlflow", "torch", "transformers", "safetensors", "numpy", "pandas")
+TRACKING_SETTING = "SPENDPRED_MLFLOW_TRACKING_URI"
+PROBE_TIMEOUT_S = 5.0
+"""How long the reachability probe of an HTTP tracking server (or a database store) waits."""
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+"""MLflow's HTTP retry settings for spendpred's calls (MLflow's defaults retry for about 4 minutes);
+set by :func:`get_client` for an HTTP server only where the environment does not set them."""
 
 
 # -- connection -----------------------------------------------------------------------------
@@ -79,24 +104,223 @@ def _settings(settings: Settings | None) -> Settings:
     return settings if settings is not None else get_settings()
 
 
+def _sqlite_store(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (``None`` for other stores or memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(database).expanduser() if database and database != ":memory:" else None
+
+
+def missing_store(settings: Settings | None = None) -> Path | None:
+    """Return the file of a SQLite tracking store that does not exist yet (no champion, no version), else ``None``.
+
+    Readers use it to answer "nothing registered yet" without creating the store.
+    """
+    path = _sqlite_store(_settings(settings).resolved_tracking_uri)
+    return path if path is not None and not path.exists() else None
+
+
 def _prepare_store(uri: str) -> None:
-    """Create the folder of a SQLite tracking database (MLflow creates the file itself)."""
-    if uri.startswith("sqlite:///"):
-        database = uri[len("sqlite:///"):]
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    """Create the folder of a SQLite tracking database (MLflow creates the file itself).
+
+    Raises ``StorageError`` naming the store and the fix when the folder cannot be created.
+    """
+    path = _sqlite_store(uri)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the MLflow store {mask_url(uri)}: {exc.strerror or exc} ({exc.filename or path.parent}): "
+            f"make its folder writable, or set {TRACKING_SETTING} to a writable place or a tracking server"
+        ) from None
+
+
+def _probe_reason(exc: BaseException) -> str:
+    """A few words for why a connection failed (``connection refused``, ``no answer within 5 s``...)."""
+    text = str(exc)
+    lowered = text.lower()
+    for needle, words in (
+        ("connection refused", "connection refused"),
+        ("name or service not known", "host name not found"),
+        ("nodename nor servname", "host name not found"),
+        ("temporary failure in name resolution", "host name not found"),
+        ("no route to host", "no route to host"),
+        ("network is unreachable", "network unreachable"),
+        ("certificate verify failed", "its TLS certificate is not trusted (MLFLOW_TRACKING_SERVER_CERT_PATH)"),
+    ):
+        if needle in lowered:
+            return words
+    if "timed out" in lowered or "timeout" in type(exc).__name__.lower():
+        return f"no answer within {PROBE_TIMEOUT_S:g} s"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return mask_secrets(first[:200])
+
+
+def _unreachable(uri: str, reason: str) -> RegistryUnavailable:
+    return RegistryUnavailable(
+        f"cannot reach the MLflow registry at {mask_url(uri)}: {reason}: start the tracking server (or check the "
+        f"network), or fix {TRACKING_SETTING}"
+    )
+
+
+def _probe_http(uri: str) -> None:
+    """Raise ``RegistryUnavailable`` unless an HTTP(S) tracking server answers within ``PROBE_TIMEOUT_S``.
+
+    Any HTTP answer counts (``/health`` may need a login or sit behind a proxy); only a refused,
+    unresolvable or silent connection fails.
+    """
+    import requests
+
+    verify: bool | str = True
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        verify = False
+    elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+        verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S, allow_redirects=False, verify=verify).close()
+    except requests.RequestException as exc:
+        raise _unreachable(uri, _probe_reason(exc)) from None
+
+
+def _probe_sqlite(uri: str, path: Path) -> None:
+    """Raise ``StorageError`` when an existing SQLite store cannot be opened for writing (a folder, not a database...)."""
+    import sqlite3
+
+    if path.is_dir():
+        raise StorageError(f"the MLflow store {mask_url(uri)} is a folder, not a SQLite file: fix {TRACKING_SETTING}")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT_S)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(
+            f"cannot open the MLflow store {mask_url(uri)}: {exc}: make the file and its folder readable and writable, "
+            f"or fix {TRACKING_SETTING}"
+        ) from None
+
+
+def _probe_database(uri: str) -> None:
+    """Raise ``RegistryUnavailable`` when a database store (PostgreSQL, MySQL...) does not accept a connection.
+
+    MLflow itself retries opening it for about 100 s; this tries once, ``PROBE_TIMEOUT_S`` at most.
+    """
+    import sqlalchemy as sa
+
+    connect_args = {"connect_timeout": int(PROBE_TIMEOUT_S)} if uri.startswith(("postgres", "mysql")) else {}
+    try:
+        engine = sa.create_engine(uri, connect_args=connect_args)
+    except Exception as exc:  # noqa: BLE001 - an unknown dialect or driver: let MLflow say what it needs
+        logger.debug("cannot probe the MLflow store %s: %s", mask_url(uri), exc)
+        return
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None) or exc
+        raise _unreachable(uri, _probe_reason(orig)) from None
+    finally:
+        engine.dispose()
+
+
+def check_store(settings: Settings | None = None) -> str:
+    """Fail fast when the tracking store cannot be used; return its URI.
+
+    An HTTP(S) server must answer (``RegistryUnavailable`` otherwise, within ``PROBE_TIMEOUT_S``),
+    and MLflow's HTTP retries are bounded (``HTTP_LIMITS``, where unset); a database store must
+    accept a connection (``RegistryUnavailable``); an existing SQLite store must open for writing
+    and the folder of a new one must be creatable (``StorageError``). Creates at most the folder
+    of a new SQLite store.
+    """
+    uri = _settings(settings).resolved_tracking_uri
+    scheme = uri.partition(":")[0].lower()
+    if scheme in ("http", "https"):
+        for key, value in HTTP_LIMITS.items():
+            os.environ.setdefault(key, value)
+        _probe_http(uri)
+    elif scheme == "sqlite":
+        path = _sqlite_store(uri)
+        if path is not None and path.exists():
+            _probe_sqlite(uri, path)
+        else:
+            _prepare_store(uri)
+    elif "://" in uri and scheme.split("+")[0] in ("postgresql", "postgres", "mysql", "mssql"):
+        _probe_database(uri)
+    return uri
+
+
+def check_writable(settings: Settings | None = None) -> None:
+    """Fail fast, before anything is extracted or trained, when a training could not be registered.
+
+    The tracking store passes :func:`check_store` (without creating a new SQLite store: only
+    that its folder could be), and a local artifact root (``SPENDPRED_MLFLOW_ARTIFACT_ROOT``,
+    a folder or ``file://`` URL) can be created and written. Raises ``RegistryUnavailable`` or
+    ``StorageError`` naming the store and the fix; creates and changes nothing.
+    """
+    settings = _settings(settings)
+    uri = settings.resolved_tracking_uri
+    store = _sqlite_store(uri)
+    if store is not None and not store.exists():
+        _require_writable_folder(store.parent, f"the MLflow store {mask_url(uri)}", TRACKING_SETTING)
+    else:
+        check_store(settings)
+    root = settings.resolved_artifact_root
+    if root.startswith("file:") or "://" not in root:
+        from spendpred.snapshot import local_path
+
+        folder = local_path(root, "SPENDPRED_MLFLOW_ARTIFACT_ROOT")
+        _require_writable_folder(folder, f"the MLflow artifact root {folder}", "SPENDPRED_MLFLOW_ARTIFACT_ROOT")
+
+
+def _require_writable_folder(folder: Path, what: str, setting: str) -> None:
+    """Raise ``StorageError`` unless ``folder`` is a writable folder or could be created (``snapshot.check_can_create``); changes nothing."""
+    from spendpred.snapshot import check_can_create
+
+    try:
+        check_can_create(folder)
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, NotADirectoryError) else exc.strerror or str(exc)
+        raise StorageError(
+            f"{what} cannot be written: {reason} ({exc.filename}): make it writable, or set {setting} elsewhere"
+        ) from None
 
 
 def get_client(settings: Settings | None = None) -> MlflowClient:
     """Return an ``MlflowClient`` on the settings' tracking URI (also used as registry URI).
 
-    Creates the folder of a SQLite store if needed; sets nothing global.
+    The store is checked first (:func:`check_store`: fast ``RegistryUnavailable`` or
+    ``StorageError`` instead of MLflow's minutes of retries); creates the folder of a new SQLite
+    store; sets nothing global but MLflow's HTTP retry limits where unset (``HTTP_LIMITS``).
     """
     from mlflow import MlflowClient
 
-    uri = _settings(settings).resolved_tracking_uri
-    _prepare_store(uri)
+    uri = check_store(settings)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _detail(exc: Exception) -> str:
+    """The first line of an MLflow error's message, secrets masked, at most 300 characters."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return mask_secrets(text.splitlines()[0][:300] if text else type(exc).__name__)
+
+
+def _client_uri(client: Any) -> str:
+    """The tracking URI of an ``MlflowClient`` (for messages)."""
+    uri = getattr(client, "tracking_uri", None)
+    return uri if isinstance(uri, str) and uri else get_settings().resolved_tracking_uri
+
+
+def _unavailable(exc: Exception, doing: str, uri: str | None = None) -> RegistryUnavailable:
+    """The ``RegistryUnavailable`` for an MLflow outage (``is_transient_mlflow``) met while ``doing`` something."""
+    where = mask_url(uri or get_settings().resolved_tracking_uri)
+    return RegistryUnavailable(
+        f"the MLflow registry {where} failed while {doing}: {_detail(exc)}: check that the tracking server is up, "
+        f"or fix {TRACKING_SETTING}"
+    )
 
 
 @contextmanager
@@ -442,6 +666,8 @@ def _champion_version(client: MlflowClient) -> str | None:
     except MlflowException as exc:
         if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
             return None
+        if is_transient_mlflow(exc):
+            raise _unavailable(exc, f"reading the {CHAMPION} of {REGISTERED_MODEL}", _client_uri(client)) from exc
         raise
 
 
@@ -481,6 +707,8 @@ def promote(
     try:
         client.get_model_version(REGISTERED_MODEL, version)
     except MlflowException as exc:
+        if is_transient_mlflow(exc):
+            raise _unavailable(exc, f"reading {REGISTERED_MODEL} version {version}", _client_uri(client)) from exc
         raise ModelError(f"{REGISTERED_MODEL} version {version} does not exist: {exc.message}") from exc
     previous = _champion_version(client)
     actor = actor or getpass.getuser()
@@ -514,7 +742,8 @@ def resolve_version(client: MlflowClient, alias_or_version: str | int) -> ModelV
     """Return the ``ModelVersion`` for an alias (``"champion"``) or a version number.
 
     Raises ``ModelError`` with the fix when there is no champion, the alias is unset or the
-    version does not exist.
+    version does not exist; ``RegistryUnavailable`` (never "no champion") when the registry
+    could not be read.
     """
     from mlflow.exceptions import MlflowException
 
@@ -525,21 +754,42 @@ def resolve_version(client: MlflowClient, alias_or_version: str | int) -> ModelV
         return client.get_model_version_by_alias(REGISTERED_MODEL, ref)
     except MlflowException as exc:
         if is_transient_mlflow(exc):
-            raise RegistryUnavailable(
-                f"cannot reach the MLflow registry to resolve {REGISTERED_MODEL} {ref!r}: {exc.message}; "
-                "check that the tracking server is up (SPENDPRED_MLFLOW_TRACKING_URI)"
-            ) from exc
-        if ref.isdigit():
+            raise _unavailable(exc, f"resolving {REGISTERED_MODEL} {ref!r}", _client_uri(client)) from exc
+        if exc.error_code not in _NOT_FOUND_CODES:  # refused (permissions...), not absent: say so, not "no champion"
             raise ModelError(
-                f"{REGISTERED_MODEL} version {ref} does not exist ({exc.message}); "
-                "list versions in the MLflow UI or use alias 'champion'"
+                f"the MLflow registry {mask_url(_client_uri(client))} refused to resolve {REGISTERED_MODEL} {ref!r}: "
+                f"{_detail(exc)}: check the access rights on the tracking server, or fix {TRACKING_SETTING}"
             ) from exc
-        if ref == CHAMPION:
-            raise ModelError(NO_CHAMPION_MESSAGE) from exc
-        raise ModelError(
-            f"no version of {REGISTERED_MODEL} has alias {ref!r} ({exc.message}); use 'champion', "
-            "'challenger' or a version number"
-        ) from exc
+        raise _not_found(ref, _detail(exc)) from exc
+
+
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
+"""MLflow error codes meaning "no such version or alias" (anything else is a registry failure, not an absence)."""
+
+
+def _not_found(ref: str, detail: str | None = None) -> ModelError:
+    """The ``ModelError`` for a version or alias that the registry does not hold."""
+    why = f" ({detail})" if detail else ""
+    if ref.isdigit():
+        return ModelError(
+            f"{REGISTERED_MODEL} version {ref} does not exist{why}; list versions in the MLflow UI or use alias 'champion'"
+        )
+    if ref == CHAMPION:
+        return ModelError(NO_CHAMPION_MESSAGE)
+    return ModelError(f"no version of {REGISTERED_MODEL} has alias {ref!r}{why}; use 'champion', 'challenger' or a version number")
+
+
+def require_model(alias_or_version: str | int = CHAMPION, settings: Settings | None = None) -> ModelVersion:
+    """Return the registered version that scoring would load, checked before anything is extracted.
+
+    A SQLite store that does not exist yet holds no version, and is not created by asking.
+    Raises ``ModelError`` when there is no champion or no such version or alias,
+    ``RegistryUnavailable`` or ``StorageError`` (see :func:`check_store`) when the registry
+    cannot be read.
+    """
+    if missing_store(settings) is not None:
+        raise _not_found(str(alias_or_version).strip())
+    return resolve_version(get_client(settings), alias_or_version)
 
 
 def load_model(
@@ -562,6 +812,8 @@ def load_model(
     from spendpred.model import SpendModel
 
     settings = _settings(settings)
+    if missing_store(settings) is not None:  # nothing registered yet: say so without creating the store
+        raise _not_found(str(alias_or_version).strip())
     client = get_client(settings)
     model_version = resolve_version(client, alias_or_version)
     version = str(model_version.version)
@@ -611,12 +863,16 @@ def champion_info(settings: Settings | None = None) -> dict[str, Any] | None:
     """Return the champion's ``{"name", "version", "run_id", "created_at", "aliases",
     "metrics", "tags"}`` for display, or ``None`` when there is no champion yet.
 
-    ``metrics`` are the ``test_*`` version tags as floats. Raises ``ModelError`` when the
-    tracking store cannot be read.
+    ``metrics`` are the ``test_*`` version tags as floats. A SQLite store that does not exist
+    yet has no champion (and is not created). Raises ``RegistryUnavailable`` (never ``None``)
+    when the registry cannot be reached, ``ModelError`` or ``StorageError`` when the tracking
+    store cannot be read.
     """
     from mlflow.exceptions import MlflowException
 
     settings = _settings(settings)
+    if missing_store(settings) is not None:
+        return None
     try:
         client = get_client(settings)
         try:
@@ -626,9 +882,11 @@ def champion_info(settings: Settings | None = None) -> dict[str, Any] | None:
         except ModelError:
             return None
     except MlflowException as exc:
+        if is_transient_mlflow(exc):
+            raise _unavailable(exc, f"reading the {CHAMPION}", settings.resolved_tracking_uri) from exc
         raise ModelError(
-            f"cannot read the MLflow registry at {settings.resolved_tracking_uri}: {exc}; "
-            "check SPENDPRED_MLFLOW_TRACKING_URI"
+            f"cannot read the MLflow registry at {mask_url(settings.resolved_tracking_uri)}: {_detail(exc)}; "
+            f"check {TRACKING_SETTING}"
         ) from exc
     tags = dict(model_version.tags or {})
     metrics: dict[str, float] = {}

@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -237,6 +240,80 @@ class SnapshotDir:
                 f"{str(validated)[:12]}…): run `spendpred validate {self.path}` again, or extract it again"
             )
         return manifest
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first (what creating ``path`` would add)."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def check_can_create(folder: str | Path) -> None:
+    """Raise the ``OSError`` that creating or writing in ``folder`` would meet, creating and changing nothing.
+
+    Writing is tried (a temporary file in the nearest existing folder, and a temporary folder
+    when ``folder`` is missing, both removed at once), since permission bits say nothing for
+    root or on a read-only mount. The error names the folder that cannot be used
+    (``NotADirectoryError`` when a file is in the way); ``spendpred.errors.describe`` words it.
+    """
+    import errno
+    import tempfile
+
+    folder = Path(os.path.abspath(folder))
+    missing = _missing_folders(folder)
+    existing = missing[-1].parent if missing else folder
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(missing[-1] if missing else folder))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+        if missing:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".spendpred-probe-"))
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(missing[-1] if missing else folder)) from None
+
+
+@contextmanager
+def staged_snapshot(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a new, empty hidden folder beside ``out_dir`` to write a snapshot into; move the snapshot
+    into ``out_dir`` only when the block succeeds, so that a failed extract creates nothing.
+
+    On success the validation reports ``out_dir`` held (they describe an older file) are removed
+    and each new file replaces its namesake with ``os.replace``, ``manifest.json`` last; other
+    files of ``out_dir`` are kept. On failure the hidden folder and every folder this call
+    created (``out_dir`` and its missing parents, e.g. a new run folder) are removed, and an
+    existing ``out_dir`` (a snapshot validated earlier included) is left exactly as it was.
+    Raises ``ConfigError`` when ``out_dir`` is a file, and the ``OSError`` of a folder that
+    cannot be created (a file in the way, a read-only or full disk).
+    """
+    out_dir = Path(os.path.abspath(out_dir))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"cannot write a snapshot into {out_dir}: it is a file, not a folder: choose a folder path")
+    check_can_create(out_dir)  # names the folder in the way, not the hidden one below
+    created = _missing_folders(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        out_dir.mkdir(exist_ok=True)
+        for name in REPORT_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        names = sorted(child.name for child in tmp.iterdir())
+        for name in sorted(names, key=lambda n: n == MANIFEST_FILE):  # the manifest describes the rest: last
+            os.replace(tmp / name, out_dir / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first; a folder someone else filled meanwhile stays
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- the staging root -----------------------------------------------------------------------

@@ -1,25 +1,50 @@
 """Behaviour → text: a deterministic, versioned serialisation of one user for the encoder.
 
-Template ``v1`` (``TEMPLATE_VERSION``) renders, in this order::
+Two templates are available (``TEMPLATE_VERSIONS``); the ``text_template`` setting
+(``SPENDPRED_TEXT_TEMPLATE``, default ``DEFAULT_TEMPLATE`` = ``v2``) chooses the one a snapshot
+is extracted with, and the version is written into each snapshot manifest and each model.
+
+Template ``v2`` (the default) changes **only when the user acts**: it holds no fact that
+depends on the as-of date, so the text of a user without new rows is the same night after
+night (an encoder cache keyed by the text then hits). It renders, in this order::
+
+    12 completed orders, 830.50 spent.
+    orders: 45.00 electronics; 3 days earlier 12.50 books (cancelled).
+    searches: "running shoes"; 19 days earlier "trail shoes". reviews: 5/5 "great shoes fast delivery".
+
+* The lifetime totals (completed orders and spend) change only with a new or changed order.
+* Each list is most recent first; every item after the first says how many days before the
+  item before it (in the same list) it happened ("same day", "1 day earlier", "N days
+  earlier"): whole calendar days between two rows, which do not move with the calendar.
+* Tenure, recency, "N days ago" and the 30/90-day event counts are left out: they change
+  every night, and the numeric features of the snapshot already carry them.
+
+Template ``v1`` (kept byte for byte for models trained on it) renders relative-time facts::
 
     member for 412 days. 12 completed orders, 830.50 spent. last 30 days: 5 views, 2 clicks,
     1 search. last 90 days: 14 views, 3 clicks, 2 searches. last active 2 days ago.
     orders: today 45.00 electronics; 3 days ago 12.50 books (cancelled).
     searches: 1 day ago "running shoes". reviews: 20 days ago 5/5 "great shoes fast delivery".
 
-* The first sentences (tenure, lifetime totals, event summary) are always kept; the recent
-  items (up to ``MAX_RECENT_ORDERS`` orders, ``MAX_RECENT_SEARCHES`` searches and
-  ``MAX_RECENT_REVIEWS`` reviews, each list most recent first) are dropped **oldest first**
-  until the text fits the token budget. Words are never cut.
-* Dates are relative to the as-of date ("today", "1 day ago", "3 days ago"), so the same
-  behaviour gives the same text whatever the calendar date.
+  Its dates are relative to the as-of date ("today", "1 day ago", "3 days ago"), so the
+  same behaviour gives the same text whatever the calendar date, but a user's text changes
+  every night.
+
+Both templates:
+
+* The first sentences (v2: the totals; v1: tenure, lifetime totals, event summary) are
+  always kept; the recent items (up to ``MAX_RECENT_ORDERS`` orders, ``MAX_RECENT_SEARCHES``
+  searches and ``MAX_RECENT_REVIEWS`` reviews, each list most recent first) are dropped
+  **oldest first** until the text fits the token budget. Words are never cut.
+* Point in time: an item dated after the as-of date raises ``DataError``.
 * No personal data: user ids are never rendered, and free text (search queries, review
   bodies, categories) is scrubbed of e-mail addresses (also obfuscated ones), phone and other
   long numbers, street addresses, URLs, @handles, whole names after an honorific or an
   introduction / sign-off phrase, and the user's own id (:func:`scrub`).
 
-Changing anything that alters the output for the same input requires a new
-``TEMPLATE_VERSION``: the version is written into each snapshot manifest and each model.
+Changing anything that alters a template's output for the same input requires a new
+version in ``TEMPLATE_VERSIONS``: the version is written into each snapshot manifest and each
+model, and scoring refuses a model trained on another template than the snapshot's.
 """
 
 from __future__ import annotations
@@ -33,7 +58,12 @@ from typing import Any
 
 from spendpred.errors import ConfigError, DataError
 
-TEMPLATE_VERSION = "v1"
+TEMPLATE_VERSIONS = ("v1", "v2")
+"""Every text template this spendpred renders (``render(..., template=...)``)."""
+DEFAULT_TEMPLATE = "v2"
+"""The template of the ``text_template`` setting's default: the text changes only when the user acts."""
+TEMPLATE_VERSION = DEFAULT_TEMPLATE
+"""The default template version (an alias of ``DEFAULT_TEMPLATE``)."""
 DEFAULT_MAX_TOKENS = 128
 MAX_RECENT_ORDERS = 10
 MAX_RECENT_SEARCHES = 5
@@ -368,17 +398,36 @@ def _days(n: int, unit: str = "day") -> str:
     return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
 
 
-def _ago(as_of: date, at: datetime | date) -> str:
-    day = at.date() if isinstance(at, datetime) else at
-    n = (as_of - day).days
+def _day(at: datetime | date) -> date:
+    return at.date() if isinstance(at, datetime) else at
+
+
+def _check_point_in_time(as_of: date, at: datetime | date) -> int:
+    """Return the whole days from ``at`` to ``as_of``; ``DataError`` when ``at`` is after ``as_of``."""
+    n = (as_of - _day(at)).days
     if n < 0:
         raise DataError(
             f"behaviour item dated {at.isoformat()} is after the as-of date {as_of.isoformat()}: "
             "only rows before the end of the as-of date may be rendered (point-in-time rule)"
         )
+    return n
+
+
+def _ago(as_of: date, at: datetime | date) -> str:
+    n = _check_point_in_time(as_of, at)
     if n == 0:
         return "today"
     return f"{_days(n)} ago"
+
+
+def _earlier(newer: Any | None, item: Any) -> str:
+    """How long before ``newer`` (the item before it in its list) ``item`` happened; "" for the first."""
+    if newer is None:
+        return ""
+    n = (_day(newer.at) - _day(item.at)).days
+    if n <= 0:
+        return "same day "
+    return f"{_days(n)} earlier "
 
 
 def _money(value: float) -> str:
@@ -420,18 +469,22 @@ def _item_key(kind: str, item: Any) -> tuple[Any, ...]:
         content = (item.query or "",)
     else:
         content = (int(item.rating), item.body or "")
-    return (item.at, -_KIND_RANK[kind], content)
+    at = item.at if isinstance(item.at, datetime) else datetime.combine(item.at, datetime.min.time())
+    return (at, -_KIND_RANK[kind], content)
+
+
+def _totals_sentence(b: UserBehaviour) -> str:
+    """The lifetime totals: ``4 completed orders, 94.75 spent.`` or ``no completed orders.``"""
+    n = int(b.completed_orders)
+    if n == 0:
+        return "no completed orders."
+    return f"{n} completed {'order' if n == 1 else 'orders'}, {_money(b.completed_spend)} spent."
 
 
 def _fixed_sentences(b: UserBehaviour) -> list[str]:
-    """Tenure, totals and event summary, most essential first."""
+    """Template v1: tenure, totals and event summary, most essential first."""
     tenure = "joined today." if b.tenure_days <= 0 else f"member for {_days(int(b.tenure_days))}."
-    n = int(b.completed_orders)
-    if n == 0:
-        totals = "no completed orders."
-    else:
-        totals = f"{n} completed {'order' if n == 1 else 'orders'}, {_money(b.completed_spend)} spent."
-    sentences = [tenure, totals]
+    sentences = [tenure, _totals_sentence(b)]
     last30, last90 = _event_summary(b.events_30d), _event_summary(b.events_90d)
     if last30:
         sentences.append(f"last 30 days: {last30}.")
@@ -445,11 +498,10 @@ def _fixed_sentences(b: UserBehaviour) -> list[str]:
     return sentences
 
 
-def _fragment(as_of: date, kind: str, item: Any, forbidden: Sequence[str]) -> str:
-    """The text of one recent item, e.g. ``3 days ago 12.50 books (cancelled)``."""
-    when = _ago(as_of, item.at)
+def _content(kind: str, item: Any, forbidden: Sequence[str]) -> str:
+    """What one recent item was, e.g. ``12.50 books (cancelled)``, ``"running shoes"``, ``5/5 "great"``."""
     if kind == "order":
-        text = f"{when} {_money(item.amount)}"
+        text = _money(item.amount)
         category = _word(item.category, forbidden)
         if category:
             text += f" {category}"
@@ -458,10 +510,20 @@ def _fragment(as_of: date, kind: str, item: Any, forbidden: Sequence[str]) -> st
             text += f" ({status})"
         return text
     if kind == "search":
-        return f'{when} "{_word(item.query, forbidden)}"'
+        return f'"{_word(item.query, forbidden)}"'
     snippet = _snippet(item.body, forbidden)
-    text = f"{when} {int(item.rating)}/5"
+    text = f"{int(item.rating)}/5"
     return f'{text} "{snippet}"' if snippet else text
+
+
+def _fragment(as_of: date, kind: str, item: Any, forbidden: Sequence[str]) -> str:
+    """Template v1: one recent item, e.g. ``3 days ago 12.50 books (cancelled)``."""
+    return f"{_ago(as_of, item.at)} {_content(kind, item, forbidden)}"
+
+
+def _fragment_v2(kind: str, item: Any, newer: Any | None, forbidden: Sequence[str]) -> str:
+    """Template v2: one recent item, e.g. ``3 days earlier 12.50 books (cancelled)`` (no as-of date)."""
+    return f"{_earlier(newer, item)}{_content(kind, item, forbidden)}"
 
 
 def _item_sentences(fragments: Sequence[tuple[str, str]]) -> list[str]:
@@ -476,41 +538,50 @@ def _item_sentences(fragments: Sequence[tuple[str, str]]) -> list[str]:
     ]
 
 
-def render(
-    user_behaviour: UserBehaviour,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    count_tokens: TokenCounter | None = None,
-) -> str:
-    """Return the template-``v1`` text of one user, fitting ``max_tokens``.
+def check_template(version: str | None) -> str:
+    """Return ``version`` (``DEFAULT_TEMPLATE`` for ``None``) if this spendpred renders it.
 
-    ``count_tokens`` defaults to :func:`estimate_tokens`; pass :func:`tokenizer_counter` of
-    the encoder's tokenizer for exact budgets. Recent items are dropped oldest first until
-    the text fits; if it still does not fit, the last-active sentence, the 90-day summary,
-    the 30-day summary and the totals are dropped in turn (tenure always stays).
-    Deterministic: the same behaviour gives the same text whatever the order of the input
-    lists.
-
-    Raises ``ConfigError`` when even the tenure sentence exceeds ``max_tokens``, and
-    ``DataError`` when an item is dated after ``as_of``.
+    Raises ``ConfigError`` naming the available versions otherwise.
     """
-    count = count_tokens or estimate_tokens
-    b = user_behaviour
-    forbidden = (b.user_id,) if b.user_id else ()
+    if version is None:
+        return DEFAULT_TEMPLATE
+    if version not in TEMPLATE_VERSIONS:
+        raise ConfigError(
+            f"text template {version!r} is not available: use one of {', '.join(TEMPLATE_VERSIONS)} "
+            "(setting SPENDPRED_TEXT_TEMPLATE)"
+        )
+    return version
+
+
+def _recent_items(b: UserBehaviour) -> list[tuple[str, Any]]:
+    """The items a template renders: newest first, at most the per-kind caps (newest kept)."""
     items: list[tuple[str, Any]] = []
     items += [("order", o) for o in b.orders]
     items += [("search", s) for s in b.searches if s.query and s.query.strip()]
     items += [("review", r) for r in b.reviews]
     items.sort(key=lambda kv: _item_key(*kv), reverse=True)
-    # per-kind caps of the template, newest kept; each item rendered once
     caps = {"order": MAX_RECENT_ORDERS, "search": MAX_RECENT_SEARCHES, "review": MAX_RECENT_REVIEWS}
     seen: dict[str, int] = {k: 0 for k in caps}
-    fragments: list[tuple[str, str]] = []
+    kept: list[tuple[str, Any]] = []
     for kind, item in items:
         if seen[kind] < caps[kind]:
             seen[kind] += 1
-            fragments.append((kind, _fragment(b.as_of, kind, item, forbidden)))
+            kept.append((kind, item))
+    return kept
 
-    fixed = _fixed_sentences(b)
+
+def _fit(
+    fixed: list[str],
+    fragments: list[tuple[str, str]],
+    count: TokenCounter,
+    max_tokens: int,
+    template: str,
+    first_label: str,
+) -> str:
+    """The longest text of ``fixed`` sentences and the newest ``fragments`` that fits ``max_tokens``.
+
+    Items are dropped oldest first; then the fixed sentences from the last, the first always kept.
+    """
 
     def text_for(n_items: int, sentences: list[str]) -> str:
         return " ".join(sentences + _item_sentences(fragments[:n_items]))
@@ -528,7 +599,7 @@ def render(
             else:
                 hi = mid - 1
         return text_for(lo, fixed)
-    # even without items: drop summary sentences, least essential (last) first, keep tenure
+    # even without items: drop summary sentences, least essential (last) first, keep the first
     sentences = list(fixed)
     while len(sentences) > 1:
         sentences.pop()
@@ -536,6 +607,41 @@ def render(
         if count(text) <= max_tokens:
             return text
     raise ConfigError(
-        f"max_tokens={max_tokens} is too small for the text template {TEMPLATE_VERSION}: "
-        f"the tenure sentence alone needs {count(sentences[0])} tokens; raise the budget"
+        f"max_tokens={max_tokens} is too small for the text template {template}: "
+        f"the {first_label} sentence alone needs {count(sentences[0])} tokens; raise the budget"
     )
+
+
+def render(
+    user_behaviour: UserBehaviour,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    count_tokens: TokenCounter | None = None,
+    template: str = DEFAULT_TEMPLATE,
+) -> str:
+    """Return the text of one user in ``template`` (``v1`` or ``v2``), fitting ``max_tokens``.
+
+    ``count_tokens`` defaults to :func:`estimate_tokens`; pass :func:`tokenizer_counter` of
+    the encoder's tokenizer for exact budgets. Recent items are dropped oldest first until
+    the text fits. In ``v1``, if it still does not fit, the last-active sentence, the 90-day
+    summary, the 30-day summary and the totals are dropped in turn (tenure always stays); in
+    ``v2`` the totals sentence always stays. Deterministic: the same behaviour gives the same
+    text whatever the order of the input lists; in ``v2`` also whatever the as-of date.
+
+    Raises ``ConfigError`` for an unknown template or when even the first sentence exceeds
+    ``max_tokens``, and ``DataError`` when an item is dated after ``as_of``.
+    """
+    template = check_template(template)
+    count = count_tokens or estimate_tokens
+    b = user_behaviour
+    forbidden = (b.user_id,) if b.user_id else ()
+    items = _recent_items(b)
+    if template == "v1":
+        fragments = [(kind, _fragment(b.as_of, kind, item, forbidden)) for kind, item in items]
+        return _fit(_fixed_sentences(b), fragments, count, max_tokens, "v1", "tenure")
+    newest: dict[str, Any] = {}
+    fragments = []
+    for kind, item in items:  # newest first: the item before this one in its list is newest[kind]
+        _check_point_in_time(b.as_of, item.at)
+        fragments.append((kind, _fragment_v2(kind, item, newest.get(kind), forbidden)))
+        newest[kind] = item
+    return _fit([_totals_sentence(b)], fragments, count, max_tokens, "v2", "totals")

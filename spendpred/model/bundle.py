@@ -204,8 +204,8 @@ class SpendModel:
         ``batch_size`` is the rows per forward pass (None: 32 on a CPU; on CUDA a token budget,
         ``CUDA_TOKEN_BUDGET`` tokens per batch, so short texts run in larger batches).
         ``precision`` is ``auto`` (bf16 on CUDA and on a CPU with native bf16 kernels, else
-        fp32), ``fp32``, ``bf16`` (the encoder's weights cast to bfloat16 once; pooling and head
-        in float32) or ``int8`` (CPU only, dynamic quantisation of the encoder's linear layers);
+        fp32), ``fp32``, ``bf16`` (on CUDA the encoder's weights cast to bfloat16 once, on a CPU
+        bf16 autocast, which keeps LayerNorm in float32; pooling and head in float32) or ``int8`` (CPU only, dynamic quantisation of the encoder's linear layers);
         see ``spendpred.model.scoring`` for what each costs in accuracy. On a CPU the encoder
         uses ``num_threads`` threads for the call (None: torch's setting, capped at the cores
         available to the process).
@@ -321,11 +321,11 @@ class SpendModel:
                 self._quantized = quantize_encoder(self.regressor.encoder)
                 logger.info("quantised the encoder to int8 in %.1fs", time.perf_counter() - started)
             return self._quantized
-        if precision == "bf16":
+        if precision == "bf16" and self.device.type == "cuda":
             if self._bf16 is None:
                 self._bf16 = copy.deepcopy(self.regressor.encoder).to(dtype=torch.bfloat16).eval()
             return self._bf16
-        return self.regressor.encoder
+        return self.regressor.encoder  # bf16 on a CPU: the fp32 encoder under autocast (see _encode_batch)
 
     def _rows_for(self, width: int, batch_size: int | None) -> int:
         """Rows of every batch of padded ``width``: ``batch_size``, else the device's default (a token budget on CUDA)."""
@@ -380,7 +380,9 @@ class SpendModel:
         if self.device.type == "cuda":
             input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
             mask = mask.pin_memory().to(self.device, non_blocking=True)
-        hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        cpu_bf16 = precision == "bf16" and self.device.type == "cpu"
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16) if cpu_bf16 else nullcontext():
+            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return mean_pool(hidden, mask).cpu().numpy()[:n]
 
     # -- persistence --------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 ``SpendModel.predict`` runs the encoder in one of these precisions:
 
 - ``fp32``: plain float32 (the reference; what training evaluates with on CPU).
-- ``bf16``: the encoder's weights cast to bfloat16 once (a copy kept beside the fp32 model),
-  so no per-batch autocast casts; mean pooling and the head run in float32. On CUDA this is
-  the production default; on a CPU it is only fast where
+- ``bf16``: on CUDA the encoder's weights are cast to bfloat16 once (a copy kept beside the
+  fp32 model), so no per-batch autocast casts; on a CPU bf16 autocast (matmuls in bf16,
+  accumulation and LayerNorm in float32: casting the weights there moved the mean calibrated
+  score by 0.1%). Mean pooling and the head run in float32. On CUDA this is the production default; on a CPU it is only fast where
   oneDNN has native bf16 kernels (AVX512-BF16 or AMX), see ``cpu_has_native_bf16``.
 - ``int8``: CPU only. The encoder's ``nn.Linear`` layers are replaced by dynamically
   quantised int8 ones (``torch.ao.quantization.quantize_dynamic``: int8 weights per output

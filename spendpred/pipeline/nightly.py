@@ -23,10 +23,31 @@ from spendpred.snapshot import RunFolder, RunRef
 logger = logging.getLogger(__name__)
 
 
-def extract_scoring_snapshot(run_date: dt.date, url: str | None = None) -> dict[str, Any]:
-    """Extract the scoring snapshot (features as of the run date); return the run's reference with ``rows``."""
+def extract_scoring_snapshot(run_date: dt.date, url: str | None = None, model: str | int | None = None) -> dict[str, Any]:
+    """Extract the scoring snapshot (features as of the run date); return the run's reference with ``rows``.
+
+    With ``model`` (the version or alias the run will score with) the warehouse, the staging
+    folder and that model are checked first (``preflight``, ``registry.require_model``), so a
+    run without a champion or with an unreachable registry stops before anything is written,
+    and the texts are rendered with the text template that model was trained on (so a champion
+    trained before ``SPENDPRED_TEXT_TEMPLATE`` changed keeps scoring until a retrain replaces it).
+    """
     settings = get_settings()
-    return extract_run(RunFolder.for_date("score", run_date, settings), settings.horizon_days, False, url, settings)
+    template = None
+    if model is not None:
+        from spendpred import registry
+        from spendpred.pipeline.snapshots import preflight
+
+        preflight("score", url, settings)
+        version = registry.require_model(check_score(model=model).model, settings)
+        template = (version.tags or {}).get("text_template_version") or None
+        if template and template != settings.text_template:
+            logger.info(
+                "scoring with text template %s, the one version %s was trained on (SPENDPRED_TEXT_TEMPLATE is %s)",
+                template, version.version, settings.text_template,
+            )  # fmt: skip
+    run = RunFolder.for_date("score", run_date, settings)
+    return extract_run(run, settings.horizon_days, False, url, settings, template)
 
 
 def plan_shards(run: RunRef, shards: int = 1) -> list[dict[str, Any]]:
@@ -179,7 +200,7 @@ def score(
 ) -> dict[str, Any]:
     """All nightly steps in order (the ``score`` command; the nightly DAG runs them as tasks)."""
     check_score(as_of=run_date, model=model, dry_run=not publish, shards=shards)
-    snapshot = extract_scoring_snapshot(run_date, url)
+    snapshot = extract_scoring_snapshot(run_date, url, model=model)
     validate_snapshot(snapshot)
     plan = plan_shards(snapshot, shards)
     scored = [score_shard(spec, spec["shard"], spec["shards"], model) for spec in plan]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from spendpred.config import get_settings
 from spendpred.files import read_json, write_json_atomic
 from spendpred.params import check_train
 from spendpred.pipeline.snapshots import extract_run, resolve_horizon, validate_snapshot
-from spendpred.snapshot import Manifest, RunFolder, RunRef
+from spendpred.snapshot import SNAPSHOT_FILE, Manifest, RunFolder, RunRef
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,15 @@ def extract_training_snapshot(run_date: dt.date, horizon_days: int | None = None
     """Extract the training snapshot for run date R: features as of R−H, labels in (R−H, R].
 
     Returns the run folder's reference (``kind``, ``as_of`` = R−H, ``root``) with ``run_date``,
-    ``rows`` and ``horizon_days``.
+    ``rows`` and ``horizon_days``. First checks that the training could be registered
+    (``registry.check_writable``), so an unreachable or unwritable MLflow store fails at once
+    (``RegistryUnavailable``, ``StorageError``), before anything is extracted or trained.
     """
+    from spendpred import registry
+
     settings = get_settings()
     horizon = resolve_horizon(horizon_days, settings)
+    registry.check_writable(settings)
     run = RunFolder.for_date("train", run_date - dt.timedelta(days=horizon), settings)
     out = {**extract_run(run, horizon, True, url, settings), "run_date": run_date.isoformat()}
     windows = []
@@ -48,9 +54,18 @@ def _window_frames(run: RunFolder, ref: RunRef) -> list[Any]:
     """The labelled frames of the earlier stacked windows listed in ``ref["windows"]`` (each validated)."""
     if not isinstance(ref, Mapping):
         return []
+    from spendpred.errors import DataError
+
+    template = run.manifest.text_template_version
     frames = []
     for as_of in ref.get("windows") or []:
-        frame, _ = _labelled_snapshot(RunFolder("train", dt.date.fromisoformat(str(as_of)), run.root))
+        window = RunFolder("train", dt.date.fromisoformat(str(as_of)), run.root)
+        frame, manifest = _labelled_snapshot(window)
+        if manifest.text_template_version != template:
+            raise DataError(
+                f"stacked window {window.snapshot_dir} uses text template {manifest.text_template_version!r} but the "
+                f"training snapshot uses {template!r}: re-extract the training snapshots (rerun the retrain)"
+            )
         frames.append(frame)
     return frames
 
@@ -196,7 +211,9 @@ def evaluate_and_register(run: RunRef) -> dict[str, Any]:
     return {**run.ref(), "run_id": run_id, "version": str(version), "metrics": summary["metrics"]}
 
 
-def _champion_on_same_users(run: RunFolder, version: str, held_out: Any) -> tuple[dict[str, float], float] | None:
+def _champion_on_same_users(
+    run: RunFolder, version: str, held_out: Any, url: str | None = None
+) -> tuple[dict[str, float], float] | None:
     """The champion's metrics on the run's held-out users and the candidate's paired bootstrap win share.
 
     ``held_out`` is the run's ``test_predictions`` frame. ``None`` without a champion or when
@@ -213,10 +230,35 @@ def _champion_on_same_users(run: RunFolder, version: str, held_out: Any) -> tupl
         return None
     if str(champion_version.version) == version:
         return None
-    frame, _ = _labelled_snapshot(run)
+    frame, manifest = _labelled_snapshot(run)
+    template = champion.meta.get("text_template_version")
+    if template and template != manifest.text_template_version:
+        frame = _frame_in_template(run, manifest, template, url)
     metrics, predicted = promotion.rescore_champion(champion, frame, held_out["user_id"])
     share = promotion.paired_win_share(held_out["label"], held_out[CANDIDATE], predicted)
     return metrics, share
+
+
+def _frame_in_template(run: RunFolder, manifest: Manifest, template: str, url: str | None = None) -> Any:
+    """The run's labelled snapshot rendered again with another text template (the champion's), as a frame.
+
+    Extracted as of the same date with the same horizon into a temporary folder (removed
+    afterwards), so a champion trained on an older template is judged on the texts it
+    understands, on the same users and labels.
+    """
+    import tempfile
+
+    import pandas as pd
+
+    from spendpred.config import get_settings
+    from spendpred.pipeline.snapshots import _extract_into
+
+    logger.info("re-rendering the held-out users' texts with template %s for the champion", template)
+    settings = get_settings()
+    with tempfile.TemporaryDirectory(prefix="spendpred-champion-", dir=run.root) as tmp:
+        out = Path(tmp) / "snapshot"
+        _extract_into(out, run.as_of, manifest.horizon_days, True, url, settings, template)
+        return pd.read_parquet(out / SNAPSHOT_FILE)
 
 
 def _baselines_ahead(held_out: Any) -> dict[str, dict[str, float]]:
@@ -227,7 +269,7 @@ def _baselines_ahead(held_out: Any) -> dict[str, dict[str, float]]:
     return promotion.baseline_ahead_shares(held_out["label"], held_out[CANDIDATE], peers)
 
 
-def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = None) -> dict[str, Any]:
+def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = None, url: str | None = None) -> dict[str, Any]:
     """Apply the promotion gate (``spendpred.promotion``) to a registered version.
 
     With ``run`` (the training run folder) the gate sees the candidate's metrics and the
@@ -253,7 +295,7 @@ def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = N
         gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users"),
                        "baselines_ahead": _baselines_ahead(held_out)}
         if mode == "auto":  # never and force decide without comparing
-            compared = _champion_on_same_users(folder, version, held_out)
+            compared = _champion_on_same_users(folder, version, held_out, url)
             if compared is not None:
                 champion_metrics, gate_inputs["win_share"] = compared
     decision = registry.promote(registry.get_client(), version, candidate_metrics, champion_metrics, mode=mode, **gate_inputs)
@@ -283,9 +325,12 @@ def train(
         as_of=run_date, horizon=horizon_days, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss,
         promote=promote, device=device,
     )  # fmt: skip
+    from spendpred.pipeline.snapshots import preflight
+
+    preflight("train", url)  # settings, warehouse, staging; the registry is checked by the extract step
     snapshot = extract_training_snapshot(run_date, horizon_days, url)
     validate_snapshot(snapshot)
     trained = train_model(snapshot, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     registered = evaluate_and_register(trained)
-    decision = promote_model(registered["version"], promote, trained)
+    decision = promote_model(registered["version"], promote, trained, url)
     return {**registered, "train_dir": str(RunFolder.from_ref(trained).model_dir), "promotion": decision}

@@ -10,7 +10,7 @@ from typing import Any
 
 from spendpred.config import Settings, get_settings
 from spendpred.params import check_train
-from spendpred.snapshot import Manifest, RunFolder
+from spendpred.snapshot import Manifest, RunFolder, staged_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -20,21 +20,66 @@ def resolve_horizon(value: int | None, settings: Settings) -> int:
     return settings.horizon_days if value is None else int(check_train(horizon=value).horizon or settings.horizon_days)
 
 
-def _extract_into(out_dir: Path, as_of: dt.date, horizon: int, with_labels: bool, url: str | None, settings: Settings) -> Manifest:
-    """Extract the snapshot as of ``as_of`` into ``out_dir``; return its manifest."""
+def _extract_into(
+    out_dir: Path, as_of: dt.date, horizon: int, with_labels: bool, url: str | None, settings: Settings,
+    template: str | None = None,
+) -> Manifest:
+    """Extract the snapshot as of ``as_of`` into ``out_dir``; return its manifest.
+
+    Texts use ``template`` (None: ``SPENDPRED_TEXT_TEMPLATE``).
+
+    The warehouse is opened first, then the snapshot is written into a hidden folder beside
+    ``out_dir`` and moved in only when the extract succeeded (``snapshot.staged_snapshot``): a
+    failed extract (unreachable warehouse, missing tables, full disk) creates no folder and
+    leaves the snapshot that was there, validated or not, as it was.
+    """
     from spendpred import behaviour, warehouse
 
-    with warehouse.opened_engine(url, settings) as engine:
+    with warehouse.opened_engine(url, settings) as engine, staged_snapshot(out_dir) as tmp:
         manifest = behaviour.extract_snapshot(
-            engine, as_of, out_dir, horizon_days=horizon, with_labels=with_labels, chunk_rows=settings.chunk_rows
+            engine, as_of, tmp, horizon_days=horizon, with_labels=with_labels, chunk_rows=settings.chunk_rows,
+            template_version=template,
         )
     logger.info("snapshot as of %s: %d users -> %s", as_of, manifest.row_count, out_dir)
     return manifest
 
 
-def extract_run(run: RunFolder, horizon: int, with_labels: bool, url: str | None, settings: Settings) -> dict[str, Any]:
-    """Extract the snapshot of a run folder; return the run's reference with ``rows`` and ``horizon_days``."""
-    manifest = _extract_into(run.snapshot_dir, run.as_of, horizon, with_labels, url, settings)
+def preflight(kind: str, url: str | None = None, settings: Settings | None = None) -> None:
+    """Check, reading and writing nothing, what an extract of ``kind`` (``train``/``score``) needs.
+
+    The settings are valid, the warehouse accepts a connection and holds the source relations
+    (``SELECT ... WHERE 1 = 0``: no row is read; a missing SQLite file is refused inside
+    ``errors.one_line``/``warehouse.existing_warehouse_only``), and the run's staging folder
+    could be created and written. A front end calls it before it checks what it
+    needs next (the model, the registry), so that a failing run creates nothing and names the
+    first problem on the way. Raises ``ConfigError`` (settings, missing warehouse file), the
+    database's error (unreachable, wrong credentials, missing tables) or the ``OSError`` of the
+    staging folder.
+    """
+    from spendpred import warehouse
+    from spendpred.errors import ConfigError
+    from spendpred.snapshot import KINDS, check_can_create, staging_root
+
+    if kind not in KINDS:
+        raise ConfigError(f"run kind {kind!r} is not one of {', '.join(KINDS)}")
+    settings = settings or get_settings()
+    staging = staging_root(settings)  # ConfigError for an unsupported SPENDPRED_STAGING_DIR
+    with warehouse.opened_engine(url, settings) as engine, engine.connect() as conn:
+        for table in warehouse.SOURCE_TABLES:  # names from the contract, not from input
+            conn.exec_driver_sql(f"SELECT 1 FROM {table} WHERE 1 = 0").close()
+    check_can_create(staging / kind)
+
+
+def extract_run(
+    run: RunFolder, horizon: int, with_labels: bool, url: str | None, settings: Settings, template: str | None = None
+) -> dict[str, Any]:
+    """Extract the snapshot of a run folder; return the run's reference with ``rows`` and ``horizon_days``.
+
+    Texts use ``template`` (None: ``SPENDPRED_TEXT_TEMPLATE``).
+
+    A failed extract creates nothing in staging: no run folder, no partial snapshot (see ``_extract_into``).
+    """
+    manifest = _extract_into(run.snapshot_dir, run.as_of, horizon, with_labels, url, settings, template)
     return {**run.ref(), "rows": manifest.row_count, "horizon_days": horizon}
 
 
@@ -43,7 +88,9 @@ def extract_snapshot(
 ) -> dict[str, Any]:
     """Extract a behaviour snapshot as of a date into any folder ``out_dir`` (the ``extract`` command).
 
-    Returns ``{"snapshot_dir", "as_of", "rows", "horizon_days"}``.
+    ``out_dir`` is created when missing, and only when the extract succeeds. Returns
+    ``{"snapshot_dir", "as_of", "rows", "horizon_days"}``. Raises ``ConfigError`` for an empty
+    ``out_dir`` or one that is a file.
     """
     from spendpred.errors import ConfigError
 

@@ -165,14 +165,112 @@ def test_retrain_then_score_through_airflow(
     assert _asset_events(dry.run_id) == []
     assert _published(warehouse_url)["partitions"] == published["partitions"]
 
-    # -- a missing model version fails at once: no retries, nothing published ------------------
+    # -- a missing model version fails at once, before anything is extracted: no retries ----------
     started = time.monotonic()
+    runs_before = sorted(p.name for p in (staging / "score").iterdir())
     missing = scoring.test(logical_date=SCORING_DUE + dt.timedelta(days=2), run_conf={"model": "99", "shards": 2})
     assert str(missing.state) == "failed"
-    shard_states = {k: v for k, v in _states(missing.run_id).items() if k[0] == "score_shard"}
-    assert set(shard_states.values()) == {"failed"}, shard_states  # not up_for_retry
-    assert _tries(missing.run_id, "score_shard") == {1}
+    states = _states(missing.run_id)
+    assert states[("extract_scoring_snapshot", -1)] == "failed", states  # not up_for_retry
+    assert _tries(missing.run_id, "extract_scoring_snapshot") == {1}
+    assert {v for k, v in states.items() if k[0] == "score_shard"} <= {"upstream_failed"}
     assert time.monotonic() - started < 120
     assert _published(warehouse_url)["partitions"] == published["partitions"]
+    assert sorted(p.name for p in (staging / "score").iterdir()) == runs_before  # no run folder for that date
 
     assert not unused.exists(), "the Airflow connection must win over SPENDPRED_WAREHOUSE_URL"
+
+
+# -- failures: the CLI's error path, one line, retried only when transient ---------------------------
+
+SECRET = "s3cret"
+
+
+def _callable(task: Any) -> Any:
+    """The task's Python function (a mapped task keeps it in its partial kwargs)."""
+    return getattr(task, "python_callable", None) or task.partial_kwargs["python_callable"]
+
+
+def test_every_task_runs_inside_the_one_line_wrapper(dags: dict[str, Any]) -> None:
+    for dag in dags.values():
+        for task in dag.tasks:
+            assert getattr(_callable(task), "spendpred_one_line", False), f"{dag.dag_id}.{task.task_id}"
+
+
+def _settings_error() -> None:
+    get_settings()  # SPENDPRED_HORIZON_DAYS=0 in the environment: pydantic's 20-line error
+
+
+def _refused_warehouse() -> None:
+    with warehouse.opened_engine(f"postgresql://scorer:{SECRET}@127.0.0.1:1/w") as engine, engine.connect():
+        pass
+
+
+def _wrong_password() -> None:
+    raise sa.exc.OperationalError("SELECT 1", {}, Exception('FATAL:  password authentication failed for user "scorer"'))
+
+
+def _disk_full() -> None:
+    raise OSError(28, "No space left on device", "/staging/score/2024-06-30/snapshot/.snapshot.parquet.tmp")
+
+
+def _read_only_staging() -> None:
+    raise PermissionError(13, "Permission denied", "/staging/score")
+
+
+@pytest.mark.parametrize(
+    ("fail", "line", "retried"),
+    [
+        (_settings_error, "SPENDPRED_HORIZON_DAYS=0 is out of range: use a whole number in 1..", False),
+        (_refused_warehouse, "cannot connect to the warehouse postgresql+psycopg2://scorer:***@127.0.0.1:1/w", True),
+        (_wrong_password, "password authentication failed", False),
+        (_disk_full, "cannot use /staging/score/2024-06-30/snapshot/.snapshot.parquet.tmp: No space left on device", True),
+        (_read_only_staging, "cannot use /staging/score: Permission denied", False),
+    ],
+    ids=["invalid-setting", "warehouse-unreachable", "wrong-password", "disk-full", "read-only-staging"],
+)
+def test_a_task_fails_with_one_line_and_retries_only_transient_causes(
+    dags: dict[str, Any], monkeypatch: pytest.MonkeyPatch, fail: Any, line: str, retried: bool
+) -> None:
+    """The task body as Airflow calls it, with the step failing the way a library fails."""
+    from airflow.sdk import RetryAction
+
+    from spendpred.errors import SpendpredError, TransientError
+
+    if fail is _settings_error:
+        monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", "0")
+    monkeypatch.setattr(pipeline, "validate_snapshot", lambda snapshot: fail())
+    for dag in dags.values():
+        task = dag.get_task("validate_snapshot")
+        with pytest.raises(SpendpredError) as info:
+            _callable(task)({"kind": "score", "as_of": "2024-06-30", "root": "/staging"})
+        message = str(info.value)
+        assert message.startswith(line) or line in message, message
+        assert "\n" not in message and SECRET not in message
+        assert info.value.__suppress_context__  # the task log shows the line, not the library's traceback
+        assert isinstance(info.value, TransientError) is retried
+        retry = dag.get_task("extract_scoring_snapshot" if "scoring" in dag.dag_id else "extract_training_snapshot")
+        action = retry.retry_policy.evaluate(info.value, 1, 4).action
+        assert action == (RetryAction.DEFAULT if retried else RetryAction.FAIL), (message, action)
+
+
+def test_a_missing_sqlite_warehouse_fails_the_first_task_at_once_and_creates_nothing(
+    airflow_db: Path, dags: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A real run: the first task refuses a mistyped warehouse path as the CLI does, with one line, no retry."""
+    home = tmp_path / "var"
+    missing = tmp_path / "typo" / "warehouse.db"
+    monkeypatch.delenv("AIRFLOW_CONN_SPENDPRED_WAREHOUSE", raising=False)
+    monkeypatch.setenv("SPENDPRED_HOME", str(home))
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", f"sqlite:///{missing}")
+    started = time.monotonic()
+    run = dags["spendpred_nightly_scoring"].test(logical_date=SCORING_DUE + dt.timedelta(days=30), run_conf={"dry_run": True})
+    assert str(run.state) == "failed"
+    states = _states(run.run_id)
+    assert states[("extract_scoring_snapshot", -1)] == "failed"  # not up_for_retry
+    assert "success" not in states.values(), states
+    assert _tries(run.run_id, "extract_scoring_snapshot") == {1}
+    assert time.monotonic() - started < 120
+    output = "".join(capfd.readouterr())
+    assert f"warehouse file {missing} does not exist: run `spendpred db init`" in output
+    assert list(tmp_path.iterdir()) == []  # no warehouse file, no staging folder, no MLflow store

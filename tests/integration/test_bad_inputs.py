@@ -3,15 +3,27 @@
 Every case runs the installed console script (``spendpred.cli:main``) in a subprocess and
 asserts: exit status 2; exactly one stderr line starting with ``error:``, and it is the last
 one; no ``Traceback``; the password ``s3cr3t-pw`` of the URLs nowhere in the output; and no
-file created or changed under the test's folder (the warehouse, staging, the working folder).
-PostgreSQL cases are marked ``postgres`` and use the session's throwaway database.
+file created or changed under the test's folder: the warehouse, staging, the MLflow store
+(``SPENDPRED_HOME`` is in the test's folder, so a registry created or written, a version
+registered, shows as a new file) and the working folder. The one exception is a failed
+validation, whose error line names its report: the report (and the snapshot it describes) may
+be written, in that folder only. PostgreSQL cases are marked ``postgres`` and use the
+session's throwaway database.
+
+The tasks of the DAGs fail through the same error path (``spendpred.errors.one_line``): see
+``tests/unit/test_errors.py`` and ``tests/e2e/test_dags_e2e.py``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
+import math
 import os
+import re
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -34,13 +46,26 @@ SPENDPRED = shutil.which("spendpred", path=str(Path(sys.executable).parent)) or 
 class Case:
     """One bad input: ``args`` and ``env`` may name ``{W}`` (a seeded SQLite warehouse), ``{MISSING}``
     (a SQLite URL whose file does not exist), ``{PG}`` (the PostgreSQL test database, no driver),
-    ``{PGDB}`` (its name), ``{TMP}`` (the test's folder); ``expect`` is a piece of the error line."""
+    ``{PGDB}`` (its name), ``{TMP}`` (the test's folder, holding ``a-file`` and an empty folder
+    ``a-folder``), ``{PORT}`` (a closed local port), ``{RO}`` (a folder nobody may write in),
+    ``{SRC}`` (a SQLite warehouse without constraints holding ``bad_row``), ``{NOTABLES}`` (an
+    existing SQLite file without the tables), ``{SNAP}`` (a copy of a real snapshot, spoiled by
+    ``spoil``); ``expect`` is a piece of the error line. ``leaves_report``: a failed validation
+    whose report (named in the error line) may be written."""
 
     id: str
     args: tuple[str, ...]
     expect: str
     env: dict[str, str] = field(default_factory=dict)
     postgres: bool = False
+    bad_row: tuple[str, tuple[object, ...]] | None = None
+    spoil: str | None = None
+    leaves_report: bool = False
+
+
+TRAIN_ON_SRC = ("train", "--as-of", "2024-09-28", "--horizon", "90", "--url", "{SRC}")
+"""Retraining whose features are as of 2024-06-30, the date the rows of ``{SRC}`` are laid out around."""
+MLFLOW_DOWN = f"http://bob:{SECRET}@127.0.0.1:{{PORT}}"
 
 
 CASES = [
@@ -94,9 +119,73 @@ CASES = [
     Case("sqlite-missing-setting", ("score", "--as-of", AS_OF), "does not exist: run `spendpred db init`",
          env={"SPENDPRED_WAREHOUSE_URL": "{MISSING}"}),  # fmt: skip
     Case("sqlite-missing-grant", ("db", "grant-readonly", "reader", "--url", "{MISSING}"), "does not exist"),
-    # -- staging where a file is in the way
+    Case("extract-no-tables", ("extract", "--as-of", AS_OF, "--out", "{TMP}/snapshot", "--url", "{NOTABLES}"),
+         "no such table"),  # fmt: skip
+    Case("sqlite-no-tables-train", ("train", "--as-of", AS_OF, "--url", "{NOTABLES}"),
+         "no such table: users: run `spendpred db init`"),  # fmt: skip
+    Case("pg-tables-missing-score", ("score", "--as-of", AS_OF, "--url", "{PG}"),
+         'relation "users" does not exist: run `spendpred db init`', postgres=True),  # fmt: skip
+    Case("pg-tables-missing-train", ("train", "--as-of", AS_OF, "--url", "{PG}"),
+         'relation "users" does not exist: run `spendpred db init`', postgres=True),  # fmt: skip
+    # -- more settings
+    Case("torch-threads-zero", ("summary", "--url", "{W}"), "SPENDPRED_TORCH_THREADS=0 is out of range",
+         env={"SPENDPRED_TORCH_THREADS": "0"}),  # fmt: skip
+    Case("concurrent-tasks-a-word", ("score", "--as-of", AS_OF, "--url", "{W}"), "SPENDPRED_CONCURRENT_TASKS=two is not valid",
+         env={"SPENDPRED_CONCURRENT_TASKS": "two"}),  # fmt: skip
+    Case("staging-on-s3", ("score", "--as-of", AS_OF, "--url", "{W}"), "staging on s3:// is not supported directly",
+         env={"SPENDPRED_STAGING_DIR": "s3://bucket/staging"}),  # fmt: skip
+    # -- staging that cannot be written
     Case("staging-under-a-file", ("score", "--as-of", AS_OF, "--dry-run", "--url", "{W}"), "Not a directory",
          env={"SPENDPRED_STAGING_DIR": "{TMP}/a-file/staging"}),  # fmt: skip
+    Case("staging-is-a-file", ("score", "--as-of", AS_OF, "--url", "{W}"), "cannot use {TMP}/a-file/score: Not a directory",
+         env={"SPENDPRED_STAGING_DIR": "{TMP}/a-file"}),  # fmt: skip
+    Case("staging-is-a-file-train", ("train", "--as-of", AS_OF, "--url", "{W}"), "cannot use {TMP}/a-file/train: Not a directory",
+         env={"SPENDPRED_STAGING_DIR": "{TMP}/a-file"}),  # fmt: skip
+    Case("staging-read-only-score", ("score", "--as-of", AS_OF, "--url", "{W}"), "cannot use {RO}/staging: ",
+         env={"SPENDPRED_STAGING_DIR": "{RO}/staging"}),  # fmt: skip
+    Case("staging-read-only-train", ("train", "--as-of", AS_OF, "--url", "{W}"), "cannot use {RO}/staging: ",
+         env={"SPENDPRED_STAGING_DIR": "{RO}/staging"}),  # fmt: skip
+    Case("extract-out-read-only", ("extract", "--as-of", AS_OF, "--out", "{RO}/snapshot", "--url", "{W}"),
+         "cannot use {RO}/snapshot: "),  # fmt: skip
+    # -- MLflow: unreachable, unwritable, nothing registered
+    Case("mlflow-unreachable-score", ("score", "--as-of", AS_OF, "--url", "{W}"),
+         "cannot reach the MLflow registry at http://bob:***@127.0.0.1:{PORT}: connection refused",
+         env={"SPENDPRED_MLFLOW_TRACKING_URI": MLFLOW_DOWN}),  # fmt: skip
+    Case("mlflow-unreachable-train", ("train", "--as-of", AS_OF, "--url", "{W}"),
+         "cannot reach the MLflow registry at http://bob:***@127.0.0.1:{PORT}: connection refused",
+         env={"SPENDPRED_MLFLOW_TRACKING_URI": MLFLOW_DOWN}),  # fmt: skip
+    Case("mlflow-database-unreachable-train", ("train", "--as-of", AS_OF, "--url", "{W}"),
+         "cannot reach the MLflow registry at postgresql://bob:***@127.0.0.1:{PORT}/mlflow",
+         env={"SPENDPRED_MLFLOW_TRACKING_URI": f"postgresql://bob:{SECRET}@127.0.0.1:{{PORT}}/mlflow"}),  # fmt: skip
+    Case("mlflow-store-unwritable-train", ("train", "--as-of", AS_OF, "--url", "{W}"), "the MLflow store sqlite:///{RO}/mlflow/mlflow.db cannot be written",
+         env={"SPENDPRED_MLFLOW_TRACKING_URI": "sqlite:///{RO}/mlflow/mlflow.db"}),  # fmt: skip
+    Case("mlflow-store-under-a-file-train", ("train", "--as-of", AS_OF, "--url", "{W}"), "cannot be written: a file is in the way",
+         env={"SPENDPRED_MLFLOW_TRACKING_URI": "sqlite:///{TMP}/a-file/mlflow.db"}),  # fmt: skip
+    Case("mlflow-store-is-a-folder-score", ("score", "--as-of", AS_OF, "--url", "{W}"), "is a folder, not a SQLite file",
+         env={"SPENDPRED_MLFLOW_TRACKING_URI": "sqlite:///{TMP}/a-folder"}),  # fmt: skip
+    Case("mlflow-artifacts-unwritable-train", ("train", "--as-of", AS_OF, "--url", "{W}"), "the MLflow artifact root {RO}/artifacts cannot be written",
+         env={"SPENDPRED_MLFLOW_ARTIFACT_ROOT": "{RO}/artifacts"}),  # fmt: skip
+    Case("no-champion-yet", ("score", "--as-of", AS_OF, "--url", "{W}"), "no champion yet: run `spendpred train"),
+    Case("model-version-missing", ("score", "--as-of", AS_OF, "--model", "7", "--dry-run", "--url", "{W}"),
+         "spendpred-regressor version 7 does not exist"),  # fmt: skip
+    # -- source rows that break the contract: the gate refuses them before anything trains
+    Case("source-negative-amount", TRAIN_ON_SRC, "order_amount_negative", leaves_report=True,
+         bad_row=("orders", ("bad1", "u1", "2024-06-05 10:00:00", -5.0, 1, "completed"))),  # fmt: skip
+    Case("source-infinite-amount", TRAIN_ON_SRC, "order_amount_not_finite", leaves_report=True,
+         bad_row=("orders", ("bad1", "u1", "2024-06-05 10:00:00", math.inf, 1, "completed"))),  # fmt: skip
+    Case("source-orphan-order", TRAIN_ON_SRC, "order_user_unknown", leaves_report=True,
+         bad_row=("orders", ("bad1", "ghost", "2024-06-05 10:00:00", 3.0, 1, "completed"))),  # fmt: skip
+    Case("source-unknown-event-type", TRAIN_ON_SRC, "event_type_unknown", leaves_report=True,
+         bad_row=("events", ("u1", "2024-06-05 10:00:00", "purchase"))),  # fmt: skip
+    Case("source-duplicate-user", TRAIN_ON_SRC, "user_id_not_unique", leaves_report=True,
+         bad_row=("users", ("u2", "2024-03-02 10:00:00"))),  # fmt: skip
+    Case("source-dated-in-the-future", TRAIN_ON_SRC, "timestamp_in_future", leaves_report=True,
+         bad_row=("orders", ("bad1", "u1", "2999-12-31 10:00:00", 3.0, 1, "completed"))),  # fmt: skip
+    # -- snapshot files
+    Case("validate-missing-folder", ("validate", "{TMP}/no-such-snapshot"), "snapshot folder {TMP}/no-such-snapshot does not exist"),
+    Case("validate-not-a-snapshot", ("validate", "{TMP}/a-folder"), "no manifest.json in {TMP}/a-folder", leaves_report=True),
+    Case("validate-truncated-parquet", ("validate", "{SNAP}"), "Parquet magic bytes not found", spoil="truncate", leaves_report=True),
+    Case("validate-manifest-not-json", ("validate", "{SNAP}"), "manifest.json is not valid JSON", spoil="manifest", leaves_report=True),
 ]
 
 
@@ -109,6 +198,99 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> str:
     for args in (["db", "init"], ["seed", "--users", "60", "--days", "200", "--end-date", "2024-06-30"]):
         subprocess.run([SPENDPRED, *args, "--url", url], env=env, cwd=folder, capture_output=True, check=True, timeout=300)
     return url
+
+
+@pytest.fixture(scope="module")
+def snapshot(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real snapshot of the seeded warehouse, copied and spoiled by the snapshot cases."""
+    folder = tmp_path_factory.mktemp("snapshot")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPENDPRED_")} | {"SPENDPRED_HOME": str(folder / "var")}
+    args = ["extract", "--as-of", "2024-06-30", "--out", str(folder / "snapshot"), "--url", seeded]
+    subprocess.run([SPENDPRED, *args], env=env, cwd=folder, capture_output=True, check=True, timeout=300)
+    return folder / "snapshot"
+
+
+_PERMISSIVE_SOURCES = (
+    "CREATE TABLE users (user_id TEXT, signup_at TEXT, country TEXT, segment TEXT)",
+    "CREATE TABLE orders (order_id TEXT, user_id TEXT, ordered_at TEXT, amount REAL, items INTEGER, category TEXT, status TEXT)",
+    "CREATE TABLE events (user_id TEXT, occurred_at TEXT, event_type TEXT, category TEXT, query TEXT, price REAL)",
+    "CREATE TABLE reviews (user_id TEXT, created_at TEXT, rating INTEGER, body TEXT)",
+)
+"""Source relations as a real warehouse's views may expose them: no constraint stops a bad row."""
+_CLEAN_ROWS: dict[str, list[tuple[object, ...]]] = {
+    "users": [("u1", "2024-01-01 09:00:00"), ("u2", "2024-03-01 10:00:00"), ("u3", "2024-05-01 10:00:00")],
+    "orders": [
+        ("o1", "u1", "2024-06-01 10:00:00", 40.0, 2, "completed"),
+        ("o2", "u1", "2024-06-20 10:00:00", 25.5, 1, "completed"),
+        ("o3", "u2", "2024-06-15 10:00:00", 12.0, 1, "completed"),
+        ("o4", "u2", "2024-07-10 10:00:00", 18.0, 1, "completed"),
+    ],
+    "events": [("u1", "2024-06-25 10:00:00", "view"), ("u2", "2024-06-29 10:00:00", "search"), ("u3", "2024-06-30 10:00:00", "click")],
+    "reviews": [("u1", "2024-06-10 09:00:00", 5), ("u2", "2024-06-12 09:00:00", 3)],
+}
+_COLUMNS = {
+    "users": "user_id, signup_at",
+    "orders": "order_id, user_id, ordered_at, amount, items, status",
+    "events": "user_id, occurred_at, event_type",
+    "reviews": "user_id, created_at, rating",
+}
+
+
+def _sqlite_file(path: Path, ddl: tuple[str, ...] = (), rows: dict[str, list[tuple[object, ...]]] | None = None) -> str:
+    """A SQLite file in WAL mode (as spendpred opens it, so reading it changes no byte) with ``ddl`` and ``rows``."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for statement in ddl or ("CREATE TABLE unrelated (x INTEGER)",):
+            conn.execute(statement)
+        for table, values in (rows or {}).items():
+            marks = ", ".join("?" for _ in _COLUMNS[table].split(","))
+            conn.executemany(f"INSERT INTO {table} ({_COLUMNS[table]}) VALUES ({marks})", values)
+        conn.commit()
+    finally:
+        conn.close()
+    return f"sqlite:///{path}"
+
+
+def _source_warehouse(path: Path, bad_row: tuple[str, tuple[object, ...]]) -> str:
+    table, row = bad_row
+    rows = {name: list(values) for name, values in _CLEAN_ROWS.items()}
+    rows[table].append(row)
+    return _sqlite_file(path, _PERMISSIVE_SOURCES, rows)
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    """A folder where nothing can be created: read-only bits, or (for root, who ignores them) sysfs."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").mkdir()
+    except OSError:
+        return folder
+    (folder / "probe").rmdir()
+    folder.chmod(0o755)
+    folder.rmdir()
+    sysfs = Path("/sys/fs")
+    try:
+        (sysfs / "spendpred-probe").mkdir()
+    except OSError:
+        return sysfs
+    (sysfs / "spendpred-probe").rmdir()
+    pytest.skip("no folder refuses writes here (root, and /sys/fs is writable)")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _report_folder(line: str) -> Path:
+    """The snapshot folder whose validation report the error line names (``full report: <dir>/validation.md``)."""
+    match = re.search(r"full report: (\S+)/validation\.md", line)
+    assert match, line
+    return Path(match.group(1))
 
 
 def _files(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -156,8 +338,24 @@ def test_bad_input_is_one_line_and_changes_nothing(
     case: Case, seeded: str, tmp_path: Path, isolated_settings: Path, request: pytest.FixtureRequest
 ) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "a-folder").mkdir()
     missing = tmp_path / "typo" / "warehouse.db"
-    values = {"{W}": seeded, "{MISSING}": f"sqlite:///{missing}", "{TMP}": str(tmp_path)}
+    values = {"{W}": seeded, "{MISSING}": f"sqlite:///{missing}", "{TMP}": str(tmp_path), "{PORT}": str(_closed_port())}
+    text = " ".join([*case.args, *case.env.values(), case.expect])
+    if "{RO}" in text:
+        values["{RO}"] = str(_read_only_folder(tmp_path))
+    if case.bad_row is not None:
+        values["{SRC}"] = _source_warehouse(tmp_path / "source.db", case.bad_row)
+    if "{NOTABLES}" in text:
+        values["{NOTABLES}"] = _sqlite_file(tmp_path / "no-tables.db")
+    if case.spoil is not None:
+        spoiled = shutil.copytree(request.getfixturevalue("snapshot"), tmp_path / "snapshot")
+        if case.spoil == "truncate":
+            with open(spoiled / "snapshot.parquet", "r+b") as handle:
+                handle.truncate(100)
+        else:
+            (spoiled / "manifest.json").write_text("{not json")
+        values["{SNAP}"] = str(spoiled)
     if case.postgres:
         values |= _pg_placeholders(request)
 
@@ -169,10 +367,18 @@ def test_bad_input_is_one_line_and_changes_nothing(
     seeded_dir = Path(sa.engine.make_url(seeded).database or "").parent
     before = _files(tmp_path, seeded_dir)
     done = run([fill(a) for a in case.args], tmp_path, {k: fill(v) for k, v in case.env.items()})
-    assert_one_error_line(done, fill(case.expect))
+    line = assert_one_error_line(done, fill(case.expect))
     after = _files(tmp_path, seeded_dir)
-    assert after == before, sorted(set(after) ^ set(before))
+    if case.leaves_report:  # a failed validation: its report, and the snapshot it describes, in the folder named
+        folder = _report_folder(line)
+        written = {Path(p) for p in set(after) ^ set(before)} | {Path(p) for p in after if p in before and after[p] != before[p]}
+        assert {p.parent for p in written} <= {folder}, sorted(map(str, written))
+        assert {p.name for p in written} <= {"snapshot.parquet", "manifest.json", "validation.json", "validation.md"}
+        assert (folder / "validation.md").is_file() and "FAILED" in (folder / "validation.md").read_text()
+    else:
+        assert after == before, sorted(set(after) ^ set(before))
     assert not missing.parent.exists()
+    assert not (isolated_settings / "mlflow.db").exists()  # no registry created, hence no version registered
 
 
 # -- PostgreSQL roles ------------------------------------------------------------------------------
@@ -291,6 +497,28 @@ def test_creating_commands_still_create_a_new_sqlite_warehouse(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "new" / "warehouse.db").is_file()
     assert run(["summary", "--url", url], tmp_path).returncode == 0
+
+
+def test_a_failed_extract_stages_nothing_and_keeps_the_snapshot_there(warehouse_url: str, isolated_settings: Path) -> None:
+    """Scoring on a warehouse without tables (SQLite or PostgreSQL): no run folder appears, and a
+    snapshot staged (and validated) earlier for the date is left byte for byte."""
+    from spendpred import pipeline
+
+    day = dt.date(2024, 6, 30)
+    staging = isolated_settings / "staging"
+    with pytest.raises(errors.WarehouseError, match="no such table|does not exist"), errors.one_line(creates_warehouse=True):
+        pipeline.extract_scoring_snapshot(day, url=warehouse_url)
+    assert not staging.exists()
+
+    earlier = staging / "score" / day.isoformat() / "snapshot"
+    earlier.mkdir(parents=True)
+    for name, text in (("snapshot.parquet", "validated bytes"), ("manifest.json", "{}"), ("validation.json", '{"success": true}')):
+        (earlier / name).write_text(text)
+    before = _files(staging)
+    with pytest.raises(errors.WarehouseError), errors.one_line(creates_warehouse=True):
+        pipeline.extract_scoring_snapshot(day, url=warehouse_url)
+    assert _files(staging) == before
+    assert sorted(p.name for p in earlier.parent.iterdir()) == ["snapshot"]  # no hidden temporary folder left
 
 
 def test_get_engine_create_false_refuses_a_missing_file_and_creates_nothing(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""Point-in-time snapshots on SQLite and PostgreSQL: exact features, labels and text; no leakage."""
+"""Point-in-time snapshots on SQLite and PostgreSQL: exact features, labels and text (both templates); no leakage."""
 
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "member for 121 days. no completed orders. no browsing events in the last 90 days. "
             'orders: 60 days ago 7.00 (cancelled). reviews: 90 days ago 3/5 "ok, ask [handle]".'
         ),
+        "text_v2": 'no completed orders. orders: 7.00 (cancelled). reviews: 3/5 "ok, ask [handle]".',
     },
     "u1": ZERO
     | {
@@ -179,13 +180,23 @@ EXPECTED: dict[str, dict[str, Any]] = {
             'orders: today 4.00 games; 1 day ago 20.25 toys. searches: 2 days ago "running shoes"; '
             '10 days ago "mail me at [email]".'
         ),
+        # v2 spends no tokens on tenure, windows and recency: more items fit the 128-token budget
+        # (only the oldest, the 60.00 books order of 2024-02-10, is dropped)
+        "text_v2": (
+            "4 completed orders, 94.75 spent. orders: 4.00 games; 1 day earlier 20.25 toys; 28 days earlier "
+            "10.50 books; 78 days earlier 5.00 books (cancelled). "
+            'searches: "running shoes"; 8 days earlier "mail me at [email]". reviews: 5/5 "Great shoes! '
+            'Call me on [number] or mail [email]"; 36 days earlier 4/5 "Decent.".'
+        ),
     },
     "é3": ZERO
     | {
         "label": 35.0,
         "text": "joined today. no completed orders. no browsing events in the last 90 days.",
+        "text_v2": "no completed orders.",
     },
 }
+TEXT_COLUMN = {"v1": "text", "v2": "text_v2"}  # the expected text of each template
 
 
 @pytest.fixture
@@ -201,17 +212,20 @@ def _rows(snapshot_dir: Path) -> dict[str, dict[str, Any]]:
     return {row["user_id"]: row for row in table.to_pylist()}
 
 
-def test_exact_features_labels_and_text(engine: sa.Engine, tmp_path: Path) -> None:
-    manifest = behaviour.extract_snapshot(engine, AS_OF, tmp_path / "snap", H, with_labels=True, chunk_rows=1)
+@pytest.mark.parametrize("template", textify.TEMPLATE_VERSIONS)
+def test_exact_features_labels_and_text(engine: sa.Engine, tmp_path: Path, template: str) -> None:
+    manifest = behaviour.extract_snapshot(
+        engine, AS_OF, tmp_path / "snap", H, with_labels=True, chunk_rows=1, template_version=template
+    )
     table = pq.read_table(tmp_path / "snap" / SNAPSHOT_FILE)
     assert table.schema == behaviour.snapshot_schema(True)
     assert table.column("user_id").to_pylist() == ["U2", "u1", "é3"]  # byte order, u4 excluded
     rows = _rows(tmp_path / "snap")
     for user, expected in EXPECTED.items():
         got = rows[user]
-        assert got["text"] == expected["text"], user
+        assert got["text"] == expected[TEXT_COLUMN[template]], user
         for column, value in expected.items():
-            if column != "text":
+            if not column.startswith("text"):
                 assert got[column] == pytest.approx(value, abs=1e-9), (user, column)
     # a chunk per user: three row groups, appended one at a time
     assert pq.ParquetFile(tmp_path / "snap" / SNAPSHOT_FILE).metadata.num_row_groups == 3
@@ -220,7 +234,7 @@ def test_exact_features_labels_and_text(engine: sa.Engine, tmp_path: Path) -> No
     assert on_disk == manifest.to_dict()
     assert on_disk["as_of"] == "2024-06-30" and on_disk["horizon_days"] == H and on_disk["with_labels"] is True
     assert on_disk["row_count"] == 3
-    assert on_disk["text_template_version"] == textify.TEMPLATE_VERSION
+    assert on_disk["text_template_version"] == manifest.text_template_version == template
     assert on_disk["feature_columns"] == list(FEATURE_COLUMNS)
     # rows before the cutoff only: 3 users (u4 signs up at the cutoff), orders o1 o2 o3 o8 o9 o11 o13
     assert on_disk["source_row_counts"] == {"users": 3, "orders": 7, "events": 7, "reviews": 3}
@@ -237,8 +251,9 @@ def test_without_labels_has_no_label_column(engine: sa.Engine, tmp_path: Path) -
     assert _rows(tmp_path / "snap")["u1"]["past_spend"] == pytest.approx(34.75)
 
 
-def test_no_leakage_rows_after_as_of_change_only_labels(engine: sa.Engine, tmp_path: Path) -> None:
-    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "a", H, True)
+@pytest.mark.parametrize("template", textify.TEMPLATE_VERSIONS)
+def test_no_leakage_rows_after_as_of_change_only_labels(engine: sa.Engine, tmp_path: Path, template: str) -> None:
+    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "a", H, True, template_version=template)
     before = _rows(tmp_path / "a")
     # everything below is dated after D (>= the cutoff): orders inside and beyond the label
     # window, events, reviews and a new user
@@ -256,7 +271,7 @@ def test_no_leakage_rows_after_as_of_change_only_labels(engine: sa.Engine, tmp_p
         events=_events([("U2", "2024-07-01 00:00:00", "search", "after cutoff"), ("é3", "2024-08-01 00:00:00", "view", None)]),
         reviews=_reviews([("é3", "2024-07-01 00:00:01", 1, "after cutoff")]),
     )
-    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "b", H, True)
+    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "b", H, True, template_version=template)
     after = _rows(tmp_path / "b")
     assert set(after) == set(before) == {"U2", "u1", "é3"}
     for user in before:
@@ -268,10 +283,50 @@ def test_no_leakage_rows_after_as_of_change_only_labels(engine: sa.Engine, tmp_p
 
     # sensitivity check: a row on D itself does change the snapshot
     _insert(engine, orders=_orders([("q1", "U2", "2024-06-30 18:00:00", 12.00, "books", "completed")]))
-    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "c", H, True)
+    behaviour.extract_snapshot(engine, AS_OF, tmp_path / "c", H, True, template_version=template)
     moved = _rows(tmp_path / "c")["U2"]
     assert moved["frequency_all"] == 1.0 and moved["recency_days"] == 0.0
-    assert "today 12.00 books" in moved["text"]
+    assert {"v1": "orders: today 12.00 books;", "v2": "1 completed order, 12.00 spent. orders: 12.00 books;"}[template] in moved["text"]
+
+
+def test_the_template_setting_chooses_the_text_and_the_manifest_records_it(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SPENDPRED_TEXT_TEMPLATE", raising=False)
+    default = behaviour.extract_snapshot(engine, AS_OF, tmp_path / "default", H, True)
+    assert default.text_template_version == textify.DEFAULT_TEMPLATE == "v2"
+    assert _rows(tmp_path / "default")["u1"]["text"] == EXPECTED["u1"]["text_v2"]
+    monkeypatch.setenv("SPENDPRED_TEXT_TEMPLATE", "v1")
+    chosen = behaviour.extract_snapshot(engine, AS_OF, tmp_path / "v1", H, True)
+    assert chosen.text_template_version == Manifest.read(tmp_path / "v1").text_template_version == "v1"
+    assert _rows(tmp_path / "v1")["u1"]["text"] == EXPECTED["u1"]["text"]
+    # an explicit version wins over the setting
+    assert behaviour.extract_snapshot(engine, AS_OF, tmp_path / "v2", H, True, template_version="v2").text_template_version == "v2"
+
+
+def test_v2_texts_stay_the_same_night_after_night_without_new_rows(sqlite_url: str, tmp_path: Path) -> None:
+    """Nights D, D+1 and D+45 of a warehouse with no row after D: the v2 texts are identical, the v1 texts all move."""
+    engine = warehouse.get_engine(sqlite_url)
+    warehouse.init_db(engine)
+    cutoff = "2024-07-01 00:00:00"
+    _insert(
+        engine,
+        users=_users([u for u in USERS if u[1] < cutoff]),
+        orders=_orders([o for o in ORDERS if o[2] < cutoff and o[1] != "a0"]),
+        events=_events([e for e in EVENTS if e[1] < cutoff and e[0] != "zz"]),
+        reviews=_reviews([r for r in REVIEWS if r[1] < cutoff]),
+    )
+    texts: dict[tuple[str, int], dict[str, str]] = {}
+    for template in textify.TEMPLATE_VERSIONS:
+        for k in (0, 1, 45):
+            out = tmp_path / f"{template}-{k}"
+            behaviour.extract_snapshot(engine, AS_OF + timedelta(days=k), out, H, False, template_version=template)
+            texts[template, k] = {u: r["text"] for u, r in _rows(out).items()}
+    assert set(texts["v2", 0]) == {"U2", "u1", "é3"}
+    assert texts["v2", 0] == texts["v2", 1] == texts["v2", 45]
+    assert texts["v2", 0]["u1"] == EXPECTED["u1"]["text_v2"]
+    for user in texts["v1", 0]:
+        assert len({texts["v1", k][user] for k in (0, 1, 45)}) == 3, user
 
 
 def test_empty_warehouse_gives_an_empty_snapshot(engine: sa.Engine, tmp_path: Path) -> None:
@@ -319,10 +374,10 @@ def test_byte_order_merge_with_a_locale_collated_warehouse(pg_url: str, tmp_path
         ).scalars().all()
     assert locale_order != ["U2", "u1", "é3"]  # the locale order really differs from byte order
     _insert(eng, users=_users(USERS), orders=_orders(ORDERS), events=_events(EVENTS), reviews=_reviews(REVIEWS))
-    behaviour.extract_snapshot(eng, AS_OF, tmp_path / "snap", H, with_labels=True, chunk_rows=1)
+    behaviour.extract_snapshot(eng, AS_OF, tmp_path / "snap", H, with_labels=True, chunk_rows=1, template_version="v2")
     rows = _rows(tmp_path / "snap")
     assert list(rows) == ["U2", "u1", "é3"]
-    assert {u: r["text"] for u, r in rows.items()} == {u: e["text"] for u, e in EXPECTED.items()}
+    assert {u: r["text"] for u, r in rows.items()} == {u: e["text_v2"] for u, e in EXPECTED.items()}
 
 
 def test_failed_extraction_keeps_the_previous_snapshot(engine: sa.Engine, tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_template_mismatch_and_unvalidated_snapshots_are_refused(env: Path, sqli
     manifest = json.loads(run.snapshot.manifest_file.read_text())
     manifest["text_template_version"] = "v0"
     run.snapshot.manifest_file.write_text(json.dumps(manifest))
-    with pytest.raises(ModelError, match="text template 'v1' but the snapshot uses 'v0'"):
+    with pytest.raises(ModelError, match="text template 'v2' but the snapshot uses 'v0'"):
         pipeline.score_shard(snap, 0, 1)
 
     report = run.validation_json
@@ -119,6 +119,30 @@ def test_template_mismatch_and_unvalidated_snapshots_are_refused(env: Path, sqli
     with pytest.raises(ValidationFailed, match="failed validation"):
         pipeline.score_shard(snap, 0, 1)
     assert _scores(sqlite_url) == []
+
+
+def test_a_champion_trained_on_the_old_template_keeps_scoring_until_a_retrain_replaces_it(
+    env: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    _seed(sqlite_url, users=300)
+    monkeypatch.setenv("SPENDPRED_TEXT_TEMPLATE", "v1")
+    assert pipeline.train(RUN_DATE, epochs=1, promote="force", url=sqlite_url)["promotion"]["promoted"] is True
+    monkeypatch.setenv("SPENDPRED_TEXT_TEMPLATE", "v2")  # the upgrade: the default is now v2
+    scored = pipeline.score(RUN_DATE, url=sqlite_url)  # extracted with the champion's template
+    assert scored["published"] is True and scored["rows"] == 300
+    assert RunFolder.for_date("score", RUN_DATE).manifest.text_template_version == "v1"
+    # the weekly retrain trains on v2 and re-scores the v1 champion on v1 texts of the same held-out users
+    with caplog.at_level(logging.INFO, logger="spendpred.pipeline.retrain"):
+        trained = pipeline.train(RUN_DATE, epochs=1, promote="auto", url=sqlite_url)
+    assert RunFolder.from_ref(trained).manifest.text_template_version == "v2"
+    assert "re-rendering the held-out users' texts with template v1 for the champion" in caplog.text
+    assert trained["promotion"]["promoted"] is False  # too few held-out users here to replace a champion
+    assert not any(p.name.startswith("spendpred-champion-") for p in RunFolder.from_ref(trained).root.iterdir())
+    assert pipeline.promote_model(trained["version"], "force")["promoted"] is True
+    assert pipeline.score(RUN_DATE, url=sqlite_url)["rows"] == 300
+    assert RunFolder.for_date("score", RUN_DATE).manifest.text_template_version == "v2"
 
 
 def test_empty_warehouse_snapshot_fails_validation(env: Path, sqlite_url: str) -> None:

@@ -37,6 +37,7 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         ("SPENDPRED_WAREHOUSE_URL", "mysql://x", "unsupported warehouse URL"),
         ("SPENDPRED_HORIZON_DAYS", "0", "greater than 0"),
         ("SPENDPRED_CHUNK_ROWS", "many", "valid integer"),
+        ("SPENDPRED_TEXT_TEMPLATE", "v3", "unsupported text template 'v3': use one of v1, v2"),
     ],
 )
 def test_bad_settings_name_the_problem(monkeypatch: pytest.MonkeyPatch, key: str, value: str, message: str) -> None:
@@ -76,3 +77,19 @@ def test_tier_rule_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPENDPRED_TIER_MEDIUM_MIN", "900")
     with pytest.raises(ConfigError, match="high_min"):
         TierRule.from_mapping(Settings().tier_rule_values())
+
+
+def test_text_template_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spendpred import textify
+    from spendpred.errors import describe
+
+    monkeypatch.delenv("SPENDPRED_TEXT_TEMPLATE", raising=False)
+    assert Settings().text_template == textify.DEFAULT_TEMPLATE == "v2"
+    monkeypatch.setenv("SPENDPRED_TEXT_TEMPLATE", "v1")
+    assert Settings().text_template == "v1"
+    monkeypatch.setenv("SPENDPRED_TEXT_TEMPLATE", "V2 ")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert describe(caught.value) == (
+        "SPENDPRED_TEXT_TEMPLATE: unsupported text template 'V2 ': use one of v1, v2 (set in the environment or in .env)"
+    )

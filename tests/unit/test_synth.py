@@ -202,6 +202,9 @@ def test_wide_ids_for_large_populations() -> None:
         ({"users": 2.5}, "users must be an integer"),
         ({"end_date": "2024-12-31"}, "end_date must be a date"),
         ({"end_date": dt.date(1900, 1, 5), "days": 30}, "before 1900-01-01"),
+        ({"daily_active": 0}, r"daily_active must be a share of users in \(0, 0.5\]"),
+        ({"daily_active": 0.51}, r"daily_active must be a share of users in \(0, 0.5\]"),
+        ({"daily_active": "5%"}, "daily_active must be a number"),
     ],
 )
 def test_bad_arguments_raise_config_error_at_call_time(kwargs: dict[str, object], message: str) -> None:
@@ -209,3 +212,55 @@ def test_bad_arguments_raise_config_error_at_call_time(kwargs: dict[str, object]
     args.update(kwargs)
     with pytest.raises(ConfigError, match=message):
         synth.generate(**args)  # type: ignore[arg-type]  # no iteration needed: checked eagerly
+
+
+def _daily_active_share(frames: dict[str, pd.DataFrame], last_days: int) -> pd.Series:
+    """Per day of the last ``last_days``: users with any order, event or review / users signed up by its end."""
+    days = pd.concat(
+        [frames[t][["user_id", c]].rename(columns={c: "at"}) for t, c in TIME_COLUMNS.items() if t != "users"]
+    )
+    days["day"] = days["at"].dt.normalize()
+    active = days.drop_duplicates(["user_id", "day"]).groupby("day").size()
+    signup_day = frames["users"].signup_at.dt.normalize().value_counts().sort_index().cumsum()
+    window = pd.date_range(WINDOW_END.normalize() - pd.Timedelta(days=last_days - 1), WINDOW_END.normalize())
+    signed_up = signup_day.reindex(signup_day.index.union(window)).ffill().reindex(window)
+    return active.reindex(window, fill_value=0) / signed_up
+
+
+@pytest.mark.parametrize("share", [0.02, synth.DEFAULT_DAILY_ACTIVE, 0.10])
+def test_daily_active_share_is_the_configured_share(share: float) -> None:
+    """On a given day about ``daily_active`` of the users act (measured: within 5% on average, 30% any day)."""
+    chunks = list(synth.generate(20_000, DAYS, END, seed=13, daily_active=share))
+    frames = {t: pa.concat_tables([c[t] for c in chunks]).to_pandas() for t in synth.SOURCE_TABLES}
+    daily = _daily_active_share(frames, 60)
+    assert daily.mean() == pytest.approx(share, rel=0.05), daily.describe()
+    assert daily.between(0.7 * share, 1.35 * share).all(), daily[~daily.between(0.7 * share, 1.35 * share)]
+    weekend = daily[daily.index.weekday >= 5].mean()
+    assert weekend > 1.1 * daily[daily.index.weekday.isin([1, 2])].mean()  # the weekly rhythm
+    # early in the window too (few users, hardly any churned yet)
+    start = _daily_active_share(frames, DAYS).iloc[30:90]
+    assert start.mean() == pytest.approx(share, rel=0.08)
+
+
+def test_default_daily_active_share_is_five_percent() -> None:
+    assert synth.DEFAULT_DAILY_ACTIVE == 0.05
+    first = next(synth.generate(300, 60, END, seed=4))
+    again = next(synth.generate(300, 60, END, seed=4, daily_active=0.05))
+    for table in synth.SOURCE_TABLES:
+        assert first[table].equals(again[table]), table
+
+
+def test_the_share_changes_browsing_only() -> None:
+    """Orders, reviews and users do not depend on the share: only the browsing (visit days) does."""
+    quiet = next(synth.generate(2000, 120, END, seed=6, daily_active=0.02))
+    busy = next(synth.generate(2000, 120, END, seed=6, daily_active=0.2))
+    for table in ("users", "orders", "reviews"):
+        assert quiet[table].equals(busy[table]), table
+    assert busy["events"].num_rows > 2 * quiet["events"].num_rows
+    # every order keeps its funnel: an add_to_cart the same day, before it
+    events = quiet["events"].to_pandas()
+    orders = quiet["orders"].to_pandas()
+    carts = events[events.event_type == "add_to_cart"]
+    funnel = orders.merge(carts, on="user_id")
+    funnel = funnel[(funnel.occurred_at <= funnel.ordered_at) & (funnel.ordered_at - funnel.occurred_at <= pd.Timedelta(hours=2))]
+    assert funnel.order_id.nunique() == len(orders)

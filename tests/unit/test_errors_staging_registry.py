@@ -1,0 +1,165 @@
+"""Nothing is created by a failed step: a snapshot appears only when its extract succeeded, and an
+unusable MLflow store is reported at once (never as "no champion"), creating nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from spendpred import registry
+from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, StorageError, TransientError, describe
+from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE, VALIDATION_JSON, VALIDATION_MD, staged_snapshot
+
+SECRET = "s3cret"
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _write_snapshot(folder: Path, text: str) -> None:
+    (folder / SNAPSHOT_FILE).write_text(f"parquet {text}")
+    (folder / MANIFEST_FILE).write_text(f"manifest {text}")
+
+
+# -- staged_snapshot ---------------------------------------------------------------------------------
+
+
+def test_a_successful_extract_replaces_the_snapshot_and_its_stale_reports(tmp_path: Path) -> None:
+    out = tmp_path / "score" / "2024-06-30" / "snapshot"
+    out.mkdir(parents=True)
+    _write_snapshot(out, "old")
+    (out / VALIDATION_JSON).write_text("{}")
+    (out / VALIDATION_MD).write_text("passed")
+    (out / "notes.txt").write_text("kept")
+    with staged_snapshot(out) as tmp:
+        assert tmp.parent == out.parent and tmp.name.startswith(".snapshot.tmp-") and list(tmp.iterdir()) == []
+        _write_snapshot(tmp, "new")
+    assert _files(out) == {SNAPSHOT_FILE: b"parquet new", MANIFEST_FILE: b"manifest new", "notes.txt": b"kept"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["snapshot"]
+
+
+def test_a_failed_extract_creates_no_folder(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    with pytest.raises(RuntimeError), staged_snapshot(staging / "score" / "2024-06-30" / "snapshot") as tmp:
+        _write_snapshot(tmp, "half")
+        raise RuntimeError("the warehouse went away")
+    assert list(tmp_path.iterdir()) == []  # not even the staging root
+
+
+def test_a_failed_extract_keeps_the_validated_snapshot_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "train" / "2024-04-01" / "snapshot"
+    out.mkdir(parents=True)
+    _write_snapshot(out, "validated")
+    (out / VALIDATION_JSON).write_text('{"success": true}')
+    (tmp_path / "train" / "2024-04-01" / "model").mkdir()
+    before = _files(tmp_path)
+    with pytest.raises(OSError), staged_snapshot(out) as tmp:
+        (tmp / SNAPSHOT_FILE).write_text("partial")
+        raise OSError(28, "No space left on device", str(tmp / SNAPSHOT_FILE))
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model", "snapshot"]
+
+
+def test_a_file_in_the_way_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match="a-file: it is a file, not a folder"), staged_snapshot(tmp_path / "a-file"):
+        pass
+    with pytest.raises(NotADirectoryError) as info, staged_snapshot(tmp_path / "a-file" / "staging" / "snapshot"):
+        pass
+    assert "Not a directory" in (describe(info.value) or "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+# -- the MLflow store --------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unreachable(monkeypatch: pytest.MonkeyPatch) -> str:
+    uri = f"http://bob:{SECRET}@127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", uri)
+    for key in registry.HTTP_LIMITS:  # unset now, and unset again after the test (get_client sets them)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    return uri
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: registry.champion_info(),
+        lambda: registry.require_model("champion"),
+        lambda: registry.load_model("champion"),
+        lambda: registry.get_client(),
+        lambda: registry.check_writable(),
+    ],
+    ids=["champion_info", "require_model", "load_model", "get_client", "check_writable"],
+)
+def test_an_unreachable_server_is_reported_at_once_and_never_as_no_champion(unreachable: str, call: object) -> None:
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable) as info:
+        call()  # type: ignore[operator]
+    assert time.monotonic() - started < registry.PROBE_TIMEOUT_S + 5
+    message = str(info.value)
+    assert isinstance(info.value, TransientError)
+    assert message.startswith("cannot reach the MLflow registry at http://bob:***@127.0.0.1:")
+    assert "connection refused" in message and "SPENDPRED_MLFLOW_TRACKING_URI" in message
+    assert SECRET not in message and "no champion" not in message and "\n" not in message
+
+
+def test_mlflow_http_retries_are_bounded_unless_set(unreachable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    with pytest.raises(RegistryUnavailable):
+        registry.get_client()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == registry.HTTP_LIMITS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"  # the operator's own value wins
+
+
+def test_a_sqlite_store_that_is_a_folder_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store'}")
+    started = time.monotonic()
+    for call in (registry.champion_info, registry.get_client, registry.check_writable):
+        with pytest.raises(StorageError, match="is a folder, not a SQLite file: fix SPENDPRED_MLFLOW_TRACKING_URI"):
+            call()
+    assert time.monotonic() - started < 5  # MLflow alone retries opening it for about 100 s
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_a_store_that_cannot_be_created_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
+    with pytest.raises(StorageError, match=r"MLflow store .* cannot be written: a file is in the way \(.*a-file\)"):
+        registry.check_writable()
+    with pytest.raises(StorageError, match=r"cannot create the MLflow store .*: make its folder writable"):
+        registry.get_client()
+
+
+def test_an_unwritable_artifact_root_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("SPENDPRED_MLFLOW_ARTIFACT_ROOT", (tmp_path / "a-file" / "artifacts").as_uri())
+    with pytest.raises(StorageError, match="MLflow artifact root .* cannot be written: .*SPENDPRED_MLFLOW_ARTIFACT_ROOT"):
+        registry.check_writable()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no store, no probe left behind
+
+
+def test_reading_a_registry_that_does_not_exist_yet_creates_nothing(isolated_settings: Path) -> None:
+    store = registry.missing_store()
+    assert store is not None and store.name == "mlflow.db"
+    assert registry.champion_info() is None
+    with pytest.raises(ModelError, match="no champion yet"):
+        registry.require_model("champion")
+    with pytest.raises(ModelError, match="version 3 does not exist"):
+        registry.load_model("3")
+    registry.check_writable()  # a new store could be created here, but is not by checking
+    assert not isolated_settings.exists()
