@@ -112,9 +112,10 @@ class Settings(BaseSettings):
     )
     window_step_days: int = Field(28, ge=1, le=365, description="Days between two stacked training windows.")
     trend_anchor: bool = Field(
-        True,
+        False,
         description="Nightly scoring scales the night's predictions so their total moves with the model's BG/NBD x "
-        "Gamma-Gamma population forecast since training (spendpred.model.losses.fit_anchor); ranks are kept.",
+        "Gamma-Gamma population forecast since training (spendpred.model.losses.fit_anchor); ranks are kept. Off by "
+        "default: on CDNOW's development period it made the calibration worse (bench/README.md).",
     )
     embedding_cache: bool = Field(
         True,

@@ -169,3 +169,13 @@ def test_the_embedding_cache_publishes_the_same_rows_bit_for_bit(
     assert rows_cold == rows_warm == rows_off and files_cold == files_warm == files_off
     tiers_json = RunFolder.for_date("score", RUN_DATE).tiers_json.read_text()
     assert '"encoder"' in tiers_json and '"hits": 0' in tiers_json  # the last run's figures (cache off)
+
+    # the trend anchor (off by default) scales every score by one factor and keeps the order
+    import json
+
+    assert json.loads(tiers_json)["anchor"]["factor"] == 1.0
+    _, rows_anchored, _ = scored(SPENDPRED_TREND_ANCHOR="true")
+    anchor = json.loads(RunFolder.for_date("score", RUN_DATE).tiers_json.read_text())["anchor"]
+    assert anchor["factor"] != 1.0 and anchor["forecast_total"] > 0 and anchor["reference_ratio"] > 0
+    expected = round_published(np.array([s for _, s, _ in rows_off]) * anchor["factor"])
+    np.testing.assert_array_equal(np.array([s for _, s, _ in rows_anchored]), expected)
