@@ -210,22 +210,14 @@ def _configure_env(home: Path, url: str, encoder_dir: Path | None) -> None:
         os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder_dir)
 
 
-def _seed(args: argparse.Namespace) -> dict[str, int]:
-    """Seed the synthetic population (history ending at the first night's run date) at the daily-active share."""
-    from spendpred import synth, warehouse
-
-    with warehouse.opened_engine() as engine:
-        return synth.seed_warehouse(engine, users=args.users, days=args.days, end_date=args.run_date, seed=args.seed,
-                                    daily_active=args.daily_active)  # fmt: skip
-
-
 def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, Any]:
     """Initialise and seed the warehouse and register a champion; return what the nightly needs to know."""
     from spendpred import pipeline
     from spendpred.config import get_settings
 
     stages.run("init_warehouse", pipeline.init_warehouse)
-    counts = stages.run("seed", _seed, args, rows=lambda c: sum(c.values()))
+    counts = stages.run("seed", pipeline.seed, args.users, args.days, args.run_date, args.seed,
+                        daily_active=args.daily_active, rows=lambda c: sum(c.values()))  # fmt: skip
     snapshot = stages.run("extract_training_snapshot", pipeline.extract_training_snapshot, args.run_date,
                           rows=lambda r: r["rows"])  # fmt: skip
     stages.run("validate_snapshot (training)", pipeline.validate_snapshot, snapshot, rows=lambda r: r["rows"])
@@ -351,14 +343,13 @@ def main(argv: list[str] | None = None) -> int:
             _configure_env(home, db.url, encoder_dir)
             machine = _machine(server)
             model = _setup(setup, args, home)
-            from spendpred import pipeline, synth, warehouse
+            from spendpred import pipeline
 
             for i, stages in enumerate(nights):
                 day = args.run_date + dt.timedelta(days=i)
                 if i > 0:  # the platform's next day: about --daily-active of the users act
-                    with warehouse.opened_engine(db.url) as engine:
-                        appended.append(setup.run(f"append_day {day}", synth.append_day, engine, day, args.seed + i,
-                                                  daily_active=args.daily_active, rows=lambda r: int(r["active_users"])))  # fmt: skip
+                    appended.append(setup.run(f"append_day {day}", pipeline.append_day, day, args.seed + i,
+                                              daily_active=args.daily_active, rows=lambda r: int(r["active_users"])))  # fmt: skip
                 outs.append(_nightly(stages, args, day))
             out = outs[-1]
             rerun_began = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

@@ -120,8 +120,7 @@ def seed(
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
 ) -> None:
     """Fill the warehouse with a realistic synthetic population (replaces the source tables), or add one day to it."""
-    from spendpred import synth, warehouse
-    from spendpred.config import get_settings
+    from spendpred import pipeline
     from spendpred.errors import ConfigError
 
     sources = {name: getattr(ctx.get_parameter_source(name), "name", "DEFAULT") for name in ("users", "days", "end_date")}
@@ -135,17 +134,10 @@ def seed(
         )
     if append_day is None and new_users is not None:
         raise ConfigError("--new-users applies only with --append-day YYYY-MM-DD")
-    settings = get_settings()
-    chosen = settings.seed if seed is None else seed
     if append_day is not None:
-        with warehouse.opened_engine(url, settings, create=False) as engine:
-            _echo_json(synth.append_day(engine, append_day.date(), chosen, daily_active=daily_active, new_users=new_users))
+        _echo_json(pipeline.append_day(append_day.date(), seed, url, daily_active=daily_active, new_users=new_users))
         return
-    with warehouse.opened_engine(url, settings) as engine:
-        counts = synth.seed_warehouse(
-            engine, users=users, days=days, end_date=end_date.date(), seed=chosen, daily_active=daily_active
-        )
-    _echo_json(counts)
+    _echo_json(pipeline.seed(users, days, end_date.date(), seed, url, daily_active=daily_active))
 
 
 @app.command("import-cdnow")

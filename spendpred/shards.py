@@ -117,7 +117,7 @@ def score_shard_file(
     """Predict spend for the users of one shard and write them to ``out_path``; return what it cost.
 
     ``model`` is a ``SpendModel`` (``feature_columns``, ``hidden_size``, ``head_features``,
-    ``encode`` and ``predict_pooled``). The snapshot is read in batches of ``READ_BATCH_ROWS``;
+    ``encode``, ``predict_pooled`` and ``population_forecast``). The snapshot is read in batches of ``READ_BATCH_ROWS``;
     each batch's texts are encoded (``precision``, ``batch_size`` and ``threads`` as in
     ``SpendModel.predict``), except those found unchanged in ``cache`` (a
     ``spendpred.embeddings.ShardCache``), and the head runs for every user with the batch's
@@ -168,8 +168,7 @@ def score_shard_file(
                     stats.encode_seconds += time.perf_counter() - began
                 predicted = round_published(model.predict_pooled(pooled, features, num_threads=threads))
                 writer.write_table(pa.table({"user_id": user_ids, "predicted_spend": predicted}, schema=schema))
-                forecast = model.population_forecast(frame) if hasattr(model, "population_forecast") else None
-                totals.add(predicted, forecast)
+                totals.add(predicted, model.population_forecast(frame))
                 if cache is not None:
                     cache.add(user_ids, digests, pooled)
                 stats.users += len(frame)

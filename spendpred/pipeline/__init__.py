@@ -12,7 +12,15 @@ XCom. Heavy imports happen inside the steps.
 
 from __future__ import annotations
 
-from spendpred.pipeline.admin import grant_readonly, import_cdnow, init_warehouse, run_summary, seed, warehouse_summary
+from spendpred.pipeline.admin import (
+    append_day,
+    grant_readonly,
+    import_cdnow,
+    init_warehouse,
+    run_summary,
+    seed,
+    warehouse_summary,
+)
 from spendpred.pipeline.nightly import (
     assign_tiers,
     extract_scoring_snapshot,
@@ -46,6 +54,7 @@ __all__ = [
     "score",
     "score_shard",
     "seed",
+    "append_day",
     "train",
     "train_model",
     "validate_snapshot",

@@ -30,14 +30,40 @@ def grant_readonly(role: str, url: str | None = None) -> dict[str, Any]:
     return {"role": role, "granted": ["spendpred.user_spend_tier_current", "spendpred.user_spend_tier_changes"]}
 
 
-def seed(users: int, days: int, end_date: dt.date, seed: int | None = None, url: str | None = None) -> dict[str, int]:
-    """Fill the warehouse with a synthetic population ending at ``end_date``; returns row counts per table."""
+def seed(
+    users: int, days: int, end_date: dt.date, seed: int | None = None, url: str | None = None,
+    daily_active: float | None = None,
+) -> dict[str, int]:
+    """Fill the warehouse with a synthetic population ending at ``end_date``; returns row counts per table.
+
+    ``daily_active``: share of users acting on any day (None: ``synth.DEFAULT_DAILY_ACTIVE``).
+    """
     from spendpred import synth, warehouse
 
     settings = get_settings()
+    share = synth.DEFAULT_DAILY_ACTIVE if daily_active is None else daily_active
     with warehouse.opened_engine(url, settings) as engine:
         return synth.seed_warehouse(
-            engine, users=users, days=days, end_date=end_date, seed=settings.seed if seed is None else seed
+            engine, users=users, days=days, end_date=end_date, seed=settings.seed if seed is None else seed,
+            daily_active=share,
+        )
+
+
+def append_day(
+    day: dt.date, seed: int | None = None, url: str | None = None, daily_active: float | None = None,
+    new_users: int | None = None,
+) -> dict[str, object]:
+    """Add one day of synthetic activity to the existing warehouse (``synth.append_day``); returns what was written.
+
+    Never creates a warehouse: a missing SQLite file is refused.
+    """
+    from spendpred import synth, warehouse
+
+    settings = get_settings()
+    share = synth.DEFAULT_DAILY_ACTIVE if daily_active is None else daily_active
+    with warehouse.opened_engine(url, settings, create=False) as engine:
+        return synth.append_day(
+            engine, day, settings.seed if seed is None else seed, daily_active=share, new_users=new_users
         )
 
 

@@ -37,6 +37,9 @@ class _Model:
         self.encoded += texts
         return np.array([[len(t), sum(t.encode()) % 997, 1.0] for t in texts], dtype=np.float32)
 
+    def population_forecast(self, frame: pd.DataFrame) -> None:
+        return None  # no trend anchor
+
     def predict_pooled(self, pooled: np.ndarray, features: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         return pooled.astype(np.float64).sum(axis=1) + features[:, 0]
 

@@ -34,6 +34,9 @@ class _Model:
         self.calls.append((len(texts), num_threads))
         return np.array([[float(t[1:])] for t in texts], dtype=np.float32)
 
+    def population_forecast(self, frame: pd.DataFrame) -> None:
+        return None  # no trend anchor
+
     def predict_pooled(self, pooled: np.ndarray, features: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         return pooled[:, 0].astype(np.float64)
 
