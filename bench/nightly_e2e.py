@@ -27,6 +27,7 @@ folder unless ``--keep``.
 
     .venv/bin/python bench/nightly_e2e.py --encoder tiny          # 1,000,000 users, two nights
     .venv/bin/python bench/nightly_e2e.py --users 100000 --max-users 2000   # MiniLM, two nights
+    .venv/bin/python bench/nightly_e2e.py --users 100000,1000000 --max-users 2000   # both sizes, memory compared
     .venv/bin/python bench/nightly_e2e.py --users 5000 --encoder tiny --shards 2 --json /tmp/nightly.json
 
 **Encoder.** ``--encoder DIR`` scores with the Hugging Face checkpoint in ``DIR``; without it,
@@ -42,9 +43,12 @@ encoder is projected as ``other stages + scored users / (that encoder's users/s)
 the users/s from ``bench/score_throughput.py`` on the same machine (or from this script run
 with that encoder at a smaller ``--users``). Scoring runs on CUDA when torch sees a GPU (the product's ``auto``).
 
-**Memory.** A thread samples the resident set (``/proc/self/status``) every 20 ms; a
-stage's ``stage peak`` is the highest sample during it (``rss now`` is the value just after
-it). ``ru_maxrss`` (the process's peak so far, setup and training included) is in the JSON.
+**Memory.** Each night runs in a fresh process (``multiprocessing`` spawn), as an Airflow
+worker runs each task, so a night's memory does not carry what the setup left behind. A thread
+samples the resident set (``/proc/self/status``) every 20 ms; a stage's ``stage peak`` is the
+highest sample during it (``rss now`` is the value just after it). ``ru_maxrss`` (the
+process's peak so far) is in the JSON. With several ``--users`` sizes the script ends with
+each night's peak at every size and the largest size's over the smallest's.
 
 Admin URL: ``SPENDPRED_BENCH_PG_URL`` (default
 ``postgresql+psycopg2://postgres@127.0.0.1:5432/test``); it needs CREATE DATABASE rights.
@@ -259,6 +263,34 @@ def _nightly(stages: Stages, args: argparse.Namespace, run_date: dt.date) -> dic
     return {"rows": snapshot["rows"], "tiers": tiered, "encoder": tiered["encoder"], "anchor": tiered.get("anchor")}
 
 
+def _night_in_child(args: argparse.Namespace, run_date: dt.date, phase: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run one night in this (fresh, spawned) process; return its stage records and its result.
+
+    The environment (warehouse, staging, MLflow, encoder) is inherited from the parent, which
+    set it before starting this process.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stages = Stages(phase)
+    out = _nightly(stages, args, run_date)
+    return stages.records, out
+
+
+def _night(args: argparse.Namespace, run_date: dt.date, phase: str) -> tuple[Stages, dict[str, Any]]:
+    """Run one night in a new process, as an Airflow worker runs each task, so its memory is its own.
+
+    A night run in the benchmark's own process would carry the resident set the setup left
+    behind (seeding and training at full scale), which grows with the users and would hide
+    whether scoring itself is flat in memory.
+    """
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        records, out = pool.apply(_night_in_child, (args, run_date, phase))
+    stages = Stages(phase)
+    stages.records = records
+    return stages, out
+
+
 def _check_published(url: str, as_of: str, expected: int, rerun_began: dt.datetime) -> dict[str, Any]:
     """Check in SQL that the scores table holds exactly the rerun's rows for ``as_of``; return the figures."""
     engine = sa.create_engine(url)
@@ -294,9 +326,22 @@ def _check_published(url: str, as_of: str, expected: int, rerun_began: dt.dateti
             "thresholds": thresholds, "expected_rows": expected, "ok": not problems, "problems": problems}  # fmt: skip
 
 
+def _user_counts(text: str) -> list[int]:
+    """``--users``: one count or a comma-separated list of counts (underscores allowed)."""
+    try:
+        counts = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a user count or a comma-separated list of them") from None
+    if not counts:
+        raise argparse.ArgumentTypeError("give at least one user count")
+    return counts
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1_000_000, help="users to seed (default 1,000,000)")
+    parser.add_argument("--users", type=_user_counts, default=[1_000_000],
+                        help="users to seed (default 1,000,000); a comma-separated list (e.g. 100000,1000000) runs "
+                        "the whole benchmark once per size, one after the other, and compares the nights' peak memory")  # fmt: skip
     parser.add_argument("--days", type=int, default=365, help="days of synthetic history (default 365)")
     parser.add_argument("--run-date", type=dt.date.fromisoformat, default=dt.date(2024, 12, 31),
                         help="the nightly's run date and the last day of history (default 2024-12-31)")  # fmt: skip
@@ -313,13 +358,29 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database and the temporary folder")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
-    if args.users < 1 or args.days < 1 or args.max_users < 10 or not 1 <= args.shards <= 256 or not 1 <= args.nights <= 30:
+    if min(args.users) < 1 or args.days < 1 or args.max_users < 10 or not 1 <= args.shards <= 256 or not 1 <= args.nights <= 30:
         parser.error("use --users >= 1, --days >= 1, --max-users >= 10, --shards in 1..256 and --nights in 1..30")
     return args
 
 
+def _memory_comparison(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Each night's peak RSS at every size, and the largest size's over the smallest's."""
+    small, large = min(results, key=lambda r: r["users"]), max(results, key=lambda r: r["users"])
+    lines = ["", "peak RSS of each night's stages (each night in a fresh process), by number of users:"]
+    per_night = []
+    for i in range(len(small["nights"])):
+        peaks = {r["users"]: r["nights"][i]["stage_peak_rss_mib"] for r in results}
+        ratio = peaks[large["users"]] / peaks[small["users"]]
+        per_night.append({"night": i + 1, "peak_rss_mib": peaks, "ratio": round(ratio, 3)})
+        shown = ", ".join(f"{users:,} users {mib:,.0f} MiB" for users, mib in sorted(peaks.items()))
+        lines.append(f"night {i + 1}: {shown}; {large['users']:,} / {small['users']:,} users = {ratio:.2f}x")
+    worst = max(n["ratio"] for n in per_night)
+    lines.append(f"largest ratio over the nights: {worst:.2f}x (memory flat in the number of users means close to 1)")
+    return lines, {"small_users": small["users"], "large_users": large["users"], "nights": per_night, "max_ratio": worst}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; returns the process exit status (1 when the published table is not as expected)."""
+    """Run the benchmark once per ``--users`` size; returns 1 when a published table is not as expected."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     encoder_dir = None
@@ -332,9 +393,28 @@ def main(argv: list[str] | None = None) -> int:
 
         get_settings().resolved_encoder_dir  # noqa: B018 - fail now, not after seeding, when MiniLM is not installed
 
+    results = []
+    for users in args.users:
+        results.append(_run(argparse.Namespace(**{**vars(args), "users": users}), encoder_dir))
+    out: dict[str, Any] = results[0]
+    if len(results) > 1:
+        lines, memory = _memory_comparison(results)
+        print("\n".join(lines), flush=True)
+        out = {"runs": results, "memory": memory}
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    failed = [r for r in results if not r["check"]["ok"]]
+    for r in failed:
+        print(f"ERROR: the published table at {r['users']:,} users is not as expected: {'; '.join(r['check']['problems'])}",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def _run(args: argparse.Namespace, encoder_dir: Path | None) -> dict[str, Any]:
+    """The whole benchmark at ``args.users`` users: setup, the nights, the rerun and the check; prints and returns the results."""
     home = Path(tempfile.mkdtemp(prefix="spendpred_bench_nightly_"))
     setup, rerun = Stages("setup"), Stages("rerun")
-    nights = [Stages(f"night {i + 1}") for i in range(args.nights)]
+    nights: list[Stages] = []
     appended: list[dict[str, Any]] = []
     outs: list[dict[str, Any]] = []
     try:
@@ -345,12 +425,14 @@ def main(argv: list[str] | None = None) -> int:
             model = _setup(setup, args, home)
             from spendpred import pipeline
 
-            for i, stages in enumerate(nights):
+            for i in range(args.nights):
                 day = args.run_date + dt.timedelta(days=i)
                 if i > 0:  # the platform's next day: about --daily-active of the users act
                     appended.append(setup.run(f"append_day {day}", pipeline.append_day, day, args.seed + i,
                                               daily_active=args.daily_active, rows=lambda r: int(r["active_users"])))  # fmt: skip
-                outs.append(_nightly(stages, args, day))
+                stages, night = _night(args, day, f"night {i + 1}")
+                nights.append(stages)
+                outs.append(night)
             out = outs[-1]
             rerun_began = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
             rerun.run("publish_scores (same date again)", pipeline.publish_scores, out["tiers"], rows=lambda r: r["rows"])
@@ -418,12 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {"stages": setup.records, "total_s": round(setup.total_s, 3)},
         "rerun": {"stages": rerun.records}, "check": check, "machine": machine,
     }  # fmt: skip
-    if args.json_path:
-        Path(args.json_path).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    if not check["ok"]:
-        print(f"ERROR: the published table is not as expected: {'; '.join(check['problems'])}", file=sys.stderr)
-        return 1
-    return 0
+    return result
 
 
 if __name__ == "__main__":
