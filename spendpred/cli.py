@@ -236,7 +236,11 @@ def report(
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw data as JSON.")] = False,
 ) -> None:
-    """Print the latest run's tiers and thresholds, the champion's metrics, and SQL to query them."""
+    """Print the latest run's tiers and thresholds, the champion's metrics, and SQL to query them.
+
+    Exits 1 when part of it could not be read (the warehouse or the model registry): what
+    could be read is still printed, and each ``error:`` line says what failed.
+    """
     from spendpred import pipeline, report
 
     data = pipeline.run_summary(url)
@@ -244,6 +248,8 @@ def report(
         _echo_json(data)
     else:
         typer.echo(report.format_report(data))
+    if data["errors"]:
+        raise typer.Exit(1)
 
 
 CREATES_WAREHOUSE = frozenset({("db", "init"), ("seed",), ("import-cdnow",)})

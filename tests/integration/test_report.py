@@ -151,6 +151,28 @@ def test_page_data_reports_an_uninitialised_warehouse_as_an_error(sqlite_url: st
     assert len(data["errors"]) == 1 and "spendpred db init" in data["errors"][0]
 
 
+def test_report_command_exits_1_when_part_of_it_cannot_be_read(sqlite_url: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A scripted ``spendpred report`` sees the failure in its exit status, not only in the text."""
+    from typer.testing import CliRunner
+
+    from spendpred.cli import app
+
+    monkeypatch.setenv("SPENDPRED_HOME", str(tmp_path / "var"))
+    with warehouse.opened_engine(sqlite_url) as engine, engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")  # another database, not initialised
+        conn.commit()
+    for args in ([], ["--json"]):
+        done = CliRunner().invoke(app, ["report", "--url", sqlite_url, *args])
+        assert done.exit_code == 1, done.output
+        assert "spendpred db init" in done.stdout
+    with warehouse.opened_engine(sqlite_url) as engine:
+        warehouse.init_db(engine)
+    done = CliRunner().invoke(app, ["report", "--url", sqlite_url])
+    assert done.exit_code == 0, done.output
+    assert "error:" not in done.stdout
+
+
 CHAMPION = {
     "name": "spendpred-regressor", "version": "7", "tags": {"loss": "ziln"},
     "metrics": {"normalised_gini": 0.71, "top10_capture": 0.52, "rmse": 40.0, "decile_mape": 0.2, "total_ratio": 1.04,
