@@ -146,9 +146,13 @@ def train_model(
     before = result.frozen or result.bundle  # all-but-head: the model itself is the "before fine-tuning" one
 
     test = parts["test"]
+    candidate = result.bundle.predict(test)
+    # stage 2 not run (frozen encoder) or not kept (the stage-1 weights were restored): the
+    # candidate is the "before fine-tuning" model, so the held-out users are encoded once
+    same_model = before is result.bundle or result.stages.get("kept") == "head"
     predictions = {
-        CANDIDATE: result.bundle.predict(test),
-        "before_finetuning": before.predict(test),
+        CANDIDATE: candidate,
+        "before_finetuning": candidate.copy() if same_model else before.predict(test),
         "past_spend": baselines.past_spend_baseline(test),
         "gbt_numeric": baselines.gbt_baseline(parts["train"], test, features, seed=settings.seed),
     }

@@ -123,6 +123,17 @@ def test_staged_schedule_head_first_then_layer_decayed_finetune(
     assert result.frozen.meta["train_config"]["freeze"] == "all-but-head"
 
 
+def test_a_lost_finetune_restores_the_stage_one_model_exactly(
+    bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> None:
+    """Stage 2 with absurd rates loses on validation: the kept model predicts exactly as the frozen one
+    (so a retrain scores its held-out users once for both, ``pipeline.retrain.train_model``)."""
+    settings = config(epochs=1, head_epochs=3, lr=5.0, finetune_head_lr=5.0, layer_decay=1.0)
+    result = train_regressor(train_df, val_df, FEATURE_COLUMNS, settings, bert)
+    assert result.stages["kept"] == "head" and result.frozen is not None
+    assert np.array_equal(result.bundle.predict(val_df), result.frozen.predict(val_df))
+
+
 def test_layer_decay_gives_lower_layers_smaller_rates(bert: Path) -> None:
     from spendpred.model.network import SpendHead, SpendRegressor, load_encoder
     from spendpred.model.training import _param_groups
