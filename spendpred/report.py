@@ -208,16 +208,6 @@ def latest_run_summary(engine: sa.Engine, bins: int = 20) -> dict[str, Any]:
 # -- the page's data: the latest run and the champion ----------------------------------------
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """Return the database file of a ``sqlite:///`` URL (``None`` for other URLs or memory)."""
-    if not url.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(url).database
-    return Path(database) if database and database != ":memory:" else None
-
-
 def _hide_password(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -231,11 +221,11 @@ def _read_summary(url: str, data: dict[str, Any]) -> None:
     """Fill ``data["summary"]`` from the warehouse, or add a message to ``data["errors"]``."""
     import sqlalchemy as sa
 
-    file = _sqlite_file(url)
+    file = warehouse.sqlite_file(url)
     if file is not None and not file.exists():
         data["notes"].append(f"The warehouse file {file} does not exist yet: run `spendpred db init`.")
         return
-    engine = warehouse.get_engine(url)
+    engine = warehouse.get_engine(url, create=False)  # reading never writes, not even an empty file's header
     try:
         data["warehouse"] = engine.url.render_as_string(hide_password=True)
         data["summary"] = latest_run_summary(engine)
@@ -250,7 +240,7 @@ def _read_summary(url: str, data: dict[str, Any]) -> None:
 
 def _read_champion(settings: Settings, data: dict[str, Any]) -> None:
     """Fill ``data["champion"]`` from the MLflow registry, or add a message to ``data["errors"]``."""
-    file = _sqlite_file(settings.resolved_tracking_uri)
+    file = warehouse.sqlite_file(settings.resolved_tracking_uri)
     if file is not None and not file.exists():
         return  # no tracking store yet, hence no champion; do not create one by reading
     try:

@@ -168,8 +168,8 @@ def normalize_url(url: str) -> str:
         ) from None
 
 
-def missing_sqlite_file(url: str) -> Path | None:
-    """Return the file of a SQLite ``url`` when it does not exist (``None`` for PostgreSQL, memory or an existing file)."""
+def sqlite_file(url: str) -> Path | None:
+    """Return the file of a SQLite ``url`` (``None`` for PostgreSQL, an in-memory database or a bad URL)."""
     try:
         parsed = make_url(normalize_url(url))
     except Exception:  # noqa: BLE001 - get_engine reports a bad URL
@@ -177,10 +177,14 @@ def missing_sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     if parsed.database.startswith("file:"):  # a sqlite URI: the path up to its query
-        path = Path(parsed.database[len("file:") :].split("?", 1)[0])
-    else:
-        path = Path(parsed.database)
-    return None if path.exists() else path
+        return Path(parsed.database[len("file:") :].split("?", 1)[0])
+    return Path(parsed.database)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """Return the file of a SQLite ``url`` when it does not exist (``None`` for PostgreSQL, memory or an existing file)."""
+    path = sqlite_file(url)
+    return None if path is None or path.exists() else path
 
 
 def get_engine(url: str | None = None, settings: Settings | None = None, *, create: bool | None = None) -> sa.Engine:
@@ -212,11 +216,14 @@ def get_engine(url: str | None = None, settings: Settings | None = None, *, crea
         if missing is not None and parsed.database and not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+        file = sqlite_file(url)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            # switching to WAL writes a header into an empty (zero-byte) file: only where creating is allowed
+            if may_create or file is None or not file.is_file() or file.stat().st_size > 0:
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 

@@ -532,6 +532,21 @@ def test_get_engine_create_false_refuses_a_missing_file_and_creates_nothing(tmp_
     assert (tmp_path / "typo").is_dir()
 
 
+def test_reading_an_empty_sqlite_file_leaves_it_empty(tmp_path: Path) -> None:
+    """A zero-byte file (``touch warehouse.db``) is a warehouse without tables: commands that only
+    read say so, and the file stays zero bytes; ``db init`` then makes it a warehouse."""
+    empty = tmp_path / "warehouse.db"
+    empty.touch()
+    url = f"sqlite:///{empty}"
+    done = run(["score", "--as-of", AS_OF, "--url", url], tmp_path)
+    assert done.returncode == 2 and "run `spendpred db init`" in done.stderr, done.stderr
+    assert run(["summary", "--url", url], tmp_path).returncode == 2
+    assert empty.stat().st_size == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("warehouse.db")) == ["warehouse.db"]
+    assert run(["db", "init", "--url", url], tmp_path).returncode == 0
+    assert empty.stat().st_size > 0
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
