@@ -28,6 +28,7 @@ folder unless ``--keep``.
     .venv/bin/python bench/nightly_e2e.py --encoder tiny          # 1,000,000 users, two nights
     .venv/bin/python bench/nightly_e2e.py --users 100000 --max-users 2000   # MiniLM, two nights
     .venv/bin/python bench/nightly_e2e.py --users 100000,1000000 --max-users 2000   # both sizes, memory compared
+    .venv/bin/python bench/nightly_e2e.py --users 100000,1000000 --encoder tiny --tiny-hidden 384   # memory, in minutes
     .venv/bin/python bench/nightly_e2e.py --users 5000 --encoder tiny --shards 2 --json /tmp/nightly.json
 
 **Encoder.** ``--encoder DIR`` scores with the Hugging Face checkpoint in ``DIR``; without it,
@@ -228,7 +229,7 @@ def _setup(stages: Stages, args: argparse.Namespace, home: Path) -> dict[str, An
     if args.encoder == "tiny":
         from spendpred.model.tiny import make_tiny_bert
 
-        encoder = stages.run("build tiny encoder", make_tiny_bert, home / "encoder-tiny")
+        encoder = stages.run("build tiny encoder", make_tiny_bert, home / "encoder-tiny", hidden_size=args.tiny_hidden)
         os.environ["SPENDPRED_ENCODER_DIR"] = str(encoder)
     trained = stages.run(
         "train_model (head only, 1 epoch)", pipeline.train_model, snapshot, epochs=1,
@@ -348,6 +349,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shards", type=int, default=1, help="scoring shards, run one after the other (default 1)")
     parser.add_argument("--encoder", default=None,
                         help="encoder directory, or 'tiny' for a tiny random BERT (default: the product's MiniLM)")  # fmt: skip
+    parser.add_argument("--tiny-hidden", type=int, default=32,
+                        help="with --encoder tiny: the embedding width (default 32; 384 gives the embedding cache "
+                        "MiniLM's width, so its memory at scale is MiniLM's while encoding stays cheap)")  # fmt: skip
     parser.add_argument("--max-users", type=int, default=5000, help="users the champion is trained on (default 5,000)")
     parser.add_argument("--seed", type=int, default=42, help="random seed for the synthetic data (default 42)")
     parser.add_argument("--nights", type=int, default=2,
@@ -358,6 +362,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database and the temporary folder")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
+    if args.tiny_hidden < 8 or args.tiny_hidden % 4:
+        parser.error("--tiny-hidden must be a multiple of 4 (the tiny encoder's 4 attention heads), at least 8")
     if min(args.users) < 1 or args.days < 1 or args.max_users < 10 or not 1 <= args.shards <= 256 or not 1 <= args.nights <= 30:
         parser.error("use --users >= 1, --days >= 1, --max-users >= 10, --shards in 1..256 and --nights in 1..30")
     return args
@@ -444,7 +450,7 @@ def _run(args: argparse.Namespace, encoder_dir: Path | None) -> dict[str, Any]:
             shutil.rmtree(home, ignore_errors=True)
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
-    encoder_label = "tiny random BERT (2 layers, hidden 32)" if args.encoder == "tiny" else model["encoder_dir"]
+    encoder_label = f"tiny random BERT (2 layers, hidden {args.tiny_hidden})" if args.encoder == "tiny" else model["encoder_dir"]
     lines = [
         "",
         f"{args.users:,} users, {args.days} days of history, nights {args.run_date} .. "

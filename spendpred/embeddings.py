@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from spendpred.files import temporary_sibling
+from spendpred.files import open_parquet, temporary_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +141,9 @@ class ShardCache:
     # -- reading -----------------------------------------------------------------------------
     def _open(self) -> Iterator[Any] | None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         try:
-            parquet = pq.ParquetFile(self.path)
+            parquet = open_parquet(self.path)
             meta = json.loads((parquet.schema_arrow.metadata or {}).get(_META_KEY, b"{}"))
             emb_type = parquet.schema_arrow.field("embedding").type
             if (

@@ -18,7 +18,7 @@ import numpy as np
 
 from spendpred.embeddings import CacheStats, ShardCache, text_digests
 from spendpred.errors import DataError, ModelError
-from spendpred.files import temporary_sibling
+from spendpred.files import open_parquet, temporary_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def score_shard_file(
     from spendpred.model.features import check_texts
     from spendpred.splits import shard_of
 
-    parquet = pq.ParquetFile(snapshot_file)
+    parquet = open_parquet(snapshot_file)
     columns = ["user_id", "text", *model.feature_columns]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

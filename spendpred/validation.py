@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spendpred.errors import ConfigError, DataError, ValidationFailed
-from spendpred.files import sha256_file, write_json_atomic, write_text_atomic
+from spendpred.files import open_parquet, sha256_file, write_json_atomic, write_text_atomic
 from spendpred.snapshot import (
     FEATURE_COLUMNS,
     MANIFEST_FILE,
@@ -519,7 +519,7 @@ def validate_snapshot(
         failures.append(_precheck_failure(f"{MANIFEST_FILE} is readable", str(exc)))
     path = SnapshotDir(snapshot_dir).parquet
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = open_parquet(path)
     except (OSError, pa.ArrowException) as exc:
         failures.append(_precheck_failure(f"{SNAPSHOT_FILE} is readable", f"{path}: {exc}"))
     if failures or manifest is None or parquet is None:
