@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendpred import warehouse

@@ -117,8 +117,8 @@ def score_shard_file(
     """Predict spend for the users of one shard and write them to ``out_path``; return what it cost.
 
     ``model`` is a ``SpendModel`` (``feature_columns``, ``hidden_size``, ``head_features``,
-    ``encode``, ``predict_pooled`` and ``population_forecast``). The snapshot is read in batches of ``READ_BATCH_ROWS``;
-    each batch's texts are encoded (``precision``, ``batch_size`` and ``threads`` as in
+    ``encode``, ``predict_pooled`` and ``population_forecast``). The snapshot is read in
+    batches of ``READ_BATCH_ROWS``; each batch's texts are encoded (``precision``, ``batch_size`` and ``threads`` as in
     ``SpendModel.predict``), except those found unchanged in ``cache`` (a
     ``spendpred.embeddings.ShardCache``), and the head runs for every user with the batch's
     features. The output (``user_id`` string, ``predicted_spend`` float64 rounded to

@@ -208,7 +208,8 @@ def get_engine(url: str | None = None, settings: Settings | None = None, *, crea
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         may_create = _MAY_CREATE_SQLITE.get() if create is None else create
-        missing = missing_sqlite_file(url)
+        file = sqlite_file(url)
+        missing = file if file is not None and not file.exists() else None
         if missing is not None and not may_create:
             raise ConfigError(
                 f"warehouse file {missing} does not exist: run `spendpred db init` (or fix SPENDPRED_WAREHOUSE_URL or --url)"
@@ -216,7 +217,6 @@ def get_engine(url: str | None = None, settings: Settings | None = None, *, crea
         if missing is not None and parsed.database and not parsed.database.startswith("file:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": 60})
-        file = sqlite_file(url)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -206,8 +206,9 @@ class SpendModel:
         ``precision`` is ``auto`` (bf16 on CUDA and on a CPU with native bf16 kernels, else
         fp32), ``fp32``, ``bf16`` (on CUDA the encoder's weights cast to bfloat16 once, on a CPU
         bf16 autocast, which keeps LayerNorm in float32; pooling and head in float32) or
-        ``int8`` (CPU only, dynamic quantisation of the encoder's linear layers); see ``spendpred.model.scoring`` for what each costs in accuracy. On a CPU the encoder
-        uses ``num_threads`` threads for the call (None: torch's setting, capped at the cores
+        ``int8`` (CPU only, dynamic quantisation of the encoder's linear layers); see
+        ``spendpred.model.scoring`` for what each costs in accuracy. On a CPU the encoder uses
+        ``num_threads`` threads for the call (None: torch's setting, capped at the cores
         available to the process).
 
         Raises ``DataError`` naming the column or row when the input is malformed and

@@ -143,16 +143,14 @@ def train_model(
     with cpu_threads(settings.resolved_torch_threads):  # threads x concurrent tasks within the cores
         # staged: head on the frozen encoder, then fine-tuning; result.frozen is the stage-1 model
         result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
-    before = result.frozen or result.bundle  # all-but-head: the model itself is the "before fine-tuning" one
 
     test = parts["test"]
     candidate = result.bundle.predict(test)
-    # stage 2 not run (frozen encoder) or not kept (the stage-1 weights were restored): the
+    # the stage-1 model kept (encoder frozen, or fine-tuning lost and its weights restored): the
     # candidate is the "before fine-tuning" model, so the held-out users are encoded once
-    same_model = before is result.bundle or result.stages.get("kept") == "head"
     predictions = {
         CANDIDATE: candidate,
-        "before_finetuning": candidate.copy() if same_model else before.predict(test),
+        "before_finetuning": candidate.copy() if result.stages["kept"] == "head" else result.frozen.predict(test),
         "past_spend": baselines.past_spend_baseline(test),
         "gbt_numeric": baselines.gbt_baseline(parts["train"], test, features, seed=settings.seed),
     }
