@@ -28,6 +28,7 @@ trains on features as of 1997-07-04 and evaluates on spend in (1997-12-31, 1998-
     .venv/bin/python bench/accuracy_cdnow.py --sample 1 --freeze none --epochs 3   # production setting (GPU)
     .venv/bin/python bench/accuracy_cdnow.py --template v1,v2      # both text templates, paired v2 - v1
     .venv/bin/python bench/accuracy_cdnow.py --anchor-off-too      # each version also scored without the trend anchor
+    .venv/bin/python bench/accuracy_cdnow.py --train-windows 1,3   # 1 vs 3 stacked training windows, paired w3 - w1
 
 CPU-sized defaults: 10% of the customers, the encoder frozen (``--freeze all-but-head``) and
 up to 40 epochs (early stopping ends sooner). With a frozen encoder the texts are encoded
@@ -339,19 +340,39 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(clean(dict(data)), indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def model_name(loss: str, template: str, templates: Sequence[str], suffix: str = "") -> str:
-    """The result name of a regressor: ``bert_<loss><suffix>``, with ``_<template>`` when several templates run."""
+def model_name(loss: str, tag: str, tags: Sequence[str], suffix: str = "") -> str:
+    """The result name of a regressor: ``bert_<loss><suffix>``, with ``_<tag>`` when several variants run.
+
+    A variant's tag is its text template (``v1``, ``v2``) and/or its stacked training windows
+    (``w1``, ``w3``): see :func:`variant_tags`.
+    """
     name = f"bert_{loss}{suffix}"
-    return name if len(templates) <= 1 else f"{name}_{template}"
+    return name if len(tags) <= 1 else f"{name}_{tag}"
 
 
-def template_pairs(names: Sequence[str], templates: Sequence[str]) -> list[tuple[str, str]]:
-    """``(name in a later template, same model in the first template)`` for the paired bootstrap (v2 − v1)."""
-    if len(templates) <= 1:
+def variant_tags(templates: Sequence[str], windows: Sequence[int] = (1,)) -> list[tuple[str, str, int]]:
+    """``(tag, template, train windows)`` of every variant trained: templates × windows, the first is the reference.
+
+    The tag names only what varies: ``v1``/``v2`` for several templates, ``w1``/``w3`` for
+    several window counts, ``v1_w3`` for both; with one of each the tag is the template.
+    """
+    out = []
+    for template in templates:
+        for count in windows:
+            parts = [template] if len(templates) > 1 or len(windows) == 1 else []
+            if len(windows) > 1:
+                parts.append(f"w{count}")
+            out.append(("_".join(parts), template, count))
+    return out
+
+
+def template_pairs(names: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str]]:
+    """``(name in a later variant, same model in the first variant)`` for the paired bootstrap (e.g. v2 − v1)."""
+    if len(tags) <= 1:
         return []
-    first = f"_{templates[0]}"
+    first = f"_{tags[0]}"
     pairs = []
-    for later in templates[1:]:
+    for later in tags[1:]:
         for name in names:
             if name.endswith(f"_{later}") and name.removesuffix(f"_{later}") + first in names:
                 pairs.append((name, name.removesuffix(f"_{later}") + first))
@@ -370,23 +391,32 @@ def train_and_score_templates(
     freeze: str,
     publish: bool,
     anchor_off_too: bool = False,
+    windows: Sequence[int] = (1,),
 ) -> tuple[dict[str, pd.Series], dict[str, Any]]:
-    """:func:`train_and_score` once per text template (``SPENDPRED_TEXT_TEMPLATE`` of the CLI).
+    """:func:`train_and_score` once per variant: text template (``SPENDPRED_TEXT_TEMPLATE``) × stacked
+    training windows (``SPENDPRED_TRAIN_WINDOWS``).
 
-    Results are named by :func:`model_name`. The CLI keeps the last template afterwards, so
-    the snapshots ``baselines_and_report`` extracts use it.
+    Results are named by :func:`model_name` with the tags of :func:`variant_tags`. The CLI
+    keeps the last template afterwards, so the snapshots ``baselines_and_report`` extracts use it.
     """
     scores: dict[str, pd.Series] = {}
     trained: dict[str, Any] = {}
-    for template in templates:
+    variants = variant_tags(templates, windows)
+    tags = [tag for tag, _, _ in variants]
+    for tag, template, count in variants:
         cli.env["SPENDPRED_TEXT_TEMPLATE"] = template
-        say(f"text template {template}")
-        got, info = train_and_score(cli, url, run_date, horizon, losses, epochs, max_users, freeze, publish, anchor_off_too)
+        cli.env["SPENDPRED_TRAIN_WINDOWS"] = str(count)
+        say(f"text template {template}, {count} stacked training window(s)")
+        got, info = train_and_score(cli, url, run_date, horizon, losses, epochs, max_users, freeze, publish, anchor_off_too,
+                                    log_tag=tag)
         for loss in losses:
-            scores[model_name(loss, template, templates)] = got[f"bert_{loss}"]
+            scores[model_name(loss, tag, tags)] = got[f"bert_{loss}"]
             if f"bert_{loss}_no_anchor" in got:
-                scores[model_name(loss, template, templates, "_no_anchor")] = got[f"bert_{loss}_no_anchor"]
-            trained[model_name(loss, template, templates).removeprefix("bert_")] = {**info[loss], "text_template": template}
+                scores[model_name(loss, tag, tags, "_no_anchor")] = got[f"bert_{loss}_no_anchor"]
+            trained[model_name(loss, tag, tags).removeprefix("bert_")] = {
+                **info[loss], "text_template": template, "train_windows": count,
+            }
+    cli.env.pop("SPENDPRED_TRAIN_WINDOWS", None)
     return scores, trained
 
 
@@ -401,6 +431,7 @@ def train_and_score(
     freeze: str,
     publish: bool,
     anchor_off_too: bool = False,
+    log_tag: str = "",
 ) -> tuple[dict[str, pd.Series], dict[str, Any]]:
     """Train one version per loss through the CLI, score each as of ``run_date``; return scores and training info.
 
@@ -414,7 +445,7 @@ def train_and_score(
                 "--epochs", str(epochs), "--freeze", freeze, "--promote", "never"]
         if max_users:
             args += ["--max-users", str(max_users)]
-        tag = cli.env.get("SPENDPRED_TEXT_TEMPLATE", "")
+        tag = log_tag or cli.env.get("SPENDPRED_TEXT_TEMPLATE", "")
         out = cli(f"train-{loss}{'-' + tag if tag else ''}", *args)
         result = json.loads((Path(out["train_dir"]) / "result.json").read_text(encoding="utf-8"))
         trained[loss] = {
@@ -426,7 +457,7 @@ def train_and_score(
         }
         say(f"  loss={loss}: version {out['version']}, test-split norm. Gini {result['metrics'].get('normalised_gini'):.3f}")
     scores: dict[str, pd.Series] = {}
-    tag = cli.env.get("SPENDPRED_TEXT_TEMPLATE", "")
+    tag = log_tag or cli.env.get("SPENDPRED_TEXT_TEMPLATE", "")
     for loss in losses:
         version = trained[loss]["version"]
         args = ["score", "--as-of", run_date.isoformat(), "--model", version]
@@ -464,8 +495,9 @@ def baselines_and_report(
 ) -> dict[str, Any]:
     """Extract labels and the training snapshot, fit the baselines, evaluate everything, print and save.
 
-    With several ``templates`` the models named ``<model>_<template>`` (:func:`model_name`)
-    are also compared pairwise, each later template against the first (paired bootstrap).
+    With several variant tags in ``templates`` (:func:`variant_tags`: text templates and/or
+    stacked training windows) the models named ``<model>_<tag>`` (:func:`model_name`) are also
+    compared pairwise, each later variant against the first (paired bootstrap).
     """
     from spendpred import baselines, btyd
 
@@ -539,7 +571,7 @@ def baselines_and_report(
     if unseen_scores:
         lines += [f"### Users the regressor never fitted on ({int(unseen.sum())})", "", markdown_table(unseen_scores, None, labels), ""]
     if paired:
-        title = "model minus baseline" + (f", and each model on template {templates[-1]} minus the same on {templates[0]}," if pairs else "")
+        title = "model minus baseline" + (f", and each model on variant {templates[-1]} minus the same on {templates[0]}," if pairs else "")
         lines += [f"### Paired bootstrap: {title} on the same resampled users", "", paired_lines(paired), ""]
     lines += ["### Tier confusion (top 10% high, next 30% medium)", "", confusion_lines(confusion), ""]
     lines += ["### Verdict", "", *[f"- {line}" for line in verdict(scores, model_names, baseline_names)], ""]
@@ -620,6 +652,17 @@ def parse_templates(text: str) -> list[str]:
     return templates
 
 
+def parse_windows(text: str) -> list[int]:
+    """The ``--train-windows`` list (``1`` or ``1,3``): distinct counts in 1..12 (``Settings.train_windows``)."""
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= c <= 12 for c in counts) or len(set(counts)) != len(counts):
+        sys.exit(f"--train-windows must list distinct counts from 1 to 12, e.g. 1 or 1,3; got {text!r}")
+    return counts
+
+
 def parse_losses(text: str) -> list[str]:
     """The ``--losses`` list, checked."""
     losses = [loss.strip() for loss in text.split(",") if loss.strip()]
@@ -653,22 +696,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Share of customers kept (stable hash; 1 = the whole file; default 0.1 ≈ 2,357 customers).")
     common_arguments(parser, run_date="1997-12-31", horizon=180, losses="mse,huber,ziln", epochs=40, max_users=0,
                      freeze="all-but-head", out="bench/results/accuracy_cdnow.json")
+    parser.add_argument(
+        "--train-windows", default="1", metavar="N|N,M",
+        help="Stacked training windows of the retrain (SPENDPRED_TRAIN_WINDOWS): one count, or several (1,3): one model "
+        "per count on the same users, with the paired bootstrap of each count against the first (default 1).",
+    )
+    parser.add_argument("--window-step-days", type=int, default=None,
+                        help="Days between two stacked windows (SPENDPRED_WINDOW_STEP_DAYS; default: the product's).")
     args = parser.parse_args(argv)
     if not 0 < args.sample <= 1:
         parser.error("--sample must be in (0, 1]")
     run_date = dt.date.fromisoformat(args.run_date)
     losses = parse_losses(args.losses)
     templates = parse_templates(args.template)
+    windows = parse_windows(args.train_windows)
+    tags = [tag for tag, _, _ in variant_tags(templates, windows)]
     max_users = args.max_users or None
     home, temporary = open_home(args.home)
     cli = Cli(home, args.horizon_days)
+    if args.window_step_days is not None:
+        cli.env["SPENDPRED_WINDOW_STEP_DAYS"] = str(args.window_step_days)
     url = f"sqlite:///{home / 'warehouse.db'}"
     from spendpred.config import get_settings
 
     settings = {
         "data": str(args.data), "sample": args.sample, "run_date": run_date.isoformat(), "horizon_days": args.horizon_days,
         "losses": ",".join(losses), "text_template": ",".join(templates), "epochs": args.epochs,
-        "max_users": max_users or "all", "freeze": args.freeze,
+        "max_users": max_users or "all", "freeze": args.freeze, "train_windows": ",".join(map(str, windows)),
+        "window_step_days": args.window_step_days or get_settings().window_step_days,
         "encoder": str(get_settings().resolved_encoder_dir), "publish": not args.no_publish, "seed": args.seed,
         "home": str(home),
     }
@@ -681,11 +736,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"sampled {kept} customers ({args.sample:g} of the file) into {data}")
         cli("import", "import-cdnow", str(data))
         scores, trained = train_and_score_templates(cli, url, run_date, args.horizon_days, losses, templates, args.epochs,
-                                                    max_users, args.freeze, not args.no_publish, args.anchor_off_too)
+                                                    max_users, args.freeze, not args.no_publish, args.anchor_off_too,
+                                                    windows)
         baselines_and_report(
             name="CDNOW accuracy", cli=cli, url=url, run_date=run_date, horizon=args.horizon_days, max_users=max_users,
             model_scores=scores, extra_models=None, settings=settings, trained=trained, out_path=args.out,
-            bootstrap_draws=args.bootstrap, seed=args.seed, templates=templates,
+            bootstrap_draws=args.bootstrap, seed=args.seed, templates=tags,
         )
     finally:
         if temporary and not args.keep:
