@@ -316,16 +316,26 @@ def train_regressor(
     config: TrainConfig,
     encoder_dir: str | Path,
     text_template_version: str = "v1",
+    calibrate_rows: int | None = None,
 ) -> TrainResult:
     """Fine-tune a spend regressor on ``train_df`` with early stopping on ``val_df``; return a ``TrainResult``.
 
     Both frames need ``text`` and ``label`` (spend >= 0) and, when ``config.use_features``,
-    the ``feature_columns``. Raises ``ConfigError`` for a bad config or device, ``DataError``
-    for a malformed frame (naming the row or column) and ``ModelError`` when the encoder
-    cannot be loaded from ``encoder_dir``.
+    the ``feature_columns``. ``calibrate_rows`` fits the calibration (and trend anchor) on the
+    first that many rows of ``val_df`` only (default: all): the retrain puts the latest
+    training window first, so with stacked windows the spend level is the one closest to
+    scoring, while early stopping still uses every window. Raises ``ConfigError`` for a bad
+    config, device or ``calibrate_rows``, ``DataError`` for a malformed frame (naming the row
+    or column) and ``ModelError`` when the encoder cannot be loaded from ``encoder_dir``.
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if calibrate_rows is not None and (
+        isinstance(calibrate_rows, bool) or not isinstance(calibrate_rows, int) or not 0 < calibrate_rows <= len(val_df)
+    ):
+        raise ConfigError(
+            f"calibrate_rows must be a whole number from 1 to the {len(val_df)} validation rows, got {calibrate_rows!r}"
+        )
     started = time.perf_counter()
     train_texts, train_labels = _check_frame(train_df, "train data")
     val_texts, val_labels = _check_frame(val_df, "validation data")
@@ -460,10 +470,13 @@ def train_regressor(
     if config.calibrate:
         val_pooled = frozen_val_pooled if stages["kept"] == "head" else None
         forecast = val_df["btyd_spend"].to_numpy(dtype=np.float64) if hybrid is not None else None
-        bundle.meta["calibration"], bundle.meta["anchor"] = _fit_calibration(model, val, val_pooled, config, device, forecast)
+        rows = len(val) if calibrate_rows is None else calibrate_rows
+        bundle.meta["calibration"], bundle.meta["anchor"] = _fit_calibration(
+            model, val, val_pooled, config, device, forecast, rows
+        )
         if frozen_bundle is not None:
             frozen_bundle.meta["calibration"], frozen_bundle.meta["anchor"] = _fit_calibration(
-                frozen, val, frozen_val_pooled, config, device, forecast
+                frozen, val, frozen_val_pooled, config, device, forecast, rows
             )
     logger.info(
         "training done in %.1fs: kept the %s model (epoch %d, val_loss %.4f; %.4f before training); "
@@ -598,8 +611,12 @@ def _fit_calibration(
     config: TrainConfig,
     device: torch.device,
     forecast: np.ndarray | None = None,
+    rows: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Return the calibration of ``model``'s predicted spend on the validation users, and its trend anchor.
+
+    Only the first ``rows`` validation users count (all by default; see ``train_regressor``'s
+    ``calibrate_rows``).
 
     The anchor (``spendpred.model.losses.fit_anchor``) compares the calibrated total with the
     hybrid BG/NBD x Gamma-Gamma ``forecast`` of the same users; ``None`` without a forecast.
@@ -618,8 +635,10 @@ def _fit_calibration(
         for index in length_sorted_batches(split.tokens.lengths, config.eval_batch_size):
             outputs[torch.from_numpy(index).to(device)] = _raw_outputs(model, split, index, device)
         predicted = predict_spend(config.loss, outputs).double().cpu().numpy()
-    calibration = fit_calibration(predicted, val.labels.double().cpu().numpy())
-    anchor = None if forecast is None else fit_anchor(apply_calibration(predicted, calibration), forecast)
+    keep = slice(0, len(split) if rows is None else rows)
+    predicted = predicted[keep]
+    calibration = fit_calibration(predicted, val.labels.double().cpu().numpy()[keep])
+    anchor = None if forecast is None else fit_anchor(apply_calibration(predicted, calibration), forecast[keep])
     return calibration, anchor
 
 

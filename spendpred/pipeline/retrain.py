@@ -99,7 +99,9 @@ def train_model(
     stable hash-chosen subset of the training users (``splits.split_frame``); the test users
     are every held-out user of the snapshot. The earlier stacked windows of ``run["windows"]``
     (``SPENDPRED_TRAIN_WINDOWS``) add training and validation rows of the same users'
-    splits; a held-out user is never trained on in any window. Besides the fine-tuned model, the
+    splits; a held-out user is never trained on in any window, and the calibration to
+    currency is fitted on the latest window's validation users only (an earlier window's
+    spend level is further from the night being scored). Besides the fine-tuned model, the
     baselines are fitted on the same training users and scored on the same test users: the
     model before fine-tuning (encoder frozen, head fitted), past spend, and gradient-boosted
     trees. Writes the bundle, the test predictions, the evaluation report and plots and
@@ -122,6 +124,7 @@ def train_model(
     settings = get_settings()
     frame, manifest = _labelled_snapshot(run)
     parts = splits.split_frame(frame, max_users)
+    latest_val = len(parts["val"])  # calibrated on the latest window's validation users: the level nearest to scoring
     for earlier in _window_frames(run, ref):  # stacked windows: more training and validation rows, same held-out users
         more = splits.split_frame(earlier, max_users)
         for name in ("train", "val"):
@@ -142,7 +145,8 @@ def train_model(
     )
     with cpu_threads(settings.resolved_torch_threads):  # threads x concurrent tasks within the cores
         # staged: head on the frozen encoder, then fine-tuning; result.frozen is the stage-1 model
-        result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version)
+        result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version,
+                                 calibrate_rows=latest_val if latest_val else None)
 
     test = parts["test"]
     candidate = result.bundle.predict(test)

@@ -194,3 +194,9 @@ def test_stacked_training_windows(env: Path, sqlite_url: str, monkeypatch: pytes
 
     earlier_ids = pd.read_parquet(earlier.snapshot.parquet)["user_id"]
     assert held_out.isdisjoint(set(earlier_ids[assign_splits(earlier_ids) != "test"]))
+    # the calibration to currency sees the latest window's validation users only; early stopping sees both
+    from spendpred.splits import split_frame
+
+    latest_val = len(split_frame(pd.read_parquet(main.snapshot.parquet), None)["val"])
+    calibration = json.loads((main.bundle_dir / "bundle.json").read_text())["calibration"]
+    assert calibration["users"] == latest_val < params["val_users"]

@@ -165,6 +165,25 @@ def test_predicted_spend_is_calibrated_to_the_validation_mean(
         assert uncalibrated.mean() < 0.8 * truth.mean()
 
 
+def test_calibrate_rows_fits_the_level_on_the_first_validation_rows_only(
+    bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> None:
+    """Stacked windows: the latest window's validation users come first and set the spend level alone."""
+    latest = val_df.iloc[:60].reset_index(drop=True)
+    earlier = val_df.iloc[60:].assign(label=lambda f: f["label"] * 3.0)  # an earlier period that spent 3x as much
+    stacked = pd.concat([latest, earlier], ignore_index=True)
+    every = train_regressor(train_df, stacked, FEATURE_COLUMNS, config(loss="ziln", epochs=1), bert)
+    first = train_regressor(train_df, stacked, FEATURE_COLUMNS, config(loss="ziln", epochs=1), bert, calibrate_rows=60)
+    assert first.bundle.meta["calibration"]["users"] == 60 and every.bundle.meta["calibration"]["users"] == len(stacked)
+    truth = latest["label"].to_numpy()
+    assert first.bundle.predict(latest).mean() == pytest.approx(truth.mean(), rel=1e-4)
+    assert every.bundle.predict(latest).mean() > 1.2 * truth.mean()  # pulled up by the earlier window
+    assert first.best_val_loss == pytest.approx(every.best_val_loss)  # early stopping still sees every row
+    for bad in (0, len(stacked) + 1, 2.5, True):
+        with pytest.raises(ConfigError, match="calibrate_rows must be a whole number from 1 to the"):
+            train_regressor(train_df, stacked, FEATURE_COLUMNS, config(epochs=1), bert, calibrate_rows=bad)
+
+
 def test_fit_head_only_leaves_the_encoder_as_loaded(
     bert: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
 ) -> None:
