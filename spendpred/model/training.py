@@ -470,13 +470,12 @@ def train_regressor(
     if config.calibrate:
         val_pooled = frozen_val_pooled if stages["kept"] == "head" else None
         forecast = val_df["btyd_spend"].to_numpy(dtype=np.float64) if hybrid is not None else None
-        rows = len(val) if calibrate_rows is None else calibrate_rows
         bundle.meta["calibration"], bundle.meta["anchor"] = _fit_calibration(
-            model, val, val_pooled, config, device, forecast, rows
+            model, val, val_pooled, config, device, forecast, calibrate_rows
         )
         if frozen_bundle is not None:
             frozen_bundle.meta["calibration"], frozen_bundle.meta["anchor"] = _fit_calibration(
-                frozen, val, frozen_val_pooled, config, device, forecast, rows
+                frozen, val, frozen_val_pooled, config, device, forecast, calibrate_rows
             )
     logger.info(
         "training done in %.1fs: kept the %s model (epoch %d, val_loss %.4f; %.4f before training); "
