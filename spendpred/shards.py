@@ -118,10 +118,10 @@ def score_shard_file(
 
     ``model`` is a ``SpendModel`` (``feature_columns``, ``hidden_size``, ``head_features``,
     ``encode``, ``predict_pooled`` and ``population_forecast``). The snapshot is read in
-    batches of ``READ_BATCH_ROWS``; each batch's texts are encoded (``precision``, ``batch_size`` and ``threads`` as in
-    ``SpendModel.predict``), except those found unchanged in ``cache`` (a
-    ``spendpred.embeddings.ShardCache``), and the head runs for every user with the batch's
-    features. The output (``user_id`` string, ``predicted_spend`` float64 rounded to
+    batches of ``READ_BATCH_ROWS``; each batch's texts are encoded (``precision``,
+    ``batch_size`` and ``threads`` as in ``SpendModel.predict``), except those found
+    unchanged in ``cache`` (a ``spendpred.embeddings.ShardCache``), and the head runs for
+    every user with the batch's features. The output (``user_id`` string, ``predicted_spend`` float64 rounded to
     ``PUBLISHED_DECIMALS``, see :func:`round_published`) is written under a temporary name and
     renamed at the end, so a failed shard leaves no partial file; the cache's new file is
     committed only after that. Tiers are computed from these rounded values, so published

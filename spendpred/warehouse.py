@@ -181,12 +181,6 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def missing_sqlite_file(url: str) -> Path | None:
-    """Return the file of a SQLite ``url`` when it does not exist (``None`` for PostgreSQL, memory or an existing file)."""
-    path = sqlite_file(url)
-    return None if path is None or path.exists() else path
-
-
 def get_engine(url: str | None = None, settings: Settings | None = None, *, create: bool | None = None) -> sa.Engine:
     """Return a SQLAlchemy engine for the warehouse.
 

@@ -634,7 +634,7 @@ def _fit_calibration(
         for index in length_sorted_batches(split.tokens.lengths, config.eval_batch_size):
             outputs[torch.from_numpy(index).to(device)] = _raw_outputs(model, split, index, device)
         predicted = predict_spend(config.loss, outputs).double().cpu().numpy()
-    keep = slice(0, len(split) if rows is None else rows)
+    keep = slice(rows)  # None: every row
     predicted = predicted[keep]
     calibration = fit_calibration(predicted, val.labels.double().cpu().numpy()[keep])
     anchor = None if forecast is None else fit_anchor(apply_calibration(predicted, calibration), forecast[keep])

@@ -146,7 +146,7 @@ def train_model(
     with cpu_threads(settings.resolved_torch_threads):  # threads x concurrent tasks within the cores
         # staged: head on the frozen encoder, then fine-tuning; result.frozen is the stage-1 model
         result = train_regressor(parts["train"], parts["val"], features, config, encoder_dir, manifest.text_template_version,
-                                 calibrate_rows=latest_val if latest_val else None)
+                                 calibrate_rows=latest_val or None)
 
     test = parts["test"]
     candidate = result.bundle.predict(test)
