@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -50,6 +51,89 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+ARTIFACT_ROOT_SETTING = "SPENDPRED_MLFLOW_ARTIFACT_ROOT"
+REMOTE_ARTIFACT_SCHEMES: dict[str, tuple[str, str] | None] = {
+    "mlflow-artifacts": None, "http": None, "https": None, "ftp": None, "dbfs": None,
+    "s3": ("boto3", "boto3"), "r2": ("boto3", "boto3"), "b2": ("boto3", "boto3"),
+    "gs": ("google.cloud.storage", "google-cloud-storage"),
+    "wasbs": ("azure.storage.blob", "azure-storage-blob"),
+    "abfss": ("azure.storage.filedatalake", "azure-storage-file-datalake"),
+    "hdfs": ("pyarrow", "pyarrow"), "viewfs": ("pyarrow", "pyarrow"), "sftp": ("pysftp", "pysftp"),
+}  # fmt: skip
+"""The remote artifact stores MLflow ships (``mlflow.store.artifact.artifact_repository_registry``)
+and the ``(module, package)`` its client needs; plug-ins add theirs (entry points ``mlflow.artifact_repository``)."""
+_ARTIFACT_HOST_SCHEMES = frozenset({"s3", "r2", "b2", "gs", "wasbs", "abfss", "ftp", "sftp", "http", "https"})
+"""Remote artifact schemes whose URI must name a bucket, container or host (``s3://bucket/path``)."""
+ARTIFACT_ROOT_FORMS = (
+    "a folder, file:///path, mlflow-artifacts:/path (proxied by an MLflow tracking server), s3://bucket/path, "
+    "gs://bucket/path or wasbs://container@account.blob.core.windows.net/path"
+)
+
+
+@dataclass(frozen=True)
+class ArtifactRoot:
+    """Where MLflow stores a new experiment's artifacts: ``uri`` as MLflow takes it, its ``scheme``
+    (``""`` for a local folder) and, for a local folder (a plain path or ``file://``), its ``path``."""
+
+    uri: str
+    scheme: str
+    path: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the artifacts are written to this machine's disk (a folder or ``file://``)."""
+        return self.path is not None
+
+
+def _artifact_plugins() -> set[str]:
+    """URI schemes that installed MLflow plug-ins register for artifact stores."""
+    from importlib.metadata import entry_points
+
+    return {entry.name for entry in entry_points(group="mlflow.artifact_repository")}
+
+
+def parse_artifact_root(value: str) -> ArtifactRoot:
+    """Return the artifact location ``value`` (``SPENDPRED_MLFLOW_ARTIFACT_ROOT``) as MLflow would use it.
+
+    Accepted: a plain path (a Windows drive letter is not a scheme), ``file:///path`` (also
+    ``file:/path``, ``file://localhost/path``), ``mlflow-artifacts:/path`` or
+    ``mlflow-artifacts://host:port/path``, and every remote store MLflow ships
+    (``REMOTE_ARTIFACT_SCHEMES``: ``s3://``, ``gs://``, ``wasbs://``...) or a plug-in registers.
+    Only the text is checked (and that a bucket or host is named where the store needs one);
+    nothing is contacted. Raises ``ConfigError`` naming the setting and the accepted forms.
+    """
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname
+
+    from spendpred.errors import ConfigError, mask_url
+
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(f"{ARTIFACT_ROOT_SETTING} is empty: unset it (default <home>/mlartifacts) or use {ARTIFACT_ROOT_FORMS}")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if not scheme or (len(scheme) == 1 and text[1:3] in (":\\", ":/")):
+        return ArtifactRoot(text, "", Path(text).expanduser())
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"{ARTIFACT_ROOT_SETTING}={text!r} names the host {parts.netloc!r}: MLflow writes file:// artifacts on "
+                "this machine; use file:///absolute/path, or mlflow-artifacts:/path to store them on the tracking server"
+            )
+        return ArtifactRoot(text, "file", Path(url2pathname(unquote(parts.path))))
+    if scheme not in REMOTE_ARTIFACT_SCHEMES and scheme not in _artifact_plugins():
+        raise ConfigError(
+            f"{ARTIFACT_ROOT_SETTING}={mask_url(text)!r}: {scheme}: is not a location MLflow can keep an experiment's "
+            f"artifacts in: use {ARTIFACT_ROOT_FORMS}"
+        )
+    if scheme in _ARTIFACT_HOST_SCHEMES and not parts.netloc:
+        raise ConfigError(
+            f"{ARTIFACT_ROOT_SETTING}={mask_url(text)!r} names no bucket, container or host: write "
+            f"{scheme}://<bucket or host>/path"
+        )
+    return ArtifactRoot(text, scheme)
+
+
 WAREHOUSE_URL_FORMS = "sqlite:///path.db or postgresql://USER:PASSWORD@HOST:5432/DATABASE"
 _POSTGRES_SCHEMES = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
 
@@ -80,7 +164,10 @@ class Settings(BaseSettings):
     warehouse_url: str | None = Field(None, description="SQLAlchemy URL of the warehouse; default: SQLite file <home>/warehouse.db.")
     source_schema: str | None = Field(None, description="PostgreSQL schema that holds the source relations (default: public).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: sqlite:///<home>/mlflow.db.")
-    mlflow_artifact_root: str | None = Field(None, description="Artifact root for a new experiment; default: <home>/mlartifacts.")
+    mlflow_artifact_root: str | None = Field(
+        None, description="Artifact root of a new experiment: a folder, file://, mlflow-artifacts:/ (the tracking server's "
+        "store), s3://, gs://, wasbs://... (any location MLflow accepts); default: <home>/mlartifacts."
+    )
     staging_dir: str | None = Field(
         None, description="Where snapshots, trained bundles and scored shards are staged: a folder or a file:// URL; "
         "default: <home>/staging (resolved by spendpred.snapshot.staging_root)."
@@ -179,6 +266,11 @@ class Settings(BaseSettings):
     def resolved_artifact_root(self) -> str:
         """Artifact location for the ``spendpred`` experiment when it is created."""
         return self.mlflow_artifact_root or (self.home / "mlartifacts").resolve().as_uri()
+
+    @property
+    def artifact_root(self) -> ArtifactRoot:
+        """``resolved_artifact_root`` parsed (:func:`parse_artifact_root`); raises ``ConfigError`` when MLflow cannot use it."""
+        return parse_artifact_root(self.resolved_artifact_root)
 
     @property
     def resolved_staging_dir(self) -> Path:

@@ -45,7 +45,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spendpred.config import Settings, get_settings
+from spendpred.config import ARTIFACT_ROOT_SETTING, REMOTE_ARTIFACT_SCHEMES, ArtifactRoot, Settings, get_settings
 from spendpred.errors import (
     ConfigError,
     ModelError,
@@ -256,24 +256,59 @@ def check_store(settings: Settings | None = None) -> str:
 def check_writable(settings: Settings | None = None) -> None:
     """Fail fast, before anything is extracted or trained, when a training could not be registered.
 
-    The tracking store passes :func:`check_store` (without creating a new SQLite store: only
-    that its folder could be), and a local artifact root (``SPENDPRED_MLFLOW_ARTIFACT_ROOT``,
-    a folder or ``file://`` URL) can be created and written. Raises ``RegistryUnavailable`` or
-    ``StorageError`` naming the store and the fix; creates and changes nothing.
+    The artifact root (``SPENDPRED_MLFLOW_ARTIFACT_ROOT``) must be a location MLflow accepts
+    (:func:`spendpred.config.parse_artifact_root`); the tracking store passes :func:`check_store`
+    (without creating a new SQLite store: only that its folder could be); then
+    :func:`check_artifact_root`. Raises ``ConfigError``, ``RegistryUnavailable`` or
+    ``StorageError`` naming the setting and the fix; creates and changes nothing.
     """
     settings = _settings(settings)
+    root = settings.artifact_root
     uri = settings.resolved_tracking_uri
     store = _sqlite_store(uri)
     if store is not None and not store.exists():
         _require_writable_folder(store.parent, f"the MLflow store {mask_url(uri)}", TRACKING_SETTING)
     else:
         check_store(settings)
-    root = settings.resolved_artifact_root
-    if root.startswith("file:") or "://" not in root:
-        from spendpred.snapshot import local_path
+    check_artifact_root(root, uri)
 
-        folder = local_path(root, "SPENDPRED_MLFLOW_ARTIFACT_ROOT")
-        _require_writable_folder(folder, f"the MLflow artifact root {folder}", "SPENDPRED_MLFLOW_ARTIFACT_ROOT")
+
+def check_artifact_root(root: ArtifactRoot, tracking_uri: str) -> None:
+    """Check an artifact root as far as is cheap, contacting nothing but the local disk.
+
+    A local folder (a path or ``file://``) must be writable or creatable; ``mlflow-artifacts:``
+    needs an HTTP(S) tracking server (the server stores the files: ``mlflow server
+    --serve-artifacts``); a store whose MLflow client needs a package (``s3://``: boto3,
+    ``gs://``: google-cloud-storage...) needs it installed here. Raises ``ConfigError`` or
+    ``StorageError`` naming ``SPENDPRED_MLFLOW_ARTIFACT_ROOT`` and the fix.
+    """
+    if root.path is not None:
+        _require_writable_folder(root.path, f"the MLflow artifact root {root.path}", ARTIFACT_ROOT_SETTING)
+        return
+    shown = mask_url(root.uri)
+    if root.scheme == "mlflow-artifacts" and tracking_uri.partition(":")[0].lower() not in ("http", "https"):
+        raise ConfigError(
+            f"{ARTIFACT_ROOT_SETTING}={shown} stores artifacts through an MLflow tracking server, but "
+            f"{TRACKING_SETTING} is {mask_url(tracking_uri)}, not http(s)://: point {TRACKING_SETTING} at the server "
+            f"(mlflow server --serve-artifacts), or set {ARTIFACT_ROOT_SETTING} to a folder"
+        )
+    needs = REMOTE_ARTIFACT_SCHEMES.get(root.scheme)
+    if needs is not None and not _installed(needs[0]):
+        raise ConfigError(
+            f"{ARTIFACT_ROOT_SETTING}={shown}: MLflow needs the Python package {needs[1]!r} to store "
+            f"artifacts on {root.scheme}://, and it is not installed here: install it on every worker, or use "
+            f"mlflow-artifacts:/path with a tracking server that serves the artifacts"
+        )
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` (dotted) could be imported, without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a missing parent package (google, azure)
+        return False
 
 
 def _require_writable_folder(folder: Path, what: str, setting: str) -> None:

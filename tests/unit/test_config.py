@@ -93,3 +93,41 @@ def test_text_template_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert describe(caught.value) == (
         "SPENDPRED_TEXT_TEMPLATE: unsupported text template 'V2 ': use one of v1, v2 (set in the environment or in .env)"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme", "path"),
+    [
+        ("mlflow-artifacts:/spendpred", "mlflow-artifacts", None),  # docker-compose.yaml's value
+        ("mlflow-artifacts://mlflow:5000/spendpred", "mlflow-artifacts", None),
+        ("s3://bucket/spendpred", "s3", None),
+        ("gs://bucket/spendpred", "gs", None),
+        ("wasbs://models@account.blob.core.windows.net/spendpred", "wasbs", None),
+        ("file:///srv/mlartifacts", "file", Path("/srv/mlartifacts")),
+        ("file:/srv/mlartifacts", "file", Path("/srv/mlartifacts")),
+        ("/srv/mlartifacts", "", Path("/srv/mlartifacts")),
+        ("var/mlartifacts", "", Path("var/mlartifacts")),
+    ],
+)
+def test_every_artifact_location_mlflow_accepts_is_parsed(value: str, scheme: str, path: Path | None) -> None:
+    from spendpred.config import parse_artifact_root
+
+    root = parse_artifact_root(value)
+    assert (root.uri, root.scheme, root.path, root.is_local) == (value, scheme, path, path is not None)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("s3:/spendpred", r"names no bucket, container or host: write s3://<bucket or host>/path"),
+        ("runs:/abc/model", r"runs: is not a location MLflow can keep an experiment's artifacts in: use a folder, file:///path, mlflow-artifacts:/path"),
+        ("file://nas/mlartifacts", r"names the host 'nas'"),
+    ],
+)
+def test_an_artifact_location_mlflow_refuses_names_the_setting(value: str, message: str) -> None:
+    from spendpred.config import parse_artifact_root
+    from spendpred.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^SPENDPRED_MLFLOW_ARTIFACT_ROOT=.*{message}") as caught:
+        parse_artifact_root(value)
+    assert "staging" not in str(caught.value) and "\n" not in str(caught.value)

@@ -163,3 +163,31 @@ def test_reading_a_registry_that_does_not_exist_yet_creates_nothing(isolated_set
         registry.load_model("3")
     registry.check_writable()  # a new store could be created here, but is not by checking
     assert not isolated_settings.exists()
+
+
+def test_the_compose_artifact_root_is_accepted_with_a_tracking_server(unreachable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlflow-artifacts:/spendpred`` passes the artifact check; only the (unreachable) server itself fails."""
+    monkeypatch.setenv("SPENDPRED_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/spendpred")
+    with pytest.raises(RegistryUnavailable, match="cannot reach the MLflow registry"):
+        registry.check_writable()
+
+
+def test_proxied_artifacts_without_a_tracking_server_are_refused_for_the_setting(isolated_settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPRED_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/spendpred")
+    with pytest.raises(
+        ConfigError,
+        match=r"^SPENDPRED_MLFLOW_ARTIFACT_ROOT=mlflow-artifacts:/spendpred stores artifacts through an MLflow tracking "
+        r"server, but SPENDPRED_MLFLOW_TRACKING_URI is sqlite:///.*, not http\(s\)://: point SPENDPRED_MLFLOW_TRACKING_URI",
+    ):
+        registry.check_writable()
+    assert not isolated_settings.exists()
+
+
+def test_a_remote_artifact_root_needs_its_client_package(isolated_settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPRED_MLFLOW_ARTIFACT_ROOT", "s3://models/spendpred")
+    monkeypatch.setattr(registry, "_installed", lambda module: module != "boto3")  # a worker built without boto3
+    with pytest.raises(ConfigError, match=r"SPENDPRED_MLFLOW_ARTIFACT_ROOT=s3://models/spendpred: MLflow needs the Python package 'boto3'"):
+        registry.check_writable()
+    monkeypatch.setattr(registry, "_installed", lambda module: True)
+    registry.check_writable()  # with it: nothing contacted, nothing created
+    assert not isolated_settings.exists()
