@@ -51,8 +51,14 @@ class ModelError(SpendpredError):
     """A model artifact or registry version is missing, corrupt or incompatible."""
 
 
-class RegistryUnavailable(ModelError, TransientError):
-    """The MLflow tracking server or artifact store could not be reached; retrying may help."""
+class RegistryError(ModelError):
+    """MLflow refused a request for a reason a retry cannot fix: a bad value, an object that is missing
+    or already exists, no permission (an HTTP 4xx answer other than 408 and 429)."""
+
+
+class RegistryUnavailable(RegistryError, TransientError):
+    """The MLflow tracking server or artifact store could not be reached or failed (a refused or lost
+    connection, HTTP 5xx, 408 or 429); retrying may help."""
 
 
 class PublishError(SpendpredError):
@@ -80,13 +86,28 @@ class StorageFull(StorageError, TransientError):
     """A disk is full or a quota is reached; retrying once space is freed may help."""
 
 
-TRANSIENT_MLFLOW_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
-"""MLflow error codes of outages (an unreachable server answers ``INTERNAL_ERROR``)."""
+RETRYABLE_CLIENT_STATUS = frozenset({408, 429})
+"""HTTP 4xx answers that a retry may fix (request timeout, too many requests); every other 4xx is permanent."""
+
+
+def mlflow_status(exc: BaseException) -> int | None:
+    """Return the HTTP status an ``MlflowException`` stands for (from its error code: ``RESOURCE_DOES_NOT_EXIST``
+    is 404, a connection that failed is ``INTERNAL_ERROR``, 500), or ``None`` for any other exception."""
+    getter = getattr(exc, "get_http_status_code", None)
+    if not (type(exc).__module__ or "").startswith("mlflow") or not callable(getter):
+        return None
+    try:
+        return int(getter())
+    except (TypeError, ValueError):
+        return 500
 
 
 def is_transient_mlflow(exc: BaseException) -> bool:
-    """Return whether an ``MlflowException`` reports an outage rather than a missing object."""
-    return getattr(exc, "error_code", None) in TRANSIENT_MLFLOW_CODES
+    """Return whether an ``MlflowException`` reports an outage that a retry may fix: a refused or lost
+    connection or HTTP 5xx (both 500 in MLflow's codes), 408 or 429; any other 4xx (a bad value, a
+    missing or existing object, no permission) is permanent."""
+    status = mlflow_status(exc)
+    return status is not None and (status >= 500 or status in RETRYABLE_CLIENT_STATUS)
 
 
 # -- one line per expected failure, secrets masked ------------------------------------------------
@@ -269,7 +290,8 @@ def as_error(exc: BaseException) -> SpendpredError | None:
     message is already that line is returned itself; one with a multi-line message or a secret
     comes back as the same class with the line. An invalid setting becomes ``ConfigError``; a
     database error ``WarehouseUnavailable`` (transient: refused, lost or timed-out connection,
-    lock) or ``WarehouseError``; a file-system error ``StorageFull`` (transient: full disk or
+    lock) or ``WarehouseError``; an MLflow error ``RegistryUnavailable`` (transient: no connection,
+    HTTP 5xx, 408, 429) or ``RegistryError`` (any other 4xx: retrying cannot help); a file-system error ``StorageFull`` (transient: full disk or
     quota), ``TransientError`` (a refused or lost socket) or ``StorageError``. Raises nothing.
     """
     message = describe(exc)
@@ -287,6 +309,8 @@ def as_error(exc: BaseException) -> SpendpredError | None:
         return ConfigError(message)
     if _is_database_error(exc):
         return (WarehouseUnavailable if _transient_database_error(exc) else WarehouseError)(message)
+    if mlflow_status(exc) is not None:
+        return (RegistryUnavailable if is_transient_mlflow(exc) else RegistryError)(message)
     if isinstance(exc, OSError):
         if (type(exc).__module__ or "").startswith(("requests", "urllib3")):
             return TransientError(message)  # a refused or lost HTTP connection
@@ -358,13 +382,35 @@ def _network_message(exc: OSError) -> str:
     return mask_secrets(f"cannot reach{where}: {reason}: check that the server is running and reachable")
 
 
+_MLFLOW_FIXES = {
+    401: "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for a user of the tracking server",
+    403: "give the tracking server's user the rights it names (MLFLOW_TRACKING_USERNAME)",
+    404: "check the model, version, alias or run it names, and SPENDPRED_MLFLOW_TRACKING_URI",
+}
+
+
+def _mlflow_message(exc: BaseException) -> str:
+    """One line for an ``MlflowException``: MLflow's code and HTTP status, its first line (masked) and the fix."""
+    status = mlflow_status(exc)
+    code = str(getattr(exc, "error_code", "") or "INTERNAL_ERROR")
+    detail = _first_line(getattr(exc, "message", None) or exc).removeprefix(f"{code}: ")[:300] or type(exc).__name__
+    if is_transient_mlflow(exc):
+        return mask_secrets(
+            f"the MLflow registry failed ({code}, HTTP {status}): {detail}: check that the tracking server is up and "
+            "reachable (SPENDPRED_MLFLOW_TRACKING_URI); retrying may help"
+        )
+    fix = _MLFLOW_FIXES.get(status or 0, "fix the value it names")
+    return mask_secrets(f"MLflow refused the request ({code}, HTTP {status}): {detail}: {fix}; retrying cannot help")
+
+
 def describe(exc: BaseException) -> str | None:
     """Return the one-line message (secrets masked) for an *expected* failure, or ``None`` for a bug.
 
     Expected: any ``SpendpredError``; an invalid ``SPENDPRED_*`` setting (pydantic's error for
     ``Settings``); a database error (warehouse unreachable, permission denied); a file-system
     error (read-only or full disk, permission denied); an HTTP client's connection error (a
-    server refusing or not answering). Front ends report it through :class:`one_line` (the CLI
+    server refusing or not answering); an ``MlflowException`` (a tracking server's answer or
+    MLflow's own check). Front ends report it through :class:`one_line` (the CLI
     prints it and exits 2, an Airflow task fails with it).
     """
     if isinstance(exc, SpendpredError):  # a multi-line message (a validation report) becomes "; "-separated
@@ -379,6 +425,8 @@ def describe(exc: BaseException) -> str | None:
         return _database_message(exc)  # type: ignore[arg-type]
     if module.startswith(("requests", "urllib3")) and isinstance(exc, OSError):
         return _network_message(exc)
+    if mlflow_status(exc) is not None:
+        return _mlflow_message(exc)
     if isinstance(exc, OSError):
         return _os_message(exc)
     return None

@@ -744,6 +744,8 @@ def promote(
     except MlflowException as exc:
         if is_transient_mlflow(exc):
             raise _unavailable(exc, f"reading {REGISTERED_MODEL} version {version}", _client_uri(client)) from exc
+        if exc.error_code not in _NOT_FOUND_CODES:
+            raise  # refused (permissions...), not absent: errors.describe words it as a RegistryError
         raise ModelError(f"{REGISTERED_MODEL} version {version} does not exist: {exc.message}") from exc
     previous = _champion_version(client)
     actor = actor or getpass.getuser()

@@ -24,6 +24,7 @@ import requests
 
 from spendpred import registry
 from spendpred.config import Settings
+from spendpred.errors import RegistryError, SpendpredError, TransientError, as_error, one_line
 from tests.integration.test_registry import Trained, _log, trained  # noqa: F401 - the tiny model fixture
 
 pytestmark = pytest.mark.slow
@@ -100,3 +101,22 @@ def test_compose_artifact_root_registers_into_the_servers_store(
     model, model_version = registry.load_model(version, settings=settings, device="cpu")
     assert str(model_version.version) == version
     np.testing.assert_allclose(model.predict(trained.test_df), trained.model.predict(trained.test_df), rtol=1e-6)
+
+
+def test_a_client_error_from_the_server_is_permanent(server: Server, tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    settings = Settings(home=tmp_path / "var", mlflow_tracking_uri=server.uri, mlflow_artifact_root=COMPOSE_ARTIFACT_ROOT)
+    client = registry.get_client(settings)
+    with pytest.raises(MlflowException) as missing:
+        client.get_model_version("spendpred-no-such-model", "999")  # HTTP 404 RESOURCE_DOES_NOT_EXIST
+    error = as_error(missing.value)
+    assert isinstance(error, RegistryError) and not isinstance(error, TransientError)
+    assert str(error).startswith("MLflow refused the request (RESOURCE_DOES_NOT_EXIST, HTTP 404)")
+
+    client.create_registered_model("spendpred-twice")
+    with pytest.raises(SpendpredError) as twice, one_line():  # as in a task: fails at once, not retried
+        client.create_registered_model("spendpred-twice")  # HTTP 400 RESOURCE_ALREADY_EXISTS
+    assert not isinstance(twice.value, TransientError)
+    assert str(twice.value).startswith("MLflow refused the request (RESOURCE_ALREADY_EXISTS, HTTP 400)")
+    assert "\n" not in str(twice.value)

@@ -239,3 +239,66 @@ def test_every_message_is_masked_even_when_the_library_echoes_the_url() -> None:
     cause = OSError(errno.EACCES, "Permission denied", f"/srv/x?url=postgresql://bob:{SECRET}@h/w")
     assert SECRET not in str(as_error(cause))
     assert errors.describe(cause) == str(as_error(cause))
+
+
+# -- MLflow: a client error is permanent, an outage transient ------------------------------------
+
+
+def _rest(code: str, message: str) -> Exception:
+    from mlflow.exceptions import RestException
+
+    return RestException({"error_code": code, "message": message})
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "fix"),
+    [
+        ("INVALID_PARAMETER_VALUE", 400, "fix the value it names"),
+        ("RESOURCE_ALREADY_EXISTS", 400, "fix the value it names"),
+        ("RESOURCE_DOES_NOT_EXIST", 404, "check the model, version, alias or run it names"),
+        ("UNAUTHENTICATED", 401, "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+        ("PERMISSION_DENIED", 403, "give the tracking server's user the rights"),
+    ],
+)
+def test_an_mlflow_client_error_is_permanent_and_one_line(code: str, status: int, fix: str) -> None:
+    exc = _rest(code, f"Bad request for http://bob:{SECRET}@mlflow:5000\nsecond line")
+    error = as_error(exc)
+    assert isinstance(error, errors.RegistryError) and not isinstance(error, TransientError)
+    message = str(error)
+    assert message.startswith(f"MLflow refused the request ({code}, HTTP {status}): Bad request for http://bob:***@mlflow")
+    assert fix in message and message.endswith("retrying cannot help")
+    assert SECRET not in message and "\n" not in message and f"{code}: Bad" not in message
+    assert not errors.is_transient_mlflow(exc)
+
+
+@pytest.mark.parametrize("code", ["REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "408", "INTERNAL_ERROR",
+                                  "TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "502"])  # fmt: skip
+def test_an_mlflow_outage_stays_transient(code: str) -> None:
+    exc = _rest(code, "try later")
+    error = as_error(exc)
+    assert isinstance(error, errors.RegistryUnavailable) and isinstance(error, TransientError)
+    assert str(error).startswith("the MLflow registry failed (") and "retrying may help" in str(error)
+    assert errors.is_transient_mlflow(exc)
+
+
+def test_an_mlflow_connection_failure_is_transient_and_masked() -> None:
+    from mlflow.exceptions import MlflowException
+
+    # what MLflow's REST client raises when the server does not answer (error code INTERNAL_ERROR)
+    exc = MlflowException(f"API request to http://bob:{SECRET}@127.0.0.1:5000/api/2.0/mlflow/experiments/get failed "
+                          "with exception HTTPConnectionPool(...): Max retries exceeded (Connection refused)")  # fmt: skip
+    error = as_error(exc)
+    assert isinstance(error, errors.RegistryUnavailable)
+    assert "http://bob:***@127.0.0.1:5000" in str(error) and SECRET not in str(error)
+
+
+def test_one_line_fails_an_mlflow_client_error_without_retry() -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    with pytest.raises(SpendpredError) as caught, one_line():
+        raise MlflowException("Invalid value 'x' for parameter 'max_results'", error_code=INVALID_PARAMETER_VALUE)
+    assert not isinstance(caught.value, TransientError)  # NO_RETRY_POLICY fails a non-transient SpendpredError at once
+    assert caught.value.__cause__ is None and "\n" not in str(caught.value)
+    with pytest.raises(TransientError), one_line():
+        raise _rest("TEMPORARILY_UNAVAILABLE", "maintenance")
