@@ -1,9 +1,10 @@
 """Benchmark: peak memory of reading the embedding cache in step with a night's snapshot, 100k vs 1M users.
 
-What a warm night does with the cache, without the encoder: a shard's cache file (MiniLM's
-width, 384 floats per user) is written with ``spendpred.embeddings.ShardCache`` in the
-scoring batches' size, then read back with ``ShardCache.lookup`` batch by batch in
-``user_id`` order (every user a hit), as ``spendpred.shards.score_shard_file`` does. Each
+What a warm night does with the cache, without the encoder: one shard's cache (its 64 bucket
+files, MiniLM's width, 384 floats per user) is written with ``spendpred.embeddings.shard_cache``
+in the scoring batches' size, then read back with ``ShardCache.lookup`` batch by batch in
+``user_id`` order (every user a hit, every row's checksum verified), as
+``spendpred.shards.score_shard_file`` does. Each
 read runs in a fresh process (``multiprocessing`` spawn) whose resident set is sampled every
 10 ms; it is run twice, side by side: with the product's reader
 (``spendpred.files.open_parquet``: no pre-buffering) and with pyarrow's default
@@ -54,18 +55,18 @@ def _digests(ids: Any) -> list[bytes]:
 
 
 def _write(path: str, users: int) -> float:
-    """Write a cache of ``users`` rows with ShardCache (random embeddings); return the file's MiB."""
+    """Write a cache of ``users`` rows under the staging folder ``path`` (random embeddings); return its MiB."""
     import numpy as np
 
-    from spendpred.embeddings import ShardCache
+    from spendpred.embeddings import shard_cache, shard_files
 
     rng = np.random.default_rng(0)
-    cache = ShardCache(path=Path(path), hidden=HIDDEN, max_rows=users, key="bench")
+    cache = shard_cache(Path(path), "bench", 0, 1, HIDDEN, max_mb=1e7)
     for start in range(0, users, BATCH):
         ids = _ids(start, min(start + BATCH, users))
         cache.add(ids, _digests(ids), rng.random((len(ids), HIDDEN), dtype=np.float32))
     cache.commit()
-    return os.path.getsize(path) / 2**20
+    return sum(os.path.getsize(f) for f in shard_files(Path(path), "bench", 0, 1)) / 2**20
 
 
 def _read(path: str, users: int, pre_buffer: bool) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def _read(path: str, users: int, pre_buffer: bool) -> dict[str, Any]:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     began = time.perf_counter()
-    cache = embeddings.ShardCache(path=Path(path), hidden=HIDDEN, max_rows=users, key="bench")
+    cache = embeddings.shard_cache(Path(path), "bench", 0, 1, HIDDEN, max_mb=1e7)
     hits = 0
     for start in range(0, users, BATCH):
         ids = _ids(start, min(start + BATCH, users))
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for users in sizes:
-            path = str(folder / f"cache-{users}.parquet")
+            path = str(folder / f"staging-{users}")
             mib = _in_child(_write, path, users)
             row = {"users": users, "file_mib": round(mib, 1)}
             for label, pre_buffer in (("open_parquet", False), ("pyarrow_default", True)):
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{label}: {result['hits']} hits of {users}: the cache did not read back")
                 row[label] = result
             rows.append(row)
-            os.remove(path)
+            shutil.rmtree(path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     small, large = rows[0], rows[-1]

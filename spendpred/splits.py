@@ -1,7 +1,10 @@
 """Stable, seed-free assignment of users to splits and shards by a hash of the user id.
 
 The same user always lands in the same split and shard, whatever the run, machine or
-Python process (``hashlib``, not the salted built-in ``hash``).
+Python process (``hashlib``, not the salted built-in ``hash``). A user's shard derives from
+a fixed number of buckets (:data:`SHARD_BUCKETS`, :func:`shard_bucket`): shard ``i`` of ``n``
+holds the buckets ``b`` with ``b % n == i``, so every bucket belongs to exactly one shard for
+any shard count, and what is kept per bucket (the embedding cache) outlives a change of it.
 """
 
 from __future__ import annotations
@@ -47,11 +50,37 @@ def assign_splits(user_ids: Iterable[str], val_fraction: float = 0.15, test_frac
     return np.where(share < test_fraction, "test", np.where(share < test_fraction + val_fraction, "val", "train"))
 
 
+SHARD_BUCKETS = 64
+"""Fixed number of user buckets that shards are made of (never change it: the embedding cache's
+files are named after these buckets). It is at least ``params.MAX_SHARDS``, so no shard is
+empty; shard counts that divide it get equal shares of users."""
+
+
+def shard_bucket(user_ids: Iterable[str]) -> np.ndarray:
+    """Return each user id's bucket in ``[0, SHARD_BUCKETS)`` (int64), whatever the shard count."""
+    return hash_buckets(user_ids, buckets=SHARD_BUCKETS, salt="shard:")
+
+
 def shard_of(user_ids: Iterable[str], shards: int) -> np.ndarray:
-    """Return each user's scoring shard in ``[0, shards)``; raises ``ConfigError`` if shards < 1."""
-    if shards < 1:
-        raise ConfigError(f"shards must be >= 1, got {shards}")
-    return hash_buckets(user_ids, buckets=shards, salt="shard:")
+    """Return each user's scoring shard in ``[0, shards)``: its :func:`shard_bucket` modulo ``shards``.
+
+    Raises ``ConfigError`` unless ``1 <= shards <= SHARD_BUCKETS``.
+    """
+    return shard_bucket(user_ids) % _check_shards(shards)
+
+
+def shard_buckets(shard: int, shards: int) -> list[int]:
+    """Return the buckets shard ``shard`` of ``shards`` holds; raises ``ConfigError`` for a bad shard or count."""
+    count = _check_shards(shards)
+    if not 0 <= int(shard) < count:
+        raise ConfigError(f"shard must be in 0..{count - 1}, got {shard}")
+    return list(range(int(shard), SHARD_BUCKETS, count))
+
+
+def _check_shards(shards: int) -> int:
+    if not 1 <= int(shards) <= SHARD_BUCKETS:
+        raise ConfigError(f"shards must be >= 1 and at most {SHARD_BUCKETS}, got {shards}: use 1..{SHARD_BUCKETS} shards")
+    return int(shards)
 
 
 def stable_subset(user_ids: Iterable[str], max_users: int) -> np.ndarray:

@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from spendpred.errors import ConfigError, DataError
-from spendpred.splits import assign_splits, hash_buckets, shard_of, split_frame, stable_subset
+from spendpred.params import MAX_SHARDS
+from spendpred.splits import (
+    SHARD_BUCKETS,
+    assign_splits,
+    hash_buckets,
+    shard_bucket,
+    shard_buckets,
+    shard_of,
+    split_frame,
+    stable_subset,
+)
 
 IDS = [f"u{i:05d}" for i in range(5000)]
 
@@ -47,6 +57,26 @@ def test_bad_fractions_are_refused(val: float, test: float) -> None:
 def test_bad_shard_count_is_refused() -> None:
     with pytest.raises(ConfigError, match="shards must be >= 1"):
         shard_of(IDS, 0)
+    with pytest.raises(ConfigError, match=f"at most {SHARD_BUCKETS}, got 65"):
+        shard_of(IDS, SHARD_BUCKETS + 1)
+    with pytest.raises(ConfigError, match="shard must be in 0..2, got 3"):
+        shard_buckets(3, 3)
+
+
+def test_shards_are_made_of_fixed_buckets_whatever_their_number() -> None:
+    """Each bucket belongs to exactly one shard for any count, so per-bucket files outlive a change of it."""
+    assert MAX_SHARDS <= SHARD_BUCKETS  # no shard count leaves a shard without buckets
+    buckets = shard_bucket(IDS)
+    assert set(buckets.tolist()) == set(range(SHARD_BUCKETS))
+    for shards in (1, 2, 3, 7, SHARD_BUCKETS):
+        assignment = shard_of(IDS, shards)
+        np.testing.assert_array_equal(assignment, buckets % shards)
+        owned = [shard_buckets(s, shards) for s in range(shards)]
+        assert sorted(b for part in owned for b in part) == list(range(SHARD_BUCKETS))
+        for shard, part in enumerate(owned):
+            assert set(buckets[assignment == shard].tolist()) <= set(part)
+    # shard counts that divide the bucket count assign users as the plain hash did
+    np.testing.assert_array_equal(shard_of(IDS, 4), hash_buckets(IDS, buckets=4, salt="shard:"))
 
 
 def test_stable_subset_is_order_free_and_sized() -> None:
