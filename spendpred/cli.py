@@ -40,7 +40,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("alembic", "mlflow", "great_expectations", "urllib3", "httpx"):
+    for noisy in ("alembic", "great_expectations", "urllib3", "httpx"):  # MLflow's own lines stay at INFO (logs.route_mlflow_output)
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

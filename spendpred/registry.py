@@ -55,7 +55,7 @@ from spendpred.errors import (
     mask_secrets,
     mask_url,
 )
-from spendpred.logs import quiet_libraries
+from spendpred.logs import quiet_libraries, route_mlflow_output
 from spendpred.promotion import (
     DEFAULT_GINI_MARGIN,
     DEFAULT_RMSE_TOLERANCE,
@@ -329,10 +329,12 @@ def get_client(settings: Settings | None = None) -> MlflowClient:
 
     The store is checked first (:func:`check_store`: fast ``RegistryUnavailable`` or
     ``StorageError`` instead of MLflow's minutes of retries); creates the folder of a new SQLite
-    store; sets nothing global but MLflow's HTTP retry limits where unset (``HTTP_LIMITS``).
+    store; sets nothing global but MLflow's HTTP retry limits where unset (``HTTP_LIMITS``) and
+    MLflow's output, which goes through Python logging, not stderr (``logs.route_mlflow_output``).
     """
     from mlflow import MlflowClient
 
+    route_mlflow_output()  # "Created version '2'" at INFO in the task log, not a red stderr line
     uri = check_store(settings)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -370,6 +372,7 @@ def _tracking(settings: Settings) -> Iterator[None]:
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    route_mlflow_output()
     uri = settings.resolved_tracking_uri
     _prepare_store(uri)
     saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}

@@ -326,3 +326,18 @@ def test_log_training_run_rejects_bad_folders(tmp_path: Path, trained: Trained) 
             snapshot_dir=tmp_path / "nope", settings=settings,
         )
     assert not (tmp_path / "var").exists()  # nothing created before the inputs are checked
+
+
+def test_registering_writes_nothing_to_stderr_and_logs_at_info(
+    fresh: Settings, trained: Trained, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Airflow records stderr at ERROR: MLflow's "Created version" must arrive as an INFO log record instead."""
+    import logging
+
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):
+        _, version = _log(trained, fresh)
+    assert capfd.readouterr().err == ""
+    mlflow_lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.split(".")[0] == "mlflow"]
+    assert (logging.INFO, f"Created version '{version}' of model 'spendpred-regressor'.") in mlflow_lines
+    assert (logging.INFO, "Successfully registered model 'spendpred-regressor'.") in mlflow_lines

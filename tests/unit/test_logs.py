@@ -62,3 +62,24 @@ def test_quiet_libraries_lowers_library_loggers_and_disables_bars(monkeypatch: p
     quiet_libraries(force=True)
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+
+
+def test_mlflow_output_goes_through_logging_at_info(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """What MLflow prints (eprint) and logs reaches Python logging at INFO, never stderr (ERROR in Airflow)."""
+    import logging
+
+    from mlflow.utils.logging_utils import eprint
+
+    from spendpred.logs import route_mlflow_output
+
+    route_mlflow_output()
+    route_mlflow_output()  # idempotent
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):
+        eprint("Created version '2' of model 'spendpred-regressor'.")
+        logging.getLogger("mlflow.tracking.fluent").info("a message of MLflow's own logger")
+    assert capfd.readouterr().err == ""
+    records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert ("mlflow", logging.INFO, "Created version '2' of model 'spendpred-regressor'.") in records
+    assert ("mlflow.tracking.fluent", logging.INFO, "a message of MLflow's own logger") in records
+    assert not logging.getLogger("mlflow").handlers and logging.getLogger("mlflow").propagate
