@@ -115,8 +115,8 @@ def _as_datetime(value: Any) -> datetime | None:
     """Normalise a timestamp from either dialect (datetime, date or ISO text) to a naive datetime."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, datetime):  # with a time zone (PostgreSQL timestamptz): as UTC, like the session
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
     if isinstance(value, date):
         return datetime.combine(value, datetime.min.time())
     try:
@@ -125,7 +125,7 @@ def _as_datetime(value: Any) -> datetime | None:
         raise DataError(
             f"timestamp {value!r} is not in the contract format 'YYYY-MM-DD HH:MM:SS': fix the source rows"
         ) from exc
-    return parsed.replace(tzinfo=None) if parsed.tzinfo else parsed
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 def source_stats(engine: sa.Engine, cutoff_params: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, str | None]]:

@@ -2,7 +2,8 @@
 
 Works on SQLite (the zero-set-up default) and PostgreSQL. On PostgreSQL every connection
 gets ``search_path = <source schema>, spendpred`` so the same unqualified SQL runs on both
-dialects: source relations resolve to the source schema, outputs to ``spendpred``.
+dialects: source relations resolve to the source schema, outputs to ``spendpred``; and
+``TimeZone = UTC``, so source timestamps *with* time zone are compared and cut into days in UTC.
 """
 
 from __future__ import annotations
@@ -52,21 +53,27 @@ def sql_dir() -> Path:
 # Dialect fragments a shared SQL file may use instead of a whole ``name.<dialect>.sql`` copy:
 # ``{{byte_order}}`` (a collation sorting text by bytes, the same order on both dialects) and
 # ``{{days_between(a, b)}}`` (whole calendar days from the date of ``b`` to the date ``a``) and
-# ``{{day(a)}}`` (the calendar date of a timestamp).
+# ``{{day(a)}}`` (the calendar date of a timestamp) and ``{{text_id(a)}}`` (an id column, text or
+# integer in the warehouse, as something that joins with any other id: text on PostgreSQL, the
+# value itself on SQLite, whose comparisons convert by column affinity and whose indexes a CAST
+# would defeat).
 _FRAGMENTS = {
     "sqlite": {
         "byte_order": "COLLATE BINARY",
         "days_between": "(julianday(date({a})) - julianday(date({b})))",
         "day": "date({a})",
+        "text_id": "{a}",
     },
     "postgresql": {
         "byte_order": 'COLLATE "C"',
         "days_between": "(CAST({a} AS DATE) - CAST({b} AS DATE))",
         "day": "CAST({a} AS DATE)",
+        "text_id": "CAST({a} AS TEXT)",
     },
 }
 _DAYS_BETWEEN = re.compile(r"\{\{days_between\((.+?),\s*(.+?)\)\}\}")
 _DAY = re.compile(r"\{\{day\((.+?)\)\}\}")
+_TEXT_ID = re.compile(r"\{\{text_id\((.+?)\)\}\}")
 
 
 def render_fragments(sql: str, dialect: str) -> str:
@@ -77,6 +84,7 @@ def render_fragments(sql: str, dialect: str) -> str:
     sql = sql.replace("{{byte_order}}", fragments["byte_order"])
     sql = _DAYS_BETWEEN.sub(lambda m: fragments["days_between"].format(a=m.group(1), b=m.group(2)), sql)
     sql = _DAY.sub(lambda m: fragments["day"].format(a=m.group(1)), sql)
+    sql = _TEXT_ID.sub(lambda m: fragments["text_id"].format(a=m.group(1)), sql)
     if "{{" in sql:
         raise ConfigError(f"unknown SQL fragment near {sql[sql.index('{{'):][:40]!r}: use {{{{byte_order}}}} or {{{{days_between(a, b)}}}}")
     return sql
@@ -229,7 +237,7 @@ def get_engine(url: str | None = None, settings: Settings | None = None, *, crea
         engine = sa.create_engine(
             parsed,
             pool_pre_ping=True,
-            connect_args={"options": f"-c search_path={source},{OUTPUT_SCHEMA}"},
+            connect_args={"options": f"-c search_path={source},{OUTPUT_SCHEMA} -c TimeZone=UTC"},
         )
         return _named_in_errors(engine)
     raise ConfigError(f"unsupported warehouse backend {backend!r} in {mask_url(url)}: use {WAREHOUSE_URL_FORMS}")

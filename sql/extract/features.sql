@@ -13,8 +13,11 @@
 -- days_since_last_event = tenure_days when the user has no event, mean_rating = 0 and
 -- avg_basket = 0 when undefined. Rows come ordered by user_id in byte order (collation
 -- BINARY on SQLite, "C" on PostgreSQL), for the merge with recent_items.
+-- Warehouse types as they come: ids may be text or integers (compared and returned as text),
+-- money any numeric type (summed as NUMERIC, so ROUND(x, 2) exists for a double precision or
+-- real column too), timestamps with or without time zone (PostgreSQL sessions run in UTC).
 WITH o AS (
-    SELECT user_id,
+    SELECT {{text_id(user_id)}} AS user_id,
            MAX(ordered_at) AS last_order_at,
            MIN(ordered_at) AS first_order_at,
            COUNT(DISTINCT {{day(ordered_at)}}) AS purchase_days,
@@ -22,37 +25,37 @@ WITH o AS (
            SUM(CASE WHEN ordered_at >= :start_30d THEN 1 ELSE 0 END) AS frequency_30d,
            SUM(CASE WHEN ordered_at >= :start_90d THEN 1 ELSE 0 END) AS frequency_90d,
            SUM(CASE WHEN ordered_at >= :start_365d THEN 1 ELSE 0 END) AS frequency_365d,
-           SUM(amount) AS monetary_all,
-           SUM(CASE WHEN ordered_at >= :start_30d THEN amount ELSE 0 END) AS monetary_30d,
-           SUM(CASE WHEN ordered_at >= :start_90d THEN amount ELSE 0 END) AS monetary_90d,
-           SUM(CASE WHEN ordered_at >= :start_365d THEN amount ELSE 0 END) AS monetary_365d,
-           SUM(CASE WHEN ordered_at >= :past_start THEN amount ELSE 0 END) AS past_spend,
+           SUM(CAST(amount AS NUMERIC)) AS monetary_all,
+           SUM(CASE WHEN ordered_at >= :start_30d THEN CAST(amount AS NUMERIC) ELSE 0 END) AS monetary_30d,
+           SUM(CASE WHEN ordered_at >= :start_90d THEN CAST(amount AS NUMERIC) ELSE 0 END) AS monetary_90d,
+           SUM(CASE WHEN ordered_at >= :start_365d THEN CAST(amount AS NUMERIC) ELSE 0 END) AS monetary_365d,
+           SUM(CASE WHEN ordered_at >= :past_start THEN CAST(amount AS NUMERIC) ELSE 0 END) AS past_spend,
            COUNT(DISTINCT category) AS category_diversity
     FROM orders
     WHERE status = 'completed' AND ordered_at < :cutoff
-    GROUP BY user_id
+    GROUP BY {{text_id(user_id)}}
 ),
 first_day AS (
-    SELECT c.user_id, SUM(c.amount) AS first_day_spend
+    SELECT {{text_id(c.user_id)}} AS user_id, SUM(CAST(c.amount AS NUMERIC)) AS first_day_spend
     FROM orders c
     JOIN (
-        SELECT user_id, MIN({{day(ordered_at)}}) AS first_day
+        SELECT {{text_id(user_id)}} AS user_id, MIN({{day(ordered_at)}}) AS first_day
         FROM orders
         WHERE status = 'completed' AND ordered_at < :cutoff
-        GROUP BY user_id
-    ) f ON f.user_id = c.user_id AND {{day(c.ordered_at)}} = f.first_day
+        GROUP BY {{text_id(user_id)}}
+    ) f ON f.user_id = {{text_id(c.user_id)}} AND {{day(c.ordered_at)}} = f.first_day
     WHERE c.status = 'completed' AND c.ordered_at < :cutoff
-    GROUP BY c.user_id
+    GROUP BY {{text_id(c.user_id)}}
 ),
 lab AS (
-    SELECT user_id, SUM(amount) AS label
+    SELECT {{text_id(user_id)}} AS user_id, SUM(CAST(amount AS NUMERIC)) AS label
     FROM orders
     WHERE status = 'completed' AND ordered_at >= :cutoff AND ordered_at < :label_end
       AND :with_labels = 1
-    GROUP BY user_id
+    GROUP BY {{text_id(user_id)}}
 ),
 e AS (
-    SELECT user_id,
+    SELECT {{text_id(user_id)}} AS user_id,
            MAX(occurred_at) AS last_event_at,
            SUM(CASE WHEN event_type = 'view' AND occurred_at >= :start_30d THEN 1 ELSE 0 END) AS views_30d,
            SUM(CASE WHEN event_type = 'view' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS views_90d,
@@ -66,16 +69,16 @@ e AS (
            SUM(CASE WHEN event_type = 'wishlist' AND occurred_at >= :start_90d THEN 1 ELSE 0 END) AS wishlists_90d
     FROM events
     WHERE occurred_at < :cutoff
-    GROUP BY user_id
+    GROUP BY {{text_id(user_id)}}
 ),
 r AS (
-    SELECT user_id, COUNT(*) AS review_count, AVG(rating) AS mean_rating
+    SELECT {{text_id(user_id)}} AS user_id, COUNT(*) AS review_count, AVG(rating) AS mean_rating
     FROM reviews
     WHERE created_at < :cutoff
-    GROUP BY user_id
+    GROUP BY {{text_id(user_id)}}
 )
 SELECT
-    u.user_id,
+    CAST(u.user_id AS TEXT) AS user_id,
     CAST({{days_between(:as_of, COALESCE(o.last_order_at, u.signup_at))}} AS DOUBLE PRECISION) AS recency_days,
     CAST({{days_between(:as_of, u.signup_at)}} AS DOUBLE PRECISION) AS tenure_days,
     CAST(COALESCE(o.frequency_30d, 0) AS DOUBLE PRECISION) AS frequency_30d,
@@ -109,10 +112,10 @@ SELECT
     CAST(ROUND(COALESCE(lab.label, 0), 2) AS DOUBLE PRECISION) AS label,
     CASE WHEN e.last_event_at IS NULL THEN 0 ELSE 1 END AS has_events
 FROM users u
-LEFT JOIN o ON o.user_id = u.user_id
-LEFT JOIN first_day fd ON fd.user_id = u.user_id
-LEFT JOIN lab ON lab.user_id = u.user_id
-LEFT JOIN e ON e.user_id = u.user_id
-LEFT JOIN r ON r.user_id = u.user_id
+LEFT JOIN o ON o.user_id = {{text_id(u.user_id)}}
+LEFT JOIN first_day fd ON fd.user_id = {{text_id(u.user_id)}}
+LEFT JOIN lab ON lab.user_id = {{text_id(u.user_id)}}
+LEFT JOIN e ON e.user_id = {{text_id(u.user_id)}}
+LEFT JOIN r ON r.user_id = {{text_id(u.user_id)}}
 WHERE u.signup_at < :cutoff
-ORDER BY u.user_id {{byte_order}}
+ORDER BY CAST(u.user_id AS TEXT) {{byte_order}}

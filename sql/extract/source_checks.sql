@@ -10,7 +10,8 @@
 -- amount), event_types (expanding: the known event types), max_examples.
 -- NaN (a PostgreSQL NUMERIC value) sorts above every number and +Infinity is above
 -- max_money, so "NOT (amount <= :max_money)" catches non-finite and implausible amounts on
--- both dialects; NULL (also how SQLite stores NaN) has its own branch.
+-- both dialects; NULL (also how SQLite stores NaN) has its own branch. The rules look at values,
+-- not declared types: amounts of any numeric type, ids as text or integers (joined as text).
 SELECT rule, example, n
 FROM (
     SELECT rule, example,
@@ -52,17 +53,17 @@ FROM (
         SELECT 'order_user_unknown',
                'order ' || COALESCE(CAST(order_id AS TEXT), 'NULL') || ': user ' || COALESCE(CAST(user_id AS TEXT), 'NULL')
         FROM orders o
-        WHERE o.ordered_at < :cutoff AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = o.user_id)
+        WHERE o.ordered_at < :cutoff AND NOT EXISTS (SELECT 1 FROM users u WHERE {{text_id(u.user_id)}} = {{text_id(o.user_id)}})
         UNION ALL
         SELECT 'event_user_unknown',
                'event of user ' || COALESCE(CAST(user_id AS TEXT), 'NULL') || ' at ' || CAST(occurred_at AS TEXT)
         FROM events e
-        WHERE e.occurred_at < :cutoff AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = e.user_id)
+        WHERE e.occurred_at < :cutoff AND NOT EXISTS (SELECT 1 FROM users u WHERE {{text_id(u.user_id)}} = {{text_id(e.user_id)}})
         UNION ALL
         SELECT 'review_user_unknown',
                'review of user ' || COALESCE(CAST(user_id AS TEXT), 'NULL') || ' at ' || CAST(created_at AS TEXT)
         FROM reviews r
-        WHERE r.created_at < :cutoff AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = r.user_id)
+        WHERE r.created_at < :cutoff AND NOT EXISTS (SELECT 1 FROM users u WHERE {{text_id(u.user_id)}} = {{text_id(r.user_id)}})
         UNION ALL
         SELECT 'order_id_not_unique',
                'order ' || COALESCE(CAST(order_id AS TEXT), 'NULL') || ': ' || CAST(COUNT(*) AS TEXT) || ' rows'
