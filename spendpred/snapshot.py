@@ -19,8 +19,13 @@ Airflow tasks pass :meth:`RunFolder.ref` (``{"kind", "as_of", "root"}``, JSON) t
 and :meth:`RunFolder.from_ref` turns it back, reading the date once. A rerun of a date
 overwrites its own folder.
 
-The staging root comes from ``SPENDPRED_STAGING_DIR`` (a folder or a ``file://`` URL; default
-``<home>/staging``), resolved by :func:`staging_root` only.
+The staging root comes from ``SPENDPRED_STAGING_DIR`` (a folder, a ``file://`` URL or an
+object-storage URL such as ``s3://bucket/prefix``; default ``<home>/staging``), resolved by
+:func:`staging_root` only. A run folder on object storage keeps the URL as its ``root`` (so a
+task on another host finds it) and is read and written through a temporary local working copy
+(:func:`working_copy`): a step pulls the files it reads (:meth:`RunFolder.pull`) and pushes what
+it wrote (:meth:`RunFolder.push`), each set of files published atomically under a staging
+manifest (``spendpred.staging``). With a local root both are no-ops.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -322,10 +327,8 @@ def staged_snapshot(out_dir: str | Path) -> Iterator[Path]:
 def local_path(location: str | Path, setting: str = "SPENDPRED_STAGING_DIR") -> Path:
     """Return the local folder named by ``location``: a plain path or a ``file://`` URL.
 
-    Every stage reads and writes staging with local-file APIs (Parquet, Great Expectations,
-    torch, MLflow's ``log_artifacts``), so object storage (``s3://``, ``gs://``, ...) is used by
-    mounting it on every worker (a shared volume, s3fs or gcsfuse) and naming the mount here.
-    Raises ``ConfigError`` for any other scheme or a remote ``file://`` host.
+    For settings that must name a local folder (staging itself accepts object storage too:
+    :func:`staging_root`). Raises ``ConfigError`` for any other scheme or a remote ``file://`` host.
     """
     text = str(location).strip()
     parts = urlsplit(text)
@@ -347,18 +350,21 @@ def local_path(location: str | Path, setting: str = "SPENDPRED_STAGING_DIR") -> 
     )
 
 
-def staging_root(settings: Settings | None = None) -> Path:
-    """Return the staging folder: ``SPENDPRED_STAGING_DIR`` (path or ``file://`` URL), else ``<home>/staging``.
+def staging_root(settings: Settings | None = None) -> Path | str:
+    """Return the staging root: ``SPENDPRED_STAGING_DIR``, else ``<home>/staging``.
 
-    Not created here. Raises ``ConfigError`` for an unsupported URL (see :func:`local_path`).
+    A ``Path`` for a folder or ``file://`` URL, the normalised URL for object storage
+    (``s3://``, ``gs://``, ``abfs://``; see ``spendpred.staging.parse_root``). Not created
+    here. Raises ``ConfigError`` for an unsupported URL.
     """
     from spendpred.config import get_settings
+    from spendpred.staging import parse_root
 
     settings = settings or get_settings()
     value = settings.staging_dir
     if value is None or not str(value).strip():
         return Path(settings.home) / "staging"
-    return local_path(value)
+    return parse_root(value)
 
 
 # -- the run folder -------------------------------------------------------------------------
@@ -377,11 +383,19 @@ REGISTERED_JSON = "registered.json"
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Where one run (``kind`` ``train`` or ``score``, date ``as_of``) keeps its files under ``root``."""
+    """Where one run (``kind`` ``train`` or ``score``, date ``as_of``) keeps its files under ``root``.
+
+    ``root`` is a local folder (``Path``) or an object-storage URL (``str``). The paths below
+    (``snapshot_dir``, ``shard_path``...) are local: under ``root`` itself, or for a URL under
+    ``work``, the working copy :func:`working_copy` opens (a folder on a URL without one
+    raises ``ConfigError``). :meth:`pull` and :meth:`push` move the files of one step between
+    the working copy and the URL; with a local root they do nothing.
+    """
 
     kind: str
     as_of: dt.date
-    root: Path
+    root: Path | str
+    work: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -390,7 +404,11 @@ class RunFolder:
             raise ConfigError(
                 f"as_of={self.as_of!r} must be a datetime.date: parse text once, at the front end (spendpred.params)"
             )
-        object.__setattr__(self, "root", Path(self.root))
+        from spendpred.staging import is_remote, parse_root
+
+        object.__setattr__(self, "root", parse_root(self.root) if is_remote(self.root) else Path(self.root))
+        if self.work is not None:
+            object.__setattr__(self, "work", Path(self.work))
 
     # -- construction ---------------------------------------------------------------------
 
@@ -405,6 +423,8 @@ class RunFolder:
 
         Raises ``ConfigError`` when ``kind``, ``as_of`` or ``root`` is missing or malformed.
         """
+        from spendpred.staging import parse_root
+
         missing = [key for key in ("kind", "as_of", "root") if not ref.get(key)]
         if missing:
             raise ConfigError(
@@ -415,7 +435,7 @@ class RunFolder:
             as_of = _iso_date(ref["as_of"], "as_of")
         except ValueError as exc:
             raise ConfigError(f"run folder reference {dict(ref)!r}: {exc}: pass the result of the previous step") from exc
-        return cls(str(ref["kind"]), as_of, local_path(ref["root"]))
+        return cls(str(ref["kind"]), as_of, parse_root(ref["root"]))
 
     @classmethod
     def coerce(cls, run: RunFolder | Mapping[str, Any]) -> RunFolder:
@@ -424,12 +444,12 @@ class RunFolder:
 
     @classmethod
     def containing(cls, snapshot_dir: Path, settings: Settings | None = None) -> RunFolder | None:
-        """Return the run folder whose ``snapshot/`` is ``snapshot_dir``, or ``None`` for a folder outside staging."""
+        """Return the run folder whose ``snapshot/`` is ``snapshot_dir``, or ``None`` for a folder outside (local) staging."""
         path = Path(snapshot_dir)
         if path.name != "snapshot" or path.parent.parent.name not in KINDS:
             return None
         root = staging_root(settings)
-        if path.parent.parent.parent.resolve() != root.resolve():
+        if not isinstance(root, Path) or path.parent.parent.parent.resolve() != root.resolve():
             return None
         try:
             as_of = _iso_date(path.parent.name, "run folder")
@@ -438,15 +458,45 @@ class RunFolder:
         return cls(path.parent.parent.name, as_of, root)
 
     def ref(self) -> dict[str, str]:
-        """Return ``{"kind", "as_of", "root"}`` as JSON-able text (what XCom carries between tasks)."""
+        """Return ``{"kind", "as_of", "root"}`` as JSON-able text (what XCom carries between tasks; a URL stays a URL)."""
         return {"kind": self.kind, "as_of": self.as_of.isoformat(), "root": str(self.root)}
+
+    def on(self, as_of: dt.date) -> RunFolder:
+        """The run folder of the same kind and root (and working copy) for another date."""
+        return RunFolder(self.kind, as_of, self.root, self.work)
 
     # -- where things are -----------------------------------------------------------------
 
     @property
+    def is_remote(self) -> bool:
+        """Whether the root is object storage (a URL)."""
+        return isinstance(self.root, str)
+
+    @property
+    def local_root(self) -> Path:
+        """The local folder that stands for the root: the root itself, or the working copy of a URL."""
+        if isinstance(self.root, Path):
+            return self.root
+        if self.work is None:
+            raise ConfigError(
+                f"run folder {self.location()} is on object storage: open a working copy first "
+                "(spendpred.snapshot.working_copy) to read or write its files"
+            )
+        return self.work
+
+    def location(self, *parts: str) -> str:
+        """Where ``<kind>/<as_of>/<parts>`` is, for messages and results: a URL on object storage, else a path."""
+        rel = "/".join((self.kind, self.as_of.isoformat(), *parts))
+        if isinstance(self.root, str):
+            from spendpred.staging import join
+
+            return join(self.root, rel)
+        return str(self.root.joinpath(*rel.split("/")))
+
+    @property
     def path(self) -> Path:
-        """``<root>/<kind>/<as_of>``."""
-        return self.root / self.kind / self.as_of.isoformat()
+        """``<root>/<kind>/<as_of>`` (in the working copy when the root is a URL)."""
+        return self.local_root / self.kind / self.as_of.isoformat()
 
     @property
     def snapshot_dir(self) -> Path:
@@ -517,27 +567,111 @@ class RunFolder:
         """``snapshot/validation.json``."""
         return self.snapshot.validation_json
 
+    # -- staged sets: what each step writes together (object storage) -----------------------
+
+    def staged_set(self, name: str, shard: int | None = None, shards: int | None = None) -> StagedSet:
+        """The files one step writes together (``name`` in ``STAGED_SETS``; ``shard`` needs ``shard``/``shards``).
+
+        Raises ``ConfigError`` for an unknown name.
+        """
+        if name == "shard":
+            if shard is None or shards is None:
+                raise ConfigError("the staged set 'shard' needs shard and shards")
+            file = self.shard_path(shard, shards).name
+            return StagedSet(SHARDS_DIR, file.removesuffix(".parquet"), (file,),
+                             f"shard {int(shard)}/{int(shards)} has no complete file at {{url}}: rerun score_shard for it")  # fmt: skip
+        if name not in STAGED_SETS:
+            raise ConfigError(f"unknown staged set {name!r}: use one of {', '.join(STAGED_SETS)}, shard")
+        return STAGED_SETS[name]
+
+    def pull(self, *names: str, required: bool = True, only: Sequence[str] | None = None) -> list[str]:
+        """Copy the staged sets ``names`` (see :meth:`staged_set`) into the working copy; return those that exist.
+
+        Nothing happens with a local root. A set is pulled only through its complete staging
+        manifest; a missing one raises the set's error (``DataError``/``ValidationFailed``
+        naming the URL and the step to run) when ``required``. ``only`` limits the files.
+        """
+        if not self.is_remote:
+            return list(names)
+        found = []
+        for name in names:
+            found.extend(self.pull_set(self.staged_set(name), required=required, only=only))
+        return found
+
+    def pull_set(self, staged: StagedSet, required: bool = True, only: Sequence[str] | None = None) -> list[str]:
+        """:meth:`pull` for one :class:`StagedSet` (a shard's); returns ``[staged.name]`` when it exists, else ``[]``."""
+        if not self.is_remote:
+            return [staged.name]
+        from spendpred.staging import join_rel, store
+
+        folder = join_rel(self.kind, self.as_of.isoformat(), staged.folder)
+        local = self.path / staged.folder
+        if store(str(self.root)).pull(local, folder, staged.name, only):
+            return [staged.name]
+        for name in staged.files or ():  # the working copy holds only what a reader may trust
+            (local / name).unlink(missing_ok=True)
+        if required:
+            raise staged.error(self.location(staged.folder) if staged.folder else self.location())
+        return []
+
+    def push(self, *names: str, shard: int | None = None, shards: int | None = None) -> None:
+        """Publish the staged sets ``names`` from the working copy (each atomically; see ``spendpred.staging``).
+
+        Nothing happens with a local root. Pushing ``snapshot`` withdraws the old validation
+        (it described another file); pushing ``model`` replaces the whole remote ``model/``.
+        """
+        if not self.is_remote:
+            return
+        from spendpred.staging import MANIFEST_SUFFIX, join_rel, local_files, store
+
+        remote = store(str(self.root))
+        run = join_rel(self.kind, self.as_of.isoformat())
+        for name in names:
+            staged = self.staged_set(name, shard, shards)
+            folder = join_rel(run, staged.folder)
+            local = self.path / staged.folder
+            stale: list[str] = []
+            if name == "snapshot":
+                stale = [join_rel(folder, STAGED_SETS["validation"].name + MANIFEST_SUFFIX)]
+            if name == "model":
+                remote.delete_dir(folder)  # a rerun's model replaces the old one (registered.json included)
+            files = list(staged.files) if staged.files is not None else local_files(local, skip=STAGED_SETS["registered"].files or ())
+            remote.push(local, folder, staged.name, [f for f in files if (local / f).is_file()], stale=stale)
+
     # -- checks and neighbours -------------------------------------------------------------
 
     def require_validated(self) -> Manifest:
         """Return the manifest when the snapshot passed validation and is unchanged since (see :meth:`SnapshotDir.require_validated`)."""
         return self.snapshot.require_validated()
 
-    def previous(self) -> RunFolder | None:
-        """Return the newest earlier run folder of the same kind whose snapshot passed validation, if any."""
-        folder = self.root / self.kind
-        if not folder.is_dir():
-            return None
+    def _earlier_dates(self) -> list[dt.date]:
+        """The dates of this kind's run folders before ``as_of``, newest first (listed on object storage)."""
+        if self.is_remote:
+            from spendpred.staging import store
+
+            names = store(str(self.root)).children(self.kind)
+        else:
+            folder = self.root / self.kind
+            names = [c.name for c in folder.iterdir() if c.is_dir()] if folder.is_dir() else []
         earlier: list[dt.date] = []
-        for child in folder.iterdir():
+        for name in names:
             try:
-                day = _iso_date(child.name, "run folder")
+                day = _iso_date(name, "run folder")
             except ValueError:
                 continue  # not a run folder
-            if child.is_dir() and day < self.as_of:
+            if day < self.as_of:
                 earlier.append(day)
-        for day in sorted(earlier, reverse=True):
-            candidate = RunFolder(self.kind, day, self.root)
+        return sorted(earlier, reverse=True)
+
+    def previous(self) -> RunFolder | None:
+        """Return the newest earlier run folder of the same kind whose snapshot passed validation, if any.
+
+        On object storage only its manifest and validation reports are pulled into the working copy.
+        """
+        for day in self._earlier_dates():
+            candidate = self.on(day)
+            if candidate.is_remote:
+                candidate.pull("validation", "snapshot", required=False, only=(MANIFEST_FILE, *REPORT_FILES))
             if candidate.snapshot.passed_validation():
                 return candidate
         return None
@@ -548,6 +682,60 @@ class RunFolder:
             shutil.rmtree(self.model_dir)
         self.model_dir.mkdir(parents=True)
         return self.model_dir
+
+
+@dataclass(frozen=True)
+class StagedSet:
+    """Files one step writes together into one folder of a run, published under one staging manifest.
+
+    ``folder`` is relative to the run folder, ``name`` names the manifest
+    (``<folder>/<name>.staged.json``), ``files`` are relative to ``folder`` (``None``: every
+    file below it), ``missing`` the message (with ``{url}``) when a reader needs the set and it
+    was never completely written.
+    """
+
+    folder: str
+    name: str
+    files: tuple[str, ...] | None
+    missing: str
+    error_class: type[Exception] = DataError
+
+    def error(self, url: str) -> Exception:
+        return self.error_class(self.missing.format(url=url))
+
+
+STAGED_SETS: dict[str, StagedSet] = {
+    "snapshot": StagedSet("snapshot", "snapshot", (SNAPSHOT_FILE, MANIFEST_FILE),
+                          "no complete snapshot at {url}: run the extract step first (an extract that failed stages nothing)"),
+    "validation": StagedSet("snapshot", "validation", REPORT_FILES,
+                            "snapshot {url} has not been validated: run the validate step first", ValidationFailed),
+    "model": StagedSet(MODEL_DIR, "model", None, "no complete trained model at {url}: run train_model first"),
+    "registered": StagedSet(MODEL_DIR, "registered", (REGISTERED_JSON,),
+                            "the model at {url} was not registered: run evaluate_and_register first"),
+    "tiers": StagedSet("", "tiers", (TIERS_PARQUET, TIERS_JSON), "no complete tiers at {url}: run assign_tiers first"),
+}  # fmt: skip
+"""What each step stages together (the shards' sets come from :meth:`RunFolder.staged_set`)."""
+
+
+@contextmanager
+def working_copy(run: RunFolder | Mapping[str, Any]) -> Iterator[RunFolder]:
+    """Yield the run folder ready for local-file APIs: itself for a local root, else on a fresh temporary working copy.
+
+    The working copy (``spendpred-staging-*`` in the temporary folder) starts empty, is filled
+    by :meth:`RunFolder.pull` and removed when the block ends, whatever happened: nothing of
+    staging stays on the worker. A run folder that already has one keeps it.
+    """
+    import tempfile
+
+    run = RunFolder.coerce(run)
+    if not run.is_remote or run.work is not None:
+        yield run
+        return
+    work = Path(tempfile.mkdtemp(prefix="spendpred-staging-"))
+    try:
+        yield RunFolder(run.kind, run.as_of, run.root, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 RunRef = RunFolder | Mapping[str, Any]

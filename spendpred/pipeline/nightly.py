@@ -3,7 +3,9 @@ one shard, tiers, publishing.
 
 Every step after the extract takes the run folder (``RunFolder`` or its XCom reference
 ``{"kind": "score", "as_of", "root"}``, with ``shard``/``shards`` for one shard) and finds
-its inputs there; the shard loop itself is ``spendpred.shards``.
+its inputs there; the shard loop itself is ``spendpred.shards``. With staging on object storage
+each step works in a working copy (``snapshot.working_copy``): it pulls what it reads and pushes
+what it writes, so the steps may run on different hosts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from spendpred.embeddings import CacheStats, prune
 from spendpred.files import write_json_atomic
 from spendpred.params import check_score
 from spendpred.pipeline.snapshots import extract_run, validate_snapshot
-from spendpred.snapshot import RunFolder, RunRef
+from spendpred.snapshot import RunFolder, RunRef, working_copy
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +60,13 @@ def plan_shards(run: RunRef, shards: int = 1) -> list[dict[str, Any]]:
     """
     from spendpred.errors import DataError
 
-    run = RunFolder.coerce(run)
     count = check_score(shards=shards).shards
-    manifest = run.require_validated()
+    with working_copy(run) as run:
+        run.pull("snapshot", "validation")
+        manifest = run.require_validated()
     if manifest.row_count == 0:
         raise DataError(
-            f"snapshot {run.snapshot_dir} holds no users: nothing to score (is the warehouse empty before {manifest.as_of}?)"
+            f"snapshot {run.location('snapshot')} holds no users: nothing to score (is the warehouse empty before {manifest.as_of}?)"
         )
     return [{**run.ref(), "shard": i, "shards": count} for i in range(count)]
 
@@ -80,10 +83,16 @@ def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int =
     its text-template version differs from the snapshot's, ``ValidationFailed`` for an
     unvalidated or changed snapshot.
     """
+    with working_copy(run) as run:
+        return _score_shard(run, shard, shards, model)
+
+
+def _score_shard(run: RunFolder, shard: int, shards: int, model: str | int) -> dict[str, Any]:
+    """:func:`score_shard` in a working copy: pull the snapshot, score, push the shard file."""
     from spendpred import registry
     from spendpred.shards import require_same_template, score_shard_file
 
-    run = RunFolder.coerce(run)
+    run.pull("snapshot", "validation")
     manifest = run.require_validated()
     ref = check_score(model=model).model
     settings = get_settings()
@@ -97,9 +106,11 @@ def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int =
     cache = _shard_cache(spend_model, str(version.version), run, shard, shards, settings)
     path = run.shard_path(shard, shards)
     stats = score_shard_file(spend_model, run.snapshot.parquet, path, shard, shards, threads, cache=cache)
+    run.push("shard", shard=shard, shards=shards)
     logger.info(
         "shard %d/%d: scored %d users with version %s -> %s; encoded %d (%.1fs), embedding cache %s: %d hits",
-        shard, shards, stats.users, version.version, path, stats.misses, stats.encode_seconds, stats.cache_state, stats.hits,
+        shard, shards, stats.users, version.version, run.location("shards", path.name), stats.misses,
+        stats.encode_seconds, stats.cache_state, stats.hits,
     )  # fmt: skip
     return {**run.ref(), "rows": stats.users, "model_version": str(version.version), "shard": int(shard),
             "shards": int(shards), "encoder": stats.as_dict(), "totals": stats.totals,
@@ -118,7 +129,7 @@ def _shard_cache(spend_model: Any, version: str, run: RunFolder, shard: int, sha
         return None
     key = embeddings.cache_key(version, spend_model.meta, precision, None, spend_model.device.type)
     return embeddings.shard_cache(
-        run.root, key, shard, shards, spend_model.hidden_size, settings.embedding_cache_max_mb
+        run.local_root, key, shard, shards, spend_model.hidden_size, settings.embedding_cache_max_mb
     )
 
 
@@ -133,14 +144,24 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
     ``model_version``, ``counts``, ``thresholds``, ``encoder`` (the shards' cache figures added
     up) and ``anchor`` (factor, totals and the training-time ratio).
     """
+    from spendpred import shards
+
+    results = list(shard_results)
+    count, version = shards.check_coverage(results)
+    with working_copy(run) as run:
+        run.pull("snapshot", only=("manifest.json",))
+        for r in results:
+            run.pull_set(run.staged_set("shard", int(r["shard"]), count))
+        return _assign_tiers(run, results, count, version)
+
+
+def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, version: str) -> dict[str, Any]:
+    """:func:`assign_tiers` in a working copy holding the snapshot's manifest and every shard; pushes the tiers."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from spendpred import shards, tiers
 
-    run = RunFolder.coerce(run)
-    results = list(shard_results)
-    count, version = shards.check_coverage(results)
     table = shards.gather([run.shard_path(int(r["shard"]), count) for r in results], run.manifest.row_count)
     anchor = results[0].get("anchor") if get_settings().trend_anchor else None
     table, anchored = shards.apply_anchor(table, results, anchor)
@@ -164,9 +185,10 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
         "anchor": anchored,
     }
     write_json_atomic(run.tiers_json, meta)
+    run.push("tiers")
     logger.info("tiers for %s: %s; encoder: %s", run.as_of, counts, encoder)
     if encoder["key"]:
-        prune(run.root, encoder["key"], count)
+        prune(run.local_root, encoder["key"], count)
     return meta
 
 
@@ -181,9 +203,10 @@ def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None 
     from spendpred import publish, registry, warehouse
     from spendpred.files import read_json
 
-    run = RunFolder.coerce(tiers_result)
-    meta = tiers_result if isinstance(tiers_result, Mapping) else read_json(run.tiers_json, "tiers result")
-    table = pq.read_table(run.tiers_parquet)
+    with working_copy(tiers_result) as run:
+        run.pull("tiers")
+        meta = tiers_result if isinstance(tiers_result, Mapping) else read_json(run.tiers_json, "tiers result")
+        table = pq.read_table(run.tiers_parquet)
     if dry_run:
         publish.validate_scores(table)
         logger.info("dry run: %d rows for %s checked, nothing published", table.num_rows, run.as_of)

@@ -2,7 +2,9 @@
 fine-tuning and evaluation, registration, promotion.
 
 Every step after the extract takes the run folder (``RunFolder`` or its XCom reference
-``{"kind": "train", "as_of", "root"}``) and finds its inputs there.
+``{"kind": "train", "as_of", "root"}``) and finds its inputs there. With staging on object
+storage each step works in a working copy (``snapshot.working_copy``): it pulls what it reads
+and pushes what it writes, so ``train_model`` may run on a GPU host and the rest elsewhere.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from spendpred.config import get_settings
 from spendpred.files import read_json, write_json_atomic
 from spendpred.params import check_train
 from spendpred.pipeline.snapshots import extract_run, resolve_horizon, validate_snapshot
-from spendpred.snapshot import SNAPSHOT_FILE, Manifest, RunFolder, RunRef
+from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE, Manifest, RunFolder, RunRef, working_copy
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def _window_frames(run: RunFolder, ref: RunRef) -> list[Any]:
     template = run.manifest.text_template_version
     frames = []
     for as_of in ref.get("windows") or []:
-        window = RunFolder("train", dt.date.fromisoformat(str(as_of)), run.root)
+        window = run.on(dt.date.fromisoformat(str(as_of)))
         frame, manifest = _labelled_snapshot(window)
         if manifest.text_template_version != template:
             raise DataError(
@@ -71,11 +73,12 @@ def _window_frames(run: RunFolder, ref: RunRef) -> list[Any]:
 
 
 def _labelled_snapshot(run: RunFolder) -> tuple[Any, Manifest]:
-    """Return ``(pandas frame, manifest)`` of a validated, labelled snapshot."""
+    """Return ``(pandas frame, manifest)`` of a validated, labelled snapshot (pulled first on object storage)."""
     import pandas as pd
 
     from spendpred.errors import DataError
 
+    run.pull("snapshot", "validation")
     manifest = run.require_validated()
     frame = pd.read_parquet(run.snapshot.parquet)
     if not manifest.with_labels or "label" not in frame.columns:
@@ -110,6 +113,18 @@ def train_model(
     Returns the run's reference with ``best_epoch`` and ``metrics``. Raises
     ``ValidationFailed`` for an unvalidated snapshot, ``DataError`` when a split is empty.
     """
+    check_train(epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
+    with working_copy(run) as folder:
+        out = _train_model(folder, run, epochs, max_users, freeze, loss, device, batch_size, progress)
+        folder.push("model")  # the bundle, evaluation, test predictions and result.json, published together
+    return out
+
+
+def _train_model(
+    run: RunFolder, ref: RunRef, epochs: int | None, max_users: int | None, freeze: str | None, loss: str | None,
+    device: str, batch_size: int | None, progress: bool | None,
+) -> dict[str, Any]:
+    """:func:`train_model` in a working copy (``ref`` is the step's input, for the stacked windows)."""
     import sys
 
     import pandas as pd
@@ -118,9 +133,6 @@ def train_model(
     from spendpred.model import TrainConfig, train_regressor
     from spendpred.model.scoring import cpu_threads
 
-    ref = run
-    run = RunFolder.coerce(run)
-    check_train(epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     settings = get_settings()
     frame, manifest = _labelled_snapshot(run)
     parts = splits.split_frame(frame, max_users)
@@ -197,11 +209,23 @@ def _finetune_lift(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
 def evaluate_and_register(run: RunRef) -> dict[str, Any]:
     """Log a run's training to MLflow and register the model as the new ``challenger``.
 
-    Returns the run's reference with ``run_id``, ``version`` and ``metrics``.
+    Returns the run's reference with ``run_id``, ``version`` and ``metrics``. On object storage
+    the model folder and the snapshot's manifest and reports are pulled into a working copy
+    first (MLflow logs local files), and ``registered.json`` is pushed after.
     """
+    with working_copy(run) as folder:
+        folder.pull("model")
+        folder.pull("snapshot", only=(MANIFEST_FILE,))
+        folder.pull("validation", required=False)
+        out = _evaluate_and_register(folder)
+        folder.push("registered")
+    return out
+
+
+def _evaluate_and_register(run: RunFolder) -> dict[str, Any]:
+    """:func:`evaluate_and_register` on a run folder whose files are local."""
     from spendpred import registry
 
-    run = RunFolder.coerce(run)
     summary = read_json(run.result_json, "training result")
     run_id, version = registry.log_training_run(
         bundle_dir=run.bundle_dir,
@@ -261,7 +285,7 @@ def _frame_in_template(run: RunFolder, manifest: Manifest, template: str, url: s
 
     logger.info("re-rendering the held-out users' texts with template %s for the champion", template)
     settings = get_settings()
-    with tempfile.TemporaryDirectory(prefix="spendpred-champion-", dir=run.root) as tmp:
+    with tempfile.TemporaryDirectory(prefix="spendpred-champion-", dir=run.local_root) as tmp:
         out = Path(tmp) / "snapshot"
         _extract_into(out, run.as_of, manifest.horizon_days, True, url, settings, template)
         return pd.read_parquet(out / SNAPSHOT_FILE)
@@ -275,13 +299,17 @@ def _baselines_ahead(held_out: Any) -> dict[str, dict[str, float]]:
     return promotion.baseline_ahead_shares(held_out["label"], held_out[CANDIDATE], peers)
 
 
-def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = None, url: str | None = None) -> dict[str, Any]:
+def promote_model(
+    version: str | int, mode: str = "auto", run: RunRef | None = None, url: str | None = None, actor: str | None = None
+) -> dict[str, Any]:
     """Apply the promotion gate (``spendpred.promotion``) to a registered version.
 
     With ``run`` (the training run folder) the gate sees the candidate's metrics and the
     baselines' on the held-out users fixed by user hash; in ``auto`` mode the champion, if
     any, is re-scored on the same users and compared with a paired bootstrap. ``mode`` is
     ``auto``, ``never`` or ``force``. A candidate that is not promoted stays ``challenger``.
+    ``actor`` is who asked (the Airflow user who triggered the run, the CLI's ``--actor``),
+    recorded on a forced promotion; default the OS user.
     Returns ``{"promoted", "reason", "champion_version", "version", "previous_champion", "mode"}``.
     """
     from spendpred import promotion, registry
@@ -294,17 +322,22 @@ def promote_model(version: str | int, mode: str = "auto", run: RunRef | None = N
     if run is not None:
         import pandas as pd
 
-        folder = RunFolder.coerce(run)
-        result = read_json(folder.result_json, "training result")
-        held_out = pd.read_parquet(folder.test_predictions)  # read once: baselines and champion use the same users
-        candidate_metrics = result["metrics"]
-        gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users"),
-                       "baselines_ahead": _baselines_ahead(held_out)}
-        if mode == "auto":  # never and force decide without comparing
-            compared = _champion_on_same_users(folder, version, held_out, url)
-            if compared is not None:
-                champion_metrics, gate_inputs["win_share"] = compared
-    decision = registry.promote(registry.get_client(), version, candidate_metrics, champion_metrics, mode=mode, **gate_inputs)
+        from spendpred.snapshot import RESULT_JSON, TEST_PREDICTIONS
+
+        with working_copy(run) as folder:
+            folder.pull("model", only=(RESULT_JSON, TEST_PREDICTIONS))
+            result = read_json(folder.result_json, "training result")
+            held_out = pd.read_parquet(folder.test_predictions)  # read once: baselines and champion use the same users
+            candidate_metrics = result["metrics"]
+            gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users"),
+                           "baselines_ahead": _baselines_ahead(held_out)}
+            if mode == "auto":  # never and force decide without comparing
+                compared = _champion_on_same_users(folder, version, held_out, url)  # pulls the snapshot
+                if compared is not None:
+                    champion_metrics, gate_inputs["win_share"] = compared
+    decision = registry.promote(
+        registry.get_client(), version, candidate_metrics, champion_metrics, mode=mode, actor=actor, **gate_inputs
+    )
     info = registry.champion_info()
     out = {**decision.as_dict(), "version": version, "champion_version": info["version"] if info else None}
     logger.info("promotion of version %s: %s", version, out)
@@ -321,8 +354,11 @@ def train(
     promote: str = "auto",
     url: str | None = None,
     device: str = "auto",
+    actor: str | None = None,
 ) -> dict[str, Any]:
     """All retraining steps in order (the ``train`` command; the weekly DAG runs them as tasks).
+
+    ``actor`` is recorded on a forced promotion (``promote_model``).
 
     Returns the registration (run reference, ``run_id``, ``version``, ``metrics``) with
     ``train_dir`` (the run's ``model/`` folder) and ``promotion`` (the decision).
@@ -338,5 +374,5 @@ def train(
     validate_snapshot(snapshot)
     trained = train_model(snapshot, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     registered = evaluate_and_register(trained)
-    decision = promote_model(registered["version"], promote, trained, url)
-    return {**registered, "train_dir": str(RunFolder.from_ref(trained).model_dir), "promotion": decision}
+    decision = promote_model(registered["version"], promote, trained, url, actor)
+    return {**registered, "train_dir": RunFolder.from_ref(trained).location("model"), "promotion": decision}

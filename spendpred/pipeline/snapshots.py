@@ -10,7 +10,7 @@ from typing import Any
 
 from spendpred.config import Settings, get_settings
 from spendpred.params import check_train
-from spendpred.snapshot import Manifest, RunFolder, staged_snapshot
+from spendpred.snapshot import Manifest, RunFolder, staged_snapshot, working_copy
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def preflight(kind: str, url: str | None = None, settings: Settings | None = Non
     could be created and written. A front end calls it before it checks what it
     needs next (the model, the registry), so that a failing run creates nothing and names the
     first problem on the way. Raises ``ConfigError`` (settings, missing warehouse file), the
-    database's error (unreachable, wrong credentials, missing tables) or the ``OSError`` of the
-    staging folder.
+    database's error (unreachable, wrong credentials, missing tables), the ``OSError`` of the
+    staging folder, or ``StorageError``/``StagingUnavailable`` for object storage.
     """
     from spendpred import warehouse
     from spendpred.errors import ConfigError
@@ -67,7 +67,12 @@ def preflight(kind: str, url: str | None = None, settings: Settings | None = Non
     with warehouse.opened_engine(url, settings) as engine, engine.connect() as conn:
         for table in warehouse.SOURCE_TABLES:  # names from the contract, not from input
             conn.exec_driver_sql(f"SELECT 1 FROM {table} WHERE 1 = 0").close()
-    check_can_create(staging / kind)
+    if isinstance(staging, Path):
+        check_can_create(staging / kind)
+    else:  # object storage: a small object written and deleted (credentials, endpoint, bucket)
+        from spendpred.staging import store
+
+        store(staging).probe(kind)
 
 
 def extract_run(
@@ -78,8 +83,12 @@ def extract_run(
     Texts use ``template`` (None: ``SPENDPRED_TEXT_TEMPLATE``).
 
     A failed extract creates nothing in staging: no run folder, no partial snapshot (see ``_extract_into``).
+    On object storage the snapshot is extracted into a working copy and then published (its old
+    validation withdrawn, the staging manifest last).
     """
-    manifest = _extract_into(run.snapshot_dir, run.as_of, horizon, with_labels, url, settings, template)
+    with working_copy(run) as work:
+        manifest = _extract_into(work.snapshot_dir, run.as_of, horizon, with_labels, url, settings, template)
+        work.push("snapshot")
     return {**run.ref(), "rows": manifest.row_count, "horizon_days": horizon}
 
 
@@ -117,18 +126,38 @@ def validate_snapshot(
     if isinstance(snapshot, (str, Path)):
         directory = Path(snapshot)
         run = RunFolder.containing(directory)
-    else:
-        run = RunFolder.coerce(snapshot)
-        directory = run.snapshot_dir
-    if previous_dir is not None:
-        previous: Path | None = Path(previous_dir)
-    else:
-        earlier = run.previous() if run is not None else None
-        previous = earlier.snapshot_dir if earlier is not None else None
-    result = validation.validate_snapshot(directory, previous_dir=previous)  # logs the verdict
-    out: dict[str, Any] = {"success": result.success, "report": str(result.report_md), "rows": result.row_count}
-    if isinstance(snapshot, Mapping) and snapshot.get("windows") and run is not None:
-        for as_of in snapshot["windows"]:  # the earlier stacked training windows pass the same gate
-            validation.validate_snapshot(RunFolder(run.kind, dt.date.fromisoformat(str(as_of)), run.root).snapshot_dir)
-        out["windows"] = list(snapshot["windows"])
+        return _validated(validation.validate_snapshot(directory, previous_dir=_previous(run, previous_dir)), run)
+    with working_copy(snapshot) as run:
+        out = _validate_run(run, previous_dir)
+        if isinstance(snapshot, Mapping) and snapshot.get("windows"):
+            for as_of in snapshot["windows"]:  # the earlier stacked training windows pass the same gate
+                _validate_run(run.on(dt.date.fromisoformat(str(as_of))), None)
+            out["windows"] = list(snapshot["windows"])
     return out
+
+
+def _previous(run: RunFolder | None, previous_dir: str | Path | None) -> Path | None:
+    """The snapshot folder the row-count check compares with: ``previous_dir``, else ``run.previous()``'s."""
+    if previous_dir is not None:
+        return Path(previous_dir)
+    earlier = run.previous() if run is not None else None
+    return earlier.snapshot_dir if earlier is not None else None
+
+
+def _validate_run(run: RunFolder, previous_dir: str | Path | None) -> dict[str, Any]:
+    """Validate a run folder's snapshot (pulled first, reports pushed after, failed or not, on object storage)."""
+    from spendpred import validation
+
+    run.pull("snapshot")
+    try:
+        result = validation.validate_snapshot(run.snapshot_dir, previous_dir=_previous(run, previous_dir))  # logs the verdict
+    finally:
+        if run.is_remote and run.validation_json.is_file():  # a failed gate's report is staged too
+            run.push("validation")
+    return _validated(result, run)
+
+
+def _validated(result: Any, run: RunFolder | None) -> dict[str, Any]:
+    """The step's result: ``{"success", "report", "rows"}`` (the report's URL on object storage)."""
+    report = run.location("snapshot", result.report_md.name) if run is not None and run.is_remote else str(result.report_md)
+    return {"success": result.success, "report": report, "rows": result.row_count}

@@ -231,13 +231,16 @@ def test_staging_root_accepts_paths_and_file_urls(tmp_path: Path) -> None:
     assert staging_root(Settings(home=tmp_path, staging_dir=(tmp_path / "s a").as_uri())) == tmp_path / "s a"
     assert local_path("file://localhost/srv/staging") == Path("/srv/staging")
     assert Settings(home=tmp_path, staging_dir=f"file://{tmp_path}/x").resolved_staging_dir == tmp_path / "x"
+    # object storage stays a URL (normalised: no trailing slash), which run folder references carry
+    assert staging_root(Settings(home=tmp_path, staging_dir="s3://bucket/spend/staging/")) == "s3://bucket/spend/staging"
+    assert staging_root(Settings(home=tmp_path, staging_dir="gcs://bucket")) == "gs://bucket"
 
 
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("s3://bucket/staging", "staging on s3:// is not supported directly"),
-        ("gs://bucket/staging", "mount the storage on every worker"),
+        ("hdfs://namenode/staging", r"staging on hdfs:// is not supported: use a folder, a file:// URL or object storage \(s3://"),
+        ("s3:///staging", r"names no bucket: use s3://bucket/prefix"),
         ("file://otherhost/srv/staging", "names the host 'otherhost'"),
     ],
 )
