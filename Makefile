@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := False
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo airflow test clean
+.PHONY: help install demo airflow cluster cluster-down cluster-test test clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,15 @@ airflow: $(STAMP) ## Start Airflow locally (standalone: UI on http://127.0.0.1:8
 	printf 'Airflow UI: http://%s:%s  user admin, password in %s\n' "$$AIRFLOW__API__HOST" "$$AIRFLOW__API__PORT" \
 	    "$${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}" && \
 	exec airflow standalone
+
+cluster: $(STAMP) ## Start docker-compose.yaml's services as local processes (CeleryExecutor, MLflow server, 3 workers) under var/cluster
+	VENV=$(abspath $(VENV)) scripts/cluster.sh up
+
+cluster-down: ## Stop exactly the processes `make cluster` started
+	VENV=$(abspath $(VENV)) scripts/cluster.sh down
+
+cluster-test: $(STAMP) ## The production shape end to end: a throwaway cluster, a retrain, a nightly, and faults (about 10 min)
+	$(VENV)/bin/pytest -m cluster tests/cluster
 
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
 	$(VENV)/bin/pytest

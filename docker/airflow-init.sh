@@ -4,7 +4,8 @@
 #   1. create the shared folders and hand them to AIRFLOW_UID,
 #   2. migrate Airflow's metadata database,
 #   3. register the admin user with Airflow's simple auth manager (kept if it already exists),
-#   4. create the pool that GPU tasks run in.
+#   4. create the pool that GPU tasks run in,
+#   5. create the warehouse's outputs (`spendpred db init`).
 # Safe to rerun. Airflow commands go through the image's /entrypoint, which waits for the
 # database and sets up the Python path when running as root.
 set -euo pipefail
@@ -56,6 +57,9 @@ chmod 600 "${passwords_file}"
 
 echo "Creating the pool '${AIRFLOW_GPU_POOL:-gpu}' (${AIRFLOW_GPU_POOL_SLOTS:-1} slots)"
 /entrypoint airflow pools set "${AIRFLOW_GPU_POOL:-gpu}" "${AIRFLOW_GPU_POOL_SLOTS:-1}" "GPU training tasks (queue gpu)"
+
+echo "Creating the warehouse's spendpred schema, tables and views (idempotent)"
+/entrypoint spendpred db init
 
 /entrypoint airflow version
 echo "airflow-init finished"

@@ -10,9 +10,12 @@ shown to fire on a mutated copy of the real file.
 from __future__ import annotations
 
 import fnmatch
+import os
 import json
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ GPU_QUEUE = "gpu"
 DEFAULT_QUEUE = "default"
 
 # $$ is an escaped dollar; ${VAR}, ${VAR:-x}, ${VAR-x}, ${VAR:?e}, ${VAR:+x} and $VAR are references.
-_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_]\w*)(?P<op>:?[-?+])?(?P<arg>[^}]*)\}|(?P<bare>[A-Za-z_]\w*))")
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_]\w*)(?P<op>:?[-?+])?(?P<arg>[^}$]*)\}|(?P<bare>[A-Za-z_]\w*))")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 
 
@@ -59,16 +62,30 @@ def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     return json.loads(json.dumps(data))
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """Return ``KEY=VALUE`` pairs of a dotenv file (``{}`` when it does not exist)."""
+def read_env_file(path: Path, outer: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the ``KEY=VALUE`` pairs of a dotenv file as Compose reads it (``{}`` when it does not exist).
+
+    Unquoted and double-quoted values are interpolated (``${VAR:-default}``) from the variables
+    defined earlier in the file, then from ``outer`` (the shell and ``.env``); single-quoted
+    values are literal; ``VALUE # comment`` loses its comment.
+    """
     if not path.is_file():
         return {}
     pairs: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.removeprefix("export ").split("=", 1)
-            pairs[key.strip()] = value.strip().strip("'\"")
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        value = value.strip()
+        if value.startswith("'"):
+            pairs[key.strip()] = value[1 : value.index("'", 1)]
+            continue
+        if value.startswith('"'):
+            value = value[1 : value.index('"', 1)]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        pairs[key.strip()] = interpolate(value, {**(outer or {}), **pairs})
     return pairs
 
 
@@ -85,8 +102,17 @@ def interpolate(text: str, env: dict[str, str]) -> str:
             return arg if value else ""
         return value or ""
 
+    def resolve(part: str) -> str:
+        # innermost first: ${A:-${B}/x} resolves ${B}, then ${A:-...}
+        for _ in range(10):
+            resolved = _VARIABLE.sub(replace, part)
+            if resolved == part:
+                break
+            part = resolved
+        return part
+
     parts = text.split("$$")  # escaped dollars stay literal
-    return "$".join(_VARIABLE.sub(replace, part) for part in parts)
+    return "$".join(resolve(part) for part in parts)
 
 
 def strings(node: Any) -> Iterator[str]:
@@ -101,12 +127,26 @@ def strings(node: Any) -> Iterator[str]:
             yield from strings(value)
 
 
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    """Return a service's ``environment`` as a dict, whether written as a mapping or a list."""
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {key: "" if value is None else str(value) for key, value in env.items()}
+def env_files(service: dict[str, Any]) -> list[str]:
+    """Return the paths of a service's ``env_file`` entries, in order."""
+    entries = service.get("env_file") or []
+    return [entry if isinstance(entry, str) else entry.get("path", "") for entry in ([entries] if isinstance(entries, str) else entries)]
+
+
+def environment(service: dict[str, Any], env: dict[str, str] | None = None, repo: Path = REPO) -> dict[str, str]:
+    """Return what a container of ``service`` gets in its environment, interpolated with ``env`` (``.env``).
+
+    Its ``env_file`` files first (in order), then its ``environment`` (which wins), as Compose does.
+    """
+    env = env or {}
+    result: dict[str, str] = {}
+    for path in env_files(service):
+        result.update(read_env_file(repo / path, env))
+    block = service.get("environment") or {}
+    if isinstance(block, list):
+        block = dict(item.split("=", 1) if "=" in item else (item, "") for item in block)
+    result.update({key: interpolate("" if value is None else str(value), env) for key, value in block.items()})
+    return result
 
 
 def words(service: dict[str, Any], env: dict[str, str]) -> list[str]:
@@ -243,8 +283,8 @@ def _check_env_files(services: dict[str, dict[str, Any]], repo: Path) -> list[st
 def _check_urls(services: dict[str, dict[str, Any]], env: dict[str, str]) -> list[str]:
     problems = []
     for name, service in services.items():
-        service_env = environment(service)
-        texts = [interpolate(value, env) for value in service_env.values()] + words(service, env)
+        service_env = environment(service, env)
+        texts = list(service_env.values()) + words(service, env)
         for text in texts:
             for url in _URL.findall(text):
                 host = urlsplit(url).hostname
@@ -252,7 +292,7 @@ def _check_urls(services: dict[str, dict[str, Any]], env: dict[str, str]) -> lis
                     problems.append(f"{name}: {url!r} points at host {host!r}, which is not a service")
         for var in SERVICE_URL_VARS:
             if var in service_env:
-                host = urlsplit(interpolate(service_env[var], env)).hostname
+                host = urlsplit(service_env[var]).hostname
                 if host not in services:
                     problems.append(f"{name}: {var} points at host {host!r}, which is not a service")
     return problems
@@ -262,9 +302,9 @@ def _check_mlflow(services: dict[str, dict[str, Any]], env: dict[str, str]) -> l
     """The tracking URI's service must run a server on that port, reachable and accepting the host."""
     problems = []
     uris = {
-        interpolate(value, env)
+        value
         for service in services.values()
-        for key, value in environment(service).items()
+        for key, value in environment(service, env).items()
         if key == "SPENDPRED_MLFLOW_TRACKING_URI"
     }
     for uri in sorted(uris):
@@ -278,7 +318,8 @@ def _check_mlflow(services: dict[str, dict[str, Any]], env: dict[str, str]) -> l
             problems.append(f"{where}: its command does not listen on port {port} (--port {port})")
         if option(argv, "--host", "-h") != "0.0.0.0":
             problems.append(f"{where}: its command must bind --host 0.0.0.0 to be reachable from other containers")
-        allowed = option(argv, "--allowed-hosts")
+        # `mlflow server` reads each option from the command line, else from its environment
+        allowed = option(argv, "--allowed-hosts") or environment(services[parts.hostname], env).get("MLFLOW_SERVER_ALLOWED_HOSTS")
         host_header = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
         # MLflow's default allowed hosts are localhost and private IPs: a service name is refused.
         if allowed is None or not any(
@@ -307,11 +348,11 @@ def _check_workers(services: dict[str, dict[str, Any]], env: dict[str, str]) -> 
             )
     staging_volumes = set()
     for name in workers:
-        service_env = environment(services[name])
+        service_env = environment(services[name], env)
         for var in TASK_ENV:
             if not service_env.get(var):
                 problems.append(f"{name}: Celery worker lacks environment variable {var}")
-        staging = interpolate(service_env.get("SPENDPRED_STAGING_DIR", ""), env)
+        staging = service_env.get("SPENDPRED_STAGING_DIR", "")
         volume = next(
             (
                 source
@@ -455,7 +496,7 @@ def test_compose_defines_the_expected_services(compose: dict[str, Any]) -> None:
     }  # fmt: skip
     assert expected <= set(compose["services"])
     assert compose["services"]["airflow-apiserver"]["command"] == "api-server"
-    assert compose["services"]["airflow-worker"]["environment"]["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
+    assert environment(compose["services"]["airflow-worker"])["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
 
 
 def test_compose_is_consistent(compose: dict[str, Any]) -> None:
@@ -464,7 +505,7 @@ def test_compose_is_consistent(compose: dict[str, Any]) -> None:
 
 def _set_env(service: str, key: str, value: str) -> Callable[[dict[str, Any]], None]:
     def mutate(c: dict[str, Any]) -> None:
-        c["services"][service]["environment"][key] = value
+        c["services"][service].setdefault("environment", {})[key] = value
 
     return mutate
 
@@ -473,15 +514,6 @@ def _set_option(service: str, name: str, value: str) -> Callable[[dict[str, Any]
     def mutate(c: dict[str, Any]) -> None:
         command = c["services"][service]["command"]
         command[command.index(name) + 1] = value
-
-    return mutate
-
-
-def _drop_option(service: str, name: str) -> Callable[[dict[str, Any]], None]:
-    def mutate(c: dict[str, Any]) -> None:
-        command = c["services"][service]["command"]
-        index = command.index(name)
-        del command[index : index + 2]
 
     return mutate
 
@@ -529,7 +561,7 @@ MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "must bind --host 0.0.0.0",
     ),
     "MLflow refusing the service host name": (
-        _drop_option("mlflow", "--allowed-hosts"),
+        _set_env("mlflow", "MLFLOW_SERVER_ALLOWED_HOSTS", "localhost,127.0.0.1"),
         "--allowed-hosts must admit the Host header 'mlflow:5000'",
     ),
     "GPU worker without a device reservation": (
@@ -545,7 +577,7 @@ MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "no Celery worker consumes the 'default' queue",
     ),
     "worker without the staging folder": (
-        lambda c: c["services"]["airflow-worker"]["environment"].pop("SPENDPRED_STAGING_DIR"),
+        _set_env("airflow-worker", "SPENDPRED_STAGING_DIR", ""),
         "airflow-worker: Celery worker lacks environment variable SPENDPRED_STAGING_DIR",
     ),
     "staging folder not on a shared volume": (
@@ -609,3 +641,102 @@ def test_check_dockerfile_reports_a_missing_copy_source(tmp_path: Path) -> None:
 def test_check_dockerfile_reports_a_copy_source_the_dockerignore_excludes(tmp_path: Path) -> None:
     path = _build_context(tmp_path, "FROM apache/airflow:3.3.2\nCOPY dags/ /opt/airflow/dags/\n", "# comment\ndags\n")
     assert check_dockerfile(path, tmp_path) == ["Dockerfile: COPY source 'dags/' is excluded by .dockerignore"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared settings file (docker/spendpred.env): the compose file and scripts/cluster.sh read it
+
+ENV_FILE = REPO / "docker" / "spendpred.env"
+# Words that appear in task logs: a secret equal to (or inside) one of them would be masked there.
+IDENTIFIERS = (
+    "spendpred", "spendpred-regressor", "spendpred_weekly_retrain", "spendpred_nightly_scoring",
+    "spendpred.publish", "airflow", "mlflow", "warehouse", "champion", "challenger", "user_spend_scores",
+    "postgres", "redis", "celery", "default", "gpu",
+)  # fmt: skip
+SECRETS = ("AIRFLOW_DB_PASSWORD", "WAREHOUSE_PASSWORD", "MLFLOW_DB_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET",
+           "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY")  # fmt: skip
+
+
+def test_every_airflow_container_reads_the_shared_settings_file(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if name.startswith("airflow-") or name in ("mlflow", "postgres", "warehouse"):
+            assert env_files(service) == ["docker/spendpred.env"], name
+
+
+def test_bash_and_compose_read_the_settings_file_alike(tmp_path: Path) -> None:
+    """scripts/cluster.sh sources the file with bash; Compose parses it as a dotenv file: same values."""
+    outer = {"AIRFLOW_DB_HOST": "127.0.0.1", "MLFLOW_SERVER_PORT": "5050", "SPENDPRED_DATA_DIR": str(tmp_path)}
+    for given in ({}, outer):
+        script = f"set -a; . {shlex.quote(str(ENV_FILE))}; set +a; env -0"
+        result = subprocess.run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin", **given}, capture_output=True, check=True)
+        from_bash = dict(item.split("=", 1) for item in result.stdout.decode().split("\0") if "=" in item)
+        from_compose = read_env_file(ENV_FILE, given)
+        assert from_compose, "docker/spendpred.env defines nothing"
+        assert {key: from_bash.get(key) for key in from_compose} == from_compose
+
+
+def test_cluster_script_points_every_service_at_localhost() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "cluster.sh"), "env"],
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "SPENDPRED_CLUSTER_HOME": "/tmp/c"},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    for var in (*TASK_ENV[:3], "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "MLFLOW_BACKEND_STORE_URI"):
+        assert urlsplit(env[var].replace("db+", "")).hostname == "127.0.0.1", var
+    assert env["SPENDPRED_STAGING_DIR"] == "/tmp/c/data/staging"
+    assert env["SPENDPRED_TRAIN_QUEUE"] == "gpu" and env["SPENDPRED_TRAIN_POOL"] == "gpu"
+
+
+def test_compose_defaults_are_safe_for_the_libraries_and_the_logs(compose: dict[str, Any]) -> None:
+    from cryptography.fernet import Fernet
+
+    env = environment(compose["services"]["airflow-worker"])
+    values = {**read_env_file(ENV_FILE), **env}
+    assert len(values["AIRFLOW__API_AUTH__JWT_SECRET"].encode()) >= 64  # PyJWT's minimum for HS512
+    assert len(values["AIRFLOW__API__SECRET_KEY"].encode()) >= 32
+    Fernet(values["AIRFLOW__CORE__FERNET_KEY"].encode())  # raises on an invalid key
+    for name in SECRETS:
+        secret = values[name]
+        assert len(secret) >= 12, f"{name} is too short"
+        clashes = [word for word in IDENTIFIERS if secret.lower() in word.lower() or word.lower() in secret.lower()]
+        assert not clashes, f"{name}={secret!r} overlaps the identifier(s) {clashes}: Airflow would mask them in logs"
+
+
+def test_compose_settings_pass_spendpred_checks(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's environment, as Compose builds it, through spendpred's own settings and checks."""
+    from sqlalchemy.engine import make_url
+
+    from spendpred import registry
+    from spendpred.config import Settings
+    from spendpred.snapshot import staging_root
+
+    for key in [k for k in os.environ if k.startswith(("SPENDPRED_", "MLFLOW_", "AIRFLOW"))]:
+        monkeypatch.delenv(key)
+    for name in ("airflow-worker", "airflow-worker-gpu", "airflow-scheduler", "airflow-dag-processor"):
+        for key, value in environment(compose["services"][name]).items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()
+        root = settings.artifact_root  # raises ConfigError when MLflow could not use it
+        assert root.scheme == "mlflow-artifacts", name
+        registry.check_artifact_root(root, settings.resolved_tracking_uri)  # contacts nothing
+        assert make_url(settings.resolved_warehouse_url).get_backend_name() == "postgresql"
+        assert urlsplit(settings.resolved_tracking_uri).hostname == "mlflow"
+        assert str(staging_root(settings)) == "/opt/spendpred/data/staging"
+
+        # what the DAG files read when they are parsed
+        dags = str(REPO / "dags")
+        if dags not in sys.path:
+            sys.path.append(dags)
+        import _spendpred_common
+
+        assert _spendpred_common.default_shards() == 4
+        assert _spendpred_common.train_task_kwargs() == {"pool": "default_pool", "queue": "default"}
+
+
+def test_mlflow_server_reads_its_store_from_the_settings_file(compose: dict[str, Any]) -> None:
+    env = environment(compose["services"]["mlflow"])
+    assert urlsplit(env["MLFLOW_BACKEND_STORE_URI"]).hostname == "warehouse"
+    assert env["MLFLOW_SERVE_ARTIFACTS"] == "true"
+    target = next(t for kind, _s, t in mounts(compose["services"]["mlflow"], {}) if kind == "volume")
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == target
