@@ -22,6 +22,14 @@ implausible amounts, items below one, unknown event types, ratings outside 1..5,
 duplicate keys, rows dated in the future) and records the counts in the manifest; the gate
 (``spendpred.validation``) refuses a snapshot with any violation.
 
+One bad row costs its user, not the night: a recent item that cannot be read (text that is not
+UTF-8, a timestamp that does not parse) loses what cannot be read (the field, as if it were NULL,
+or the whole item when its time or a search's query cannot be read) and its user is rendered
+from what can be read. Such rows are counted and named by their key (kind, user, time), never by their
+content, in one warning and in the manifest (``source_checks["unreadable_rows"]``, which the gate
+does not refuse); when more than ``SPENDPRED_MAX_UNREADABLE_SHARE`` of the users have one, the
+extract fails with one line and writes no snapshot. No source text reaches a log or a message.
+
 Memory stays flat as users grow: the features and the per-user recent items (a few rows
 per user, ranked in SQL) are two streams ordered by ``user_id`` in byte order, merged chunk by
 chunk and appended to the Parquet file one row group at a time.
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
@@ -111,8 +120,11 @@ def _sql(name: str, dialect: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("--"))
 
 
-def _as_datetime(value: Any) -> datetime | None:
-    """Normalise a timestamp from either dialect (datetime, date or ISO text) to a naive datetime."""
+def _as_datetime(value: Any, where: str = "the source relations") -> datetime | None:
+    """Normalise a timestamp from either dialect (datetime, date or ISO text) to a naive datetime.
+
+    Raises ``DataError`` naming ``where`` (never the value: source text stays out of messages).
+    """
     if value is None:
         return None
     if isinstance(value, datetime):  # with a time zone (PostgreSQL timestamptz): as UTC, like the session
@@ -121,10 +133,10 @@ def _as_datetime(value: Any) -> datetime | None:
         return datetime.combine(value, datetime.min.time())
     try:
         parsed = datetime.fromisoformat(str(value).strip())
-    except ValueError as exc:
+    except ValueError:
         raise DataError(
-            f"timestamp {value!r} is not in the contract format 'YYYY-MM-DD HH:MM:SS': fix the source rows"
-        ) from exc
+            f"a timestamp in {where} is not in the contract format 'YYYY-MM-DD HH:MM:SS': fix the source rows"
+        ) from None
     return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
@@ -136,7 +148,7 @@ def source_stats(engine: sa.Engine, cutoff_params: Mapping[str, Any]) -> tuple[d
     counts = {t: int(row[f"{t}_count"]) for t in SOURCE_TABLES}
     newest: dict[str, str | None] = {}
     for t in SOURCE_TABLES:
-        ts = _as_datetime(row[f"{t}_max"])
+        ts = _as_datetime(row[f"{t}_max"], f"the newest row of {t}")
         newest[t] = ts.isoformat() if ts else None
     return counts, newest
 
@@ -184,12 +196,80 @@ def source_checks(
     return checks
 
 
-def _item_groups(engine: sa.Engine, params: Mapping[str, Any], chunk_rows: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+UNREADABLE = "unreadable_rows"
+"""The manifest's ``source_checks`` entry for rows the extract could not read (not a gated rule)."""
+_RAW = (bytes, bytearray, memoryview)
+_TEXT_FIELDS = ("category", "status", "body", "query")
+
+
+class UnreadableRows:
+    """The recent items an extract could not read: counted and named by their key, never by their content."""
+
+    def __init__(self, max_examples: int = 5) -> None:
+        self.rows = 0
+        self.users: set[str] = set()
+        self.examples: list[str] = []
+        self._max_examples = max_examples
+
+    def add(self, rec: Mapping[str, Any]) -> None:
+        """Count the item ``rec`` (``user_id``, ``kind``, ``at``) as unreadable."""
+        self.rows += 1
+        self.users.add(rec["user_id"])
+        if len(self.examples) < self._max_examples:
+            at = rec["at"]
+            when = f" at {at.isoformat(sep=' ')}" if isinstance(at, datetime) else ""
+            self.examples.append(f"{rec['kind']} of user {rec['user_id']}{when}")
+
+    def as_dict(self, users: int, max_share: float) -> dict[str, Any]:
+        """Return the manifest entry: rows, users, their share of ``users``, the allowed share and example keys."""
+        share = len(self.users) / users if users else 0.0
+        return {"rows": self.rows, "users": len(self.users), "share": share, "max_share": max_share,
+                "examples": list(self.examples)}  # fmt: skip
+
+
+def _source_text(value: Any) -> str | None:
+    """Return a source text value read raw (``{{raw_text(x)}}``) as ``str``; ``UnicodeDecodeError`` if not UTF-8."""
+    if isinstance(value, _RAW):
+        return bytes(value).decode("utf-8")
+    return value
+
+
+def _readable(rec: dict[str, Any], unreadable: UnreadableRows) -> dict[str, Any] | None:
+    """Return the recent item ``rec`` with its text decoded and its time parsed, as much as can be read.
+
+    A text field that is not UTF-8 becomes ``None`` (as if the warehouse held NULL there: a review
+    without its body, an order without its category); an item whose time cannot be read, or a
+    search whose query cannot, is dropped (``None``). Either way the row is counted in ``unreadable``.
+    """
+    try:
+        rec["at"] = _as_datetime(_source_text(rec["at"]))
+    except (UnicodeDecodeError, DataError):
+        rec["at"] = None
+        unreadable.add(rec)
+        return None
+    damaged = False
+    for name in _TEXT_FIELDS:
+        try:
+            rec[name] = _source_text(rec.get(name))
+        except UnicodeDecodeError:
+            rec[name], damaged = None, True
+    if damaged:
+        unreadable.add(rec)
+    if rec["kind"] == "search" and not rec.get("query"):
+        return None
+    return rec
+
+
+def _item_groups(
+    engine: sa.Engine, params: Mapping[str, Any], chunk_rows: int, unreadable: UnreadableRows | None = None
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Yield ``(user_id, rows)`` of the recent-items stream, one group per user, in stream order.
 
-    Raises ``DataError`` if the stream is not ordered by user_id in byte order.
+    What cannot be read is left out and counted in ``unreadable`` (``_readable``). Raises ``DataError``
+    if the stream is not ordered by user_id in byte order.
     """
     sql = _sql("recent_items", engine.dialect.name)
+    unreadable = unreadable if unreadable is not None else UnreadableRows()
     current: str | None = None
     rows: list[dict[str, Any]] = []
     for chunk in warehouse.stream_query(engine, sql, params, chunk_rows=chunk_rows):
@@ -205,7 +285,8 @@ def _item_groups(engine: sa.Engine, params: Mapping[str, Any], chunk_rows: int) 
                         )
                     yield current, rows
                 current, rows = uid, []
-            rows.append(rec)
+            if _readable(rec, unreadable) is not None:
+                rows.append(rec)
     if current is not None:
         yield current, rows
 
@@ -260,7 +341,7 @@ def behaviour_of(feature_row: Mapping[str, Any], items: list[dict[str, Any]], as
                 textify.OrderItem(at=at, amount=float(rec["amount"] or 0.0), category=rec["category"], status=rec["status"] or "")
             )
         elif kind == "search":
-            searches.append(textify.SearchItem(at=at, query=rec["body"] or ""))
+            searches.append(textify.SearchItem(at=at, query=rec.get("query") or ""))
         elif kind == "review":
             reviews.append(textify.ReviewItem(at=at, rating=int(rec["rating"] or 0), body=rec["body"]))
     has_events = bool(feature_row.get("has_events"))
@@ -279,6 +360,61 @@ def behaviour_of(feature_row: Mapping[str, Any], items: list[dict[str, Any]], as
     )
 
 
+_SQLITE_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+
+
+def _without_source_text(exc: BaseException) -> BaseException:
+    """Return the error to raise for ``exc``: a ``DataError`` without the value when a driver could not decode source text.
+
+    SQLite's driver fails a whole query on one TEXT value that is not UTF-8, with the value in
+    its message; a PostgreSQL database in SQL_ASCII does the same through ``UnicodeDecodeError``.
+    Any other error is returned as it is.
+    """
+    text = str(getattr(exc, "orig", None) or exc)
+    match = _SQLITE_UNDECODABLE.search(text)
+    if match or isinstance(exc, UnicodeDecodeError) or isinstance(getattr(exc, "orig", None), UnicodeDecodeError):
+        column = f"column {match.group(1)!r} of " if match else ""
+        return DataError(
+            f"a value in {column}the source relations is not valid UTF-8 text (value not shown) and the extract cannot "
+            "leave its row out (an id or a timestamp): fix its encoding in the warehouse, or expose the column "
+            "through a view that converts it"
+        )
+    return exc
+
+
+class _source_text_kept_out:  # noqa: N801 - used like contextlib's context managers
+    """Within the block, a driver's failure to decode source text becomes ``_without_source_text``'s ``DataError``."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, (sa.exc.DBAPIError, UnicodeDecodeError)):
+            error = _without_source_text(exc)
+            if error is not exc:
+                raise error from None
+        return False
+
+
+def _check_unreadable(unreadable: UnreadableRows, users: int, max_share: float, as_of: date) -> dict[str, Any]:
+    """Return the manifest entry of the unreadable rows; warn naming their keys; ``DataError`` above ``max_share``."""
+    entry = unreadable.as_dict(users, max_share)
+    if not unreadable.rows:
+        return entry
+    keys = "; ".join(unreadable.examples) + ("; ..." if unreadable.rows > len(unreadable.examples) else "")
+    what = (
+        f"{unreadable.rows} source row(s) of {len(unreadable.users)} of {users} user(s) ({entry['share']:.2%}) "
+        f"as of {as_of} cannot be read (text not UTF-8 or an unparsable timestamp; content not shown): {keys}"
+    )
+    if entry["share"] > max_share:
+        raise DataError(
+            f"{what}: more than SPENDPRED_MAX_UNREADABLE_SHARE={max_share:g} of the users, so no snapshot was written: "
+            "fix the encoding of those rows in the warehouse (or raise the setting)"
+        )
+    logger.warning("%s: what cannot be read is left out, those users are rendered from the rest", what)
+    return entry
+
+
 def extract_snapshot(
     engine: sa.Engine,
     as_of: date,
@@ -290,6 +426,7 @@ def extract_snapshot(
     *,
     max_tokens: int = textify.DEFAULT_MAX_TOKENS,
     count_tokens: textify.TokenCounter | None = None,
+    max_unreadable_share: float | None = None,
 ) -> Manifest:
     """Extract the behaviour snapshot as of ``as_of`` into ``out_dir``; return its manifest.
 
@@ -302,17 +439,29 @@ def extract_snapshot(
     earlier ``validation.json``/``validation.md`` in ``out_dir`` is removed (it described an
     older file). Files are replaced atomically, so a failed run leaves no half snapshot.
 
+    A recent item that cannot be read (text not UTF-8, a timestamp that does not parse) is left
+    out and counted (``source_checks["unreadable_rows"]``: rows, users, example keys); its user
+    is rendered from the rest. ``max_unreadable_share`` (default: ``SPENDPRED_MAX_UNREADABLE_SHARE``)
+    bounds the share of users with such a row.
+
     Raises ``ConfigError`` for a bad horizon, chunk size or template version, and
-    ``DataError`` when the source rows break the contract (e.g. unparsable timestamps).
+    ``DataError`` when the source rows break the contract (e.g. unparsable timestamps), when
+    more users than ``max_unreadable_share`` have unreadable rows, or when a value the extract
+    cannot leave out (an id, a feature's timestamp) is not UTF-8; no message shows source text.
     """
     if horizon_days <= 0:
         raise ConfigError(f"horizon_days must be a positive number of days, got {horizon_days}")
     if chunk_rows <= 0:
         raise ConfigError(f"chunk_rows must be positive, got {chunk_rows}")
-    if template_version is None:
+    if template_version is None or max_unreadable_share is None:
         from spendpred.config import get_settings
 
-        template_version = get_settings().text_template
+        settings = get_settings()
+        template_version = settings.text_template if template_version is None else template_version
+        if max_unreadable_share is None:
+            max_unreadable_share = settings.max_unreadable_share
+    if not 0.0 <= max_unreadable_share <= 1.0:
+        raise ConfigError(f"max_unreadable_share must be in 0..1, got {max_unreadable_share}")
     version = textify.check_template(template_version)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -326,15 +475,17 @@ def extract_snapshot(
         "extracting snapshot as of %s (horizon %d days, labels %s, text template %s, %s warehouse) into %s",
         as_of, horizon_days, with_labels, version, dialect, out_dir,
     )
-    counts, newest = source_stats(engine, params)
-    contract = source_checks(engine, params)
+    with _source_text_kept_out():
+        counts, newest = source_stats(engine, params)
+        contract = source_checks(engine, params)
 
     schema = snapshot_schema(with_labels)
     columns = snapshot_columns(with_labels)
     final = out_dir / SNAPSHOT_FILE
     tmp = temporary_sibling(final)
     rows_written = 0
-    item_groups = _item_groups(engine, params, chunk_rows)
+    unreadable = UnreadableRows()
+    item_groups = _item_groups(engine, params, chunk_rows, unreadable)
     try:
         merger = _ItemMerger(item_groups)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
@@ -358,7 +509,13 @@ def extract_snapshot(
                 logger.info("snapshot %s: %d users written", as_of, rows_written)
             if rows_written == 0:
                 writer.write_table(schema.empty_table())
+        contract[UNREADABLE] = _check_unreadable(unreadable, rows_written, max_unreadable_share, as_of)
         os.replace(tmp, final)
+    except (sa.exc.DBAPIError, UnicodeDecodeError) as exc:
+        error = _without_source_text(exc)
+        if error is exc:
+            raise
+        raise error from None
     finally:
         item_groups.close()  # ends the second stream (and returns its connection) even on failure
         tmp.unlink(missing_ok=True)

@@ -192,6 +192,12 @@ class Settings(BaseSettings):
     tier_high_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is high.")
     tier_medium_min: float | None = Field(None, description="Threshold rule: predicted spend at or above this is medium.")
     chunk_rows: int = Field(50_000, gt=0, description="Rows per chunk for streaming reads and bulk writes.")
+    max_unreadable_share: float = Field(
+        0.01, ge=0, le=1,
+        description="Share of a snapshot's users that may have source rows the extract cannot read (text that is not "
+        "UTF-8, a timestamp that does not parse): each such row is left out, counted and named by its key in the log "
+        "and the manifest, and its user is rendered from the rows that can be read. Above it the extract fails.",
+    )
     train_windows: int = Field(
         1, ge=1, le=12,
         description="Training windows stacked by the weekly retrain: the snapshot as of R-H and, for each further window, "

@@ -56,24 +56,29 @@ def sql_dir() -> Path:
 # ``{{day(a)}}`` (the calendar date of a timestamp) and ``{{text_id(a)}}`` (an id column, text or
 # integer in the warehouse, as something that joins with any other id: text on PostgreSQL, the
 # value itself on SQLite, whose comparisons convert by column affinity and whose indexes a CAST
-# would defeat).
+# would defeat) and ``{{raw_text(a)}}`` (a source text column read without decoding: its bytes on
+# SQLite, which stores any bytes as TEXT and whose driver fails the whole query on one value that
+# is not UTF-8; the value itself on PostgreSQL, whose text is always valid and bytea arrives as bytes).
 _FRAGMENTS = {
     "sqlite": {
         "byte_order": "COLLATE BINARY",
         "days_between": "(julianday(date({a})) - julianday(date({b})))",
         "day": "date({a})",
         "text_id": "{a}",
+        "raw_text": "CAST({a} AS BLOB)",
     },
     "postgresql": {
         "byte_order": 'COLLATE "C"',
         "days_between": "(CAST({a} AS DATE) - CAST({b} AS DATE))",
         "day": "CAST({a} AS DATE)",
         "text_id": "CAST({a} AS TEXT)",
+        "raw_text": "{a}",
     },
 }
 _DAYS_BETWEEN = re.compile(r"\{\{days_between\((.+?),\s*(.+?)\)\}\}")
 _DAY = re.compile(r"\{\{day\((.+?)\)\}\}")
 _TEXT_ID = re.compile(r"\{\{text_id\((.+?)\)\}\}")
+_RAW_TEXT = re.compile(r"\{\{raw_text\((.+?)\)\}\}")
 
 
 def render_fragments(sql: str, dialect: str) -> str:
@@ -85,6 +90,7 @@ def render_fragments(sql: str, dialect: str) -> str:
     sql = _DAYS_BETWEEN.sub(lambda m: fragments["days_between"].format(a=m.group(1), b=m.group(2)), sql)
     sql = _DAY.sub(lambda m: fragments["day"].format(a=m.group(1)), sql)
     sql = _TEXT_ID.sub(lambda m: fragments["text_id"].format(a=m.group(1)), sql)
+    sql = _RAW_TEXT.sub(lambda m: fragments["raw_text"].format(a=m.group(1)), sql)
     if "{{" in sql:
         raise ConfigError(f"unknown SQL fragment near {sql[sql.index('{{'):][:40]!r}: use {{{{byte_order}}}} or {{{{days_between(a, b)}}}}")
     return sql

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import json
 import math
 import os
 import re
@@ -592,3 +593,50 @@ def test_file_system_failures_are_one_line_naming_the_path(error: OSError, expec
 
 def test_a_bug_is_not_hidden() -> None:
     assert errors.describe(KeyError("x")) is None
+
+
+# -- source text that cannot be read (issue 22, item 2) ----------------------------------------------
+
+PII_BODY = b"Call jane.doe@example.com or +1 555 0100 " + b"\xff\xfe broken"
+
+
+def _unreadable_review_warehouse(path: Path) -> str:
+    """The clean rows (3 users) plus one review of u1 whose body is not UTF-8 and quotes an e-mail address and a phone."""
+    url = _sqlite_file(path, _PERMISSIVE_SOURCES, _CLEAN_ROWS)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(
+            "INSERT INTO reviews (user_id, created_at, rating, body) VALUES ('u1', '2024-06-11 09:00:00', 2, CAST(? AS TEXT))",
+            (PII_BODY,),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    return url
+
+
+def _no_pii(done: subprocess.CompletedProcess[str]) -> None:
+    for piece in ("jane.doe@example.com", "555 0100", "broken", "Call "):
+        assert piece not in done.stderr and piece not in done.stdout, piece
+
+
+def test_an_unreadable_review_above_the_share_is_one_line_without_its_text(tmp_path: Path, isolated_settings: Path) -> None:
+    url = _unreadable_review_warehouse(tmp_path / "source.db")
+    before = _files(tmp_path)
+    done = run(["extract", "--as-of", "2024-06-30", "--out", str(tmp_path / "snap"), "--url", url], tmp_path,
+               {"SPENDPRED_MAX_UNREADABLE_SHARE": "0.01"})  # fmt: skip
+    line = assert_one_error_line(done, "review of user u1 at 2024-06-11 09:00:00")
+    assert "SPENDPRED_MAX_UNREADABLE_SHARE=0.01" in line
+    _no_pii(done)
+    assert _files(tmp_path) == before
+    assert not (tmp_path / "snap").exists()
+
+
+def test_an_unreadable_review_within_the_share_costs_only_its_text(tmp_path: Path) -> None:
+    url = _unreadable_review_warehouse(tmp_path / "source.db")
+    done = run(["extract", "--as-of", "2024-06-30", "--out", str(tmp_path / "snap"), "--url", url], tmp_path,
+               {"SPENDPRED_MAX_UNREADABLE_SHARE": "0.5"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "1 source row(s) of 1 of 3 user(s)" in done.stderr and "review of user u1 at 2024-06-11 09:00:00" in done.stderr
+    _no_pii(done)
+    assert json.loads(done.stdout)["rows"] == 3
