@@ -162,7 +162,18 @@ def skip_unchanged(context: Mapping[str, Any], result: Mapping[str, Any], messag
     raise AirflowSkipException(message)
 
 
-# -- run date and warehouse ----------------------------------------------------------------
+# -- run date, actor and warehouse ----------------------------------------------------------
+
+SCHEDULED_ACTOR = "airflow scheduler"
+"""The actor of a run nobody triggered (a scheduled run has no triggering user)."""
+
+
+def triggering_user(context: Mapping[str, Any]) -> str:
+    """Return who started the DAG run, recorded on a forced promotion: the Airflow user who
+    triggered it (``dag_run.triggering_user_name``), else ``SCHEDULED_ACTOR``. Raises nothing."""
+    name = getattr(context.get("dag_run"), "triggering_user_name", None)
+    return str(name).strip() if name and str(name).strip() else SCHEDULED_ACTOR
+
 
 
 def run_date(context: Mapping[str, Any], params: RunParams) -> dt.date:

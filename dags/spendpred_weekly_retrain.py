@@ -16,7 +16,8 @@ beats the model in production.
   `SPENDPRED_TRAIN_QUEUE` (e.g. `gpu`, served by the GPU Celery worker).
 * **Registry**: every candidate becomes a new version of `spendpred-regressor` with alias
   `challenger`; `promote` = `auto` makes it `champion` only when it wins the gate, `never`
-  registers only, `force` promotes regardless. When the champion changes, the asset
+  registers only, `force` promotes regardless (recorded with the Airflow user who triggered
+  the run, and the gate condition it skipped). When the champion changes, the asset
   `spendpred://models/spendpred-regressor/champion` gets an event; otherwise
   `promote_model` ends as *skipped* (the decision is in its XCom `result`).
 * **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`
@@ -45,6 +46,7 @@ from _spendpred_common import (
     run_date,
     skip_unchanged,
     train_task_kwargs,
+    triggering_user,
     warehouse_url,
 )
 from airflow.sdk import dag, get_current_context, task
@@ -114,7 +116,9 @@ def spendpred_weekly_retrain() -> None:
 
         context = get_current_context()
         mode = checked_params(context["params"], TrainParams).promote_mode  # never on a dry run
-        result = pipeline.promote_model(registered["version"], mode=mode, run=trained, url=warehouse_url())
+        result = pipeline.promote_model(
+            registered["version"], mode=mode, run=trained, url=warehouse_url(), actor=triggering_user(context)
+        )
         if not result.get("promoted"):
             skip_unchanged(context, result, f"champion unchanged (version {result.get('champion_version')}): {result.get('reason')}")
         context["outlet_events"][CHAMPION_ASSET].extra = {

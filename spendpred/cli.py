@@ -199,9 +199,14 @@ def train(
     device: str = _option(TrainParams, "device"),
     dry_run: bool = _option(TrainParams, "dry_run"),
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Who forces the promotion (recorded on the version with --promote force); default: the OS user.")
+    ] = None,
     horizon_days: Annotated[int | None, typer.Option("--horizon-days", hidden=True, help="Old name of --horizon.")] = None,
 ) -> None:
     """Retrain: extract, validate, fine-tune, evaluate against baselines, register, promote."""
+    import getpass
+
     from spendpred import pipeline
 
     run = params.check_train(
@@ -210,7 +215,8 @@ def train(
     )  # fmt: skip
     _echo_json(
         pipeline.train(
-            run.as_of, run.horizon, run.epochs, run.max_users, run.freeze, run.loss, run.promote_mode, url, device=run.device
+            run.as_of, run.horizon, run.epochs, run.max_users, run.freeze, run.loss, run.promote_mode, url, device=run.device,
+            actor=(actor or "").strip() or getpass.getuser(),
         )
     )
 

@@ -24,8 +24,9 @@ reason is recorded on its version.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,9 @@ class PromotionDecision:
     previous_champion: str | None
     mode: str
     outcome: str = ""
+    skipped_gate: str | None = None
+    """A forced promotion only: the gate condition the version did not meet (what ``auto`` would have
+    refused it for), or the champion comparison that force does not run; ``None`` when it passed."""
 
     def as_dict(self) -> dict[str, Any]:
         """Return the decision as a JSON-ready dict (for XCom and logs)."""
@@ -235,7 +239,7 @@ def decide(
     (:func:`beats_baselines`, first version included); then the first version becomes
     champion, the champion itself stays, and any other version must pass :func:`gate`.
     ``never`` records only; ``force`` promotes, naming ``actor`` and ``reason`` (and what the
-    gate would have said). Raises ``ConfigError`` for an unknown mode, a negative tolerance,
+    gate would have said, see :func:`skipped_gate`). Raises ``ConfigError`` for an unknown mode, a negative tolerance,
     or missing champion metrics when a gate is needed.
     """
     check_mode(mode, gini_margin, rmse_tolerance)
@@ -243,10 +247,14 @@ def decide(
     if mode == "never":
         return PromotionDecision(False, "promotion disabled (--promote never)", version, previous_champion, mode, "skipped")
     if mode == "force":
-        why = f"forced by {actor}: {reason or 'no reason given'}"
-        if baselines:
-            why += f" (gate: {beats_baselines(candidate_metrics, baselines, baselines_ahead)[1]})"
-        return PromotionDecision(True, why, version, previous_champion, mode, "forced")
+        auto = functools.partial(
+            decide, version, previous_champion, candidate_metrics, champion_metrics_on_same_users, "auto", gini_margin,
+            rmse_tolerance, baselines=baselines, held_out_users=held_out_users, win_share=win_share,
+            baselines_ahead=baselines_ahead,
+        )  # fmt: skip
+        said, skipped = skipped_gate(auto, previous_champion)
+        why = f"forced by {actor}: {reason or 'no reason given'}" + (f" (gate: {said})" if said else "")
+        return PromotionDecision(True, why, version, previous_champion, mode, "forced", skipped)
     if previous_champion == version:
         return PromotionDecision(False, f"version {version} is already the champion", version, previous_champion, mode, "unchanged")
     if held_out_users is not None and held_out_users < MIN_HELD_OUT_USERS:
@@ -268,6 +276,23 @@ def decide(
         )
     promoted, why = gate(candidate_metrics, champion_metrics_on_same_users, gini_margin, rmse_tolerance, win_share)
     return PromotionDecision(promoted, why + against, version, previous_champion, mode, "promoted" if promoted else "rejected")
+
+
+def skipped_gate(auto: Callable[[], PromotionDecision], previous_champion: str | None) -> tuple[str | None, str | None]:
+    """Return ``(what the gate said, the condition a forced promotion skipped)`` for the ``auto`` decision.
+
+    ``auto`` makes the same decision in ``auto`` mode. The second item is its reason when it
+    would not promote (too few held-out users, a baseline ahead, the champion not beaten), or
+    names the champion comparison when the champion was not re-scored (force does not re-score
+    it); ``None`` when the version would have passed. Raises nothing of its own.
+    """
+    try:
+        decision = auto()
+    except ConfigError:  # a champion exists but was not re-scored on the same users
+        return None, f"the comparison with champion version {previous_champion} (not run: a forced promotion does not re-score it)"
+    if decision.outcome == "unchanged":
+        return None, None
+    return decision.reason, None if decision.promoted else decision.reason
 
 
 def rescore_champion(

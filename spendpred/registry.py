@@ -83,6 +83,8 @@ BUNDLE_ARTIFACT = "bundle"
 METRIC_TAG_PREFIX = "test_"
 BASELINES_TAG = "baseline_metrics"
 """Version tag: JSON ``{baseline: {metric: value}}`` on the candidate's held-out users."""
+SKIPPED_GATE_TAG = "promotion_skipped_gate"
+"""Version tag of a forced promotion past a failing gate: the gate condition the version did not meet."""
 NO_CHAMPION_MESSAGE = "no champion yet: run `spendpred train --promote auto` first"
 _PIP_PACKAGES = ("spendpred", "mlflow", "torch", "transformers", "safetensors", "numpy", "pandas")
 TRACKING_SETTING = "SPENDPRED_MLFLOW_TRACKING_URI"
@@ -732,7 +734,9 @@ def promote(
     A promoted version gets the ``champion`` alias. Every decision is written as version tags
     ``promotion`` (first, promoted, rejected, unchanged, skipped, forced), ``promotion_reason``
     and ``promotion_decided_at``; a promotion adds ``promoted_at`` and ``previous_champion``,
-    ``mode="force"`` adds ``promoted_by`` (``actor``, default the OS user).
+    ``mode="force"`` adds ``promoted_by`` (``actor``: the Airflow user who triggered the run, or
+    the CLI's ``--actor``; default the OS user) and, past a failing gate, ``promotion_skipped_gate``
+    (the condition it did not meet, ``PromotionDecision.skipped_gate``).
 
     Returns the :class:`~spendpred.promotion.PromotionDecision`. Raises ``ConfigError`` for an
     unknown mode, a negative tolerance, or missing metrics when a champion exists in auto mode;
@@ -766,6 +770,8 @@ def promote(
             tags["previous_champion"] = previous
     if mode == "force":
         tags["promoted_by"] = actor
+        if decision.skipped_gate:
+            tags[SKIPPED_GATE_TAG] = decision.skipped_gate[:4900]
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     logger.info(

@@ -256,8 +256,9 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
 
     Keys: ``warehouse`` (URL, password hidden), ``summary`` (:func:`latest_run_summary`, or
     ``None`` when the warehouse cannot be read), ``champion`` (``registry.champion_info``;
-    ``None`` when there is no champion yet), ``errors`` and ``notes`` (messages for the
-    reader) and ``generated_at`` (UTC, ISO). ``url`` defaults to the settings' warehouse URL.
+    ``None`` when there is no champion yet), ``forced`` (:func:`forced_promotion`: who forced the
+    champion past the gate, and the condition it skipped; ``None`` when it earned its place),
+    ``errors`` and ``notes`` (messages for the reader) and ``generated_at`` (UTC, ISO). ``url`` defaults to the settings' warehouse URL.
     Raises ``ConfigError`` for an unsupported URL; read failures are reported in ``errors``.
     """
     settings = settings or get_settings()
@@ -273,8 +274,32 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
     _read_summary(url, data)
     _read_champion(settings, data)
     data["comparison"] = champion_comparison(data["champion"])
+    data["forced"] = forced_promotion(data["champion"])
     data["scoring"] = scoring_cost((data["summary"] or {}).get("as_of"), settings)
     return data
+
+
+def forced_promotion(champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return how the champion was forced past the promotion gate, or ``None`` when it was not forced (or there is none).
+
+    ``{"version", "by", "at", "skipped_gate", "reason"}`` from the version tags that
+    ``registry.promote`` writes: ``promoted_by`` (the Airflow user or the CLI's ``--actor``),
+    ``promoted_at``, ``promotion_skipped_gate`` (the gate condition it did not meet; ``None`` when
+    the gate would have passed it, or for a version forced before it was recorded) and
+    ``promotion_reason``.
+    """
+    from spendpred.registry import SKIPPED_GATE_TAG
+
+    tags = (champion or {}).get("tags") or {}
+    if tags.get("promotion") != "forced":
+        return None
+    return {
+        "version": str((champion or {}).get("version")),
+        "by": tags.get("promoted_by") or "unknown",
+        "at": tags.get("promoted_at"),
+        "skipped_gate": tags.get(SKIPPED_GATE_TAG),
+        "reason": tags.get("promotion_reason"),
+    }
 
 
 def scoring_cost(as_of: str | None, settings: Settings) -> dict[str, Any] | None:

@@ -122,6 +122,7 @@ th:first-child,td:first-child{text-align:left} th{color:#656d76;font-weight:600;
 .empty{border:1px dashed #d0d7de;border-radius:8px;padding:24px;background:#f6f8fa}
 .error{border:1px solid #ff8182;background:#ffebe9;border-radius:6px;padding:8px 12px;margin:8px 0}
 .note{border:1px solid #d0d7de;background:#f6f8fa;border-radius:6px;padding:8px 12px;margin:8px 0}
+.warn{border:1px solid #d4a72c;background:#fff8c5;border-radius:6px;padding:8px 12px;margin:8px 0}
 .grid2{display:flex;gap:48px;flex-wrap:wrap;align-items:flex-start} .legend{margin-right:14px;font-size:13px}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;background:#f6f8fa;padding:1px 4px;border-radius:4px}
 """
@@ -212,7 +213,25 @@ def _comparison(comparison: Mapping[str, Any] | None) -> str:
     )
 
 
-def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | None, comparison: Mapping[str, Any] | None = None) -> str:
+def _forced(forced: Mapping[str, Any] | None) -> str:
+    """The notice of a champion forced past the promotion gate (``report.forced_promotion``): who, and the gate condition skipped."""
+    if not forced:
+        return ""
+    when = f" on {str(forced['at']).replace('T', ' ')}" if forced.get("at") else ""
+    text = f"Version {forced.get('version')} is champion because {forced.get('by')} forced it{when} (promote=force), past the promotion gate."
+    if forced.get("skipped_gate"):
+        detail = f'Gate condition skipped: <span id="forced-gate">{_e(forced["skipped_gate"])}</span>'
+    else:
+        detail = f"Recorded decision: {_e(forced.get('reason') or 'none')}"
+    return f'<div class="warn" id="forced-champion"><strong>Forced champion.</strong> {_e(text)} {detail}</div>'
+
+
+def _champion(
+    champion: Mapping[str, Any] | None,
+    summary: Mapping[str, Any] | None,
+    comparison: Mapping[str, Any] | None = None,
+    forced: Mapping[str, Any] | None = None,
+) -> str:
     if not champion:
         return '<p class="muted" id="champion">No champion model yet: run the <code>spendpred_weekly_retrain</code> DAG.</p>'
     metrics: Mapping[str, float] = champion.get("metrics") or {}
@@ -235,7 +254,7 @@ def _champion(champion: Mapping[str, Any] | None, summary: Mapping[str, Any] | N
     return (
         f'<div id="champion"><p><strong>{_e(champion.get("name"))}</strong> version '
         f'<strong id="champion-version">{_e(champion.get("version"))}</strong></p>'
-        f'<p class="meta">{_e(" · ".join(d for d in details if d))}</p>{stale}{comparison}{table}</div>'
+        f'<p class="meta">{_e(" · ".join(d for d in details if d))}</p>{_forced(forced)}{stale}{comparison}{table}</div>'
     )
 
 
@@ -265,7 +284,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             + '<div class="grid2"><section><h2>Tiers and thresholds</h2>'
             + _tier_table(summary)
             + '</section><section><h2>Champion model</h2>'
-            + _champion(data.get("champion"), summary, data.get("comparison"))
+            + _champion(data.get("champion"), summary, data.get("comparison"), data.get("forced"))
             + "</section></div>"
             + f"<h2>Score distribution</h2><div>{legend}</div>"
             + histogram_svg(summary.get("histogram") or {}, summary.get("thresholds") or [])
@@ -277,7 +296,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             '<div class="empty" id="empty-state"><strong>No scores published yet.</strong>'
             '<p class="muted">Run the <code>spendpred_nightly_scoring</code> DAG; this page then shows '
             "the tiers of the latest run.</p></div>"
-            "<h2>Champion model</h2>" + _champion(data.get("champion"), summary, data.get("comparison"))
+            "<h2>Champion model</h2>" + _champion(data.get("champion"), summary, data.get("comparison"), data.get("forced"))
         )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -422,3 +422,9 @@ def test_parsing_touches_no_database_connection_or_heavy_module(tmp_path: Path) 
 def test_gpu_queue_and_pool_are_configurable_at_parse_time(tmp_path: Path) -> None:
     report = _parse_in_fresh_interpreter(tmp_path, SPENDPRED_TRAIN_POOL="gpu", SPENDPRED_TRAIN_QUEUE="gpu")
     assert (report["pool"], report["queue"]) == ("gpu", "gpu")
+
+
+def test_a_forced_promotion_is_recorded_as_the_triggering_airflow_user(common: Any) -> None:
+    assert common.triggering_user({"dag_run": SimpleNamespace(triggering_user_name="alice")}) == "alice"
+    assert common.triggering_user({"dag_run": SimpleNamespace(triggering_user_name=None)}) == common.SCHEDULED_ACTOR
+    assert common.triggering_user({}) == "airflow scheduler"  # never the OS user the worker runs as

@@ -126,6 +126,8 @@ def test_retrain_then_score_through_airflow(
     champion = client.get_model_version_by_alias(registry.REGISTERED_MODEL, registry.CHAMPION)
     challenger = client.get_model_version_by_alias(registry.REGISTERED_MODEL, registry.CHALLENGER)
     assert str(champion.version) == str(challenger.version) == "1"
+    assert champion.tags["promoted_by"] == "dag_test"  # dag.test's triggering user, not the OS user of the worker
+    assert champion.tags["promotion_skipped_gate"]  # forced past the gate: the condition it did not meet is recorded
     events = _asset_events(retrain.run_id)
     assert [(uri, extra["version"], extra["mode"]) for uri, extra in events] == [
         ("spendpred://models/spendpred-regressor/champion", "1", "force")

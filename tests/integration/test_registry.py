@@ -280,7 +280,8 @@ def test_promotion_flow(fresh: Settings, trained: Trained) -> None:
     assert info["version"] == first
     assert info["tags"]["promotion"] == "forced"
     assert info["tags"]["promoted_by"] == "ops-oncall"
-    assert info["tags"]["promotion_reason"].endswith("rollback: bad scores")
+    assert info["tags"]["promotion_reason"].startswith("forced by ops-oncall: rollback: bad scores (gate: ")
+    assert info["tags"][registry.SKIPPED_GATE_TAG].startswith("does not beat the champion on normalised Gini")
     assert info["tags"]["promoted_at"]
     assert info["metrics"]["rmse"] == pytest.approx(trained.test_metrics["rmse"])
 
@@ -341,3 +342,27 @@ def test_registering_writes_nothing_to_stderr_and_logs_at_info(
     mlflow_lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.split(".")[0] == "mlflow"]
     assert (logging.INFO, f"Created version '{version}' of model 'spendpred-regressor'.") in mlflow_lines
     assert (logging.INFO, "Successfully registered model 'spendpred-regressor'.") in mlflow_lines
+
+
+def test_a_forced_promotion_records_the_actor_passed_to_the_step(
+    fresh: Settings, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pipeline.promote_model(actor=...)``: the Airflow user (or the CLI's --actor), never the OS user."""
+    import getpass
+
+    from spendpred import pipeline
+
+    monkeypatch.setenv("SPENDPRED_HOME", str(fresh.home))
+    client = registry.get_client(fresh)
+    _, first = _log(trained, fresh)
+    result = pipeline.promote_model(first, mode="force", actor="alice")
+    assert result["promoted"] and result["champion_version"] == first and "forced by alice" in result["reason"]
+    tags = client.get_model_version(registry.REGISTERED_MODEL, first).tags
+    assert tags["promotion"] == "forced" and tags["promoted_by"] == "alice" != getpass.getuser()
+    assert registry.SKIPPED_GATE_TAG not in tags  # the first version would have passed the gate
+
+    _, second = _log(trained, fresh)
+    pipeline.promote_model(second, mode="force", actor="bob")
+    tags = client.get_model_version(registry.REGISTERED_MODEL, second).tags
+    assert tags["promoted_by"] == "bob"
+    assert tags[registry.SKIPPED_GATE_TAG] == f"the comparison with champion version {first} (not run: a forced promotion does not re-score it)"

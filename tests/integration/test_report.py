@@ -197,3 +197,40 @@ def test_the_champion_is_shown_beside_its_peers_with_lift_and_calibration() -> N
     page = ui.render_page({"warehouse": "sqlite://", "summary": None, "champion": CHAMPION, "comparison": comparison,
                            "errors": [], "notes": []})  # fmt: skip
     assert 'id="champion-vs-peers"' in page and 'data-model="gbt_numeric"' in page and "fine-tuning lift" in page
+
+
+def test_the_page_says_when_the_champion_was_forced_past_the_gate(sqlite_url: str, tmp_path: Path) -> None:
+    """A real registry (SQLite) whose champion was forced by 'alice' though it loses to a baseline."""
+    from spendpred import registry
+    from spendpred.promotion import BASELINES_TO_BEAT
+
+    settings = Settings(home=tmp_path / "var")
+    with warehouse.opened_engine(sqlite_url) as engine:
+        warehouse.init_db(engine)
+    client = registry.get_client(settings)
+    client.create_registered_model(registry.REGISTERED_MODEL)
+    (tmp_path / "bundle").mkdir()
+    version = client.create_model_version(registry.REGISTERED_MODEL, source=(tmp_path / "bundle").as_uri()).version
+    losing = {"normalised_gini": 0.40, "top10_capture": 0.30, "rmse": 9.0}
+    ahead = {name: {"normalised_gini": 0.55, "top10_capture": 0.45} for name in BASELINES_TO_BEAT}
+    registry.promote(client, version, losing, None, mode="force", actor="alice", reason="rollback", baselines=ahead)
+
+    data = report.page_data(sqlite_url, settings)
+    forced = data["forced"]
+    assert forced["version"] == str(version) and forced["by"] == "alice" and forced["at"]
+    assert forced["skipped_gate"].startswith("does not beat the simple baselines on the same held-out users")
+    page = ui.render_page(data)
+    notice = re.search(r'<div class="warn" id="forced-champion">(.*?)</div>', page)
+    assert notice is not None, "no forced-champion notice on the page"
+    assert f"Version {version} is champion because alice forced it on " in notice.group(1)
+    assert "(promote=force), past the promotion gate." in notice.group(1)
+    assert "Gate condition skipped: <span id=\"forced-gate\">does not beat the simple baselines" in notice.group(1)
+    assert "normalised_gini 0.4000 vs past_spend 0.5500" in notice.group(1)
+
+    # a champion that earned its place shows no notice
+    second = client.create_model_version(registry.REGISTERED_MODEL, source=(tmp_path / "bundle").as_uri()).version
+    registry.promote(client, second, {"normalised_gini": 0.6, "top10_capture": 0.5, "rmse": 9.0},
+                     {"normalised_gini": 0.4, "top10_capture": 0.3, "rmse": 9.0})  # fmt: skip
+    data = report.page_data(sqlite_url, settings)
+    assert data["champion"]["version"] == str(second) and data["forced"] is None
+    assert 'id="forced-champion"' not in ui.render_page(data)

@@ -160,7 +160,9 @@ def _command(name: str) -> Any:
 def test_cli_options_are_the_spec(command: str, spec: type[RunParams]) -> None:
     options = {p.name: p for p in _command(command).params}
     visible = {name for name, p in options.items() if not getattr(p, "hidden", False)}
-    assert visible == {*param_specs(spec), "url"}, "the CLI and the DAG take the same parameters"
+    # besides the spec only what a DAG run takes from Airflow: the warehouse (its connection), the actor (triggering user)
+    front_end = {"url", "actor"} if command == "train" else {"url"}
+    assert visible == {*param_specs(spec), *front_end}, "the CLI and the DAG take the same parameters"
     for name, field in param_specs(spec).items():
         option = options[name]
         assert option.opts == [field.flag], name
@@ -184,6 +186,8 @@ def test_old_option_spellings_still_work_hidden() -> None:
 
 
 def test_cli_passes_checked_typed_values_to_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
     from spendpred import pipeline
 
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
@@ -198,7 +202,7 @@ def test_cli_passes_checked_typed_values_to_the_pipeline(monkeypatch: pytest.Mon
     (_, a1, k1), (_, a2, _), (_, a3, k3), (_, a4, k4) = calls
     assert a1[0] == a2[0] == dt.date(2024, 6, 30) and k1["publish"] is False and calls[1][2]["publish"] is False
     assert (k3["publish"], k3["shards"], k3["model"]) == (True, 3, "7")
-    assert a4 == (dt.date(2024, 6, 30), 30, None, None, None, "huber", "never", None) and k4 == {"device": "cpu"}
+    assert a4 == (dt.date(2024, 6, 30), 30, None, None, None, "huber", "never", None) and k4 == {"device": "cpu", "actor": getpass.getuser()}
 
 
 @pytest.mark.parametrize(
@@ -221,3 +225,17 @@ def test_cli_refuses_bad_values_before_any_step(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(pipeline, "train", never)
     result = CliRunner().invoke(cli.app, args)
     assert isinstance(result.exception, ConfigError) and message in str(result.exception)
+
+
+def test_cli_train_records_the_actor_or_the_os_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    from spendpred import pipeline
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(k) or {})
+    runner = CliRunner()
+    base = ["train", "--as-of", "2024-06-30", "--promote", "force"]
+    assert runner.invoke(cli.app, [*base, "--actor", "alice"]).exit_code == 0
+    assert runner.invoke(cli.app, base).exit_code == 0
+    assert [k["actor"] for k in calls] == ["alice", getpass.getuser()]

@@ -67,8 +67,9 @@ def test_decide_per_mode(mode: str, previous: str | None, candidate: dict, promo
     assert decision.as_dict() == {
         "promoted": promoted, "reason": decision.reason, "version": "3", "previous_champion": previous, "mode": mode,
     }
-    if mode == "force":
-        assert decision.reason == "forced by ops: rollback"
+    if mode == "force":  # the champion beats it: recorded as the gate condition the override skipped
+        assert decision.reason.startswith("forced by ops: rollback (gate: does not beat the champion on normalised Gini")
+        assert decision.skipped_gate is not None and decision.skipped_gate.startswith("does not beat the champion")
 
 
 def test_decide_refuses_what_it_cannot_decide() -> None:
@@ -169,3 +170,16 @@ def test_a_baseline_blocks_only_when_it_is_reliably_ahead() -> None:
     confident = {**noise, "gbt_numeric": {"normalised_gini": 0.2, "top10_capture": 0.9}}
     passes, why = beats_baselines(point, BASELINES, confident)
     assert not passes and "gbt_numeric ahead in 90% of paired draws" in why
+
+
+def test_a_forced_promotion_records_the_gate_condition_it_skipped() -> None:
+    losing = {"normalised_gini": 0.55, "top10_capture": 0.50, "rmse": 9.0}
+    forced = decide("1", None, losing, None, "force", actor="alice", baselines=BASELINES)
+    assert forced.skipped_gate is not None and forced.skipped_gate.startswith("does not beat the simple baselines")
+    few = decide("1", None, BETTER, None, "force", actor="alice", held_out_users=20)
+    assert few.skipped_gate is not None and few.skipped_gate.startswith("only 20 held-out users")
+    unscored = decide("3", "2", BETTER, None, "force", actor="alice")  # force does not re-score the champion
+    assert unscored.skipped_gate == "the comparison with champion version 2 (not run: a forced promotion does not re-score it)"
+    passing = decide("3", "2", BETTER, CHAMPION, "force", actor="alice", reason="hotfix")
+    assert passing.promoted and passing.skipped_gate is None and passing.reason.startswith("forced by alice: hotfix (gate: beats")
+    assert decide("3", "2", BETTER, CHAMPION, "auto").skipped_gate is None  # only a forced promotion skips anything
