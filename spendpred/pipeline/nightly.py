@@ -103,10 +103,14 @@ def _score_shard(run: RunFolder, shard: int, shards: int, model: str | int) -> d
         manifest.text_template_version,
         f"{registry.REGISTERED_MODEL} version {version.version}",
     )
-    cache = _shard_cache(spend_model, str(version.version), run, shard, shards, settings)
+    files = _shard_cache(spend_model, str(version.version), shard, shards, settings)
+    pulled = _sync_cache(run, files, push=False) if files is not None and run.is_remote else {}
+    cache = files.open(run) if files is not None else None
     path = run.shard_path(shard, shards)
     stats = score_shard_file(spend_model, run.snapshot.parquet, path, shard, shards, threads, cache=cache)
     run.push("shard", shard=shard, shards=shards)
+    if files is not None and run.is_remote:  # after the shard, like the local cache's commit
+        _sync_cache(run, files, push=True, pulled=pulled)
     logger.info(
         "shard %d/%d: scored %d users with version %s -> %s; encoded %d (%.1fs), embedding cache %s: %d hits",
         shard, shards, stats.users, version.version, run.location("shards", path.name), stats.misses,
@@ -117,8 +121,8 @@ def _score_shard(run: RunFolder, shard: int, shards: int, model: str | int) -> d
             "anchor": spend_model.meta.get("anchor")}  # fmt: skip
 
 
-def _shard_cache(spend_model: Any, version: str, run: RunFolder, shard: int, shards: int, settings: Any) -> Any:
-    """The shard's embedding cache for this model, or None when the setting is off or the precision is int8."""
+def _shard_cache(spend_model: Any, version: str, shard: int, shards: int, settings: Any) -> _CacheFiles | None:
+    """The shard's embedding cache for this model (to open in a run folder), or None when the setting is off or the precision is int8."""
     from spendpred import embeddings
     from spendpred.model.scoring import resolve_precision
 
@@ -128,9 +132,65 @@ def _shard_cache(spend_model: Any, version: str, run: RunFolder, shard: int, sha
     if precision == "int8":
         return None
     key = embeddings.cache_key(version, spend_model.meta, precision, None, spend_model.device.type)
-    return embeddings.shard_cache(
-        run.local_root, key, shard, shards, spend_model.hidden_size, settings.embedding_cache_max_mb
-    )
+    return _CacheFiles(key, shard, shards, spend_model.hidden_size, settings.embedding_cache_max_mb)
+
+
+class _CacheFiles:
+    """A shard's embedding cache: its files (:meth:`files`, to sync with object storage) and :meth:`open`."""
+
+    def __init__(self, key: str, shard: int, shards: int, hidden: int, max_mb: float) -> None:
+        self.key, self.shard, self.shards, self.hidden, self.max_mb = key, shard, shards, hidden, max_mb
+
+    def files(self, run: RunFolder) -> list[Any]:
+        from spendpred import embeddings
+
+        return embeddings.shard_files(run.local_root, self.key, self.shard, self.shards)
+
+    def open(self, run: RunFolder) -> Any:
+        from spendpred import embeddings
+
+        return embeddings.shard_cache(run.local_root, self.key, self.shard, self.shards, self.hidden, self.max_mb)
+
+
+def _cache_folder(key: str) -> str:
+    """The embedding cache folder of ``key``, relative to the staging root."""
+    from spendpred.embeddings import CACHE_DIRNAME
+
+    return f"{CACHE_DIRNAME}/{key}"
+
+
+def _sync_cache(run: RunFolder, cache: _CacheFiles, push: bool, pulled: dict[str, str] | None = None) -> dict[str, str]:
+    """Pull (``push`` False) or push the shard's embedding-cache files between the working copy and object storage.
+
+    Each bucket file is its own staged set (``<bucket>.staged.json`` beside it), so a reader
+    only uses files whose upload completed, and a push sends only files that changed since the
+    pull. Returns ``{file name: sha256}`` of the files now in the working copy. A failure only
+    costs time (the cache's contract): it is logged, never raised.
+    """
+    from spendpred.errors import SpendpredError
+    from spendpred.files import sha256_file
+    from spendpred.staging import store
+
+    folder = _cache_folder(cache.key)
+    remote = store(str(run.root))
+    done: dict[str, str] = {}
+    for path in cache.files(run):
+        name = path.name.removesuffix(".parquet")
+        try:
+            if not push:
+                if remote.pull(path.parent, folder, name):
+                    done[path.name] = sha256_file(path)
+            elif path.is_file():
+                digest = sha256_file(path)
+                if (pulled or {}).get(path.name) != digest:
+                    remote.push(path.parent, folder, name, [path.name])
+                done[path.name] = digest
+        except (SpendpredError, OSError) as exc:
+            logger.warning(
+                "embedding cache %s on %s could not be %s (%s): the next night encodes these users again",
+                path.name, remote.url_of(folder), "written" if push else "read", exc,
+            )  # fmt: skip
+    return done
 
 
 def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -188,8 +248,29 @@ def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, 
     run.push("tiers")
     logger.info("tiers for %s: %s; encoder: %s", run.as_of, counts, encoder)
     if encoder["key"]:
-        prune(run.local_root, encoder["key"], count)
+        if run.is_remote:
+            _prune_remote(run, encoder["key"])
+        else:
+            prune(run.local_root, encoder["key"], count)
     return meta
+
+
+def _prune_remote(run: RunFolder, keep_key: str) -> None:
+    """On object storage, delete every embedding cache but ``keep_key``'s (``embeddings.prune`` for a URL); errors are logged."""
+    from spendpred.embeddings import CACHE_DIRNAME
+    from spendpred.errors import SpendpredError
+    from spendpred.staging import store
+
+    remote = store(str(run.root))
+    try:
+        stale = [name for name in remote.children(CACHE_DIRNAME) if name != keep_key]
+        for name in stale:
+            remote.delete_dir(_cache_folder(name))
+    except SpendpredError as exc:
+        logger.warning("could not prune the embedding cache on %s (%s): a leftover cache only costs storage", remote.url, exc)
+        return
+    if stale:
+        logger.info("embedding cache: removed %d stale keys under %s", len(stale), remote.url_of(CACHE_DIRNAME))
 
 
 def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None = None) -> dict[str, Any]:
