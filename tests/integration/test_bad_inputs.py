@@ -133,8 +133,13 @@ CASES = [
          env={"SPENDPRED_TORCH_THREADS": "0"}),  # fmt: skip
     Case("concurrent-tasks-a-word", ("score", "--as-of", AS_OF, "--url", "{W}"), "SPENDPRED_CONCURRENT_TASKS=two is not valid",
          env={"SPENDPRED_CONCURRENT_TASKS": "two"}),  # fmt: skip
-    Case("staging-on-s3", ("score", "--as-of", AS_OF, "--url", "{W}"), "staging on s3:// is not supported directly",
-         env={"SPENDPRED_STAGING_DIR": "s3://bucket/staging"}),  # fmt: skip
+    Case("staging-unknown-scheme", ("score", "--as-of", AS_OF, "--url", "{W}"),
+         "staging on hdfs:// is not supported: use a folder, a file:// URL or object storage (s3://bucket/prefix",
+         env={"SPENDPRED_STAGING_DIR": "hdfs://namenode/staging"}),  # fmt: skip
+    Case("staging-on-s3-unreachable", ("score", "--as-of", AS_OF, "--url", "{W}"),
+         "cannot be reached (When initiating multiple part upload",
+         env={"SPENDPRED_STAGING_DIR": "s3://bucket/staging", "AWS_ENDPOINT_URL": "http://127.0.0.1:{PORT}",
+              "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}),  # fmt: skip
     # -- staging that cannot be written
     Case("staging-under-a-file", ("score", "--as-of", AS_OF, "--dry-run", "--url", "{W}"), "Not a directory",
          env={"SPENDPRED_STAGING_DIR": "{TMP}/a-file/staging"}),  # fmt: skip
