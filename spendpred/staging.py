@@ -26,7 +26,6 @@ that fails mid-write leaves no manifest a reader would trust.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
