@@ -71,7 +71,10 @@ def spendpred_nightly_scoring() -> None:
         params = checked_params(context["params"], ScoreParams)  # first: refuse bad or unknown keys
         return pipeline.extract_scoring_snapshot(run_date(context, params), url=warehouse_url(), model=params.model)
 
-    @task(retries=0)
+    # Retried like the others: a failed gate raises ValidationFailed, which the retry policy
+    # fails at once; what retries is a task that never ran (the broker was down when it was
+    # queued, its worker died).
+    @task
     @one_line()
     def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Validate the snapshot with Great Expectations; a failure stops the run."""

@@ -76,7 +76,10 @@ def spendpred_weekly_retrain() -> None:
         params = checked_params(context["params"], TrainParams)  # first: refuse bad or unknown keys
         return pipeline.extract_training_snapshot(run_date(context, params), horizon_days=params.horizon, url=warehouse_url())
 
-    @task(retries=0)
+    # Retried like the others: a failed gate raises ValidationFailed, which the retry policy
+    # fails at once; what retries is a task that never ran (the broker was down when it was
+    # queued, its worker died).
+    @task
     @one_line()
     def validate_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
         """Validate the snapshot with Great Expectations; a failure stops the run."""
