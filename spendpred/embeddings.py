@@ -239,11 +239,6 @@ class ShardCache:
         if any(file.reader is not None for file in self._files.values()):
             self.state = "warm"
 
-    @property
-    def paths(self) -> list[Path]:
-        """The files this shard reads and replaces, one per bucket it holds (whether they exist or not)."""
-        return [file.path for file in self._files.values()]
-
     # -- problems: noted as they are found, one warning at the end -----------------------------
     def _note(self, problem: str, fix: str) -> None:
         self._problems.append(problem)
@@ -282,7 +277,7 @@ class ShardCache:
         if len(self._problems) > _MAX_LISTED:
             listed += f"; and {len(self._problems) - _MAX_LISTED} more"
         outcome = (
-            f"The cache was not written ({self._write_error}), so tonight's new embeddings are encoded again next night"
+            "The cache was not written, so tonight's new embeddings are encoded again next night"
             if self._write_error
             else "The cache was rewritten"
         )
