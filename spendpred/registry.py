@@ -41,6 +41,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "spendpred"
+DEFAULT_EXPERIMENT = "Default"
+DEFAULT_EXPERIMENT_ID = "0"
+"""The experiment MLflow's database store creates with its tables (deleted while empty)."""
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+"""Run tag: the commit of the git checkout spendpred's code ran from (absent outside a checkout)."""
+GIT_TIMEOUT_S = 3.0
 REGISTERED_MODEL = "spendpred-regressor"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -394,13 +401,37 @@ def _tracking(settings: Settings) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _retire_default_experiment(client: MlflowClient) -> None:
+    """Delete MLflow's ``Default`` experiment (id 0) when it holds no run.
+
+    MLflow's database store (and a tracking server) inserts it when it creates its tables;
+    spendpred logs only to ``spendpred``, so an empty ``Default`` is only a stray entry in the
+    UI. Deleting marks it deleted (hidden; MLflow does not insert it again). One with runs, or
+    a store that refuses, is left alone.
+    """
+    from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
+
+    try:
+        default = client.get_experiment(DEFAULT_EXPERIMENT_ID)
+        if default is None or default.name != DEFAULT_EXPERIMENT or default.lifecycle_stage != "active":
+            return
+        if client.search_runs([DEFAULT_EXPERIMENT_ID], max_results=1, run_view_type=ViewType.ALL):
+            return
+        client.delete_experiment(DEFAULT_EXPERIMENT_ID)
+    except MlflowException as exc:  # not found, or no right to delete: a cosmetic clean-up, never an error
+        logger.debug("MLflow's Default experiment left as it is: %s", _detail(exc))
+
+
 def ensure_experiment(client: MlflowClient, settings: Settings | None = None) -> str:
     """Return the id of experiment ``spendpred``, creating it (artifacts under
-    ``Settings.resolved_artifact_root``) or restoring it when it was deleted.
+    ``Settings.resolved_artifact_root``) or restoring it when it was deleted; MLflow's empty
+    ``Default`` experiment is deleted (:func:`_retire_default_experiment`).
     """
     from mlflow.exceptions import MlflowException
 
     settings = _settings(settings)
+    _retire_default_experiment(client)
     experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
         try:
@@ -555,6 +586,15 @@ def _read_bundle_meta(bundle_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def _read_manifest_as_of(snapshot: Path) -> str | None:
+    """The ``as_of`` of a snapshot folder's manifest (``None`` when unreadable)."""
+    try:
+        value = json.loads((snapshot / MANIFEST_FILE).read_text(encoding="utf-8")).get("as_of")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
 def _used_features(meta: Mapping[str, Any]) -> list[str]:
     return list(meta["feature_columns"]) if meta.get("use_features", True) else []
 
@@ -584,6 +624,46 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
+def training_run_name(as_of: str | None, params: Mapping[str, Any]) -> str:
+    """Return a retrain's MLflow run name: ``retrain <as_of> loss=<loss> freeze=<freeze>``.
+
+    ``as_of`` is the training snapshot's date (``None``: left out); the loss and freeze come
+    from ``params`` (``TrainConfig.to_dict()``), so runs of one date with other settings differ.
+    """
+    parts = ["retrain"]
+    if as_of:
+        parts.append(str(as_of))
+    parts += [f"{key}={params[key]}" for key in ("loss", "freeze") if params.get(key) not in (None, "")]
+    return " ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """Return the git commit (40 hex digits) of the checkout spendpred's code is tracked in, else ``None``.
+
+    ``None`` when the package is not a tracked file of a git work tree (an installed wheel, a
+    copy inside an ignored folder), git is missing, or it does not answer within
+    ``GIT_TIMEOUT_S``. Read once per process.
+    """
+    import subprocess
+
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(package), *args], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        if not git("ls-files", "--", Path(__file__).name):  # not tracked here: not a checkout of spendpred
+            return None
+        commit = git("rev-parse", "--verify", "--quiet", "HEAD")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
 def log_training_run(
     *,
     bundle_dir: str | Path,
@@ -604,7 +684,9 @@ def log_training_run(
     (``{name: metrics}``) as ``test_<name>_<metric>``; from ``snapshot_dir`` the files
     manifest.json, validation.json and validation.md (under ``snapshot/``); every file of
     ``evaluation_dir`` (report.md, metrics.json, plots; under ``evaluation/``); the bundle as
-    a pyfunc model. The new version gets alias ``challenger`` and tags
+    a pyfunc model. The run is named ``run_name`` (default :func:`training_run_name` of the
+    snapshot's date and the params) and tagged with the code's git commit (``GIT_COMMIT_TAG``,
+    :func:`source_commit`) when it runs from a checkout. The new version gets alias ``challenger`` and tags
     ``text_template_version``, ``loss``, ``feature_columns``, ``use_features``,
     ``normaliser`` and ``test_<metric>``.
 
@@ -637,9 +719,14 @@ def log_training_run(
         for key, value in _finite_metrics(values).items():
             metrics[f"{METRIC_TAG_PREFIX}{_slug(name)}_{key}"] = value
 
-    with _tracking(settings), mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, tags=dict(run_tags or {})
-    ) as run:
+    if run_name is None:
+        as_of = _read_manifest_as_of(snapshot) if snapshot is not None else None
+        run_name = training_run_name(as_of, all_params)
+    tags = dict(run_tags or {})
+    commit = source_commit()
+    if commit is not None:
+        tags.setdefault(GIT_COMMIT_TAG, commit)
+    with _tracking(settings), mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         run_id = run.info.run_id
         mlflow.log_params({str(key): _param_value(value) for key, value in all_params.items()})
         for position, entry in enumerate(history, start=1):

@@ -366,3 +366,50 @@ def test_a_forced_promotion_records_the_actor_passed_to_the_step(
     tags = client.get_model_version(registry.REGISTERED_MODEL, second).tags
     assert tags["promoted_by"] == "bob"
     assert tags[registry.SKIPPED_GATE_TAG] == f"the comparison with champion version {first} (not run: a forced promotion does not re-score it)"
+
+
+def test_a_training_run_is_named_after_its_settings_tagged_with_the_commit_and_no_default_experiment(
+    fresh: Settings, trained: Trained
+) -> None:
+    """Issue 22: runs were all named after the date, recorded no commit, and MLflow's empty ``Default`` showed beside ``spendpred``."""
+    import subprocess
+
+    from mlflow.entities import ViewType
+
+    client = registry.get_client(fresh)
+    assert [e.name for e in client.search_experiments()] == ["Default"]  # what MLflow's store creates with its tables
+    run_id, _ = _log(trained, fresh, snapshot_dir=trained.snapshot_dir)  # no run_name: the default
+    run = client.get_run(run_id)
+    assert run.info.run_name == "retrain 2024-03-31 loss=mse freeze=none"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(registry.__file__).parent, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert run.data.tags[registry.GIT_COMMIT_TAG] == head  # this checkout's commit
+    assert [e.name for e in client.search_experiments()] == ["spendpred"]  # the empty Default is gone from the list
+    assert client.get_experiment("0").lifecycle_stage == "deleted"
+    assert registry.training_run_name("2024-06-30", {"loss": "huber", "freeze": "bottom-k:4"}) == (
+        "retrain 2024-06-30 loss=huber freeze=bottom-k:4"
+    )
+    # a Default holding runs is someone else's: never deleted
+    client.restore_experiment("0")
+    client.create_run("0")
+    registry.ensure_experiment(client, fresh)
+    assert client.get_experiment("0").lifecycle_stage == "active"
+    assert {e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)} == {"Default", "spendpred"}
+
+
+def test_no_commit_tag_outside_a_git_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code not tracked in a git work tree (an installed copy) records no commit rather than a wrong one."""
+    import shutil as sh
+
+    copy = tmp_path / "site" / "spendpred"
+    copy.mkdir(parents=True)
+    sh.copyfile(registry.__file__, copy / "registry.py")
+    monkeypatch.setattr(registry, "__file__", str(copy / "registry.py"))
+    registry.source_commit.cache_clear()
+    try:
+        assert registry.source_commit() is None
+        monkeypatch.setenv("PATH", str(tmp_path / "no-git"))  # git missing altogether
+        registry.source_commit.cache_clear()
+        assert registry.source_commit() is None
+    finally:
+        registry.source_commit.cache_clear()
