@@ -19,7 +19,8 @@ Environment read at parse time (all optional, defaults run locally with no set-u
 * ``SPENDPRED_SCORE_QUEUE`` Celery queue of the ``score_shard`` tasks (default queue).
 * ``SPENDPRED_SHARDS``      default of the nightly ``shards`` param (default 1: on one machine a
   single shard already uses every core, and each extra shard loads the model again; set it
-  to the number of scoring workers, as docker-compose does).
+  to the number of scoring workers, as docker-compose does). Anything but a whole number in
+  1..64 makes the nightly DAG fail to import, naming the variable.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, NoReturn
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
-from spendpred.errors import ConfigError, one_line
+from spendpred.errors import ConfigError, excerpt, one_line
 from spendpred.params import MAX_SHARDS, RunParams, ScoreParams, Spec, TrainParams, check, param_specs
 
 WAREHOUSE_CONN_ID = "spendpred_warehouse"
@@ -98,11 +99,21 @@ def train_task_kwargs() -> dict[str, Any]:
 
 
 def default_shards() -> int:
-    """Return the default shard count: ``SPENDPRED_SHARDS`` when it is a whole number in 1..MAX_SHARDS, else 1."""
+    """Return the default shard count: ``SPENDPRED_SHARDS`` (a whole number in 1..MAX_SHARDS), 1 when unset.
+
+    Read when the DAG file is parsed, so any other value (``0``, ``abc``, ``1000``) raises
+    ``ConfigError`` there: the DAG fails to import with that one line in the UI's import errors,
+    instead of quietly scoring with one shard.
+    """
     value = _env("SPENDPRED_SHARDS")
-    if value is not None and value.isdigit() and 1 <= int(value) <= MAX_SHARDS:
+    if value is None:
+        return 1
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_SHARDS:
         return int(value)
-    return 1
+    raise ConfigError(
+        f"SPENDPRED_SHARDS={excerpt(value, 20)} is not valid: use a whole number in 1..{MAX_SHARDS} "
+        "(the nightly's default shard count), or unset it for 1"
+    )
 
 
 def score_task_kwargs() -> dict[str, Any]:

@@ -74,7 +74,9 @@ def spendpred_weekly_retrain() -> None:
 
         context = get_current_context()
         params = checked_params(context["params"], TrainParams)  # first: refuse bad or unknown keys
-        return pipeline.extract_training_snapshot(run_date(context, params), horizon_days=params.horizon, url=warehouse_url())
+        return pipeline.extract_training_snapshot(
+            run_date(context, params), horizon_days=params.horizon, url=warehouse_url(), freeze=params.freeze
+        )  # checks the encoder and freeze before extracting
 
     # Retried like the others: a failed gate raises ValidationFailed, which the retry policy
     # fails at once; what retries is a task that never ran (the broker was down when it was

@@ -245,15 +245,20 @@ def report(
     """Print the latest run's tiers and thresholds, the champion's metrics, and SQL to query them.
 
     Exits 1 when part of it could not be read (the warehouse or the model registry): what
-    could be read is still printed, and each ``error:`` line says what failed.
+    could be read is still printed, and each ``error:`` line says what failed. Exits 2 (one
+    ``error:`` line) when the SQLite MLflow store does not exist although scores were published:
+    a wrong tracking URI, not "no champion yet".
     """
     from spendpred import pipeline, report
+    from spendpred.errors import ConfigError
 
     data = pipeline.run_summary(url)
     if as_json:
         _echo_json(data)
     else:
         typer.echo(report.format_report(data))
+    if data.get("registry_missing"):
+        raise ConfigError(next(e for e in data["errors"] if data["registry_missing"] in e))
     if data["errors"]:
         raise typer.Exit(1)
 

@@ -137,6 +137,14 @@ def mask_url(url: object) -> str:
         return mask_secrets(str(url))
 
 
+def excerpt(text: object, limit: int = 60) -> str:
+    """Return echoed input fit for a message: its ``repr``, cut to ``limit`` characters with its length when longer."""
+    value = str(text)
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value):,} characters)"
+
+
 def _first_line(text: object) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return lines[0] if lines else ""

@@ -46,7 +46,9 @@ MODEL_ALIASES: tuple[str, ...] = ("champion", "challenger")
 MAX_SHARDS = 64
 MAX_HORIZON_DAYS = 3650
 MAX_EPOCHS = 100
-MIN_USERS = 10
+MIN_USERS = 100
+"""The smallest ``max_users``: about 70 training and 15 validation users, above the training
+minimum (``splits.MIN_TRAIN_USERS``)."""
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 FREEZE_PATTERN = "^(" + "|".join(c.replace(":N", ":[0-9]{1,2}") for c in FREEZE_CHOICES) + ")$"

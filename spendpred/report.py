@@ -240,8 +240,16 @@ def _read_summary(url: str, data: dict[str, Any]) -> None:
 def _read_champion(settings: Settings, data: dict[str, Any]) -> None:
     """Fill ``data["champion"]`` from the MLflow registry, or add a message to ``data["errors"]``."""
     file = warehouse.sqlite_file(settings.resolved_tracking_uri)
-    if file is not None and not file.exists():
-        return  # no tracking store yet, hence no champion; do not create one by reading
+    if file is not None and not file.exists():  # never created by reading
+        version = (data["summary"] or {}).get("model_version")
+        if version:  # scores published by a registered model: this is not the store that registered it
+            data["registry_missing"] = str(file)
+            data["errors"].append(
+                f"the MLflow registry {file} does not exist, yet the warehouse holds scores of version {version}: "
+                "point SPENDPRED_MLFLOW_TRACKING_URI (or SPENDPRED_HOME) at the store that registered it"
+            )
+            logger.warning("spend tiers page: %s", data["errors"][-1])
+        return  # no tracking store yet, hence no champion
     try:
         from spendpred import registry
 
@@ -427,6 +435,8 @@ def format_report(data: dict[str, Any]) -> str:
         shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in REPORT_METRICS if k in metrics)
         lines.append(f"champion: {champion['name']} v{champion['version']} (loss {champion.get('tags', {}).get('loss')}): {shown}")
         lines += format_comparison(data.get("comparison") or champion_comparison(champion))
+    elif data.get("registry_missing"):
+        lines.append(f"champion: unknown (no MLflow registry at {data['registry_missing']})")
     else:
         lines.append("champion: none yet (run `spendpred train --as-of YYYY-MM-DD`)")
     for message in data.get("errors", []):

@@ -97,6 +97,28 @@ def stable_subset(user_ids: Iterable[str], max_users: int) -> np.ndarray:
     return np.sort(order[: int(max_users)])
 
 
+MIN_TRAIN_USERS = 50
+"""Fewer training users than this fit nothing that means anything: ``check_split_sizes`` refuses them."""
+MIN_EVAL_USERS = 10
+"""Fewer validation (early stopping, calibration) or held-out (evaluation) users than this decide nothing."""
+
+
+def check_split_sizes(parts: dict[str, pd.DataFrame]) -> None:
+    """Refuse a training set too small to mean anything, before anything is trained or registered.
+
+    ``parts`` is ``split_frame``'s result (possibly with stacked windows added). Raises
+    ``DataError`` naming the sizes, the minimums (``MIN_TRAIN_USERS``, ``MIN_EVAL_USERS``) and the fix.
+    """
+    sizes = {name: len(parts[name]) for name in SPLITS}
+    if sizes["train"] >= MIN_TRAIN_USERS and min(sizes["val"], sizes["test"]) >= MIN_EVAL_USERS:
+        return
+    raise DataError(
+        f"too few users to train a model that means anything: {sizes['train']} training, {sizes['val']} validation and "
+        f"{sizes['test']} held-out users (at least {MIN_TRAIN_USERS}, {MIN_EVAL_USERS} and {MIN_EVAL_USERS}); nothing "
+        "was trained or registered: train on more users (a larger or no --max-users, or a later date)"
+    )
+
+
 def split_frame(frame: pd.DataFrame, max_users: int | None = None) -> dict[str, pd.DataFrame]:
     """Return the ``train``, ``val`` and ``test`` users of a labelled snapshot frame.
 

@@ -259,7 +259,18 @@ def _validate(users: int, days: int, end_date: dt.date, seed: int, chunk_users: 
         raise ConfigError(f"end_date must be a date (YYYY-MM-DD), got {end_date!r}")
     if end_date.toordinal() - days + 1 < dt.date(1900, 1, 1).toordinal():
         raise ConfigError(f"end_date {end_date} minus {days} days starts before 1900-01-01: use fewer days")
+    _check_not_in_the_future("end_date", end_date)
     return end_date
+
+
+def _check_not_in_the_future(name: str, day: dt.date) -> None:
+    """Refuse a day after tomorrow (UTC): the source contract counts such rows as dated in the future."""
+    latest = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    if day > latest:
+        raise ConfigError(
+            f"{name} {day} is in the future (the latest plausible day is {latest}, tomorrow): the warehouse contract "
+            "refuses rows dated after it; use a date up to today"
+        )
 
 
 def generate(
@@ -1127,6 +1138,7 @@ def append_day(
         day = day.date()
     if not isinstance(day, dt.date):
         raise ConfigError(f"day must be a date (YYYY-MM-DD), got {day!r}")
+    _check_not_in_the_future("day", day)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     daily_active = _check_daily_active(daily_active)

@@ -24,9 +24,11 @@ label window ``(D, D + H]`` that starts on that same day.
 
 Validation: every line is checked before anything is written. A line with other than four
 fields, a customer id that is not a whole number, a date that is not a real calendar date
-in ``YYYYMMDD``, a number of CDs that is not a whole number of at least 1, or a dollar value
+in ``YYYYMMDD`` or not a plausible purchase date (from ``EARLIEST_DATE``, 1970-01-01, to
+tomorrow, UTC: a purchase dated 2999-12-31 is a typing error), a number of CDs that is not a whole number of at least 1, or a dollar value
 that is negative, not a plain decimal number or too large raises ``DataError`` naming the
-file, the line number, the problem and the offending text. Rows with **0 dollars** are kept
+file, the line number, the problem and the offending text (cut to a short excerpt:
+``errors.excerpt``). Rows with **0 dollars** are kept
 (the real file has 80 of them, with at least one CD: free or fully discounted purchases
 still count as visits; they add nothing to spend). Rows with **0 CDs** are rejected: an
 order holds at least one item in the contract (``items >= 1``) and the real file has none.
@@ -53,7 +55,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from spendpred import warehouse
-from spendpred.errors import DataError
+from spendpred.errors import DataError, excerpt
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ CATEGORY = "music"
 STATUS = "completed"
 ORDER_ID_PREFIX = "cdnow-"
 MAX_AMOUNT = 9_999_999_999.99  # NUMERIC(12, 2)
+EARLIEST_DATE = dt.date(1970, 1, 1)
+"""The earliest plausible purchase date; the latest is tomorrow (``latest_date``)."""
 _FIELDS = "customer_id, YYYYMMDD date, number of CDs, dollar value"
 _STAGE_TABLE = "spendpred_cdnow_stage"  # the name used by sql/load/cdnow_*.sql
 
@@ -82,39 +86,48 @@ _NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _DECIMAL = re.compile(r"\+?([0-9]{1,10}(\.[0-9]*)?|\.[0-9]+)")
 
 
-def _line_problem(fields: list[str]) -> str | None:
-    """Return what is wrong with one data line's fields, or ``None`` when it is valid."""
+def latest_date() -> dt.date:
+    """Return the latest plausible purchase date: tomorrow in UTC (a day of tolerance for time zones)."""
+    return dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+
+
+def _line_problem(fields: list[str], latest: dt.date | None = None) -> str | None:
+    """Return what is wrong with one data line's fields (echoed as short excerpts), or ``None`` when it is valid."""
     if len(fields) != 4:
         return f"expected 4 whitespace-separated fields ({_FIELDS}), found {len(fields)}"
     customer, date, cds, dollars = fields
     if not _DIGITS.fullmatch(customer) or len(customer) > 18:
-        return f"customer id {customer!r} is not a whole number (digits only, at most 18)"
+        return f"customer id {excerpt(customer, 30)} is not a whole number (digits only, at most 18)"
     if not _DATE.fullmatch(date):
-        return f"date {date!r} is not a valid YYYYMMDD date"
+        return f"date {excerpt(date, 30)} is not a valid YYYYMMDD date"
     try:
-        dt.date(int(date[:4]), int(date[4:6]), int(date[6:]))
+        day = dt.date(int(date[:4]), int(date[4:6]), int(date[6:]))
     except ValueError:
         return f"date {date!r} is not a valid YYYYMMDD date"
+    latest = latest or latest_date()
+    if not EARLIEST_DATE <= day <= latest:
+        bounds = f"from {EARLIEST_DATE:%Y%m%d} to {latest:%Y%m%d}, tomorrow"
+        return f"date {date!r} is not a plausible purchase date ({bounds})"
     if not _CDS.fullmatch(cds):
-        return f"number of CDs {cds!r} is not a whole number (digits only, at most 9)"
+        return f"number of CDs {excerpt(cds, 30)} is not a whole number (digits only, at most 9)"
     if int(cds) < 1:
         return f"number of CDs {cds!r} is less than 1 (every purchase has at least one CD)"
     if _DECIMAL.fullmatch(dollars):
         if float(dollars) > MAX_AMOUNT:
-            return f"dollar value {dollars!r} is too large (at most {MAX_AMOUNT:.2f})"
+            return f"dollar value {excerpt(dollars, 30)} is too large (at most {MAX_AMOUNT:.2f})"
         return None
     if _NUMBER.fullmatch(dollars):
         if dollars.startswith("-"):
-            return f"dollar value {dollars!r} is negative"
+            return f"dollar value {excerpt(dollars, 30)} is negative"
         if float(dollars) > MAX_AMOUNT:
-            return f"dollar value {dollars!r} is too large (at most {MAX_AMOUNT:.2f})"
-    return f"dollar value {dollars!r} is not a plain decimal number"
+            return f"dollar value {excerpt(dollars, 30)} is too large (at most {MAX_AMOUNT:.2f})"
+    return f"dollar value {excerpt(dollars, 30)} is not a plain decimal number"
 
 
 def _fail(name: str, line_no: int, problem: str, line_text: str, more: int) -> DataError:
     extra = f" (and {more} more malformed line{'s' if more != 1 else ''})" if more else ""
     return DataError(
-        f"{name} line {line_no}: {problem} in {line_text.strip()!r}{extra}; nothing was imported: "
+        f"{name} line {line_no}: {problem} in {excerpt(line_text.strip())}{extra}; nothing was imported: "
         f"fix the file (each line: {_FIELDS}) and import it again"
     )
 
@@ -162,7 +175,8 @@ def parse_cdnow(path: str | Path) -> pa.Table:
         ``bad`` is the fast checks' mask; the line check is authoritative and also counts
         the malformed lines after the first one.
         """
-        problems = [(i, p) for i, p in enumerate(map(_line_problem, rows)) if p is not None]
+        latest = latest_date()
+        problems = [(i, p) for i, p in enumerate(_line_problem(r, latest) for r in rows) if p is not None]
         if not problems:  # pragma: no cover - the fast and the line checks agree
             problems = [(int(np.flatnonzero(bad)[0]), "malformed line")]
         i, problem = problems[0]
@@ -188,6 +202,8 @@ def parse_cdnow(path: str | Path) -> pa.Table:
     month_start = ((year - 1970) * 12 + np.clip(month, 1, 12) - 1).astype("datetime64[M]")
     days_in_month = ((month_start + 1).astype("datetime64[D]") - month_start.astype("datetime64[D]")).astype(np.int64)
     date_ok = month_ok & (day >= 1) & (day <= days_in_month)
+    earliest, latest = (int(f"{d:%Y%m%d}") for d in (EARLIEST_DATE, latest_date()))
+    date_ok &= (ymd >= earliest) & (ymd <= latest)  # plausible purchase dates only
     items = np.asarray(pc.cast(cds, pa.int64()))
     amount = np.asarray(pc.cast(pc.utf8_ltrim(dollars, characters="+"), pa.float64()))
     valid = date_ok & (items >= 1) & (amount <= MAX_AMOUNT)

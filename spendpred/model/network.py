@@ -134,6 +134,40 @@ class SpendRegressor(nn.Module):
         return self.head_forward(self.pool(input_ids, attention_mask), features)
 
 
+def check_encoder(encoder_dir: str | Path, freeze: str | None = None) -> None:
+    """Check, loading nothing, that ``encoder_dir`` is a checkpoint training can load and that
+    ``freeze`` (a ``bottom-k:N``) fits its layers: what training would find out only after the extract.
+
+    Raises ``ModelError`` naming the folder and what it lacks (``config.json``, weights, a
+    tokenizer) and ``ConfigError`` for a freezing strategy the encoder cannot take.
+    """
+    import json
+
+    path = Path(encoder_dir)
+    fix = "point SPENDPRED_ENCODER_DIR at a Hugging Face checkpoint folder saved with save_pretrained"
+    if not path.is_dir():
+        raise ModelError(f"encoder folder {path} does not exist: {fix}")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"encoder folder {path} has no config.json: {fix}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"encoder folder {path}: config.json cannot be read ({type(exc).__name__}): {fix}") from None
+    if not any((path / name).is_file() for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")):
+        raise ModelError(f"encoder folder {path} has no weights (model.safetensors or pytorch_model.bin): {fix}")
+    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise ModelError(f"encoder folder {path} has no tokenizer (tokenizer.json or vocab.txt): {fix}")
+    if freeze is None:
+        return
+    parsed = parse_freeze(freeze)
+    layers = config.get("num_hidden_layers") if isinstance(config, dict) else None
+    if parsed.kind == "bottom-k" and isinstance(layers, int) and parsed.layers > layers:
+        raise ConfigError(
+            f"freeze=bottom-k:{parsed.layers} asks for more layers than the encoder has ({layers}, in {path}); "
+            f"use N <= {layers} or freeze=all-but-head"
+        )
+
+
 def load_encoder(encoder_dir: str | Path) -> nn.Module:
     """Return the ``AutoModel`` in ``encoder_dir`` (float32, local files only).
 

@@ -27,18 +27,24 @@ CANDIDATE = "bert_finetuned"
 """The candidate's column in ``test_predictions.parquet`` and its key in the evaluation."""
 
 
-def extract_training_snapshot(run_date: dt.date, horizon_days: int | None = None, url: str | None = None) -> dict[str, Any]:
+def extract_training_snapshot(
+    run_date: dt.date, horizon_days: int | None = None, url: str | None = None, freeze: str | None = None
+) -> dict[str, Any]:
     """Extract the training snapshot for run date R: features as of R−H, labels in (R−H, R].
 
     Returns the run folder's reference (``kind``, ``as_of`` = R−H, ``root``) with ``run_date``,
-    ``rows`` and ``horizon_days``. First checks that the training could be registered
-    (``registry.check_writable``), so an unreachable or unwritable MLflow store fails at once
-    (``RegistryUnavailable``, ``StorageError``), before anything is extracted or trained.
+    ``rows`` and ``horizon_days``. First checks that the encoder folder can be trained from and
+    takes ``freeze`` (``network.check_encoder``: ``ModelError``, ``ConfigError``) and that the
+    training could be registered (``registry.check_writable``), so an unreachable or unwritable
+    MLflow store fails at once (``RegistryUnavailable``, ``StorageError``), before anything is
+    extracted or trained.
     """
     from spendpred import registry
+    from spendpred.model.network import check_encoder
 
     settings = get_settings()
     horizon = resolve_horizon(horizon_days, settings)
+    check_encoder(settings.resolved_encoder_dir, check_train(freeze=freeze).freeze)
     registry.check_writable(settings)
     run = RunFolder.for_date("train", run_date - dt.timedelta(days=horizon), settings)
     out = {**extract_run(run, horizon, True, url, settings), "run_date": run_date.isoformat()}
@@ -141,6 +147,7 @@ def _train_model(
         more = splits.split_frame(earlier, max_users)
         for name in ("train", "val"):
             parts[name] = pd.concat([parts[name], more[name]], ignore_index=True)
+    splits.check_split_sizes(parts)  # a training set too small to mean anything is refused here
     config_kwargs: dict[str, Any] = {
         "seed": settings.seed, "device": device, "loss": settings.loss, "horizon_days": manifest.horizon_days,
     }  # fmt: skip
@@ -370,7 +377,7 @@ def train(
     from spendpred.pipeline.snapshots import preflight
 
     preflight("train", url)  # settings, warehouse, staging; the registry is checked by the extract step
-    snapshot = extract_training_snapshot(run_date, horizon_days, url)
+    snapshot = extract_training_snapshot(run_date, horizon_days, url, freeze)
     validate_snapshot(snapshot)
     trained = train_model(snapshot, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     registered = evaluate_and_register(trained)

@@ -52,7 +52,8 @@ def preflight(kind: str, url: str | None = None, settings: Settings | None = Non
     ``errors.one_line``/``warehouse.existing_warehouse_only``), and the run's staging folder
     could be created and written. A front end calls it before it checks what it
     needs next (the model, the registry), so that a failing run creates nothing and names the
-    first problem on the way. Raises ``ConfigError`` (settings, missing warehouse file), the
+    first problem on the way. A scoring run's tier rule (``SPENDPRED_TIER_*``) is checked here too,
+    not after the extract and the scoring. Raises ``ConfigError`` (settings, tier rule, missing warehouse file), the
     database's error (unreachable, wrong credentials, missing tables), the ``OSError`` of the
     staging folder, or ``StorageError``/``StagingUnavailable`` for object storage.
     """
@@ -64,6 +65,15 @@ def preflight(kind: str, url: str | None = None, settings: Settings | None = Non
         raise ConfigError(f"run kind {kind!r} is not one of {', '.join(KINDS)}")
     settings = settings or get_settings()
     staging = staging_root(settings)  # ConfigError for an unsupported SPENDPRED_STAGING_DIR
+    if kind == "score":
+        from spendpred.tiers import TierRule
+
+        try:
+            TierRule.from_mapping(settings.tier_rule_values())
+        except ConfigError as exc:
+            raise ConfigError(
+                f"the SPENDPRED_TIER_* settings hold an invalid tier rule: {exc} (set in the environment or in .env)"
+            ) from None
     with warehouse.opened_engine(url, settings) as engine, engine.connect() as conn:
         for table in warehouse.SOURCE_TABLES:  # names from the contract, not from input
             conn.exec_driver_sql(f"SELECT 1 FROM {table} WHERE 1 = 0").close()

@@ -182,7 +182,7 @@ def test_param_defaults_are_valid(dagbag: Any) -> None:
         ("spendpred_weekly_retrain", {"freeze": "all-but-head", "loss": None}),
         ("spendpred_nightly_scoring", {"as_of": "2024-06-30", "model": "12", "shards": 64, "dry_run": True}),
         ("spendpred_nightly_scoring", {"model": "challenger"}),
-        ("spendpred_weekly_retrain", {"horizon": 3650, "max_users": 10, "promote": "force"}),
+        ("spendpred_weekly_retrain", {"horizon": 3650, "max_users": 100, "promote": "force"}),
     ],
 )  # fmt: skip
 def test_valid_confs_pass(scheduler_dags: dict[str, Any], dag_id: str, conf: dict[str, Any]) -> None:
@@ -201,7 +201,7 @@ def test_valid_confs_pass(scheduler_dags: dict[str, Any], dag_id: str, conf: dic
         ("spendpred_nightly_scoring", {"as_of": "2024-02-30"}, "as_of"),
         ("spendpred_nightly_scoring", {"dry_run": "yes"}, "dry_run"),
         ("spendpred_weekly_retrain", {"epochs": 101}, "epochs"),
-        ("spendpred_weekly_retrain", {"max_users": 9}, "max_users"),
+        ("spendpred_weekly_retrain", {"max_users": 10}, "max_users"),
         ("spendpred_weekly_retrain", {"horizon": 0}, "horizon"),
         ("spendpred_weekly_retrain", {"freeze": "bottom-k"}, "freeze"),
         ("spendpred_weekly_retrain", {"freeze": "top-k:2"}, "freeze"),
@@ -263,12 +263,30 @@ def test_params_are_generated_from_the_one_spec(dagbag: Any, dag_id: str) -> Non
 
 
 def test_shards_default_comes_from_the_environment(common: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spendpred.errors import ConfigError
     from spendpred.params import MAX_SHARDS
 
-    for value, expected in (("8", 8), (str(MAX_SHARDS), MAX_SHARDS), (str(MAX_SHARDS + 1), 1), ("0", 1), ("x", 1), ("", 1)):
+    for value, expected in (("8", 8), (str(MAX_SHARDS), MAX_SHARDS), (" 2 ", 2), ("", 1)):
         monkeypatch.setenv("SPENDPRED_SHARDS", value)
         assert common.scoring_params()["shards"].value == expected, value
     assert common.scoring_params()["shards"].schema["maximum"] == MAX_SHARDS
+    for value in (str(MAX_SHARDS + 1), "0", "x", "-1", "²", "2.0"):
+        monkeypatch.setenv("SPENDPRED_SHARDS", value)
+        with pytest.raises(ConfigError, match=rf"^SPENDPRED_SHARDS='.*' is not valid: use a whole number in 1..{MAX_SHARDS}"):
+            common.scoring_params()
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "1000", "x" * 100_000])
+def test_an_invalid_shards_setting_fails_the_nightly_import_in_one_line(tmp_path: Path, value: str) -> None:
+    """``SPENDPRED_SHARDS`` is read when the nightly DAG file is parsed: a bad value is an import error naming it
+    (shown in the UI), never one shard in silence; the retraining DAG, which does not read it, still imports."""
+    report = _parse_in_fresh_interpreter(tmp_path, SPENDPRED_SHARDS=value)
+    assert report["dag_ids"] == ["spendpred_weekly_retrain"]
+    (path, error), = report["errors"].items()
+    assert path.endswith("spendpred_nightly_scoring.py")
+    line = next(ln for ln in error.splitlines() if "SPENDPRED_SHARDS=" in ln)
+    assert "is not valid: use a whole number in 1..64" in line and len(line) < 200, line
+    assert "x" * 100 not in error
 
 
 def test_unknown_conf_key_is_refused_by_the_first_task(common: Any, scheduler_dags: dict[str, Any]) -> None:

@@ -192,6 +192,24 @@ CASES = [
     Case("validate-not-a-snapshot", ("validate", "{TMP}/a-folder"), "no manifest.json in {TMP}/a-folder", leaves_report=True),
     Case("validate-truncated-parquet", ("validate", "{SNAP}"), "Parquet magic bytes not found", spoil="truncate", leaves_report=True),
     Case("validate-manifest-not-json", ("validate", "{SNAP}"), "manifest.json is not valid JSON", spoil="manifest", leaves_report=True),
+    # -- checked where they are read, before anything is extracted or replaced (issue 22, item 4)
+    Case("max-users-too-few", ("train", "--as-of", AS_OF, "--max-users", "10", "--url", "{W}"),
+         "max_users=10 is out of range: use a whole number >= 100"),  # fmt: skip
+    Case("freeze-more-layers-than-the-encoder", ("train", "--as-of", AS_OF, "--freeze", "bottom-k:99", "--url", "{W}"),
+         "freeze=bottom-k:99 asks for more layers than the encoder has (6"),  # fmt: skip
+    Case("encoder-folder-missing", ("train", "--as-of", AS_OF, "--url", "{W}"), "encoder folder {TMP}/no-encoder does not exist",
+         env={"SPENDPRED_ENCODER_DIR": "{TMP}/no-encoder"}),  # fmt: skip
+    Case("encoder-folder-empty", ("train", "--as-of", AS_OF, "--url", "{W}"), "encoder folder {TMP}/a-folder has no config.json",
+         env={"SPENDPRED_ENCODER_DIR": "{TMP}/a-folder"}),  # fmt: skip
+    Case("tier-shares-above-one", ("score", "--as-of", AS_OF, "--url", "{W}"),
+         "the SPENDPRED_TIER_* settings hold an invalid tier rule: tier rule fields 'high' + 'medium' = 1.4 exceed 1",
+         env={"SPENDPRED_TIER_HIGH": "0.9", "SPENDPRED_TIER_MEDIUM": "0.5"}),  # fmt: skip
+    Case("tier-threshold-without-bounds", ("score", "--as-of", AS_OF, "--url", "{W}"),
+         "invalid tier rule: tier rule field 'high_min' is required with mode='threshold'",
+         env={"SPENDPRED_TIER_MODE": "threshold"}),  # fmt: skip
+    Case("seed-end-date-in-the-future", ("seed", "--users", "10", "--end-date", "2999-12-31", "--url", "{W}"),
+         "end_date 2999-12-31 is in the future"),  # fmt: skip
+    Case("append-day-in-the-future", ("seed", "--append-day", "2999-12-31", "--url", "{W}"), "day 2999-12-31 is in the future"),
 ]
 
 
@@ -645,3 +663,72 @@ def test_an_unreadable_review_within_the_share_costs_only_its_text(tmp_path: Pat
     assert "1 source row(s) of 1 of 3 user(s)" in done.stderr and "review of user u1 at 2024-06-11 09:00:00" in done.stderr
     _no_pii(done)
     assert json.loads(done.stdout)["rows"] == 3
+
+
+# -- imports, training sets and the report (issue 22, item 4) -------------------------------------
+
+
+def _cdnow_file(path: Path, line: str) -> Path:
+    path.write_text("customer_id date cds dollars\n00001 19970101 1 11.77\n" + line + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        ("00002 29991231 1 5.00", "line 3: date '29991231' is not a plausible purchase date (from 19700101 to "),
+        ("00002 19691231 1 5.00", "line 3: date '19691231' is not a plausible purchase date"),
+        ("x" * 10_000_000, "line 3: expected 4 whitespace-separated fields"),
+        ("1" * 10_000_000 + " 19970101 1 2.00", "line 3: customer id '111"),
+    ],
+    ids=["dated-2999", "dated-1969", "a-10-MB-line", "a-10-MB-customer-id"],
+)
+def test_a_bad_cdnow_line_is_one_short_line_and_imports_nothing(tmp_path: Path, seeded: str, line: str, expect: str) -> None:
+    cdnow = _cdnow_file(tmp_path / "CDNOW_master.txt", line)
+    seeded_dir = Path(sa.engine.make_url(seeded).database or "").parent
+    before = _files(tmp_path, seeded_dir)
+    done = run(["import-cdnow", str(cdnow), "--url", seeded], tmp_path)
+    error = assert_one_error_line(done, expect)
+    assert len(error) < 500 and len(done.stderr) < 5_000, len(done.stderr)  # echoed input cut to an excerpt
+    assert _files(tmp_path, seeded_dir) == before
+
+
+def test_a_training_set_too_small_is_refused_before_anything_is_registered(tmp_path: Path, isolated_settings: Path) -> None:
+    """Three users pass the source contract and the gate, but train nothing that means anything (this used
+    to train and register a model on 5/2/3 users): refused before training, nothing trained or registered."""
+    rows = {name: list(values) for name, values in _CLEAN_ROWS.items()}  # 40 users: every split holds a few
+    rows["users"] += [(f"s{i:02d}", "2024-02-01 10:00:00") for i in range(37)]
+    rows["orders"] += [(f"so{i:02d}", f"s{i:02d}", "2024-06-10 10:00:00", 10.0 + i, 1, "completed") for i in range(37)]
+    url = _sqlite_file(tmp_path / "source.db", _PERMISSIVE_SOURCES, rows)
+    done = run([a.replace("{SRC}", url) for a in TRAIN_ON_SRC], tmp_path)
+    line = assert_one_error_line(done, "too few users to train a model that means anything")
+    assert "nothing was trained or registered: train on more users" in line
+    assert not (isolated_settings / "mlflow.db").exists()
+    assert not list((isolated_settings / "staging").rglob("bundle.json"))
+
+
+def test_report_with_a_missing_mlflow_store_beside_published_scores_exits_2(tmp_path: Path) -> None:
+    """Scores published by version 1, but SPENDPRED_MLFLOW_TRACKING_URI names a store that does not exist
+    (a typo, another SPENDPRED_HOME): not "champion: none yet" with exit 0 but one line naming the store."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    assert run(["db", "init", "--url", url], tmp_path).returncode == 0
+    conn = sqlite3.connect(tmp_path / "warehouse.db")
+    try:
+        conn.execute(
+            "INSERT INTO user_spend_scores (as_of, user_id, predicted_spend, tier, model_name, model_version, scored_at) "
+            "VALUES ('2024-06-30', 'u1', 12.5, 'high', 'spendpred-regressor', '1', '2024-07-01 02:00:00')"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    store = tmp_path / "typo" / "mlflow.db"
+    before = _files(tmp_path)
+    done = run(["report", "--url", url], tmp_path, {"SPENDPRED_MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+    line = assert_one_error_line(done, f"the MLflow registry {store} does not exist, yet the warehouse holds scores of version 1")
+    assert "SPENDPRED_MLFLOW_TRACKING_URI" in line and "champion: none yet" not in done.stdout
+    assert _files(tmp_path) == before and not store.parent.exists()
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert run(["db", "init", "--url", empty], tmp_path).returncode == 0
+    fresh = run(["report", "--url", empty], tmp_path, {"SPENDPRED_MLFLOW_TRACKING_URI": f"sqlite:///{store}"})
+    assert fresh.returncode == 0 and "champion: none yet" in fresh.stdout  # no scores yet: nothing registered is the truth
+    assert not store.parent.exists()

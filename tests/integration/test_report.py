@@ -117,7 +117,13 @@ def test_page_data_and_text_report_of_published_runs(sqlite_url: str, tmp_path: 
         table = pa.table({"user_id": [f"u{i:02d}" for i in range(20)], "predicted_spend": spend, "tier": labels})
         publish.publish_scores(engine, D1, table, thresholds, "spendpred-regressor", "4", scored_at=STAMP)
     data = report.page_data(sqlite_url, settings)
-    assert data["errors"] == [] and data["summary"]["as_of"] == "2024-06-01"
+    assert data["summary"]["as_of"] == "2024-06-01"
+    # scores of version 4 but no registry here: named as a missing store, never "champion: none yet"
+    assert data["registry_missing"] == str(tmp_path / "var" / "mlflow.db")
+    assert data["errors"] == [f"the MLflow registry {data['registry_missing']} does not exist, yet the warehouse holds "
+                              "scores of version 4: point SPENDPRED_MLFLOW_TRACKING_URI (or SPENDPRED_HOME) at the store "
+                              "that registered it"]  # fmt: skip
+    assert "champion: unknown (no MLflow registry at" in report.format_report(data)
     assert data["summary"]["tier_sizes"] == {"high": 2, "medium": 6, "low": 12}
     text = report.format_report({**data, "champion": {"name": "spendpred-regressor", "version": "4",
                                                       "metrics": {"normalised_gini": 0.5, "rmse": 3.0}, "tags": {"loss": "mse"}}})

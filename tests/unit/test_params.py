@@ -39,7 +39,7 @@ def test_the_spec_holds_every_range_and_choice() -> None:
     assert score["shards"].schema == {"type": "integer", "minimum": 1, "maximum": 64} and MAX_SHARDS == 64
     assert train["horizon"].schema == {"type": ["null", "integer"], "minimum": 1, "maximum": 3650}
     assert train["epochs"].schema == {"type": ["null", "integer"], "minimum": 1, "maximum": 100}
-    assert train["max_users"].schema == {"type": ["null", "integer"], "minimum": 10}
+    assert train["max_users"].schema == {"type": ["null", "integer"], "minimum": 100}
     assert train["loss"].schema == {"type": ["null", "string"], "enum": [None, "mse", "huber", "ziln"]}
     assert train["promote"].schema == {"type": "string", "enum": ["auto", "never", "force"]}
     assert train["device"].schema == {"type": "string", "enum": ["auto", "cpu", "cuda"]}
@@ -74,7 +74,7 @@ def test_loss_and_freeze_names_are_those_the_model_implements() -> None:
     [
         (ScoreParams, {"as_of": "2024-02-29", "model": "challenger", "shards": 64, "dry_run": True}),
         (ScoreParams, {"as_of": dt.date(2024, 6, 30), "model": "12"}),
-        (TrainParams, {"horizon": 3650, "epochs": 1, "max_users": 10, "freeze": "bottom-k:12", "loss": "ziln"}),
+        (TrainParams, {"horizon": 3650, "epochs": 1, "max_users": 100, "freeze": "bottom-k:12", "loss": "ziln"}),
         (TrainParams, {"freeze": "all-but-head", "promote": "force", "device": "cuda"}),
         (TrainParams, {"horizon": None, "epochs": None, "max_users": None, "freeze": None, "loss": None}),
     ],
@@ -110,7 +110,7 @@ def test_dates_are_parsed_once_into_a_date() -> None:
         (TrainParams, {"horizon": 3651}, "horizon=3651 is out of range"),
         (TrainParams, {"epochs": 101}, "epochs=101 is out of range: use a whole number in 1..100"),
         (TrainParams, {"epochs": 2.5}, "epochs=2.5 is not valid"),
-        (TrainParams, {"max_users": 9}, "max_users=9 is out of range: use a whole number >= 10"),
+        (TrainParams, {"max_users": 10}, "max_users=10 is out of range: use a whole number >= 100"),
         (TrainParams, {"freeze": "bottom-k"}, "freeze='bottom-k' is not valid: use none, embeddings, all-but-head or bottom-k"),
         (TrainParams, {"freeze": "top-k:2"}, "freeze='top-k:2' is not valid"),
         (TrainParams, {"loss": "mae"}, "loss='mae' is not valid: use one of mse, huber, ziln"),

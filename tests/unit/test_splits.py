@@ -85,8 +85,27 @@ def test_stable_subset_is_order_free_and_sized() -> None:
     reversed_ids = IDS[::-1]
     assert {IDS[i] for i in chosen} == {reversed_ids[i] for i in stable_subset(reversed_ids, 100)}
     assert len(stable_subset(IDS[:50], 100)) == 50  # fewer users than asked: all of them
-    with pytest.raises(ConfigError, match="max_users=9 is too small: use at least 10"):
-        stable_subset(IDS, 9)
+    with pytest.raises(ConfigError, match="max_users=99 is too small: use at least 100"):
+        stable_subset(IDS, 99)
+
+
+def test_a_training_set_too_small_to_mean_anything_is_refused() -> None:
+    """``train --max-users`` used to train and register a model on 5/2/3 users without a word."""
+    import pandas as pd
+
+    from spendpred.errors import DataError
+    from spendpred.splits import MIN_EVAL_USERS, MIN_TRAIN_USERS, check_split_sizes
+
+    def parts(train: int, val: int, test: int) -> dict[str, pd.DataFrame]:
+        return {name: pd.DataFrame({"user_id": [f"{name}{i}" for i in range(n)]})
+                for name, n in (("train", train), ("val", val), ("test", test))}  # fmt: skip
+
+    check_split_sizes(parts(MIN_TRAIN_USERS, MIN_EVAL_USERS, MIN_EVAL_USERS))  # the minimum passes
+    for sizes in ((5, 2, 3), (MIN_TRAIN_USERS - 1, 30, 30), (200, MIN_EVAL_USERS - 1, 30), (200, 30, MIN_EVAL_USERS - 1)):
+        with pytest.raises(DataError, match=r"too few users to train a model that means anything: .* nothing was "
+                                            r"trained or registered: train on more users") as raised:  # fmt: skip
+            check_split_sizes(parts(*sizes))
+        assert f"{sizes[0]} training, {sizes[1]} validation and {sizes[2]} held-out users" in str(raised.value)
 
 
 def test_split_frame_keeps_users_in_their_split() -> None:
