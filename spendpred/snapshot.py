@@ -10,6 +10,7 @@ A *run folder* is where one run of one kind keeps everything it stages::
     <staging>/train/<as_of>/snapshot/                 the labelled snapshot (features as of R - H)
     <staging>/train/<as_of>/model/                    bundle/, evaluation/, test_predictions.parquet,
                                                       result.json, registered.json
+    <staging>/train-window/<as_of>/snapshot/          an earlier stacked training window (never a "previous" run)
     <staging>/score/<as_of>/snapshot/                 the scoring snapshot (features as of D)
     <staging>/score/<as_of>/shards/shard-<i>-of-<n>.parquet
     <staging>/score/<as_of>/tiers.parquet, tiers.json
@@ -370,6 +371,11 @@ def staging_root(settings: Settings | None = None) -> Path | str:
 # -- the run folder -------------------------------------------------------------------------
 
 KINDS: tuple[str, ...] = ("train", "score")
+WINDOW_KIND = "train-window"
+"""The run folders of the earlier stacked training windows (``SPENDPRED_TRAIN_WINDOWS``): apart from
+``train/``, so an experiment's windows never replace an ordinary run's snapshot nor count as one's
+:meth:`RunFolder.previous`."""
+FOLDER_KINDS: tuple[str, ...] = (*KINDS, WINDOW_KIND)
 SHARDS_DIR = "shards"
 TIERS_PARQUET = "tiers.parquet"
 TIERS_JSON = "tiers.json"
@@ -398,8 +404,8 @@ class RunFolder:
     work: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"run kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind not in FOLDER_KINDS:
+            raise ConfigError(f"run kind {self.kind!r} is not one of {', '.join(FOLDER_KINDS)}")
         if not isinstance(self.as_of, dt.date) or isinstance(self.as_of, dt.datetime):
             raise ConfigError(
                 f"as_of={self.as_of!r} must be a datetime.date: parse text once, at the front end (spendpred.params)"
@@ -446,7 +452,7 @@ class RunFolder:
     def containing(cls, snapshot_dir: Path, settings: Settings | None = None) -> RunFolder | None:
         """Return the run folder whose ``snapshot/`` is ``snapshot_dir``, or ``None`` for a folder outside (local) staging."""
         path = Path(snapshot_dir)
-        if path.name != "snapshot" or path.parent.parent.name not in KINDS:
+        if path.name != "snapshot" or path.parent.parent.name not in FOLDER_KINDS:
             return None
         root = staging_root(settings)
         if not isinstance(root, Path) or path.parent.parent.parent.resolve() != root.resolve():
@@ -464,6 +470,14 @@ class RunFolder:
     def on(self, as_of: dt.date) -> RunFolder:
         """The run folder of the same kind and root (and working copy) for another date."""
         return RunFolder(self.kind, as_of, self.root, self.work)
+
+    def window(self, as_of: dt.date) -> RunFolder:
+        """The folder of a stacked training window as of ``as_of`` (kind ``WINDOW_KIND``, same root and working copy).
+
+        Kept apart from ordinary runs: a window never counts as the :meth:`previous` snapshot of a
+        training run, nor replaces the snapshot of an ordinary run of its date.
+        """
+        return RunFolder(WINDOW_KIND, as_of, self.root, self.work)
 
     # -- where things are -----------------------------------------------------------------
 
@@ -665,6 +679,9 @@ class RunFolder:
 
     def previous(self) -> RunFolder | None:
         """Return the newest earlier run folder of the same kind whose snapshot passed validation, if any.
+
+        Only folders of this kind are listed: a training run never compares with a stacked
+        window's snapshot (those live under ``WINDOW_KIND``, see :meth:`window`).
 
         On object storage only its manifest and validation reports are pulled into the working copy.
         """

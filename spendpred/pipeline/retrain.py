@@ -50,7 +50,7 @@ def extract_training_snapshot(
     out = {**extract_run(run, horizon, True, url, settings), "run_date": run_date.isoformat()}
     windows = []
     for k in range(1, settings.train_windows):  # stacked windows, each one step earlier (SPENDPRED_TRAIN_WINDOWS)
-        earlier = RunFolder.for_date("train", run.as_of - dt.timedelta(days=k * settings.window_step_days), settings)
+        earlier = run.window(run.as_of - dt.timedelta(days=k * settings.window_step_days))  # apart from ordinary runs
         extract_run(earlier, horizon, True, url, settings)
         windows.append(earlier.as_of.isoformat())
     if windows:
@@ -67,7 +67,7 @@ def _window_frames(run: RunFolder, ref: RunRef) -> list[Any]:
     template = run.manifest.text_template_version
     frames = []
     for as_of in ref.get("windows") or []:
-        window = run.on(dt.date.fromisoformat(str(as_of)))
+        window = run.window(dt.date.fromisoformat(str(as_of)))
         frame, manifest = _labelled_snapshot(window)
         if manifest.text_template_version != template:
             raise DataError(

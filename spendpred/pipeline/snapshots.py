@@ -141,7 +141,7 @@ def validate_snapshot(
         out = _validate_run(run, previous_dir)
         if isinstance(snapshot, Mapping) and snapshot.get("windows"):
             for as_of in snapshot["windows"]:  # the earlier stacked training windows pass the same gate
-                _validate_run(run.on(dt.date.fromisoformat(str(as_of))), None)
+                _validate_run(run.window(dt.date.fromisoformat(str(as_of))), None)
             out["windows"] = list(snapshot["windows"])
     return out
 

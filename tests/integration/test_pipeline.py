@@ -178,7 +178,7 @@ def test_stacked_training_windows(env: Path, sqlite_url: str, monkeypatch: pytes
     snap = pipeline.extract_training_snapshot(RUN_DATE, url=sqlite_url)
     main = RunFolder.from_ref(snap)
     assert snap["windows"] == [(main.as_of - dt.timedelta(days=28)).isoformat()]
-    earlier = RunFolder("train", dt.date.fromisoformat(snap["windows"][0]), main.root)
+    earlier = RunFolder("train-window", dt.date.fromisoformat(snap["windows"][0]), main.root)
     pipeline.validate_snapshot(main)  # the main snapshot alone
     with pytest.raises(ValidationFailed, match=f"{earlier.snapshot_dir}.*has not been validated"):
         pipeline.train_model(snap, epochs=1)  # an unvalidated window is refused like the main snapshot
@@ -200,3 +200,27 @@ def test_stacked_training_windows(env: Path, sqlite_url: str, monkeypatch: pytes
     latest_val = len(split_frame(pd.read_parquet(main.snapshot.parquet), None)["val"])
     calibration = json.loads((main.bundle_dir / "bundle.json").read_text())["calibration"]
     assert calibration["users"] == latest_val < params["val_users"]
+
+
+def test_stacked_windows_never_count_as_the_previous_snapshot(env: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: an experiment's window snapshots (here 12 windows on a short history, the oldest a third the size)
+    stay apart from ordinary runs: the next plain retrain of an earlier date compares with an ordinary run, never a window."""
+    import pandas as pd
+
+    _seed(sqlite_url, users=300)
+    plain = pipeline.extract_training_snapshot(RUN_DATE - dt.timedelta(days=35), url=sqlite_url)
+    pipeline.validate_snapshot(plain)  # an ordinary run, five weeks back
+    monkeypatch.setenv("SPENDPRED_TRAIN_WINDOWS", "12")
+    experiment = pipeline.extract_training_snapshot(RUN_DATE, url=sqlite_url)
+    pipeline.validate_snapshot(experiment)
+    root = RunFolder.from_ref(experiment).root
+    windows = [RunFolder("train-window", dt.date.fromisoformat(d), root) for d in experiment["windows"]]
+    assert len(windows) == 11 and all(w.snapshot.passed_validation() for w in windows)
+    assert sorted(p.name for p in (root / "train").iterdir()) == sorted([plain["as_of"], experiment["as_of"]])
+    assert len(pd.read_parquet(windows[-1].snapshot.parquet)) < 0.5 * experiment["rows"]  # the short history's oldest window
+    monkeypatch.setenv("SPENDPRED_TRAIN_WINDOWS", "1")
+    nextrun = pipeline.extract_training_snapshot(RUN_DATE - dt.timedelta(days=7), url=sqlite_url)
+    folder = RunFolder.from_ref(nextrun)
+    # windows lie at as_of-28 ... as_of-308: before, the one 28 days before this date's as_of was its "previous"
+    assert folder.previous() == RunFolder.from_ref(plain)
+    assert pipeline.validate_snapshot(nextrun)["success"]

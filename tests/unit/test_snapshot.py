@@ -92,7 +92,7 @@ def test_the_date_travels_typed_and_the_reference_round_trips(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("kind", "as_of", "message"),
     [
-        ("nightly", D, "run kind 'nightly' is not one of train, score"),
+        ("nightly", D, "run kind 'nightly' is not one of train, score, train-window"),
         ("score", "2024-06-30", "must be a datetime.date"),  # text is parsed at the front ends, not here
         ("score", dt.datetime(2024, 6, 30, 2, 0), "must be a datetime.date"),
     ],
