@@ -363,6 +363,8 @@ class ShardCache:
         """
         n = len(user_ids)
         hits = np.zeros(n, dtype=bool)
+        if not self._reading and not self._writing:
+            return hits, np.zeros((0, self.hidden), dtype=np.float32)
         found = np.zeros((n, self.hidden), dtype=np.float32)
         buckets = shard_bucket(user_ids)
         sums: list[bytes | None] = [None] * n
