@@ -242,7 +242,7 @@ def _evaluate_and_register(run: RunFolder) -> dict[str, Any]:
         baseline_metrics=summary["baselines"],
         snapshot_dir=run.snapshot_dir,
         evaluation_dir=run.evaluation_dir,
-        run_name=f"train-{run.as_of.isoformat()}",
+        run_name=registry.training_run_name(run.as_of.isoformat(), summary["params"]),  # retrain <as_of> loss=.. freeze=..
     )
     write_json_atomic(run.registered_json, {"run_id": run_id, "version": version})
     return {**run.ref(), "run_id": run_id, "version": str(version), "metrics": summary["metrics"]}

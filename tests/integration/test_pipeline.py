@@ -65,6 +65,11 @@ def test_train_then_score_publishes_one_partition(env: Path, warehouse_url: str)
     assert Path(trained["train_dir"]) == run.model_dir
     assert (run.evaluation_dir / "report.md").is_file()
     assert json.loads(run.result_json.read_text())["as_of"] == "2024-05-01"
+    from spendpred import registry
+
+    client = registry.get_client()  # a run named after its snapshot date and settings, in the one experiment
+    assert client.get_run(trained["run_id"]).info.run_name == "retrain 2024-05-01 loss=ziln freeze=none"
+    assert [e.name for e in client.search_experiments()] == ["spendpred"]  # no stray Default
 
     first = pipeline.score(RUN_DATE, shards=3, url=warehouse_url)
     assert first["published"] is True and first["model_version"] == "2"
