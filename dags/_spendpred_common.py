@@ -1,7 +1,7 @@
 """Airflow glue shared by the spendpred DAG files: params, run date, warehouse URL, retries.
 
 Wiring only, no business logic (that lives in ``spendpred.pipeline``). Every task body runs
-inside ``one_line`` (``spendpred.errors.one_line``, the CLI's error path too): ``@one_line()``
+inside ``one_line`` (``spendpred.failures.one_line``, the CLI's error path too): ``@one_line()``
 right under ``@task``. An expected failure (an invalid ``SPENDPRED_*`` setting, an unreachable
 warehouse, a full disk, a missing SQLite warehouse file, which is refused, never created)
 fails the task with one line naming the problem and the fix, secrets masked, as a
@@ -32,7 +32,9 @@ from typing import Any, NoReturn
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 
-from spendpred.errors import ConfigError, excerpt, one_line
+from spendpred.errors import ConfigError
+from spendpred.failures import one_line
+from spendpred.masking import excerpt
 from spendpred.params import MAX_SHARDS, RunParams, ScoreParams, Spec, TrainParams, check, param_specs
 
 WAREHOUSE_CONN_ID = "spendpred_warehouse"

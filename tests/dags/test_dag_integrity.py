@@ -433,7 +433,9 @@ def test_parsing_touches_no_database_connection_or_heavy_module(tmp_path: Path) 
     assert report["errors"] == {}
     assert report["connects"] == [], "a DAG file opened a database connection while being parsed"
     assert report["lookups"] == [], "a DAG file looked up an Airflow connection while being parsed"
-    assert report["modules"] == ["spendpred.errors", "spendpred.params"], "parsing imported more than errors and the param spec"
+    assert report["modules"] == ["spendpred.errors", "spendpred.failures", "spendpred.masking", "spendpred.params"], (
+        "parsing imported more than the errors, the error path (no settings, no warehouse) and the param spec"
+    )
     assert not (tmp_path / "warehouse.db").exists() and not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "var").exists() and not (tmp_path / "absent").exists()
 

@@ -10,7 +10,7 @@ validation, whose error line names its report: the report (and the snapshot it d
 be written, in that folder only. PostgreSQL cases are marked ``postgres`` and use the
 session's throwaway database.
 
-The tasks of the DAGs fail through the same error path (``spendpred.errors.one_line``): see
+The tasks of the DAGs fail through the same error path (``spendpred.failures.one_line``): see
 ``tests/unit/test_errors.py`` and ``tests/e2e/test_dags_e2e.py``.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from spendpred import errors, warehouse
+from spendpred import errors, failures, masking, warehouse
 from spendpred.errors import ConfigError
 
 SECRET = "s3cr3t-pw"
@@ -530,7 +530,7 @@ def test_a_failed_extract_stages_nothing_and_keeps_the_snapshot_there(warehouse_
 
     day = dt.date(2024, 6, 30)
     staging = isolated_settings / "staging"
-    with pytest.raises(errors.WarehouseError, match="no such table|does not exist"), errors.one_line(creates_warehouse=True):
+    with pytest.raises(errors.WarehouseError, match="no such table|does not exist"), failures.one_line(creates_warehouse=True):
         pipeline.extract_scoring_snapshot(day, url=warehouse_url)
     assert not staging.exists()
 
@@ -539,7 +539,7 @@ def test_a_failed_extract_stages_nothing_and_keeps_the_snapshot_there(warehouse_
     for name, text in (("snapshot.parquet", "validated bytes"), ("manifest.json", "{}"), ("validation.json", '{"success": true}')):
         (earlier / name).write_text(text)
     before = _files(staging)
-    with pytest.raises(errors.WarehouseError), errors.one_line(creates_warehouse=True):
+    with pytest.raises(errors.WarehouseError), failures.one_line(creates_warehouse=True):
         pipeline.extract_scoring_snapshot(day, url=warehouse_url)
     assert _files(staging) == before
     assert sorted(p.name for p in earlier.parent.iterdir()) == ["snapshot"]  # no hidden temporary folder left
@@ -598,8 +598,8 @@ def test_warehouse_url_forms(url: str, expected: str) -> None:
     ],
 )
 def test_secrets_are_masked_even_in_unparsable_urls(text: str) -> None:
-    assert SECRET not in errors.mask_secrets(text)
-    assert SECRET not in errors.mask_url(text)
+    assert SECRET not in masking.mask_secrets(text)
+    assert SECRET not in masking.mask_url(text)
 
 
 @pytest.mark.parametrize(
@@ -611,11 +611,11 @@ def test_secrets_are_masked_even_in_unparsable_urls(text: str) -> None:
     ],
 )
 def test_file_system_failures_are_one_line_naming_the_path(error: OSError, expect: str) -> None:
-    assert errors.describe(error) is not None and errors.describe(error).startswith(expect)  # type: ignore[union-attr]
+    assert failures.describe(error) is not None and failures.describe(error).startswith(expect)  # type: ignore[union-attr]
 
 
 def test_a_bug_is_not_hidden() -> None:
-    assert errors.describe(KeyError("x")) is None
+    assert failures.describe(KeyError("x")) is None
 
 
 # -- source text that cannot be read (issue 22, item 2) ----------------------------------------------

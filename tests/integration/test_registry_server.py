@@ -24,7 +24,8 @@ import requests
 
 from spendpred import registry
 from spendpred.config import Settings
-from spendpred.errors import RegistryError, SpendpredError, TransientError, as_error, one_line
+from spendpred.errors import RegistryError, SpendpredError, TransientError
+from spendpred.failures import as_error, one_line
 from tests.integration.test_registry import Trained, _log, trained  # noqa: F401 - the tiny model fixture
 
 pytestmark = pytest.mark.slow

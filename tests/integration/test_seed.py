@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from spendpred import synth, warehouse
-from spendpred.errors import ConfigError, DataError, describe
+from spendpred.errors import ConfigError, DataError
+from spendpred.failures import describe
 
 END = dt.date(2024, 12, 31)
 DAYS = 365

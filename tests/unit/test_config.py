@@ -81,7 +81,7 @@ def test_tier_rule_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_text_template_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from spendpred import textify
-    from spendpred.errors import describe
+    from spendpred.failures import describe
 
     monkeypatch.delenv("SPENDPRED_TEXT_TEMPLATE", raising=False)
     assert Settings().text_template == textify.DEFAULT_TEMPLATE == "v2"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from spendpred import registry
-from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, StorageError, TransientError, describe
+from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, StorageError, TransientError
+from spendpred.failures import describe
 from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE, VALIDATION_JSON, VALIDATION_MD, staged_snapshot
 
 SECRET = "s3cret"

@@ -1,4 +1,4 @@
-"""The one error path of both front ends: ``errors.as_error`` and ``errors.one_line``.
+"""The one error path of both front ends: ``failures.as_error`` and ``failures.one_line``.
 
 Real library failures (pydantic's error for an invalid setting, SQLAlchemy's for a refused
 connection or a missing table, the file system's) become one ``SpendpredError`` line with the
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from spendpred import errors, warehouse
+from spendpred import errors, failures, warehouse
 from spendpred.config import Settings
 from spendpred.errors import (
     ConfigError,
@@ -27,9 +27,8 @@ from spendpred.errors import (
     ValidationFailed,
     WarehouseError,
     WarehouseUnavailable,
-    as_error,
-    one_line,
 )
+from spendpred.failures import as_error, one_line
 
 SECRET = "s3cret"
 
@@ -238,7 +237,7 @@ def test_one_line_keeps_the_return_type_airflow_reads() -> None:
 def test_every_message_is_masked_even_when_the_library_echoes_the_url() -> None:
     cause = OSError(errno.EACCES, "Permission denied", f"/srv/x?url=postgresql://bob:{SECRET}@h/w")
     assert SECRET not in str(as_error(cause))
-    assert errors.describe(cause) == str(as_error(cause))
+    assert failures.describe(cause) == str(as_error(cause))
 
 
 # -- MLflow: a client error is permanent, an outage transient ------------------------------------
@@ -268,7 +267,7 @@ def test_an_mlflow_client_error_is_permanent_and_one_line(code: str, status: int
     assert message.startswith(f"MLflow refused the request ({code}, HTTP {status}): Bad request for http://bob:***@mlflow")
     assert fix in message and message.endswith("retrying cannot help")
     assert SECRET not in message and "\n" not in message and f"{code}: Bad" not in message
-    assert not errors.is_transient_mlflow(exc)
+    assert not failures.is_transient_mlflow(exc)
 
 
 @pytest.mark.parametrize("code", ["REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "408", "INTERNAL_ERROR",
@@ -278,7 +277,7 @@ def test_an_mlflow_outage_stays_transient(code: str) -> None:
     error = as_error(exc)
     assert isinstance(error, errors.RegistryUnavailable) and isinstance(error, TransientError)
     assert str(error).startswith("the MLflow registry failed (") and "retrying may help" in str(error)
-    assert errors.is_transient_mlflow(exc)
+    assert failures.is_transient_mlflow(exc)
 
 
 def test_an_mlflow_connection_failure_is_transient_and_masked() -> None:
