@@ -43,7 +43,8 @@ cluster-down: ## Stop exactly the processes `make cluster` started
 cluster-test: $(STAMP) ## The production shape end to end: a throwaway cluster, a retrain, a nightly, and faults (about 10 min)
 	$(VENV)/bin/pytest -m cluster tests/cluster
 
-test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
+test: $(STAMP) ## Check the import layers (pyproject.toml), then run the whole test suite (PostgreSQL tests skip locally when it is down; CI requires them)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(VENV)/bin/pytest
 
 clean: ## Remove var/ (demo warehouse, MLflow store, staging)
