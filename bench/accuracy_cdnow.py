@@ -217,40 +217,32 @@ def bootstrap(
     baselines: Sequence[str] = (),
     pairs: Sequence[tuple[str, str]] = (),
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, dict[str, float]]]]:
-    """Bootstrap (users resampled) of normalised Gini and top-10% capture.
+    """Bootstrap (users resampled) of normalised Gini and top-10% capture: ``spendpred.metrics.paired_bootstrap``,
+    the promotion gate's, so a draw without spend counts as one where no model is ahead.
 
     Returns ``(intervals, paired)``: the 90% interval of each metric per model, and for each
     model × baseline pair, then each ``(a, b)`` of ``pairs`` (e.g. the same model on text
     templates v2 and v1), the 90% interval of the paired difference (model − baseline, same
-    resampled users) with the share of draws where the model is ahead.
+    resampled users) with the share of draws where the model is ahead. Undefined values (a
+    draw without spend) are left out of the intervals.
     """
     from spendpred import metrics
 
     if draws <= 0:
         return {}, {}
-    rng = np.random.default_rng(seed)
-    n = y_true.size
-    keys = ("normalised_gini", "top10_capture")
-    values: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in predictions}
-    for _ in range(draws):
-        idx = rng.integers(0, n, n)
-        y = y_true[idx]
-        if y.sum() <= 0:
-            continue
-        for name, pred in predictions.items():
-            values[name]["normalised_gini"].append(metrics.normalised_gini(y, pred[idx]))
-            values[name]["top10_capture"].append(metrics.top_k_capture(y, pred[idx], 0.10))
+    values = metrics.paired_bootstrap(y_true, predictions, draws, seed)
+    keys = tuple(metrics.BOOTSTRAP_METRICS)
     intervals = {
-        name: {k: [float(np.percentile(v, 5)), float(np.percentile(v, 95))] for k, v in per.items()}
+        name: {k: [float(np.nanpercentile(v, 5)), float(np.nanpercentile(v, 95))] for k, v in per.items()}
         for name, per in values.items()
     }
     paired: dict[str, dict[str, dict[str, float]]] = {}
     for model, baseline in [*((m, b) for m in models for b in baselines), *pairs]:
         entry: dict[str, dict[str, float]] = {}
         for k in keys:
-            diff = np.asarray(values[model][k]) - np.asarray(values[baseline][k])
-            entry[k] = {"low": float(np.percentile(diff, 5)), "high": float(np.percentile(diff, 95)),
-                        "share_ahead": float(np.mean(diff > 0))}
+            diff = values[model][k] - values[baseline][k]
+            entry[k] = {"low": float(np.nanpercentile(diff, 5)), "high": float(np.nanpercentile(diff, 95)),
+                        "share_ahead": metrics.share_ahead(values[model][k], values[baseline][k])}
         paired[f"{model} - {baseline}"] = entry
     return intervals, paired
 

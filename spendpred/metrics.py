@@ -18,6 +18,11 @@ Conventions shared by the ranking metrics (Gini, top-k capture, decile MAPE):
   :func:`gini`, :func:`normalised_gini`, :func:`top_k_capture` and the total ratio
   return ``nan``.
 
+The paired bootstrap (:func:`paired_bootstrap`, :func:`share_ahead`) is the one behind the
+promotion gate and the benchmarks: users resampled with replacement, every model scored on
+the same draw. **A draw without spend** (its resampled users spent nothing) has undefined
+ranking metrics (``nan``): no model is ahead in it, and it still counts among the draws.
+
 Tiers are production's: :func:`spendpred.tiers.assign_tiers` with a
 :class:`spendpred.tiers.TierRule` (by default the settings' rule, the one the published
 tiers use), applied separately to true and to predicted spend. Under the quantile rule
@@ -28,7 +33,7 @@ nothing, every zero spender is *medium* on the true side.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +61,21 @@ METRIC_LABELS: dict[str, str] = {
 
 METRIC_NAMES: Sequence[str] = tuple(METRIC_LABELS)
 """Keys of :func:`evaluate`'s result, in report order."""
+
+LIFT_PREFIX = "finetune_lift_"
+"""Prefix of the fine-tuning lift metrics (fine-tuned minus frozen encoder) recorded with a training run."""
+
+
+def metric_label(key: str) -> str:
+    """Return the display label of a metric key: ``METRIC_LABELS``'s, ``Fine-tuning lift: <label>`` for a lift,
+    else the key in words (``"high_tier_precision"`` → ``"High tier precision"``); never the raw key.
+    """
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    if key.startswith(LIFT_PREFIX) and len(key) > len(LIFT_PREFIX):
+        return f"Fine-tuning lift: {metric_label(key[len(LIFT_PREFIX):])}"
+    words = key.replace("_", " ").strip()
+    return words[:1].upper() + words[1:] if words else key
 
 
 def _as_1d(values: ArrayLike, name: str) -> np.ndarray:
@@ -93,16 +113,6 @@ def _require_non_negative(y_true: np.ndarray) -> None:
             f"y_true has {int(negative.sum())} negative value(s) (first at position {first}: "
             f"{y_true[first]!r}); spend must be >= 0 for shares of spend"
         )
-
-
-def rankdata(values: ArrayLike) -> np.ndarray:
-    """Return 1-based ranks of ``values`` (smallest = 1), ties given their average rank.
-
-    ``scipy.stats.rankdata(method="average")``. Raises ``DataError`` on empty or non-finite input.
-    """
-    from scipy.stats import rankdata as scipy_rankdata
-
-    return np.asarray(scipy_rankdata(_as_1d(values, "values"), method="average"), dtype=np.float64)
 
 
 def _sorted_by_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -301,3 +311,56 @@ def evaluate(y_true: ArrayLike, y_pred: ArrayLike, rule: TierRule | None = None)
         "tier_accuracy": float(np.trace(confusion) / true.size),
         "high_tier_recall": float(confusion[0, 0] / true_high) if true_high else float("nan"),
     }
+
+
+BOOTSTRAP_METRICS: dict[str, Callable[[ArrayLike, ArrayLike], float]] = {
+    "normalised_gini": normalised_gini,
+    "top10_capture": top_k_capture,
+}
+"""The ranking metrics the paired bootstrap resamples by default (``top10_capture``: k = 10%)."""
+
+
+def paired_bootstrap(
+    y_true: ArrayLike,
+    predictions: Mapping[str, ArrayLike],
+    draws: int,
+    seed: int = 0,
+    scores: Mapping[str, Callable[[ArrayLike, ArrayLike], float]] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Return ``{model: {metric: values}}``: each metric of ``scores`` (default
+    :data:`BOOTSTRAP_METRICS`) on each of ``draws`` paired bootstrap draws, in draw order.
+
+    A draw resamples the users with replacement (``numpy.random.default_rng(seed)``, one
+    ``integers(0, n, n)`` per draw), and every model of ``predictions`` is scored on the same
+    draw, so differences between models are paired. A draw without spend gives ``nan`` for
+    the ranking metrics and stays among the draws (see the module docstring); compare models
+    with :func:`share_ahead`. Without users (or draws) every array is empty. Raises
+    ``DataError`` on mis-shaped, non-finite or negative input.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    models = {name: np.asarray(values, dtype=np.float64) for name, values in predictions.items()}
+    for name, predicted in models.items():
+        if predicted.shape != y.shape:
+            raise DataError(f"{name} has {predicted.size} predictions for {y.size} users: pass one prediction per user")
+    scores = BOOTSTRAP_METRICS if scores is None else scores
+    values: dict[str, dict[str, list[float]]] = {name: {key: [] for key in scores} for name in models}
+    if y.size and draws > 0:
+        rng = np.random.default_rng(seed)
+        for _ in range(draws):
+            index = rng.integers(0, y.size, y.size)
+            for name, predicted in models.items():
+                for key, score in scores.items():
+                    values[name][key].append(score(y[index], predicted[index]))
+    return {name: {key: np.asarray(v, dtype=np.float64) for key, v in per.items()} for name, per in values.items()}
+
+
+def share_ahead(ours: ArrayLike, theirs: ArrayLike) -> float:
+    """Return the share of paired draws (:func:`paired_bootstrap`'s values of two models for one
+    metric) in which ``ours`` is strictly higher than ``theirs``; a draw where either is ``nan``
+    (a draw without spend) counts as not ahead. ``nan`` when there are no draws."""
+    a, b = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    if a.shape != b.shape:
+        raise DataError(f"paired draws differ in number: {a.size} and {b.size}")
+    if a.size == 0:
+        return float("nan")
+    return int(np.count_nonzero(a > b)) / a.size

@@ -132,53 +132,39 @@ def beats_baselines(
     return True, "beats the simple baselines: " + "; ".join(facts)
 
 
+_OURS = "the candidate"
+"""The candidate's key among the models of :func:`baseline_ahead_shares`' bootstrap (never a baseline's name)."""
+
+
 def baseline_ahead_shares(
     y_true: Sequence[float], candidate: Sequence[float], baselines: Mapping[str, Sequence[float]],
     draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Return, per baseline and per metric of ``BASELINE_METRICS``, the share of paired bootstrap
-    draws (users resampled, every model on the same draw) in which the baseline is strictly ahead."""
-    import numpy as np
-
+    draws (``metrics.paired_bootstrap``: users resampled, every model on the same draw) in which the
+    baseline is strictly ahead; a draw without spend is one where no one is ahead; nan without users."""
     from spendpred import metrics
 
-    y = np.asarray(y_true, dtype=np.float64)
-    ours = np.asarray(candidate, dtype=np.float64)
-    theirs = {name: np.asarray(values, dtype=np.float64) for name, values in baselines.items()}
-    counts = {name: dict.fromkeys(BASELINE_METRICS, 0) for name in theirs}
-    if y.size == 0:
-        return {name: dict.fromkeys(BASELINE_METRICS, float("nan")) for name in theirs}
-    score = {"normalised_gini": metrics.normalised_gini, "top10_capture": metrics.top_k_capture}
-    rng = np.random.default_rng(seed)
-    for _ in range(draws):
-        index = rng.integers(0, y.size, y.size)
-        for key in BASELINE_METRICS:
-            mine = score[key](y[index], ours[index])
-            for name, predicted in theirs.items():
-                counts[name][key] += score[key](y[index], predicted[index]) > mine
-    return {name: {key: n / draws for key, n in per.items()} for name, per in counts.items()}
+    scores = {key: metrics.BOOTSTRAP_METRICS[key] for key in BASELINE_METRICS}
+    drawn = metrics.paired_bootstrap(y_true, {**baselines, _OURS: candidate}, draws, seed, scores)
+    return {
+        name: {key: metrics.share_ahead(drawn[name][key], drawn[_OURS][key]) for key in BASELINE_METRICS}
+        for name in baselines
+    }
 
 
 def paired_win_share(
     y_true: Sequence[float], candidate: Sequence[float], champion: Sequence[float],
     draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
 ) -> float:
-    """Return the share of paired bootstrap draws (users resampled, both models on the same draw)
-    in which the candidate's normalised Gini is higher than the champion's; nan without users."""
-    import numpy as np
-
+    """Return the share of paired bootstrap draws (``metrics.paired_bootstrap``: users resampled, both
+    models on the same draw) in which the candidate's normalised Gini is higher than the champion's; a
+    draw without spend is not a win; nan without users."""
     from spendpred import metrics
 
-    y, a, b = (np.asarray(v, dtype=np.float64) for v in (y_true, candidate, champion))
-    if y.size == 0:
-        return float("nan")
-    rng = np.random.default_rng(seed)
-    wins = 0
-    for _ in range(draws):
-        index = rng.integers(0, y.size, y.size)
-        if metrics.normalised_gini(y[index], a[index]) > metrics.normalised_gini(y[index], b[index]):
-            wins += 1
-    return wins / draws
+    scores = {"normalised_gini": metrics.normalised_gini}
+    drawn = metrics.paired_bootstrap(y_true, {"candidate": candidate, "champion": champion}, draws, seed, scores)
+    return metrics.share_ahead(drawn["candidate"]["normalised_gini"], drawn["champion"]["normalised_gini"])
 
 
 def gate(

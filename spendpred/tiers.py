@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 TIERS: tuple[str, ...] = ("high", "medium", "low")
 """Tier names, best first: the order of thresholds, counts, reports and confusion matrices."""
-TIER_RANK: dict[str, int] = {"high": 3, "medium": 2, "low": 1}
 MODES: tuple[str, ...] = ("quantile", "threshold")
 # Tolerance for floating-point error in ``share * n`` (0.7 * 10 = 7.000000000000001).
 _SHARE_EPS = 1e-9

@@ -25,11 +25,6 @@ def test_rmse_and_mae_by_hand() -> None:
     assert metrics.mae(Y_TRUE, Y_PRED) == pytest.approx(18.6)
 
 
-def test_rankdata_averages_ties() -> None:
-    # sorted: 0, 0, 10, 30, 60 -> the two zeros share ranks 1 and 2 -> 1.5 each
-    np.testing.assert_allclose(metrics.rankdata(Y_TRUE), [1.5, 3.0, 1.5, 4.0, 5.0])
-
-
 def test_spearman_by_hand() -> None:
     # ranks true [1.5, 3, 1.5, 4, 5], ranks pred [1, 2, 3, 5, 4], both mean 3
     # deviations true [-1.5, 0, -1.5, 1, 2], pred [-2, -1, 0, 2, 1]
@@ -63,13 +58,6 @@ def test_library_backed_metrics_keep_the_input_checks(function) -> None:
         function([1.0, 2.0], [1.0, float("inf")])
     with pytest.raises(DataError, match="empty"):
         function([], [])
-
-
-def test_rankdata_keeps_the_input_checks() -> None:
-    with pytest.raises(DataError, match="non-finite"):
-        metrics.rankdata([1.0, float("nan")])
-    with pytest.raises(DataError, match="one-dimensional"):
-        metrics.rankdata([[1.0, 2.0]])
 
 
 def test_gini_and_normalised_gini_by_hand() -> None:
@@ -293,3 +281,38 @@ def test_evaluate_returns_every_scalar_metric() -> None:
 def test_bad_input_raises_data_error(y_true: list, y_pred: list, message: str) -> None:
     with pytest.raises(DataError, match=message):
         metrics.evaluate(y_true, y_pred)
+
+
+def test_paired_bootstrap_scores_every_model_on_the_same_draws() -> None:
+    drawn = metrics.paired_bootstrap(Y_TRUE, {"model": Y_PRED, "perfect": Y_TRUE}, draws=50, seed=3)
+    assert set(drawn) == {"model", "perfect"} and set(drawn["model"]) == set(metrics.BOOTSTRAP_METRICS)
+    assert all(values.shape == (50,) for per in drawn.values() for values in per.values())
+    # the same seed gives the same draws; the perfect order is never behind on any draw with spend
+    again = metrics.paired_bootstrap(Y_TRUE, {"model": Y_PRED, "perfect": Y_TRUE}, draws=50, seed=3)
+    np.testing.assert_array_equal(drawn["model"]["normalised_gini"], again["model"]["normalised_gini"])
+    assert metrics.share_ahead(drawn["model"]["normalised_gini"], drawn["perfect"]["normalised_gini"]) == 0.0
+    with_spend = ~np.isnan(drawn["perfect"]["normalised_gini"])
+    np.testing.assert_allclose(drawn["perfect"]["normalised_gini"][with_spend], 1.0)
+
+
+def test_a_draw_without_spend_counts_and_no_model_is_ahead_in_it() -> None:
+    # one buyer among 20 users: many draws miss the buyer, their ranking metrics are undefined
+    y = np.zeros(20)
+    y[7] = 50.0
+    better, worse = -np.abs(np.arange(20) - 7.0), np.arange(20, dtype=float)
+    drawn = metrics.paired_bootstrap(y, {"better": better, "worse": worse}, draws=200, seed=0)
+    ours, theirs = drawn["better"]["normalised_gini"], drawn["worse"]["normalised_gini"]
+    no_spend = np.isnan(ours)
+    assert no_spend.any() and (np.isnan(theirs) == no_spend).all()  # the same draws, for every model
+    assert (ours[~no_spend] > theirs[~no_spend]).all()
+    assert metrics.share_ahead(ours, theirs) == pytest.approx(1.0 - no_spend.mean())  # counted, never ahead
+    assert metrics.share_ahead(theirs, ours) == 0.0
+
+
+def test_share_ahead_without_draws_is_nan_and_refuses_unpaired_draws() -> None:
+    assert all(v.size == 0 for per in metrics.paired_bootstrap([], {"a": []}, draws=10).values() for v in per.values())
+    assert math.isnan(metrics.share_ahead([], []))
+    with pytest.raises(DataError, match="paired draws differ"):
+        metrics.share_ahead([1.0, 2.0], [1.0])
+    with pytest.raises(DataError, match="short has 1 predictions for 5 users"):
+        metrics.paired_bootstrap(Y_TRUE, {"short": [1.0]}, draws=10)
