@@ -340,6 +340,8 @@ def champion_comparison(champion: dict[str, Any] | None) -> dict[str, Any] | Non
     """
     if not champion:
         return None
+    from spendpred.metrics import LIFT_PREFIX, metric_label
+
     metrics = champion.get("metrics") or {}
     peers = champion.get("baselines") or {}
 
@@ -348,11 +350,13 @@ def champion_comparison(champion: dict[str, Any] | None) -> dict[str, Any] | Non
 
     rows = [row("champion", f"champion v{champion.get('version')}", metrics)]
     rows += [row(name, label, peers[name]) for name, label in PEERS if name in peers]
-    lift = {key.removeprefix("finetune_lift_"): value for key, value in metrics.items() if key.startswith("finetune_lift_")}
+    lift = {key.removeprefix(LIFT_PREFIX): value for key, value in metrics.items() if key.startswith(LIFT_PREFIX)}
     calibration = {k: metrics.get(k) for k in ("total_predicted", "total_actual", "total_ratio")}
     notes = []
     if lift:
-        notes.append("fine-tuning lift over the frozen encoder: " + ", ".join(f"{k} {v:+.4f}" for k, v in lift.items()))
+        notes.append(
+            "fine-tuning lift over the frozen encoder: " + ", ".join(f"{metric_label(k)} {v:+.4f}" for k, v in lift.items())
+        )
     if calibration.get("total_actual") is not None:
         notes.append(
             f"calibration: total predicted spend {_number(calibration['total_predicted'], 0)} vs actual "

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spendpred.embeddings import describe_cost
-from spendpred.metrics import METRIC_LABELS  # champion's test metrics in this order, others follow sorted
+from spendpred.metrics import METRIC_LABELS, metric_label  # champion's test metrics in this order, others follow sorted
 from spendpred.tiers import TIERS
 
 TIER_COLOURS: dict[str, str] = {"high": "#1a7f37", "medium": "#bf8700", "low": "#8c959f"}
@@ -34,6 +34,13 @@ def format_money(value: float | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def format_bound(value: float | None) -> str:
+    """Return a tier threshold exactly, to the cent: ``1,234.50``, ``144.48``; ``—`` for an open end (None)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:,.2f}"
 
 
 def _short_money(value: float) -> str:
@@ -123,7 +130,7 @@ th:first-child,td:first-child{text-align:left} th{color:#656d76;font-weight:600;
 .error{border:1px solid #ff8182;background:#ffebe9;border-radius:6px;padding:8px 12px;margin:8px 0}
 .note{border:1px solid #d0d7de;background:#f6f8fa;border-radius:6px;padding:8px 12px;margin:8px 0}
 .warn{border:1px solid #d4a72c;background:#fff8c5;border-radius:6px;padding:8px 12px;margin:8px 0}
-.grid2{display:flex;gap:48px;flex-wrap:wrap;align-items:flex-start} .legend{margin-right:14px;font-size:13px}
+.legend{margin-right:14px;font-size:13px}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;background:#f6f8fa;padding:1px 4px;border-radius:4px}
 """
 
@@ -157,7 +164,7 @@ def _tier_table(summary: Mapping[str, Any]) -> str:
         stats = spend.get(tier) or {}
         rows.append(
             f'<tr id="tier-{tier}"><td>{_tier_label(tier)}</td><td>{int(sizes.get(tier) or 0):,}</td>'
-            f"<td>{format_money(bound.get('lower_bound'))}</td><td>{format_money(bound.get('upper_bound'))}</td>"
+            f"<td>{format_bound(bound.get('lower_bound'))}</td><td>{format_bound(bound.get('upper_bound'))}</td>"
             f"<td>{format_money(stats.get('min'))}</td><td>{format_money(stats.get('mean'))}</td><td>{format_money(stats.get('max'))}</td></tr>"
         )
     return (
@@ -198,7 +205,7 @@ def _comparison(comparison: Mapping[str, Any] | None) -> str:
     if not comparison or not comparison.get("rows"):
         return ""
     columns = comparison.get("columns") or []
-    head = "".join(f"<th>{_e(METRIC_LABELS.get(c, c))}</th>" for c in columns)
+    head = "".join(f"<th>{_e(metric_label(c))}</th>" for c in columns)
     body = "".join(
         f'<tr data-model="{_e(r["model"])}"><td>{_e(r["label"])}</td>'
         + "".join(f"<td>{'—' if r.get(c) is None else _metric(float(r[c]))}</td>" for c in columns)
@@ -236,7 +243,7 @@ def _champion(
         return '<p class="muted" id="champion">No champion model yet: run the <code>spendpred_weekly_retrain</code> DAG.</p>'
     metrics: Mapping[str, float] = champion.get("metrics") or {}
     ordered = [k for k in METRIC_LABELS if k in metrics] + sorted(k for k in metrics if k not in METRIC_LABELS)
-    rows = "".join(f"<tr><td>{_e(METRIC_LABELS.get(k, k))}</td><td>{_metric(float(metrics[k]))}</td></tr>" for k in ordered)
+    rows = "".join(f"<tr><td>{_e(metric_label(k))}</td><td>{_metric(float(metrics[k]))}</td></tr>" for k in ordered)
     used = summary.get("model_version") if summary else None
     stale = ""
     if used is not None and str(used) != str(champion.get("version")):
@@ -281,15 +288,16 @@ def render_page(data: Mapping[str, Any]) -> str:
             f" · model {model}</p>"
             + _scoring_cost(data.get("scoring"))
             + _cards(summary)
-            + '<div class="grid2"><section><h2>Tiers and thresholds</h2>'
+            # one column: side by side, the short tier table left a blank gap beside the long champion section
+            + "<section><h2>Tiers and thresholds</h2>"
             + _tier_table(summary)
-            + '</section><section><h2>Champion model</h2>'
-            + _champion(data.get("champion"), summary, data.get("comparison"), data.get("forced"))
-            + "</section></div>"
             + f"<h2>Score distribution</h2><div>{legend}</div>"
             + histogram_svg(summary.get("histogram") or {}, summary.get("thresholds") or [])
-            + "<h2>Tier movement</h2>"
+            + "</section><section><h2>Tier movement</h2>"
             + _movement(summary)
+            + "</section><section><h2>Champion model</h2>"
+            + _champion(data.get("champion"), summary, data.get("comparison"), data.get("forced"))
+            + "</section>"
         )
     else:
         body = (
