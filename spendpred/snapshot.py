@@ -264,7 +264,7 @@ def check_can_create(folder: str | Path) -> None:
     Writing is tried (a temporary file in the nearest existing folder, and a temporary folder
     when ``folder`` is missing, both removed at once), since permission bits say nothing for
     root or on a read-only mount. The error names the folder that cannot be used
-    (``NotADirectoryError`` when a file is in the way); ``spendpred.errors.describe`` words it.
+    (``NotADirectoryError`` when a file is in the way); ``spendpred.failures.describe`` words it.
     """
     import errno
     import tempfile
@@ -356,16 +356,12 @@ def staging_root(settings: Settings | None = None) -> Path | str:
 
     A ``Path`` for a folder or ``file://`` URL, the normalised URL for object storage
     (``s3://``, ``gs://``, ``abfs://``; see ``spendpred.staging.parse_root``). Not created
-    here. Raises ``ConfigError`` for an unsupported URL.
+    here (the rule is the settings': ``Settings.resolved_staging_dir``). Raises ``ConfigError``
+    for an unsupported URL.
     """
     from spendpred.config import get_settings
-    from spendpred.staging import parse_root
 
-    settings = settings or get_settings()
-    value = settings.staging_dir
-    if value is None or not str(value).strip():
-        return Path(settings.home) / "staging"
-    return parse_root(value)
+    return (settings or get_settings()).resolved_staging_dir
 
 
 # -- the run folder -------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def preflight(kind: str, url: str | None = None, settings: Settings | None = Non
 
     The settings are valid, the warehouse accepts a connection and holds the source relations
     (``SELECT ... WHERE 1 = 0``: no row is read; a missing SQLite file is refused inside
-    ``errors.one_line``/``warehouse.existing_warehouse_only``), and the run's staging folder
+    ``failures.one_line``/``warehouse.existing_warehouse_only``), and the run's staging folder
     could be created and written. A front end calls it before it checks what it
     needs next (the model, the registry), so that a failing run creates nothing and names the
     first problem on the way. A scoring run's tier rule (``SPENDPRED_TIER_*``) is checked here too,
