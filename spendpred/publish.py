@@ -333,8 +333,12 @@ def publish_scores(
 # --------------------------------------------------------------------------- grants
 
 
+READONLY_VIEWS: tuple[str, ...] = ("user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds")
+"""What a read-only role may read (``sql/grants/readonly.postgresql.sql`` grants SELECT on these, in schema ``spendpred``)."""
+
+
 def grant_readonly(engine: sa.Engine, role: str) -> None:
-    """Give ``role`` read access to the two downstream views and nothing else (PostgreSQL).
+    """Give ``role`` read access to the downstream views (``READONLY_VIEWS``) and nothing else (PostgreSQL).
 
     Runs ``sql/grants/readonly.postgresql.sql`` with the role name passed as a setting
     (never pasted into SQL). The role must exist. Raises ``ConfigError`` for a SQLite

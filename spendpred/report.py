@@ -390,8 +390,9 @@ EXAMPLE_SQL = """-- current tier of every user (latest run)
 SELECT user_id, predicted_spend, tier, as_of FROM {schema}user_spend_tier_current ORDER BY predicted_spend DESC LIMIT 10;
 -- churn-warning feed: users whose tier dropped or whose predicted spend fell by more than half
 SELECT user_id, previous_tier, current_tier, spend_change_pct FROM {schema}user_spend_tier_changes WHERE churn_warning;
--- the thresholds of each run
-SELECT * FROM {schema}tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;"""
+-- the thresholds of each run: a tier holds predicted spend in [lower_bound, upper_bound)
+SELECT as_of, tier, lower_bound, upper_bound FROM {schema}user_spend_tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;"""
+"""What the text report suggests running: only the views a read-only role may read (``publish.READONLY_VIEWS``)."""
 
 REPORT_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "spearman", "rmse", "mae", "decile_mape")
 """The champion's test metrics ``spendpred report`` prints, in order."""

@@ -23,12 +23,12 @@ def init_warehouse(url: str | None = None) -> dict[str, Any]:
 
 
 def grant_readonly(role: str, url: str | None = None) -> dict[str, Any]:
-    """Give an existing PostgreSQL role SELECT on the downstream views and nothing else."""
+    """Give an existing PostgreSQL role SELECT on the downstream views (``publish.READONLY_VIEWS``) and nothing else."""
     from spendpred import publish, warehouse
 
     with warehouse.opened_engine(url) as engine:
         publish.grant_readonly(engine, role)
-    return {"role": role, "granted": ["spendpred.user_spend_tier_current", "spendpred.user_spend_tier_changes"]}
+    return {"role": role, "granted": [f"spendpred.{view}" for view in publish.READONLY_VIEWS]}
 
 
 def seed(

@@ -167,6 +167,7 @@ VIEW_WRITES = [
     "UPDATE spendpred.user_spend_tier_current SET tier = 'high'",
     "DELETE FROM spendpred.user_spend_tier_current",
     "DELETE FROM spendpred.user_spend_tier_changes",
+    "DELETE FROM spendpred.user_spend_tier_thresholds",
 ]
 
 
@@ -224,7 +225,7 @@ def test_readonly_role_reads_the_views_and_nothing_else(pg_engine: sa.Engine, re
     assert len(_as_role(pg_engine, reader, "SELECT * FROM spendpred.user_spend_tier_current")) == 9
     assert len(_as_role(pg_engine, reader, "SELECT * FROM spendpred.user_spend_tier_changes")) == 6
 
-    for relation in ("spendpred.user_spend_tier_current", "spendpred.user_spend_tier_changes"):
+    for relation in [f"spendpred.{view}" for view in publish.READONLY_VIEWS]:
         assert _privileges(pg_engine, reader, relation) == {
             "SELECT": True, "INSERT": False, "UPDATE": False, "DELETE": False,
             "TRUNCATE": False, "REFERENCES": False, "TRIGGER": False,
@@ -250,6 +251,66 @@ def test_readonly_role_reads_the_views_and_nothing_else(pg_engine: sa.Engine, re
         assert refused.value.orig.pgcode in {"42501", "55000"}, (sql, refused.value.orig.pgcode)
         assert "cannot" in str(refused.value.orig) or "permission denied" in str(refused.value.orig)
     assert len(_query(pg_engine, "SELECT * FROM user_spend_scores")) == len(ROWS)  # nothing changed
+
+
+def _example_queries(text: str) -> list[str]:
+    """The SQL statements under "query the results with SQL:" in a ``spendpred report`` text."""
+    block = text.split("query the results with SQL:", 1)[1]
+    statements = [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("--")]
+    assert statements and all(s.endswith(";") for s in statements), statements
+    return [s.rstrip(";") for s in statements]
+
+
+def _publish_thresholds(engine: sa.Engine) -> None:
+    """Three tiers' thresholds for each of the three runs (the high tier from 144.48)."""
+    bounds = [("high", 144.48, None), ("medium", 10.0, 144.48), ("low", None, 10.0)]
+    rows = [(day, tier, low, high) for day in (D1, D2, D3) for tier, low, high in bounds]
+    table = pa.table({
+        "as_of": pa.array([r[0] for r in rows], pa.date32()), "tier": [r[1] for r in rows],
+        "lower_bound": pa.array([r[2] for r in rows], pa.float64()), "upper_bound": pa.array([r[3] for r in rows], pa.float64()),
+        "model_version": [str(r[0].day) for r in rows],
+    })  # fmt: skip
+    with engine.begin() as conn:
+        warehouse.bulk_insert(conn, "tier_thresholds", table)
+
+
+@pytest.mark.postgres
+def test_every_example_query_of_the_report_runs_as_the_readonly_role(
+    pg_engine: sa.Engine, pg_url: str, reader: str, tmp_path: Any
+) -> None:
+    """Issue 22: the report printed ``SELECT * FROM spendpred.tier_thresholds``, which the role set up by
+    ``db grant-readonly`` cannot run; now every query it prints reads a view that role may read."""
+    from spendpred import report
+    from spendpred.config import Settings
+
+    _publish_thresholds(pg_engine)
+    publish.grant_readonly(pg_engine, reader)
+    text = report.format_report(report.page_data(pg_url, Settings(home=tmp_path / "var")))
+    queries = _example_queries(text)
+    assert len(queries) == 3 and all("spendpred.user_spend_tier_" in q for q in queries)
+    results = [_as_role(pg_engine, reader, sql) for sql in queries]  # none raises permission denied
+    assert [len(rows) for rows in results[:2]] == [9, 3]  # the latest users (top 10), the churn warnings
+    thresholds = [tuple(r) for r in results[2]]
+    assert thresholds[:3] == [(D3, "high", 144.48, None), (D3, "medium", 10.0, 144.48), (D3, "low", None, 10.0)]
+    assert len(thresholds) == 9
+    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):  # the table itself stays closed
+        _as_role(pg_engine, reader, "SELECT * FROM spendpred.tier_thresholds")
+
+
+def test_the_report_queries_run_on_sqlite_too(sqlite_url: str, tmp_path: Any) -> None:
+    from spendpred import report
+    from spendpred.config import Settings
+
+    engine = warehouse.get_engine(sqlite_url)
+    try:
+        warehouse.init_db(engine)
+        _load(engine, ROWS)
+        _publish_thresholds(engine)
+        queries = _example_queries(report.format_report(report.page_data(sqlite_url, Settings(home=tmp_path / "var"))))
+        assert [len(_query(engine, sql)) for sql in queries] == [9, 3, 9]
+        assert _query(engine, queries[2])[0] == {"as_of": "2024-03-03", "tier": "high", "lower_bound": 144.48, "upper_bound": None}
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.postgres
