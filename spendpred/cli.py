@@ -263,6 +263,25 @@ def report(
         raise typer.Exit(1)
 
 
+@app.command()
+def monitor(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Run date D, YYYY-MM-DD (default: the latest published partition).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw data as JSON.")] = False,
+) -> None:
+    """Evaluate the partitions matured by D, recompute D's drift, and print realized metrics and drift."""
+    from spendpred import monitoring, pipeline
+
+    day = params.parse_as_of(as_of) if as_of is not None else None
+    data = pipeline.monitor(day, url)
+    if as_json:
+        _echo_json(data)
+    else:
+        typer.echo(monitoring.format_monitor(data))
+
+
 CREATES_WAREHOUSE = frozenset({("db", "init"), ("seed",), ("import-cdnow",)})
 """The commands that may create a new SQLite warehouse file; every other command needs an existing one."""
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spendpred.errors import ConfigError
@@ -230,6 +230,17 @@ class Settings(BaseSettings):
         "each task's torch threads default to the cores divided by it, so the machine is never oversubscribed.",
     )
 
+    drift_psi_warn: float = Field(
+        0.1, gt=0, le=10,
+        description="Nightly drift: a feature or predicted_spend whose population stability index against the "
+        "champion's training reference reaches this is reported at warn level (spendpred.monitoring).",
+    )
+    drift_psi_alert: float = Field(
+        0.25, gt=0, le=10,
+        description="Nightly drift: a PSI at or above this is an alert (one log line per feature); above "
+        "SPENDPRED_DRIFT_PSI_WARN.",
+    )
+
     @field_validator("loss")
     @classmethod
     def _check_loss(cls, value: str) -> str:
@@ -242,6 +253,16 @@ class Settings(BaseSettings):
     def _check_text_template(cls, value: str) -> str:
         if value not in TEMPLATE_VERSIONS:
             raise ValueError(f"unsupported text template {value!r}: use one of {', '.join(TEMPLATE_VERSIONS)}")
+        return value
+
+    @field_validator("drift_psi_alert")
+    @classmethod
+    def _check_drift_alert(cls, value: float, info: ValidationInfo) -> float:
+        warn = info.data.get("drift_psi_warn")
+        if warn is not None and value <= warn:
+            raise ValueError(
+                f"the alert threshold {value:g} must be above SPENDPRED_DRIFT_PSI_WARN={warn:g}: raise it or lower the warn threshold"
+            )
         return value
 
     @field_validator("warehouse_url")

@@ -1,8 +1,8 @@
 """The pipeline steps that both front ends call: the Airflow DAGs and the ``spendpred`` CLI.
 
 One module per job: ``admin`` (schema, grants, loading data, summaries), ``snapshots``
-(extract and validate, shared by both jobs), ``retrain`` (the weekly retraining DAG's steps)
-and ``nightly`` (the nightly scoring DAG's steps). Each step checks its parameters with the
+(extract and validate, shared by both jobs), ``retrain`` (the weekly retraining DAG's steps),
+``nightly`` (the nightly scoring DAG's steps) and ``monitoring`` (realized performance and drift after publishing). Each step checks its parameters with the
 one parameter spec (``spendpred.params``), reads its inputs, calls the domain functions
 (``splits``, ``promotion``, ``shards``, ``tiers``, ``publish``...) and writes its outputs. Dates arrive as ``datetime.date`` (the front ends parse
 them); steps after an extract take the run folder (``spendpred.snapshot.RunFolder``) or its
@@ -21,6 +21,7 @@ from spendpred.pipeline.admin import (
     seed,
     warehouse_summary,
 )
+from spendpred.pipeline.monitoring import check_drift, evaluate_matured, monitor, monitor_scores
 from spendpred.pipeline.nightly import (
     assign_tiers,
     extract_scoring_snapshot,
@@ -40,6 +41,8 @@ from spendpred.pipeline.snapshots import extract_snapshot, validate_snapshot
 
 __all__ = [
     "assign_tiers",
+    "check_drift",
+    "evaluate_matured",
     "evaluate_and_register",
     "extract_scoring_snapshot",
     "extract_snapshot",
@@ -47,6 +50,8 @@ __all__ = [
     "grant_readonly",
     "import_cdnow",
     "init_warehouse",
+    "monitor",
+    "monitor_scores",
     "plan_shards",
     "promote_model",
     "publish_scores",

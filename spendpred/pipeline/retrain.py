@@ -113,7 +113,7 @@ def train_model(
     spend level is further from the night being scored). Besides the fine-tuned model, the
     baselines are fitted on the same training users and scored on the same test users: the
     model before fine-tuning (encoder frozen, head fitted), past spend, and gradient-boosted
-    trees. Writes the bundle, the test predictions, the evaluation report and plots and
+    trees. Writes the bundle (with its drift reference, ``reference.json``), the test predictions, the evaluation report and plots and
     ``result.json`` into the run's ``model/`` folder.
 
     Returns the run's reference with ``best_epoch`` and ``metrics``. Raises
@@ -135,7 +135,7 @@ def _train_model(
 
     import pandas as pd
 
-    from spendpred import baselines, evaluation, splits
+    from spendpred import baselines, evaluation, monitoring, splits
     from spendpred.model import TrainConfig, train_regressor
     from spendpred.model.scoring import cpu_threads
 
@@ -179,6 +179,10 @@ def _train_model(
     }
     run.empty_model_dir()
     result.bundle.save(run.bundle_dir)
+    # the drift reference (spendpred.monitoring) travels with the bundle: features of the whole
+    # training snapshot, predictions of the held-out users
+    monitoring.write_reference(run.bundle_dir / monitoring.REFERENCE_FILE,
+                               monitoring.build_reference(frame, features, candidate, seed=settings.seed))  # fmt: skip
     report = evaluation.write_evaluation(
         test["label"].to_numpy(),
         predictions,

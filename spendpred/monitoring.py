@@ -1,0 +1,494 @@
+"""Watching published scores after they ship: realized performance once labels mature, and drift before.
+
+**Realized performance.** A published partition as of D is *mature* at run date R when
+``D + H <= R``: its label window (D, D + H] (the extract's, ``sql/extract/features.sql``) has
+ended. :func:`realized_metrics` compares each scored user's actual completed-order spend in
+that window with the published ``predicted_spend`` and ``tier`` (scorer ``model``) and with the
+past-spend baseline as of D for the same users (scorer ``past_spend``): normalised Gini, top-10%
+capture, Spearman, predicted/actual total, decile MAPE (``spendpred.metrics``), and precision
+and recall of the high tier against the actual high tier (the published tier rule applied to
+actual spend: the actual top 10% by default). Intervals are 95% percentile intervals over the
+one paired bootstrap (``metrics.paired_bootstrap``: every scorer on the same draws; a draw
+without spend leaves its undefined values out, as the benchmarks' intervals do). Tiers are
+fixed on the whole partition and the users resampled, so the high-tier intervals are those of
+the shipped classifier.
+
+**Drift.** At retrain time :func:`build_reference` summarises the training snapshot's numeric
+features and the held-out predictions (``reference.json`` beside ``bundle.json``): per column,
+decile bin edges, the reference share of each bin and a small seeded sample. Each night
+:func:`drift_table` gives, per column, the population stability index over those bins and the
+two-sample Kolmogorov-Smirnov statistic against the sample (``scipy.stats.ks_2samp``), with
+status ``ok``, ``warn`` or ``alert`` by the PSI thresholds (``SPENDPRED_DRIFT_PSI_WARN``,
+``SPENDPRED_DRIFT_PSI_ALERT``).
+
+Pure functions take arrays and frames; the warehouse functions at the end take an engine and
+run the SQL of ``sql/monitor/`` with bound parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from spendpred import metrics, warehouse
+from spendpred.errors import DataError, ModelError
+from spendpred.tiers import TierRule, assign_tiers
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+logger = logging.getLogger(__name__)
+
+MODEL_SCORER = "model"
+"""The scorer name of a partition's published scores."""
+PAST_SPEND_SCORER = "past_spend"
+"""The scorer name of the past-spend baseline (spend in the H days up to the end of as_of)."""
+
+REALIZED_METRICS: tuple[str, ...] = (
+    "normalised_gini", "top10_capture", "spearman", "total_ratio", "decile_mape", "high_tier_precision", "high_tier_recall",
+)  # fmt: skip
+"""The realized metrics with a bootstrap interval, in report order."""
+TOTALS: tuple[str, ...] = ("total_predicted", "total_actual", "users")
+"""Figures stored beside them without an interval."""
+BOOTSTRAP_DRAWS = 200
+"""Paired bootstrap draws of the realized intervals (the promotion gate's count)."""
+CI_LEVEL = 0.95
+
+REFERENCE_FILE = "reference.json"
+"""The drift reference's file name in a model bundle folder (beside ``bundle.json``)."""
+REFERENCE_FORMAT = 1
+REFERENCE_BINS = 10
+REFERENCE_SAMPLE = 200
+PREDICTION_COLUMN = "predicted_spend"
+"""The drift table's name for the model's predictions (the reference's held-out predictions)."""
+DRIFT_STATUSES: tuple[str, ...] = ("ok", "warn", "alert")
+_PSI_FLOOR = 1e-4  # an empty bin's share, so that PSI stays finite
+
+
+# --------------------------------------------------------------------------- realized performance
+
+
+def _finite_1d(values: npt.ArrayLike, what: str) -> np.ndarray:
+    """``values`` as a non-empty 1-D float array of finite values; raises ``DataError`` naming ``what``."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise DataError(f"{what} must be a non-empty one-dimensional array, got shape {array.shape}")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise DataError(f"{what} has {int(bad.sum())} null or non-finite value(s) (first at position {int(np.flatnonzero(bad)[0])})")
+    return array
+
+
+def _total_ratio(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> float:
+    true, pred = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    total = float(true.sum())
+    return float(pred.sum()) / total if total > 0 else float("nan")
+
+
+def _precision(true_high: npt.ArrayLike, pred_high: npt.ArrayLike) -> float:
+    t, p = np.asarray(true_high, dtype=bool), np.asarray(pred_high, dtype=bool)
+    chosen = int(p.sum())
+    return int((t & p).sum()) / chosen if chosen else float("nan")
+
+
+def _recall(true_high: npt.ArrayLike, pred_high: npt.ArrayLike) -> float:
+    t, p = np.asarray(true_high, dtype=bool), np.asarray(pred_high, dtype=bool)
+    actual = int(t.sum())
+    return int((t & p).sum()) / actual if actual else float("nan")
+
+
+_VALUE_SCORES: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], float]] = {
+    "normalised_gini": metrics.normalised_gini,
+    "top10_capture": metrics.top_k_capture,
+    "spearman": metrics.spearman,
+    "total_ratio": _total_ratio,
+    "decile_mape": metrics.decile_mape,
+}
+_TIER_SCORES: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], float]] = {
+    "high_tier_precision": _precision,
+    "high_tier_recall": _recall,
+}
+
+
+def high_flags(values: npt.ArrayLike, rule: TierRule | None = None) -> np.ndarray:
+    """Return whether each value is in the high tier under ``rule`` (default: the settings' rule, the published one)."""
+    labels, _ = assign_tiers(np.asarray(values, dtype=np.float64), metrics.tier_rule(rule), quiet=True)
+    return labels == "high"
+
+
+def interval(values: npt.ArrayLike, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Return the percentile interval of bootstrap ``values``, undefined (``nan``) draws left out; ``(nan, nan)`` without any."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def realized_metrics(
+    actual: npt.ArrayLike,
+    predictions: Mapping[str, npt.ArrayLike],
+    predicted_high: Mapping[str, npt.ArrayLike] | None = None,
+    rule: TierRule | None = None,
+    draws: int = BOOTSTRAP_DRAWS,
+    seed: int = 0,
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Return ``{scorer: {metric: (value, ci_low, ci_high)}}`` for :data:`REALIZED_METRICS` and :data:`TOTALS`.
+
+    ``actual`` is each user's realized spend, ``predictions`` each scorer's predicted spend for
+    the same users. A scorer's high tier is ``predicted_high[scorer]`` when given (the published
+    tiers), else ``rule`` applied to its predictions; the actual high tier is ``rule`` applied to
+    ``actual`` (default rule: the settings'). Intervals come from ``draws`` paired bootstrap
+    draws seeded with ``seed`` (the same draws for every scorer and metric); the totals have
+    none (``nan``). Raises ``DataError`` on empty, mis-shaped, negative or non-finite input.
+    """
+    true = _finite_1d(actual, "actual spend")
+    if (true < 0).any():
+        raise DataError("actual spend has negative values: completed-order spend must be >= 0")
+    rule = metrics.tier_rule(rule)
+    preds = {name: _finite_1d(values, f"{name} predictions") for name, values in predictions.items()}
+    for name, pred in preds.items():
+        if pred.shape != true.shape:
+            raise DataError(f"{name} has {pred.size} predictions for {true.size} users: pass one prediction per user")
+    if not preds:
+        raise DataError("no predictions to evaluate: pass at least one {scorer: predicted spend}")
+    true_high = high_flags(true, rule)
+    flags: dict[str, np.ndarray] = {}
+    for name, pred in preds.items():
+        given = (predicted_high or {}).get(name)
+        flag = high_flags(pred, rule) if given is None else np.asarray(given, dtype=bool)
+        if flag.shape != true.shape:
+            raise DataError(f"{name}: {flag.size} high-tier flags for {true.size} users: pass one flag per user")
+        flags[name] = flag
+    boot_values = metrics.paired_bootstrap(true, preds, draws, seed, scores=_VALUE_SCORES)
+    # the same seed and size give the same draws: the tier metrics are paired with the ranking ones
+    boot_tiers = metrics.paired_bootstrap(true_high.astype(np.float64), {n: f.astype(np.float64) for n, f in flags.items()},
+                                          draws, seed, scores=_TIER_SCORES)  # fmt: skip
+    result: dict[str, dict[str, tuple[float, float, float]]] = {}
+    nan = float("nan")
+    for name, pred in preds.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            row = {key: (float(score(true, pred)), *interval(boot_values[name][key])) for key, score in _VALUE_SCORES.items()}
+            row.update({key: (float(score(true_high, flags[name])), *interval(boot_tiers[name][key]))
+                        for key, score in _TIER_SCORES.items()})  # fmt: skip
+        row["total_predicted"] = (float(pred.sum()), nan, nan)
+        row["total_actual"] = (float(true.sum()), nan, nan)
+        row["users"] = (float(true.size), nan, nan)
+        result[name] = {key: row[key] for key in (*REALIZED_METRICS, *TOTALS)}
+    return result
+
+
+def metric_rows(
+    as_of: dt.date, model_version: str, horizon_days: int, table: Mapping[str, Mapping[str, tuple[float, float, float]]]
+) -> list[dict[str, Any]]:
+    """Return :func:`realized_metrics`' table as ``partition_metrics`` rows (``nan`` becomes ``None``)."""
+
+    def number(value: float) -> float | None:
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    return [
+        {"as_of": as_of, "model_version": str(model_version), "scorer": scorer, "metric": metric,
+         "value": number(v), "ci_low": number(lo), "ci_high": number(hi), "horizon_days": int(horizon_days)}
+        for scorer, values in table.items() for metric, (v, lo, hi) in values.items()
+    ]  # fmt: skip
+
+
+def mature_until(run_date: dt.date, horizon_days: int) -> dt.date:
+    """Return the latest ``as_of`` whose label window (as_of, as_of + H] has ended by the end of ``run_date``."""
+    return run_date - dt.timedelta(days=int(horizon_days))
+
+
+def label_window(as_of: dt.date, horizon_days: int) -> dict[str, dt.datetime]:
+    """Return the bound timestamps of ``sql/monitor/realized_spend.sql``: ``past_start``, ``cutoff``, ``label_end``.
+
+    ``cutoff`` is as_of + 1 day at 00:00 and ``label_end`` as_of + H + 1 day at 00:00, the
+    extract's (``behaviour.query_params``), so no row after as_of + H is read.
+    """
+    cutoff = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time())
+    span = dt.timedelta(days=int(horizon_days))
+    return {"past_start": cutoff - span, "cutoff": cutoff, "label_end": cutoff + span}
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def column_reference(values: npt.ArrayLike, bins: int = REFERENCE_BINS, sample: int = REFERENCE_SAMPLE, seed: int = 0) -> dict[str, Any]:
+    """Return one column's reference: interior bin ``edges`` (distinct deciles), each bin's ``proportions``,
+    a seeded ``sample`` of at most ``sample`` values (rounded to 4 decimals) and ``count``.
+
+    Bin ``i`` holds values in ``(edges[i-1], edges[i]]`` (open ends at both sides), so a mass of
+    zeros fills the first bin alone. Raises ``DataError`` on empty or non-finite values.
+    """
+    array = _finite_1d(values, "reference values")
+    edges = np.unique(np.quantile(array, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    proportions = bin_shares(array, edges)
+    chosen = array
+    if array.size > sample:
+        chosen = np.random.default_rng(seed).choice(array, sample, replace=False)
+    return {
+        "edges": [float(e) for e in edges],
+        "proportions": [float(p) for p in proportions],
+        "sample": [float(v) for v in np.round(np.sort(chosen), 4)],
+        "count": int(array.size),
+    }
+
+
+def bin_shares(values: npt.ArrayLike, edges: Sequence[float]) -> np.ndarray:
+    """Return the share of ``values`` in each bin ``(edges[i-1], edges[i]]`` (``len(edges) + 1`` bins, open ends)."""
+    array = np.asarray(values, dtype=np.float64)
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), array, side="left")
+    counts = np.bincount(index, minlength=len(edges) + 1).astype(np.float64)
+    return counts / max(array.size, 1)
+
+
+def psi(expected: npt.ArrayLike, actual: npt.ArrayLike, floor: float = _PSI_FLOOR) -> float:
+    """Return the population stability index ``sum((a - e) * ln(a / e))`` of two bin-share vectors.
+
+    Shares below ``floor`` are raised to it (an empty bin would make PSI infinite). 0 for equal
+    shares; about 0.1 is a moderate shift and 0.25 a large one (the usual reading).
+    """
+    e = np.clip(np.asarray(expected, dtype=np.float64), floor, None)
+    a = np.clip(np.asarray(actual, dtype=np.float64), floor, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def drift_status(value: float, warn: float, alert: float) -> str:
+    """Return ``alert`` when ``value >= alert``, ``warn`` when ``value >= warn``, else ``ok`` (a ``nan`` is ``ok``)."""
+    if value is None or not math.isfinite(value):
+        return "ok"
+    return "alert" if value >= alert else "warn" if value >= warn else "ok"
+
+
+def column_drift(reference: Mapping[str, Any], values: npt.ArrayLike, warn: float, alert: float) -> dict[str, Any]:
+    """Return ``{"psi", "statistic", "status"}`` of tonight's ``values`` against one column's reference.
+
+    ``statistic`` is the two-sample Kolmogorov-Smirnov statistic against the reference sample
+    (``scipy.stats.ks_2samp``; ``None`` without a sample). Raises ``DataError`` on empty or
+    non-finite values.
+    """
+    from scipy.stats import ks_2samp
+
+    array = _finite_1d(values, "tonight's values")
+    value = psi(reference["proportions"], bin_shares(array, reference["edges"]))
+    sample = np.asarray(reference.get("sample") or [], dtype=np.float64)
+    statistic = float(ks_2samp(sample, array).statistic) if sample.size else None
+    return {"psi": value, "statistic": statistic, "status": drift_status(value, warn, alert)}
+
+
+def build_reference(
+    frame: pd.DataFrame, feature_columns: Sequence[str], predictions: npt.ArrayLike, seed: int = 0
+) -> dict[str, Any]:
+    """Return the drift reference of a model: each numeric feature of its training snapshot ``frame``
+    and its held-out ``predictions`` (:func:`column_reference`), under ``columns``.
+
+    Columns absent from ``frame`` are left out. Raises ``DataError`` on empty or non-finite values.
+    """
+    columns: dict[str, Any] = {}
+    for offset, name in enumerate(feature_columns):
+        if name in frame.columns:
+            columns[name] = column_reference(frame[name].to_numpy(dtype=np.float64), seed=seed + offset)
+    columns[PREDICTION_COLUMN] = column_reference(predictions, seed=seed + len(feature_columns))
+    return {"format": REFERENCE_FORMAT, "bins": REFERENCE_BINS, "columns": columns}
+
+
+def write_reference(path: str | Path, reference: Mapping[str, Any]) -> Path:
+    """Write a drift reference as compact JSON; return the path."""
+    target = Path(path)
+    target.write_text(json.dumps(reference, separators=(",", ":")) + "\n", encoding="utf-8")
+    return target
+
+
+def read_reference(path: str | Path) -> dict[str, Any] | None:
+    """Return the drift reference at ``path``, ``None`` when there is none (a bundle saved before references).
+
+    Raises ``ModelError`` for an unreadable or foreign file.
+    """
+    target = Path(path)
+    if not target.is_file():
+        return None
+    try:
+        reference = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{target} is corrupt ({exc}): retrain the model to write a new drift reference") from exc
+    if not isinstance(reference, dict) or reference.get("format") != REFERENCE_FORMAT or "columns" not in reference:
+        raise ModelError(f"{target} is not a drift reference of format {REFERENCE_FORMAT}: retrain the model to write a new one")
+    return reference
+
+
+def drift_table(
+    reference: Mapping[str, Any], frame: pd.DataFrame, predictions: npt.ArrayLike | None, warn: float, alert: float
+) -> list[dict[str, Any]]:
+    """Return one row ``{"feature", "psi", "statistic", "status"}`` per reference column present tonight,
+    worst PSI first: the features from ``frame`` and ``predicted_spend`` from ``predictions``."""
+    rows = []
+    for name, column in reference["columns"].items():
+        if name == PREDICTION_COLUMN:
+            values = predictions
+        else:
+            values = frame[name].to_numpy(dtype=np.float64) if name in frame.columns else None
+        if values is None or len(values) == 0:
+            continue
+        rows.append({"feature": name, **column_drift(column, values, warn, alert)})
+    return sorted(rows, key=lambda r: (-r["psi"], r["feature"]))
+
+
+def drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the counts per status and the alerting and warning features (small, for XCom)."""
+    counts = {status: sum(1 for r in rows if r["status"] == status) for status in DRIFT_STATUSES}
+    return {
+        "counts": counts,
+        "alert": [r["feature"] for r in rows if r["status"] == "alert"],
+        "warn": [r["feature"] for r in rows if r["status"] == "warn"],
+        "max_psi": max((float(r["psi"]) for r in rows), default=None),
+    }
+
+
+# --------------------------------------------------------------------------- warehouse
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _run(conn: sa.Connection, name: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Any:
+    import sqlalchemy as sa
+
+    dialect = conn.dialect.name
+    sql = sa.text(warehouse.load_sql(f"monitor/{name}", dialect))
+    if isinstance(params, Mapping):
+        return conn.execute(sql, warehouse.bind_values(dialect, params))
+    return conn.execute(sql, [warehouse.bind_values(dialect, p) for p in params])
+
+
+def pending_partitions(engine: sa.Engine, run_date: dt.date, horizon_days: int) -> list[tuple[dt.date, str, int]]:
+    """Return ``(as_of, model_version, users)`` of every published partition mature at ``run_date``
+    (as_of + H <= run_date) without a realized evaluation for this horizon and version, oldest first."""
+    with engine.connect() as conn:
+        rows = _run(conn, "pending_partitions", {"last_as_of": mature_until(run_date, horizon_days),
+                                                 "horizon_days": int(horizon_days)}).all()  # fmt: skip
+    return [(_date(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+def read_realized(engine: sa.Engine, as_of: dt.date, horizon_days: int) -> pd.DataFrame:
+    """Return one partition's users with ``predicted_spend``, ``tier``, ``model_version``, ``actual_spend``
+    (completed spend in (as_of, as_of + H]) and ``past_spend`` (in the H days up to the end of as_of)."""
+    import pandas as pd
+
+    with engine.connect() as conn:
+        result = _run(conn, "realized_spend", {"as_of": as_of, **label_window(as_of, horizon_days)})
+        frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    for column in ("predicted_spend", "actual_spend", "past_spend"):
+        frame[column] = frame[column].astype("float64")
+    return frame
+
+
+def store_partition_metrics(engine: sa.Engine, as_of: dt.date, horizon_days: int, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Replace one partition's realized metrics for a horizon in one transaction; return the rows written."""
+    evaluated_at = _now()
+    with engine.begin() as conn:
+        _run(conn, "delete_partition_metrics", {"as_of": as_of, "horizon_days": int(horizon_days)})
+        if rows:
+            _run(conn, "insert_partition_metric", [{**row, "evaluated_at": evaluated_at} for row in rows])
+    return len(rows)
+
+
+def store_drift(engine: sa.Engine, as_of: dt.date, model_version: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Replace one night's drift rows in one transaction; return the rows written."""
+    computed_at = _now()
+    with engine.begin() as conn:
+        _run(conn, "delete_drift", {"as_of": as_of})
+        if rows:
+            _run(conn, "insert_drift", [
+                {"as_of": as_of, "model_version": str(model_version), "feature": r["feature"], "psi": r["psi"],
+                 "statistic": r["statistic"], "status": r["status"], "computed_at": computed_at} for r in rows
+            ])  # fmt: skip
+    return len(rows)
+
+
+def read_partition_metrics(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
+    """Return the stored realized metrics of the partitions up to ``last_as_of``, oldest first."""
+    with engine.connect() as conn:
+        result = _run(conn, "read_partition_metrics", {"last_as_of": last_as_of})
+        rows = [dict(r._mapping) for r in result]
+    for row in rows:
+        row["as_of"] = _date(row["as_of"]).isoformat()
+        row["evaluated_at"] = str(row["evaluated_at"])
+    return rows
+
+
+def read_drift(engine: sa.Engine, as_of: dt.date) -> list[dict[str, Any]]:
+    """Return one night's stored drift rows, worst PSI first."""
+    with engine.connect() as conn:
+        result = _run(conn, "read_drift", {"as_of": as_of})
+        rows = [dict(r._mapping) for r in result]
+    for row in rows:
+        row["as_of"] = _date(row["as_of"]).isoformat()
+        row["computed_at"] = str(row["computed_at"])
+    return rows
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _cell(value: Any, low: Any = None, high: Any = None) -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+    return f"{text} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else text
+
+
+def format_monitor(data: Mapping[str, Any]) -> str:
+    """Return ``pipeline.monitor``'s result as text: per matured partition the realized metrics of each
+    scorer (95% interval in brackets), then the night's drift table."""
+    from spendpred.metrics import metric_label
+
+    if data.get("as_of") is None:
+        return str(data.get("note", "nothing published yet"))
+    lines = [f"Monitoring as of {data['as_of']} (horizon {data['horizon_days']} days)", ""]
+    groups: dict[tuple[str, int, str], dict[str, dict[str, str]]] = {}
+    for row in data.get("realized", []):
+        key = (row["as_of"], int(row["horizon_days"]), str(row["model_version"]))
+        groups.setdefault(key, {}).setdefault(row["metric"], {})[row["scorer"]] = _cell(row["value"], row["ci_low"], row["ci_high"])
+    if not groups:
+        lines.append("Realized performance: no partition has matured yet (as_of + H <= the run date).")
+    for (as_of, horizon, version), table in groups.items():
+        scorers = [MODEL_SCORER, PAST_SPEND_SCORER]
+        lines += [f"Realized performance of {as_of} (version {version}, labels in ({as_of}, +{horizon} days])", ""]
+        lines.append(f"{'metric':<28} " + " ".join(f"{s:<26}" for s in scorers))
+        for metric in (*REALIZED_METRICS, *TOTALS):
+            if metric in table:
+                lines.append(f"{metric_label(metric):<28} " + " ".join(f"{table[metric].get(s, 'n/a'):<26}" for s in scorers))
+        lines.append("")
+    drift = data.get("drift", [])
+    skipped = (data.get("drift_summary") or {}).get("skipped")
+    if not drift:
+        lines.append(f"Drift: none computed for {data['as_of']}" + (f" ({skipped})" if skipped else "") + ".")
+        return "\n".join(lines)
+    lines += [f"Drift on {data['as_of']} against version {drift[0]['model_version']}'s training data", ""]
+    lines.append(f"{'feature':<24} {'PSI':>8} {'KS':>8}  status")
+    for row in drift:
+        ks = "n/a" if row["statistic"] is None else f"{row['statistic']:.3f}"
+        psi_text = "n/a" if row["psi"] is None else f"{row['psi']:.3f}"
+        lines.append(f"{row['feature']:<24} {psi_text:>8} {ks:>8}  {row['status']}")
+    return "\n".join(lines)

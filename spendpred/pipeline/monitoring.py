@@ -1,0 +1,184 @@
+"""The monitoring steps: realized performance of matured partitions, tonight's drift, and the
+nightly task that runs both after ``publish_scores`` (``spendpred.monitoring`` holds the functions).
+
+Monitoring only reads what was published and writes its own tables (``partition_metrics``,
+``drift_metrics``); published scores are never touched, and in the nightly DAG a failure of
+monitoring is one warning and an ``error`` in the task's result, never a failed night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spendpred.config import get_settings
+from spendpred.snapshot import RunFolder, RunRef, working_copy
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_matured(run_date: dt.date, url: str | None = None, draws: int | None = None) -> dict[str, Any]:
+    """Evaluate every published partition mature at ``run_date`` (as_of + H <= run_date) that has no
+    realized evaluation for this horizon and model version yet; store the metrics in ``partition_metrics``.
+
+    For each, the scored users' actual completed spend in (as_of, as_of + H] is read (nothing
+    later), and the published scores and the past-spend baseline as of that date are evaluated
+    (``monitoring.realized_metrics``, seeded with ``SPENDPRED_SEED``). An evaluated partition is
+    skipped, so a rerun changes nothing; an immature one is never evaluated. Returns
+    ``{"run_date", "horizon_days", "evaluated": [{"as_of", "model_version", "users", "model", "past_spend"}]}``
+    with each scorer's normalised Gini, top-10% capture and total ratio.
+    """
+    from spendpred import monitoring, warehouse
+
+    settings = get_settings()
+    horizon = settings.horizon_days
+    draws = monitoring.BOOTSTRAP_DRAWS if draws is None else int(draws)
+    evaluated: list[dict[str, Any]] = []
+    with warehouse.opened_engine(url) as engine:
+        for as_of, version, users in monitoring.pending_partitions(engine, run_date, horizon):
+            frame = monitoring.read_realized(engine, as_of, horizon)
+            frame = frame[frame["model_version"] == version]
+            table = monitoring.realized_metrics(
+                frame["actual_spend"].to_numpy(),
+                {monitoring.MODEL_SCORER: frame["predicted_spend"].to_numpy(),
+                 monitoring.PAST_SPEND_SCORER: frame["past_spend"].to_numpy()},
+                predicted_high={monitoring.MODEL_SCORER: (frame["tier"] == "high").to_numpy()},
+                draws=draws, seed=settings.seed,
+            )  # fmt: skip
+            monitoring.store_partition_metrics(engine, as_of, horizon, monitoring.metric_rows(as_of, version, horizon, table))
+            brief = {scorer: {key: _rounded(values[key][0]) for key in ("normalised_gini", "top10_capture", "total_ratio")}
+                     for scorer, values in table.items()}  # fmt: skip
+            logger.info(
+                "realized performance of %s (version %s, %d users, H=%d): model %s; past spend %s",
+                as_of, version, users, horizon, brief[monitoring.MODEL_SCORER], brief[monitoring.PAST_SPEND_SCORER],
+            )  # fmt: skip
+            evaluated.append({"as_of": as_of.isoformat(), "model_version": version, "users": users, **brief})
+    if not evaluated:
+        logger.info("realized performance: no published partition as of %s or earlier awaits evaluation (H=%d)",
+                    monitoring.mature_until(run_date, horizon), horizon)  # fmt: skip
+    return {"run_date": run_date.isoformat(), "horizon_days": horizon, "evaluated": evaluated}
+
+
+def _rounded(value: float) -> float | None:
+    return None if value != value else round(float(value), 4)  # nan -> None (JSON, XCom)
+
+
+def load_reference(version: str) -> dict[str, Any] | None:
+    """Return the drift reference (``reference.json``) of a registered model version, ``None`` when its
+    bundle has none (saved before references). Raises ``RegistryUnavailable`` when the registry
+    cannot be read, ``ModelError`` for a corrupt reference."""
+    import mlflow.artifacts
+
+    from spendpred import monitoring, registry
+
+    settings = get_settings()
+    client = registry.get_client(settings)
+    root = client.get_model_version_download_uri(registry.REGISTERED_MODEL, str(version)).rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="spendpred-reference-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{root}/artifacts/{registry.BUNDLE_ARTIFACT}/{monitoring.REFERENCE_FILE}",
+                dst_path=tmp, tracking_uri=settings.resolved_tracking_uri,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - MlflowException or OSError: the bundle has no reference
+            return None
+        return monitoring.read_reference(Path(local))
+
+
+def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Compare a scoring run's snapshot and published ``predicted_spend`` with its model's training reference.
+
+    ``run`` is the nightly run's reference (``assign_tiers``' result: its folder holds the
+    snapshot and ``tiers.parquet``/``tiers.json``). The reference is the model version's
+    ``reference.json`` (``reference`` overrides it); without one (a bundle saved before drift
+    references) drift is skipped with one info line. Stores a row per feature in
+    ``drift_metrics`` (tonight's rows replaced), logs one warning per alerting feature and
+    returns ``{"as_of", "model_version", "skipped"?, "counts", "alert", "warn", "max_psi"}``.
+    """
+    import pandas as pd
+
+    from spendpred import monitoring, warehouse
+    from spendpred.files import read_json
+
+    settings = get_settings()
+    with working_copy(run) as folder:
+        folder.pull("tiers")
+        meta = read_json(folder.tiers_json, "tiers result")
+        version = str(meta["model_version"])
+        if reference is None:
+            reference = load_reference(version)
+        if reference is None:
+            logger.info("drift: version %s has no training reference (saved before drift references): skipped", version)
+            return {"as_of": folder.as_of.isoformat(), "model_version": version, "skipped": "no reference"}
+        folder.pull("snapshot", "validation")
+        folder.require_validated()
+        frame = pd.read_parquet(folder.snapshot.parquet)
+        predicted = pd.read_parquet(folder.tiers_parquet, columns=["predicted_spend"])["predicted_spend"].to_numpy()
+    rows = monitoring.drift_table(reference, frame, predicted, settings.drift_psi_warn, settings.drift_psi_alert)
+    with warehouse.opened_engine(url) as engine:
+        monitoring.store_drift(engine, folder.as_of, version, rows)
+    for row in rows:
+        if row["status"] == "alert":
+            logger.warning(
+                "drift alert on %s for %s: PSI %.3f >= %g (KS %s) against version %s's training data",
+                row["feature"], folder.as_of, row["psi"], settings.drift_psi_alert,
+                "n/a" if row["statistic"] is None else f"{row['statistic']:.3f}", version,
+            )  # fmt: skip
+    summary = monitoring.drift_summary(rows)
+    logger.info("drift for %s against version %s: %s", folder.as_of, version, summary["counts"])
+    return {"as_of": folder.as_of.isoformat(), "model_version": version, **summary}
+
+
+def monitor_scores(run: RunRef, url: str | None = None) -> dict[str, Any]:
+    """The nightly DAG's last task: realized performance of matured partitions (:func:`evaluate_matured`)
+    and tonight's drift (:func:`check_drift`), each in its own guard.
+
+    ``run`` is ``assign_tiers``' result (its ``as_of`` is the run date). A failure of either
+    part is logged as one warning and returned under ``errors`` (``{"realized": line}``,
+    ``{"drift": line}``): monitoring never fails the night, and published scores are not touched.
+    """
+    from spendpred.failures import describe
+
+    folder = RunFolder.coerce(run)
+    result: dict[str, Any] = {"as_of": folder.as_of.isoformat(), "errors": {}}
+    for name, step in (("realized", lambda: evaluate_matured(folder.as_of, url)), ("drift", lambda: check_drift(run, url))):
+        try:
+            result[name] = step()
+        except Exception as exc:  # noqa: BLE001 - monitoring must not fail or unpublish the night
+            line = describe(exc) or f"{type(exc).__name__}: {exc}"
+            logger.warning("monitoring (%s) failed for %s, the published scores stand: %s", name, folder.as_of, line)
+            result["errors"][name] = " ".join(line.splitlines())
+    return result
+
+
+def monitor(as_of: dt.date | None = None, url: str | None = None) -> dict[str, Any]:
+    """``spendpred monitor``: evaluate what matured by ``as_of`` (default: the latest published partition),
+    recompute that night's drift when its run folder is staged, and return every stored realized
+    metric up to it with that night's drift rows (``{"as_of", "horizon_days", "realized", "drift", ...}``)."""
+    from spendpred import monitoring, report, warehouse
+
+    settings = get_settings()
+    with warehouse.opened_engine(url) as engine:
+        latest, _ = report.latest_runs(engine)
+    day = as_of or latest
+    if day is None:
+        return {"as_of": None, "horizon_days": settings.horizon_days, "evaluated": [], "realized": [], "drift": [],
+                "note": "nothing published yet: run `spendpred score` first"}  # fmt: skip
+    evaluated = evaluate_matured(day, url)
+    out: dict[str, Any] = {"as_of": day.isoformat(), "horizon_days": settings.horizon_days, "evaluated": evaluated["evaluated"]}
+    run = RunFolder.for_date("score", day, settings)
+    try:
+        out["drift_summary"] = check_drift(run.ref(), url)
+    except Exception as exc:  # noqa: BLE001 - the stored rows are still printed
+        from spendpred.failures import describe
+
+        line = describe(exc) or f"{type(exc).__name__}: {exc}"
+        out["drift_summary"] = {"skipped": " ".join(line.splitlines())}
+    with warehouse.opened_engine(url) as engine:
+        out["realized"] = monitoring.read_partition_metrics(engine, day)
+        out["drift"] = monitoring.read_drift(engine, day)
+    return out
