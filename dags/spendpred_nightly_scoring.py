@@ -5,7 +5,7 @@ Scores every user with the champion model, buckets the scores into high / medium
 tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds`).
 
 `extract_scoring_snapshot` → `validate_snapshot` → `plan_shards` → `score_shard` × N
-(dynamic task mapping) → `assign_tiers` → `publish_scores`
+(dynamic task mapping) → `assign_tiers` → `publish_scores` → `monitor_scores`
 
 * **Run date D**: the `as_of` param, else the last complete day before the run's data
   interval end (the 02:00 run on July 1 scores as of June 30). Features use only rows up to
@@ -16,6 +16,10 @@ tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds
   retries on its own (queue `SPENDPRED_SCORE_QUEUE` when set).
 * **Publishing** emits an event on the asset `spendpred://warehouse/spendpred/user_spend_scores`;
   a dry run checks the scores, publishes nothing and ends `publish_scores` as *skipped*.
+* **Monitoring** (`monitor_scores`): every published partition whose horizon has ended is
+  evaluated once against the spend it predicted (`partition_metrics`), and tonight's features
+  and scores are compared with the champion's training data (`drift_metrics`; one warning per
+  alerting feature). A monitoring failure is a warning in the task's result, never a failed night.
 * **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`
   (a SQLite file that does not exist is refused, never created).
 * **Failures** are one line naming the problem and the fix, as in the `spendpred` CLI (an
@@ -125,9 +129,18 @@ def spendpred_nightly_scoring() -> None:
         }
         return result
 
+    @task
+    @one_line()
+    def monitor_scores(tiers: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
+        """Realized performance of matured partitions and tonight's drift; a failure is a warning, never a failed night."""
+        from spendpred import pipeline
+
+        return pipeline.monitor_scores(tiers, url=warehouse_url())
+
     snapshot = validate_snapshot(extract_scoring_snapshot())
     shard_results = score_shard.partial(model="{{ params.model }}").expand(spec=plan_shards(snapshot))
-    publish_scores(assign_tiers(snapshot, shard_results))
+    tiers = assign_tiers(snapshot, shard_results)
+    monitor_scores(tiers, publish_scores(tiers))
 
 
 nightly_scoring = spendpred_nightly_scoring()

@@ -28,6 +28,7 @@ EXPECTED_TASKS = {
     ],
     "spendpred_nightly_scoring": [
         "extract_scoring_snapshot", "validate_snapshot", "plan_shards", "score_shard", "assign_tiers", "publish_scores",
+        "monitor_scores",
     ],
 }  # fmt: skip
 WAREHOUSE_TASKS = {"extract_training_snapshot", "extract_scoring_snapshot", "publish_scores"}
@@ -149,7 +150,7 @@ def test_last_tasks_produce_the_assets(dagbag: Any) -> None:
     publish = dagbag.dags["spendpred_nightly_scoring"].get_task("publish_scores")
     assert [o.uri for o in promote.outlets] == ["spendpred://models/spendpred-regressor/champion"]
     assert [o.uri for o in publish.outlets] == ["spendpred://warehouse/spendpred/user_spend_scores"]
-    assert not promote.downstream_task_ids and not publish.downstream_task_ids
+    assert not promote.downstream_task_ids and publish.downstream_task_ids == {"monitor_scores"}
 
 
 def test_dags_serialise(dagbag: Any, scheduler_dags: dict[str, Any]) -> None:
