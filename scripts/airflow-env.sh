@@ -30,6 +30,10 @@ export AIRFLOW__API__PORT=${AIRFLOW__API__PORT:-8080}
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://$AIRFLOW__API__HOST:$AIRFLOW__API__PORT/execution/}
 # Login stays on: `airflow standalone` uses the SimpleAuthManager with one user, admin, whose
 # generated password is kept in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated.
+# Airflow creates that file with the process umask (world-readable under the usual 022), so it
+# is created here first, empty, readable by its owner only (0600); Airflow then writes the
+# password into it and keeps its mode. A file left readable by an older start is narrowed too.
+SPENDPRED_PASSWORDS_FILE=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}
 
 # Size Airflow to the machine instead of its default of 32 LocalExecutor workers: half as many
 # task slots as cores (at least 1), and each task's torch threads = cores / slots, so that
@@ -39,4 +43,5 @@ export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-$(( SPENDPRED_CO
 export SPENDPRED_CONCURRENT_TASKS=${SPENDPRED_CONCURRENT_TASKS:-$AIRFLOW__CORE__PARALLELISM}
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=False MLFLOW_DISABLE_TELEMETRY=true
-mkdir -p "$AIRFLOW_HOME"
+mkdir -p "$AIRFLOW_HOME" "$(dirname "$SPENDPRED_PASSWORDS_FILE")"
+(umask 077 && touch "$SPENDPRED_PASSWORDS_FILE" && chmod 600 "$SPENDPRED_PASSWORDS_FILE")

@@ -8,7 +8,7 @@ for the API server and the two log servers. The test then checks what the README
 
 * the API server answers on 127.0.0.1 and listens on the loopback interface only;
 * login is on: anonymous requests get 401, ``POST /auth/token`` with the admin password from
-  the generated password file gives a token;
+  the generated password file gives a token; that file is readable by its owner only (0600);
 * both spendpred DAGs are listed; unpausing and triggering ``spendpred_nightly_scoring`` with
   ``{"as_of": D, "dry_run": true}`` creates a run that the scheduler and the LocalExecutor
   carry to success (a seeded warehouse and a champion trained beforehand on a tiny random
@@ -183,7 +183,8 @@ def _make_airflow(tmp_path: Path, port: int, champion_warehouse: dict[str, str])
     # -o: never (re)install the venv here, even when its stamp is older than the requirements
     command = [make, "-C", str(REPO), "-o", f"{VENV}/.installed", f"VENV={VENV}", "airflow"]
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # umask 022, as on most desktops: the password file must still be 0600
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, umask=0o022)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT
@@ -240,6 +241,8 @@ def _check_running_airflow(base: str, port: int, airflow_home: Path, log: Path) 
         assert client.get("/api/v2/dags").status_code == 401
         password_file = airflow_home / "simple_auth_manager_passwords.json.generated"
         password = json.loads(password_file.read_text())["admin"]
+        mode = password_file.stat().st_mode & 0o777
+        assert mode == 0o600, f"the admin password file is {oct(mode)}, readable by others"
         assert client.post("/auth/token", json={"username": "admin", "password": "wrong"}).status_code == 401
         response = client.post("/auth/token", json={"username": "admin", "password": password})
         assert response.status_code == 201, response.text
@@ -280,6 +283,7 @@ def _check_running_airflow(base: str, port: int, airflow_home: Path, log: Path) 
             ("score_shard", 0): "success",
             ("assign_tiers", -1): "success",
             ("publish_scores", -1): "skipped",  # dry run: nothing published
+            ("monitor_scores", -1): "skipped",  # nothing published, nothing to monitor
         }
 
         # -- task logs say what matters: no ERROR line in a successful run, no library filler ---
