@@ -451,10 +451,14 @@ def read_drift(engine: sa.Engine, as_of: dt.date) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- text
 
 
+_LABELS = {"high_tier_precision": "High-tier precision", "total_ratio": "Total ratio (pred./actual)"}
+
+
 def _cell(value: Any, low: Any = None, high: Any = None) -> str:
     if value is None:
         return "n/a"
-    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+    whole = low is None and float(value).is_integer()  # a count or a whole total
+    text = f"{value:,.0f}" if abs(value) >= 1000 or whole else f"{value:.3f}"
     return f"{text} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else text
 
 
@@ -478,7 +482,8 @@ def format_monitor(data: Mapping[str, Any]) -> str:
         lines.append(f"{'metric':<28} " + " ".join(f"{s:<26}" for s in scorers))
         for metric in (*REALIZED_METRICS, *TOTALS):
             if metric in table:
-                lines.append(f"{metric_label(metric):<28} " + " ".join(f"{table[metric].get(s, 'n/a'):<26}" for s in scorers))
+                label = _LABELS.get(metric) or metric_label(metric)
+                lines.append(f"{label:<28} " + " ".join(f"{table[metric].get(s, 'n/a'):<26}" for s in scorers))
         lines.append("")
     drift = data.get("drift", [])
     skipped = (data.get("drift_summary") or {}).get("skipped")

@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,3 +180,50 @@ def test_monitor_command_prints_and_refuses_bad_input(hand_made: str) -> None:
     assert "SPENDPRED_DRIFT_PSI_ALERT" in bad_threshold.stderr and len(bad_threshold.stderr.strip().splitlines()) == 1
     out_of_range = _cli(["monitor", "--url", hand_made], env={"SPENDPRED_DRIFT_PSI_WARN": "-1"})
     assert out_of_range.returncode == 2 and "SPENDPRED_DRIFT_PSI_WARN=-1 is out of range" in out_of_range.stderr
+
+
+def _stage_night(day: dt.date, frame: Any, predicted: np.ndarray) -> dict[str, str]:
+    """A scoring run folder as the nightly leaves it: a validated snapshot, tiers.parquet and tiers.json."""
+    import pandas as pd
+
+    from spendpred.files import sha256_file, write_json_atomic
+    from spendpred.snapshot import Manifest, RunFolder
+
+    run = RunFolder.for_date("score", day)
+    run.snapshot_dir.mkdir(parents=True)
+    users = [f"u{i:04d}" for i in range(len(frame))]
+    frame.assign(user_id=users).to_parquet(run.snapshot.parquet, index=False)
+    Manifest(day, H, False, len(frame), "v2", list(frame.columns), {}, None, "x", "now", source_checks={}).write(run.snapshot_dir)
+    write_json_atomic(run.snapshot.validation_json, {"success": True, "checksum": sha256_file(run.snapshot.parquet)})
+    pd.DataFrame({"user_id": users, "predicted_spend": predicted, "tier": "low"}).to_parquet(run.tiers_parquet, index=False)
+    write_json_atomic(run.tiers_json, {**run.ref(), "model_version": "3"})
+    return run.ref()
+
+
+def test_drift_is_stored_per_feature_and_alerts_on_a_shift(hand_made: str, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.unit.test_monitoring import FEATURES, _population
+
+    train, held_out = _population(1500, seed=1)
+    reference = monitoring.build_reference(train, FEATURES, held_out)
+    calm_frame, calm_pred = _population(1500, seed=2)
+    calm = pipeline.check_drift(_stage_night(RUN_DATE, calm_frame, calm_pred), hand_made, reference=reference)
+    assert calm["alert"] == [] and calm["counts"]["ok"] == len(FEATURES) + 1
+
+    shifted = calm_frame.assign(monetary_90d=calm_frame["monetary_90d"] * 100)
+    night = RUN_DATE + dt.timedelta(days=1)
+    with caplog.at_level("WARNING", logger="spendpred.pipeline.monitoring"):
+        result = pipeline.check_drift(_stage_night(night, shifted, calm_pred * 100), hand_made, reference=reference)
+    assert set(result["alert"]) == {"monetary_90d", "predicted_spend"}
+    assert sum("drift alert on" in r.getMessage() for r in caplog.records) == 2
+    engine = warehouse.get_engine(hand_made)
+    try:
+        assert [r["feature"] for r in monitoring.read_drift(engine, night)][:2] in (
+            ["monetary_90d", "predicted_spend"], ["predicted_spend", "monetary_90d"])
+        assert len(monitoring.read_drift(engine, RUN_DATE)) == len(FEATURES) + 1
+        again = pipeline.check_drift(_stage_night(night + dt.timedelta(days=1), shifted, calm_pred * 100), hand_made, reference=reference)
+        assert again["alert"] == result["alert"]
+    finally:
+        engine.dispose()
+    # spendpred monitor prints the night's stored drift (no registry here: its recompute is skipped, the rows stay)
+    done = _cli(["monitor", "--as-of", night.isoformat(), "--url", hand_made])
+    assert done.returncode == 0 and "monetary_90d" in done.stdout and "alert" in done.stdout, done.stderr
