@@ -140,6 +140,14 @@ def nightly(api: httpx.Client, as_of: dt.date, shards: int, timeout: float) -> d
     return {"wall_s": (end - start).total_seconds(), "tasks": durations}
 
 
+def admin_password(path: Path) -> str | None:
+    """The admin password `airflow standalone` generated, once the file holds it (it may exist empty first)."""
+    try:
+        return str(json.loads(path.read_text())["admin"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def partition(url: str, as_of: dt.date) -> list[tuple[Any, ...]]:
     engine = sa.create_engine(url)
     try:
@@ -195,6 +203,7 @@ def main() -> int:
 
         api = client(f"http://127.0.0.1:{env['AIRFLOW_API_SERVER_PORT']}", "airflow", env["AIRFLOW_ADMIN_PASSWORD"])
         on_cluster = nightly(api, args.as_of, args.shards, args.timeout)
+        print(f"cluster nightly: {on_cluster['wall_s']:.1f} s {json.dumps(on_cluster['tasks'])}", flush=True)
         warehouse = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{dbs['warehouse']}"
         rows_cluster = partition(warehouse, args.as_of)
         api.close()
@@ -218,11 +227,11 @@ def main() -> int:
         )  # fmt: skip
         password_file = home / "airflow" / "simple_auth_manager_passwords.json.generated"
         deadline = time.monotonic() + 300
-        while not password_file.is_file():
+        while not (password := admin_password(password_file)):
             if time.monotonic() > deadline or standalone.poll() is not None:
                 raise SystemExit(f"airflow standalone did not start: see {tmp / 'standalone.log'}")
             time.sleep(2)
-        api = client(f"http://127.0.0.1:{port}", "admin", json.loads(password_file.read_text())["admin"])
+        api = client(f"http://127.0.0.1:{port}", "admin", password)
         single = nightly(api, args.as_of, 1, args.timeout)
         rows_single = partition(warehouse, args.as_of)
         api.close()
