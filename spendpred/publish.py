@@ -333,7 +333,10 @@ def publish_scores(
 # --------------------------------------------------------------------------- grants
 
 
-READONLY_VIEWS: tuple[str, ...] = ("user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds")
+READONLY_VIEWS: tuple[str, ...] = (
+    "user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds",
+    "user_spend_realized_metrics", "user_spend_drift",
+)  # fmt: skip
 """What a read-only role may read (``sql/grants/readonly.postgresql.sql`` grants SELECT on these, in schema ``spendpred``)."""
 
 

@@ -2,9 +2,10 @@
 --
 -- The role (which must already exist) is read from the setting spendpred.readonly_role,
 -- so its name is never pasted into SQL text. It gets USAGE on schema spendpred and SELECT
--- on the three views (user_spend_tier_current, user_spend_tier_changes and
--- user_spend_tier_thresholds), and nothing else: any other privilege granted to it directly on the
--- schema or on its tables and views is revoked first, so re-running the script is safe.
+-- on the five views (user_spend_tier_current, user_spend_tier_changes, user_spend_tier_thresholds,
+-- and the monitoring views user_spend_realized_metrics and user_spend_drift), and nothing else:
+-- any other privilege granted to it directly on the schema or on its tables and views is
+-- revoked first, so re-running the script is safe.
 -- Views run with their owner's rights, so the role reads scores through the views without
 -- any right on the tables underneath. Run after `spendpred db init` (the views must exist):
 --
@@ -64,7 +65,7 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA spendpred TO %I', reader);
     EXECUTE format(
         'GRANT SELECT ON spendpred.user_spend_tier_current, spendpred.user_spend_tier_changes, '
-        'spendpred.user_spend_tier_thresholds TO %I',
+        'spendpred.user_spend_tier_thresholds, spendpred.user_spend_realized_metrics, spendpred.user_spend_drift TO %I',
         reader
     );
     -- what the role could still do through other roles or PUBLIC: refuse, rolling everything back

@@ -1,5 +1,5 @@
-"""Realized performance of matured partitions on a small hand-made SQLite warehouse (spend computed
-by hand), the monitor step's guard, and ``spendpred monitor`` on good and bad input."""
+"""Realized performance of matured partitions on a small hand-made warehouse (SQLite and PostgreSQL;
+spend computed by hand), drift on hand-staged nights, the monitor step's guard, and ``spendpred monitor`` on good and bad input."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ PAST = {"u01": 100.0, "u02": 300.0, "u05": 50.0, "u07": 20.0}
 
 
 @pytest.fixture
-def hand_made(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def hand_made(warehouse_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", str(H))
-    pipeline.init_warehouse(sqlite_url)
-    engine = warehouse.get_engine(sqlite_url)
+    pipeline.init_warehouse(warehouse_url)
+    engine = warehouse.get_engine(warehouse_url)
     try:
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO users (user_id, signup_at) VALUES (:u, '2023-01-01 00:00:00')"),
@@ -72,7 +72,7 @@ def hand_made(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
                 )
     finally:
         engine.dispose()
-    return sqlite_url
+    return warehouse_url
 
 
 def _stored(url: str) -> list[tuple]:

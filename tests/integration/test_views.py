@@ -230,7 +230,7 @@ def test_readonly_role_reads_the_views_and_nothing_else(pg_engine: sa.Engine, re
             "SELECT": True, "INSERT": False, "UPDATE": False, "DELETE": False,
             "TRUNCATE": False, "REFERENCES": False, "TRIGGER": False,
         }  # fmt: skip
-    for relation in ("spendpred.user_spend_scores", "spendpred.tier_thresholds"):
+    for relation in ("spendpred.user_spend_scores", "spendpred.tier_thresholds", "spendpred.partition_metrics", "spendpred.drift_metrics"):
         assert not any(_privileges(pg_engine, reader, relation).values())
     with pg_engine.connect() as conn:
         schema = conn.execute(
