@@ -21,6 +21,8 @@ export AIRFLOW_HOME=${AIRFLOW_HOME:-$SPENDPRED_HOME/airflow}
 export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}
 export AIRFLOW__CORE__PLUGINS_FOLDER=${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}
 export AIRFLOW__CORE__LOAD_EXAMPLES=${AIRFLOW__CORE__LOAD_EXAMPLES:-False}
+# Airflow's default logging, plus filters for two library warnings (plugins/spendpred_logging.py)
+export AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS=${AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS:-spendpred_logging.LOGGING_CONFIG}
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}
 
 # Local development listens on the loopback interface only (Airflow's default is 0.0.0.0).

@@ -19,8 +19,27 @@ import os
 import sys
 import threading
 
+LIBRARY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"Could not import graphviz", UserWarning),  # airflow's dags command, at import: graphviz is optional
+    (r"GitWildMatchPattern \('gitwildmatch'\) is deprecated", DeprecationWarning),  # pathspec 1.x, under airflow's .airflowignore
+)
+"""Warnings of other libraries about themselves, nothing a spendpred user can act on: ``(message regex, category)``."""
+
 NOISY_LOGGERS = ("great_expectations", "mlflow.store.db.utils", "alembic", "httpx")
 """Loggers lowered to WARNING: their INFO lines are library filler, not pipeline progress."""
+
+
+def quiet_warnings() -> None:
+    """Ignore exactly the warnings in ``LIBRARY_WARNINGS`` (idempotent; every other warning is kept).
+
+    Called by Airflow's logging configuration for spendpred (``plugins/spendpred_logging.py``,
+    ``AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS``), so every Airflow process and ``airflow dags test``
+    installs the filters before it lists the DAG folder, and by :func:`quiet_libraries`.
+    """
+    import warnings
+
+    for message, category in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def quiet_libraries(*, force: bool | None = None) -> None:
@@ -30,6 +49,7 @@ def quiet_libraries(*, force: bool | None = None) -> None:
     a log file); ``True``/``False`` forces the choice. Library loggers in ``NOISY_LOGGERS``
     are lowered to WARNING in every case. Raises nothing.
     """
+    quiet_warnings()
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     quiet = force if force is not None else not _stderr_is_terminal()

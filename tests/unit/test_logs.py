@@ -83,3 +83,37 @@ def test_mlflow_output_goes_through_logging_at_info(capfd: pytest.CaptureFixture
     assert ("mlflow", logging.INFO, "Created version '2' of model 'spendpred-regressor'.") in records
     assert ("mlflow.tracking.fluent", logging.INFO, "a message of MLflow's own logger") in records
     assert not logging.getLogger("mlflow").handlers and logging.getLogger("mlflow").propagate
+
+
+AIRFLOW_WARNINGS = ("Could not import graphviz", "GitWildMatchPattern ('gitwildmatch') is deprecated")
+
+
+@pytest.mark.slow
+def test_airflow_processes_filter_the_two_library_warnings_and_keep_others(tmp_path: Path) -> None:
+    """Issue 22: the demo's logs carried graphviz's and pathspec's warnings. With the logging configuration that
+    scripts/airflow-env.sh selects, Airflow (which imports it while it starts) drops exactly those two."""
+    repo = Path(__file__).resolve().parents[2]
+    code = (
+        "import warnings\nfrom pathlib import Path\nimport airflow.settings\n"
+        "import airflow.cli.commands.dag_command\n"  # warns at import when graphviz is missing
+        "from airflow._shared.module_loading.file_discovery import _GlobIgnoreRule\n"
+        f"_GlobIgnoreRule.compile('x.py', Path({str(tmp_path)!r}), Path({str(tmp_path / '.airflowignore')!r}))\n"
+        "warnings.warn('another warning stays', UserWarning)\n"
+    )
+    base = {"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") and k != "PYTHONWARNINGS"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                           env={**env, **base}, cwd=tmp_path)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert all(w in plain.stdout + plain.stderr for w in AIRFLOW_WARNINGS)  # both exist without the configuration
+    configured = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env={**env, **base, "AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS": "spendpred_logging.LOGGING_CONFIG"},
+    )  # fmt: skip
+    assert configured.returncode == 0, configured.stderr[-2000:]
+    out = configured.stdout + configured.stderr
+    assert not [w for w in AIRFLOW_WARNINGS if w in out], out[-2000:]
+    assert "another warning stays" in out
+    script = (repo / "scripts" / "airflow-env.sh").read_text()
+    assert "AIRFLOW__LOGGING__LOGGING_CONFIG_CLASS:-spendpred_logging.LOGGING_CONFIG" in script
