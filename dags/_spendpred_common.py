@@ -13,7 +13,8 @@ runtime (connections) import what they need when they are called.
 Environment read at parse time (all optional, defaults run locally with no set-up):
 
 * ``SPENDPRED_TRAIN_POOL``  pool of the ``train_model`` task (default ``default_pool``;
-  create a dedicated pool first, e.g. ``airflow pools set gpu 1 "GPU trainers"``).
+  create a dedicated pool first, e.g. ``airflow pools set gpu 1 "GPU trainers"``). The nightly's
+  tasks outrank the retrain's (``NIGHTLY_PRIORITY``) for free slots either way.
 * ``SPENDPRED_TRAIN_QUEUE`` Celery queue of ``train_model`` (default: Airflow's default queue;
   ``gpu`` in docker-compose, where a GPU worker listens on it).
 * ``SPENDPRED_SCORE_QUEUE`` Celery queue of the ``score_shard`` tasks (default queue).
@@ -78,6 +79,22 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_policy": NO_RETRY_POLICY,
 }
 """Warehouse-friendly retries: 30 s, 60 s, 120 s (capped at 10 min); bad input fails at once."""
+
+NIGHTLY_PRIORITY = 100
+RETRAIN_PRIORITY = 1
+"""Task priorities (``weight_rule`` absolute: each task has exactly this weight, not the sum of its
+downstream tasks'). When both DAGs have tasks waiting for a slot (``make airflow`` has one:
+``AIRFLOW__CORE__PARALLELISM=1`` on 2 cores), the scheduler starts the nightly's first, so a
+retrain never delays a night by more than the task that is already running. A *running* task
+keeps its slot until it ends, so the night may still wait for one retrain task (training is the
+long one); to take training off the nightly's slots altogether, give it a pool of its own
+(``SPENDPRED_TRAIN_POOL``) and one more slot of parallelism (``AIRFLOW__CORE__PARALLELISM``)."""
+
+
+def default_args(priority: int) -> dict[str, Any]:
+    """Return ``DEFAULT_ARGS`` with ``priority_weight`` ``priority`` and ``weight_rule`` absolute (raises nothing)."""
+    return {**DEFAULT_ARGS, "priority_weight": priority, "weight_rule": "absolute"}
+
 
 NO_RETRIES: dict[str, Any] = {"retries": 0}
 """For tasks whose failure is deterministic (validation, training on the same snapshot)."""

@@ -14,6 +14,8 @@ tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds
 * **Validation** (Great Expectations) stops the run before anything is scored or published.
 * **Shards**: users are split by a hash of `user_id`; each shard is a mapped task that
   retries on its own (queue `SPENDPRED_SCORE_QUEUE` when set).
+* **Priority**: every task has weight 100 (absolute), the retrain's 1, so a waiting nightly task
+  gets the next free slot before a waiting retrain task (a running one keeps its slot).
 * **Publishing** emits an event on the asset `spendpred://warehouse/spendpred/user_spend_scores`;
   a dry run checks the scores, publishes nothing and ends `publish_scores` as *skipped*.
 * **Monitoring** (`monitor_scores`): every published partition whose horizon has ended is
@@ -35,12 +37,13 @@ from __future__ import annotations
 from typing import Any
 
 from _spendpred_common import (
-    DEFAULT_ARGS,
+    NIGHTLY_PRIORITY,
     SCORES_ASSET,
     START_DATE,
     TAGS,
     ScoreParams,
     checked_params,
+    default_args,
     one_line,
     run_date,
     score_task_kwargs,
@@ -57,7 +60,7 @@ from airflow.sdk import dag, get_current_context, task
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(NIGHTLY_PRIORITY),
     params=scoring_params(),
     tags=[*TAGS, "scoring"],
     doc_md=__doc__,

@@ -14,6 +14,10 @@ beats the model in production.
 * **Validation** (Great Expectations) stops the run before anything trains.
 * **Training** runs in pool `SPENDPRED_TRAIN_POOL` (default `default_pool`) and on queue
   `SPENDPRED_TRAIN_QUEUE` (e.g. `gpu`, served by the GPU Celery worker).
+* **Priority**: this DAG's tasks have weight 1, the nightly's 100 (absolute), so a waiting
+  nightly task gets the next free slot first; a running training task keeps its slot until it
+  ends (on `make airflow`'s single slot the night then waits for it: give training a pool of
+  its own and one more slot of `AIRFLOW__CORE__PARALLELISM` to avoid that).
 * **Registry**: every candidate becomes a new version of `spendpred-regressor` with alias
   `challenger`; `promote` = `auto` makes it `champion` only when it wins the gate, `never`
   registers only, `force` promotes regardless (recorded with the Airflow user who triggered
@@ -36,11 +40,12 @@ from typing import Any
 
 from _spendpred_common import (
     CHAMPION_ASSET,
-    DEFAULT_ARGS,
+    RETRAIN_PRIORITY,
     START_DATE,
     TAGS,
     TrainParams,
     checked_params,
+    default_args,
     one_line,
     retrain_params,
     run_date,
@@ -58,7 +63,7 @@ from airflow.sdk import dag, get_current_context, task
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(RETRAIN_PRIORITY),
     params=retrain_params(),
     tags=[*TAGS, "training", "mlflow"],
     doc_md=__doc__,

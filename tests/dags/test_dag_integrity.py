@@ -145,6 +145,24 @@ def test_mapped_scoring_and_training_resources(dagbag: Any) -> None:
     assert train.pool == "default_pool" and train.queue == "default"  # runs anywhere without set-up
 
 
+def test_the_nightly_outranks_the_retrain_for_a_free_slot(dagbag: Any, scheduler_dags: dict[str, Any], common: Any) -> None:
+    """Issue 22: on make airflow's single slot an unpaused retrain blocked the night. Every nightly task now
+    outranks every retrain task (absolute weights, also after serialisation), so a queued night goes first."""
+    from airflow.task.priority_strategy import _AbsolutePriorityWeightStrategy
+
+    weights: dict[str, set[int]] = {}
+    for dag_id in EXPECTED_TASKS:
+        for task in dagbag.dags[dag_id].tasks:
+            assert task.weight_rule == "absolute", (dag_id, task.task_id, task.weight_rule)
+            weights.setdefault(dag_id, set()).add(task.priority_weight)
+        for task in scheduler_dags[dag_id].tasks:  # what the scheduler orders queued tasks by
+            assert isinstance(task.weight_rule, _AbsolutePriorityWeightStrategy), (dag_id, task.task_id)
+            assert task.priority_weight in weights[dag_id], (dag_id, task.task_id)
+    assert weights["spendpred_nightly_scoring"] == {common.NIGHTLY_PRIORITY}  # absolute: not summed downstream
+    assert weights["spendpred_weekly_retrain"] == {common.RETRAIN_PRIORITY}
+    assert min(weights["spendpred_nightly_scoring"]) > max(weights["spendpred_weekly_retrain"])
+
+
 def test_last_tasks_produce_the_assets(dagbag: Any) -> None:
     promote = dagbag.dags["spendpred_weekly_retrain"].get_task("promote_model")
     publish = dagbag.dags["spendpred_nightly_scoring"].get_task("publish_scores")
