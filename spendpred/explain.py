@@ -1,0 +1,482 @@
+"""Why is this user high? Per-user attributions through the real model, and reason codes.
+
+**Attributions** (:func:`attribute`). The published score of a user is
+``F(text, x) = anchor * calibration(predict_spend(head(mean_pool(encoder(text)), x)))``; it is
+attributed in currency with Captum's ``IntegratedGradients`` along one straight path, from a
+baseline input to the user's input, through the whole model (encoder, pooling, head, the ZILN
+expectation and the Poisson calibration, all in float32 on the model's device):
+
+* the head's numeric inputs ``x`` (the snapshot features and the hybrid ones, normalised) go
+  from the baseline 0 (the average training user: every z-score 0) to the user's values; one
+  attribution per head column;
+* the text goes, in the encoder's word-embedding space, from a text of the same length whose
+  content tokens are all ``[PAD]`` (``[CLS]``/``[SEP]`` and the attention mask kept, so no
+  position moves) to the user's tokens; each token's attribution is the sum over its embedding
+  dimensions, and the tokens are mapped back to the segments ``textify`` rendered (which
+  order, category, search or review; :func:`spendpred.textify.segments`). Their total is the
+  "behaviour text" part, the same quantity the head sees through the pooled embedding.
+
+Completeness: the attributions add up to ``F(user) - F(baseline)`` up to the integral's
+discretisation (Gauss-Legendre, ``N_STEPS``); a user whose gap exceeds ``tolerance(...)`` is
+attributed again with ``RETRY_STEPS`` steps, and the gap left is stored (``delta``) and
+logged. Because the calibration and the trend anchor are inside ``F``, no linearisation is
+needed: every contribution is already in the currency of ``predicted_spend``.
+
+**Reasons** (:func:`reasons`): the contributions grouped into readable items (a numeric
+feature; the text's orders, each category, each distinct search query, the reviews, the
+fixed sentences), each rendered from the versioned template ``REASON_TEMPLATE_VERSION`` with
+its signed size in currency, and the three largest by absolute size kept. PII-free: queries
+and categories come from the rendered text (already scrubbed by ``textify``), are scrubbed
+again and cut short; a review shows its rating only, never its body.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spendpred.errors import ConfigError, ModelError
+from spendpred.textify import Segment, scrub, segments
+
+logger = logging.getLogger(__name__)
+
+REASON_TEMPLATE_VERSION = "v1"
+"""Version of the reason phrases (:func:`feature_phrase`, :func:`reasons`): change it with any wording change."""
+TOP_REASONS = 3
+"""Reasons kept per user."""
+N_STEPS = 32
+"""Integrated-gradients steps (Gauss-Legendre) per user."""
+RETRY_STEPS = 128
+"""Steps of the second try for a user whose completeness gap exceeds the tolerance."""
+ABS_TOLERANCE = 0.05
+"""Completeness tolerance, absolute part (currency units)."""
+REL_TOLERANCE = 0.01
+"""Completeness tolerance, relative part (of ``|F(user) - F(baseline)|``)."""
+BATCH_USERS = 8
+"""Users attributed together (each expanded to ``N_STEPS`` interpolated inputs)."""
+QUERY_CHARS = 32
+"""Longest search query a reason shows (cut at a word)."""
+
+
+def tolerance(prediction: float, baseline: float) -> float:
+    """Return the completeness tolerance of one user: ``max(ABS_TOLERANCE, REL_TOLERANCE * |prediction - baseline|)``."""
+    return max(ABS_TOLERANCE, REL_TOLERANCE * abs(prediction - baseline))
+
+
+@dataclass
+class UserAttribution:
+    """One user's attribution: every part of ``prediction - baseline`` (currency) and the gap left."""
+
+    user_id: str
+    text: str
+    prediction: float
+    baseline: float
+    features: dict[str, float]
+    """Per head column (snapshot and hybrid features), in currency."""
+    tokens: list[tuple[int, int, float]]
+    """``(start, end, contribution)`` per text token (character span in ``text``; special tokens left out)."""
+    steps: int = N_STEPS
+    raw_values: dict[str, float] = field(default_factory=dict)
+    """The user's feature values before normalisation (what a reason shows)."""
+
+    @property
+    def text_total(self) -> float:
+        """The behaviour text's total contribution."""
+        return float(sum(c for _, _, c in self.tokens))
+
+    @property
+    def delta(self) -> float:
+        """Completeness gap: sum of all contributions minus ``prediction - baseline``."""
+        return float(sum(self.features.values()) + self.text_total - (self.prediction - self.baseline))
+
+
+# --------------------------------------------------------------------------- the attribution
+
+
+def _calibrate(spend: Any, calibration: Mapping[str, Any] | None) -> Any:
+    """``apply_calibration`` in torch (differentiable): ``exp(a + b * log1p(max(p, 0)))``, the identity without one."""
+    import torch
+
+    from spendpred.model.losses import CALIBRATION_METHOD, MAX_LOG_SPEND
+
+    if not calibration or calibration.get("method") != CALIBRATION_METHOD:
+        return spend
+    a, b = float(calibration["a"]), float(calibration["b"])
+    return torch.exp(torch.clamp(a + b * torch.log1p(torch.clamp(spend, min=0.0)), -MAX_LOG_SPEND, MAX_LOG_SPEND))
+
+
+def _forward(model: Any, factor: float):  # noqa: ANN202 - a closure for Captum
+    """The attributed function: word embeddings (and head features) to published currency, per row."""
+    import torch
+
+    from spendpred.model.losses import predict_spend
+    from spendpred.model.network import mean_pool
+
+    regressor = model.regressor
+    calibration = model.meta.get("calibration")
+
+    def forward(embeds: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        *features, mask = rest
+        hidden = regressor.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        pooled = mean_pool(hidden, mask)
+        raw = regressor.head_forward(pooled, features[0] if features else None)
+        return _calibrate(predict_spend(model.loss, raw), calibration) * factor
+
+    return forward
+
+
+def _word_embeddings(model: Any) -> Any:
+    """The encoder's token embedding table (``get_input_embeddings``)."""
+    return model.regressor.encoder.get_input_embeddings()
+
+
+def attribute(
+    model: Any,
+    frame: pd.DataFrame,
+    *,
+    factor: float = 1.0,
+    n_steps: int = N_STEPS,
+    batch_users: int = BATCH_USERS,
+) -> list[UserAttribution]:
+    """Return each row's attribution (``frame``: ``user_id``, ``text`` and the model's feature columns), in order.
+
+    ``model`` is a loaded ``SpendModel``; ``factor`` the night's trend-anchor factor (1 without
+    one), so contributions add up to the published score. Users are attributed in batches of
+    similar text length; a user whose completeness gap exceeds :func:`tolerance` is attributed
+    again with ``RETRY_STEPS`` steps. Raises ``DataError`` for a malformed frame (as scoring
+    does) and ``ConfigError`` for a non-positive step or batch count.
+    """
+    from spendpred.model.features import check_texts
+    from spendpred.model.hybrid import HybridFeatures
+
+    if n_steps < 2 or batch_users < 1:
+        raise ConfigError(f"n_steps={n_steps} must be >= 2 and batch_users={batch_users} >= 1")
+    if frame.empty:
+        return []
+    texts = check_texts(frame, "explanation input")
+    features = model.head_features(frame, "explanation input")
+    columns = list(model.normaliser.columns) if features is not None else []
+    raw = frame
+    if features is not None and model.meta.get("hybrid"):
+        raw = HybridFeatures.from_dict(model.meta["hybrid"]).transform(frame)
+    encoded = model.tokenizer(texts, truncation=True, max_length=model.max_length, return_offsets_mapping=True,
+                              return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
+    ids = encoded["input_ids"]
+    offsets = encoded["offset_mapping"]
+    out: list[UserAttribution | None] = [None] * len(frame)
+    order = sorted(range(len(frame)), key=lambda i: (len(ids[i]), i))
+    model.regressor.eval()
+    for start in range(0, len(order), batch_users):
+        rows = order[start : start + batch_users]
+        for row, result in zip(rows, _attribute_batch(model, rows, ids, offsets, features, factor, n_steps), strict=True):
+            if abs(result.delta) > tolerance(result.prediction, result.baseline) and n_steps < RETRY_STEPS:
+                result = _attribute_batch(model, [row], ids, offsets, features, factor, RETRY_STEPS)[0]
+            if abs(result.delta) > tolerance(result.prediction, result.baseline):
+                logger.warning("attribution of one user leaves a completeness gap of %.4f (tolerance %.4f) after %d steps",
+                               result.delta, tolerance(result.prediction, result.baseline), result.steps)  # fmt: skip
+            out[row] = result
+    user_ids = frame["user_id"].astype(str).tolist()
+    for i, result in enumerate(out):
+        assert result is not None
+        result.user_id, result.text = user_ids[i], texts[i]
+        result.features = dict(zip(columns, result.features.values(), strict=True)) if columns else {}
+        result.raw_values = {c: float(raw[c].iloc[i]) for c in columns if c in raw.columns}
+    return [r for r in out if r is not None]
+
+
+def _attribute_batch(
+    model: Any,
+    rows: Sequence[int],
+    ids: Sequence[Sequence[int]],
+    offsets: Sequence[Sequence[tuple[int, int]]],
+    features: np.ndarray | None,
+    factor: float,
+    n_steps: int,
+) -> list[UserAttribution]:
+    """Integrated gradients for the users ``rows`` (padded to the longest), one :class:`UserAttribution` each."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    device = model.device
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    special = set(tokenizer.all_special_ids)
+    width = max(len(ids[r]) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        input_ids[k, : len(ids[r])] = torch.tensor(ids[r], dtype=torch.long)
+        mask[k, : len(ids[r])] = 1
+    keep = torch.tensor([[int(t) in special for t in row] for row in input_ids.tolist()], dtype=torch.bool)
+    base_ids = torch.where(keep | (mask == 0), input_ids, torch.full_like(input_ids, pad_id))
+    input_ids, base_ids, mask = input_ids.to(device), base_ids.to(device), mask.to(device)
+    table = _word_embeddings(model)
+    with torch.no_grad():
+        embeds, base_embeds = table(input_ids).float(), table(base_ids).float()
+    inputs: tuple[torch.Tensor, ...] = (embeds,)
+    baselines: tuple[torch.Tensor, ...] = (base_embeds,)
+    if features is not None:
+        x = torch.from_numpy(np.ascontiguousarray(features[list(rows)])).to(device)
+        inputs, baselines = (embeds, x), (base_embeds, torch.zeros_like(x))
+    forward = _forward(model, factor)
+    ig = IntegratedGradients(forward)
+    with torch.enable_grad():
+        attributions = ig.attribute(inputs, baselines=baselines, additional_forward_args=(mask,), n_steps=n_steps,
+                                    method="gausslegendre", internal_batch_size=max(n_steps, 1) * len(rows))  # fmt: skip
+    with torch.no_grad():
+        predicted = forward(*inputs, mask).double().cpu().numpy()
+        base = forward(*baselines, mask).double().cpu().numpy()
+    token_parts = attributions[0].sum(dim=-1).double().cpu().numpy()
+    feature_parts = attributions[1].double().cpu().numpy() if features is not None else None
+    results = []
+    for k, r in enumerate(rows):
+        tokens = [
+            (int(s), int(e), float(token_parts[k, j]))
+            for j, (s, e) in enumerate(offsets[r])
+            if j < len(ids[r]) and int(ids[r][j]) not in special
+        ]
+        feats = {str(j): float(v) for j, v in enumerate(feature_parts[k])} if feature_parts is not None else {}
+        results.append(UserAttribution("", "", float(predicted[k]), float(base[k]), feats, tokens, n_steps))
+    return results
+
+
+# --------------------------------------------------------------------------- reason codes
+
+
+def _n(value: float) -> int:
+    return int(round(float(value)))
+
+
+def _times(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _money(value: float) -> str:
+    return f"{float(value):,.0f}" if abs(value) >= 10 else f"{float(value):.2f}"
+
+
+_FEATURE_PHRASES: dict[str, Any] = {
+    "recency_days": lambda v: f"no order for {_times(_n(v), 'day')}" if v >= 30 else f"last order {_times(_n(v), 'day')} ago",
+    "tenure_days": lambda v: f"member for {_times(_n(v), 'day')}",
+    "frequency_30d": lambda v: f"{_times(_n(v), 'order')} in the last 30 days",
+    "frequency_90d": lambda v: f"{_times(_n(v), 'order')} in the last 90 days",
+    "frequency_365d": lambda v: f"{_times(_n(v), 'order')} in the last 365 days",
+    "frequency_all": lambda v: f"{_times(_n(v), 'order')} in all",
+    "monetary_30d": lambda v: f"{_money(v)} spent in the last 30 days",
+    "monetary_90d": lambda v: f"{_money(v)} spent in the last 90 days",
+    "monetary_365d": lambda v: f"{_money(v)} spent in the last 365 days",
+    "monetary_all": lambda v: f"{_money(v)} spent in all",
+    "avg_basket": lambda v: f"average basket {_money(v)}",
+    "category_diversity": lambda v: f"bought in {_times(_n(v), 'category', 'categories')}",
+    "views_30d": lambda v: f"{_times(_n(v), 'view')} in the last 30 days",
+    "views_90d": lambda v: f"{_times(_n(v), 'view')} in the last 90 days",
+    "clicks_30d": lambda v: f"{_times(_n(v), 'click')} in the last 30 days",
+    "clicks_90d": lambda v: f"{_times(_n(v), 'click')} in the last 90 days",
+    "add_to_carts_30d": lambda v: f"{_times(_n(v), 'add to cart', 'adds to cart')} in the last 30 days",
+    "add_to_carts_90d": lambda v: f"{_times(_n(v), 'add to cart', 'adds to cart')} in the last 90 days",
+    "searches_30d": lambda v: f"{_times(_n(v), 'search', 'searches')} in the last 30 days",
+    "searches_90d": lambda v: f"{_times(_n(v), 'search', 'searches')} in the last 90 days",
+    "wishlists_30d": lambda v: f"{_times(_n(v), 'wishlist add')} in the last 30 days",
+    "wishlists_90d": lambda v: f"{_times(_n(v), 'wishlist add')} in the last 90 days",
+    "review_count": lambda v: f"{_times(_n(v), 'review')} written",
+    "mean_rating": lambda v: f"average rating {v:.1f}/5" if v > 0 else "no rating given",
+    "days_since_last_event": lambda v: f"last active {_times(_n(v), 'day')} ago",
+    "purchase_days": lambda v: f"bought on {_times(_n(v), 'day')}" if v > 0 else "never bought",
+    "first_purchase_days": lambda v: f"first order {_times(_n(v), 'day')} ago" if v > 0 else "no first order yet",
+    "repeat_value": lambda v: f"repeat purchases of {_money(v)} on average",
+    "btyd_p_alive": lambda v: f"{v:.0%} likely still a customer",
+    "btyd_purchases": lambda v: f"{v:.1f} purchase days expected over the horizon",
+    "btyd_value": lambda v: f"{_money(v)} expected per purchase day",
+    "btyd_spend": lambda v: f"BG/NBD forecast {_money(v)}",
+    "mean_interval": lambda v: f"buys every {_times(_n(v), 'day')} on average",
+    "interval_overdue": lambda v: f"{v:.1f}x the usual time since the last purchase",
+    "trend_spend": lambda v: f"spend trend {v:.2f}x (last 90 days vs the year)",
+    "trend_frequency": lambda v: f"order trend {v:.2f}x (last 90 days vs the year)",
+}
+
+
+def feature_phrase(column: str, value: float) -> str:
+    """Return the phrase of a head column at a user's raw value (template ``REASON_TEMPLATE_VERSION``)."""
+    render = _FEATURE_PHRASES.get(column)
+    if render is None or not math.isfinite(value):
+        return f"{column.replace('_', ' ')} {value:g}"
+    return str(render(float(value)))
+
+
+def _short_query(query: str) -> str:
+    """A search query as a reason may show it: scrubbed again, quotes dropped, cut at a word to ``QUERY_CHARS``."""
+    text = scrub(query).replace("'", "").replace('"', "")
+    if len(text) > QUERY_CHARS:
+        text = text[:QUERY_CHARS].rsplit(" ", 1)[0] + "..."
+    return text
+
+
+_TIMES_WORDS = {1: "once", 2: "twice"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One readable part of an attribution: a key (``feature`` in the reasons table), a phrase, a contribution."""
+
+    key: str
+    phrase: str
+    contribution: float
+
+
+def _segment_of(spans: Sequence[Segment], start: int) -> Segment | None:
+    """The innermost segment holding character ``start`` (a category inside its order)."""
+    found = None
+    for segment in spans:
+        if segment.start <= start < segment.end and (found is None or segment.end - segment.start < found.end - found.start):
+            found = segment
+    return found
+
+
+def text_items(attribution: UserAttribution) -> list[Item]:
+    """Return the behaviour text's contribution grouped by what it stands for (their sum is the text total).
+
+    Groups: ``text:orders`` (the order items and header, categories apart), ``text:category:<c>``
+    per category, ``text:search:<q>`` per distinct query, ``text:reviews``, ``text:totals``,
+    ``text:tenure``, ``text:events`` and ``text:other`` (punctuation outside any segment, free
+    text that did not parse).
+    """
+    spans = segments(attribution.text)
+    sums: dict[str, float] = {}
+    counts: dict[str, set[int]] = {}
+    info: dict[str, Any] = {}
+    for start, _end, value in attribution.tokens:
+        segment = _segment_of(spans, start)
+        kind = segment.kind if segment is not None else "other"
+        if kind == "category":
+            key = f"text:category:{segment.value.lower()}"
+        elif kind == "search" and segment.index >= 0:
+            key = f"text:search:{segment.value.lower()}"
+        elif kind in ("order", "search", "review"):
+            key = {"order": "text:orders", "search": "text:searches", "review": "text:reviews"}[kind]
+        else:
+            key = f"text:{kind}"
+        sums[key] = sums.get(key, 0.0) + value
+        if segment is not None:
+            counts.setdefault(key, set()).add(segment.index)
+            info.setdefault(key, segment)
+    orders = [s for s in spans if s.kind == "order" and s.index >= 0]
+    reviews = [s for s in spans if s.kind == "review" and s.index >= 0]
+    searches = {s.value.lower(): 0 for s in spans if s.kind == "search" and s.index >= 0}
+    for s in spans:
+        if s.kind == "search" and s.index >= 0:
+            searches[s.value.lower()] += 1
+    items = []
+    for key, value in sums.items():
+        if key == "text:orders":
+            total = sum(float(s.value) for s in orders if s.value)
+            phrase = f"recent orders: {_times(len(orders), 'order')} listed, {_money(total)} in all"
+        elif key.startswith("text:category:"):
+            n = len({i for i in counts.get(key, set()) if i >= 0})
+            phrase = f"ordered {_short_query(key.split(':', 2)[2])} {_TIMES_WORDS.get(n, f'{n} times')}"
+        elif key.startswith("text:search:"):
+            query = key.split(":", 2)[2]
+            phrase = f"searched '{_short_query(query)}' {_TIMES_WORDS.get(searches.get(query, 1), f'{searches.get(query, 1)} times')}"
+        elif key == "text:searches":
+            phrase = f"{_times(len(searches), 'recent search', 'recent searches')}"
+        elif key == "text:reviews":
+            ratings = [int(s.value) for s in reviews if s.value.isdigit()]
+            mean = f" (average {sum(ratings) / len(ratings):.1f}/5)" if ratings else ""
+            phrase = f"{_times(len(reviews), 'recent review')}{mean}"
+        elif key in ("text:totals", "text:tenure", "text:events"):
+            phrase = info[key].value if key in info else key.split(":", 1)[1]
+            if key == "text:events":
+                phrase = "recent browsing activity"
+        else:
+            phrase = "rest of the behaviour text"
+        items.append(Item(key, phrase, value))
+    return items
+
+
+def all_items(attribution: UserAttribution) -> list[Item]:
+    """Every readable part of one user's attribution (features and text groups), largest absolute contribution first."""
+    items = [Item(column, feature_phrase(column, attribution.raw_values.get(column, float("nan"))), value)
+             for column, value in attribution.features.items()]  # fmt: skip
+    items += text_items(attribution)
+    return sorted(items, key=lambda item: (-abs(round(item.contribution, 6)), item.key))
+
+
+def format_reason(item: Item) -> str:
+    """``<phrase> (+120)``: the phrase and its signed contribution in currency (whole units from 10 up)."""
+    value = item.contribution
+    size = f"{abs(value):,.0f}" if abs(value) >= 10 else f"{abs(value):.2f}"
+    return f"{item.phrase} ({'-' if value < 0 else '+'}{size})"
+
+
+def reasons(attribution: UserAttribution, top: int = TOP_REASONS) -> list[dict[str, Any]]:
+    """Return the user's ``top`` reasons: ``{"rank", "reason", "contribution", "feature"}``, largest absolute first.
+
+    Deterministic: ties are broken by the key. Contributions are rounded to cents.
+    """
+    return [
+        {"rank": rank, "reason": format_reason(item), "contribution": round(item.contribution, 2), "feature": item.key}
+        for rank, item in enumerate(all_items(attribution)[:top], start=1)
+    ]
+
+
+REASON_COLUMNS: tuple[str, ...] = ("user_id", "rank", "reason", "contribution", "feature")
+"""The columns of a reasons table (``reasons.parquet``; the publish step adds the run-wide ones)."""
+
+
+def reasons_table(attributions: Sequence[UserAttribution], top: int = TOP_REASONS) -> pd.DataFrame:
+    """Return the reasons of every user as one frame with ``REASON_COLUMNS`` (sorted by user, rank)."""
+    rows = [{"user_id": a.user_id, **r} for a in attributions for r in reasons(a, top)]
+    frame = pd.DataFrame(rows, columns=list(REASON_COLUMNS))
+    return frame.astype({"user_id": str, "rank": "int64", "reason": str, "contribution": "float64", "feature": str})
+
+
+# --------------------------------------------------------------------------- who gets reasons
+
+
+SCOPES: tuple[str, ...] = ("default", "all")
+"""``SPENDPRED_REASONS_SCOPE``: ``default`` explains the high tier and users whose tier changed; ``all`` everyone."""
+
+
+def select_users(tiers: pd.DataFrame, previous: pd.DataFrame | None, scope: str = "default") -> np.ndarray:
+    """Return the user ids to explain tonight, sorted.
+
+    ``tiers`` holds tonight's ``user_id`` and ``tier``; ``previous`` the previous night's (None:
+    no previous night). ``default``: every high-tier user and every user whose tier differs from
+    the previous night's (a user new tonight has no previous tier: explained only when high);
+    ``all``: everyone. Raises ``ConfigError`` for another scope.
+    """
+    if scope not in SCOPES:
+        raise ConfigError(f"SPENDPRED_REASONS_SCOPE={scope!r} is not a scope: use one of {', '.join(SCOPES)}")
+    ids = tiers["user_id"].astype(str)
+    if scope == "all":
+        return np.sort(ids.to_numpy(dtype=object))
+    chosen = tiers["tier"].astype(str) == "high"
+    if previous is not None and len(previous):
+        before = pd.Series(previous["tier"].astype(str).to_numpy(), index=previous["user_id"].astype(str))
+        was = ids.map(before)
+        chosen = chosen | (was.notna() & (was != tiers["tier"].astype(str)))
+    return np.sort(ids[chosen.to_numpy()].to_numpy(dtype=object))
+
+
+def attribution_table(attribution: UserAttribution) -> pd.DataFrame:
+    """Return every item of one user's attribution (``feature``, ``reason``, ``contribution``), largest first,
+    with the baseline, the prediction and the completeness gap as the last rows (what ``spendpred explain`` prints)."""
+    items = all_items(attribution)
+    rows = [{"feature": i.key, "reason": i.phrase, "contribution": i.contribution} for i in items]
+    rows += [
+        {"feature": "(baseline)", "reason": "prediction for the baseline input", "contribution": attribution.baseline},
+        {"feature": "(gap)", "reason": "completeness gap (sum - (prediction - baseline))", "contribution": attribution.delta},
+        {"feature": "(prediction)", "reason": "explained prediction", "contribution": attribution.prediction},
+    ]
+    return pd.DataFrame(rows, columns=["feature", "reason", "contribution"])
+
+
+def check_model(model: Any) -> None:
+    """Raise ``ModelError`` when ``model`` cannot be explained (no encoder input embeddings)."""
+    if not hasattr(model.regressor.encoder, "get_input_embeddings"):
+        raise ModelError("this model's encoder has no input embeddings to attribute: retrain with a BERT-family encoder")

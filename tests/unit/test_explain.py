@@ -1,0 +1,101 @@
+"""Attributions through the real model (completeness, determinism), reason codes and who gets them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spendpred import explain
+from spendpred.errors import ConfigError
+from spendpred.model import SpendModel, TrainConfig, train_regressor
+from spendpred.textify import segments
+from tests.tiny_bert import FEATURE_COLUMNS, make_synthetic_users, make_tiny_bert
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+V2_TEXT = ('4 completed orders, 94.75 spent. orders: 45.00 electronics; 3 days earlier 12.50 books (cancelled). '
+           'searches: "laptop"; 2 days earlier "laptop"; same day "phone case". reviews: 5/5 "great fast delivery".')  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> SpendModel:
+    users = make_synthetic_users(160, seed=3)
+    bert = make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-3, loss="ziln", max_length=128, device="cpu", progress=False)
+    return train_regressor(users.iloc[:120], users.iloc[120:], FEATURE_COLUMNS, config, bert, "v2").bundle
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    users = make_synthetic_users(12, seed=5)
+    users.loc[0, "text"] = V2_TEXT
+    users.loc[1, "text"] = "no completed orders."
+    return users
+
+
+def test_attributions_add_up_to_the_prediction_minus_the_baseline(model: SpendModel, frame: pd.DataFrame) -> None:
+    attributions = explain.attribute(model, frame, factor=1.25)
+    published = model.predict(frame) * 1.25
+    assert [a.user_id for a in attributions] == frame["user_id"].tolist()
+    for a, score in zip(attributions, published, strict=True):
+        assert abs(a.delta) <= explain.tolerance(a.prediction, a.baseline)
+        assert a.prediction == pytest.approx(score, rel=1e-4)  # the attributed function is the published score
+        assert len(a.features) == len(model.normaliser.columns)
+
+
+def test_a_user_equal_to_the_baseline_gets_nothing(model: SpendModel, frame: pd.DataFrame) -> None:
+    row = frame.iloc[[1]].copy()
+    stats = dict(zip(model.normaliser.columns, model.normaliser.mean, strict=True))
+    for column in FEATURE_COLUMNS:  # raw values whose normalised value is 0 (hybrid columns aside)
+        row[column] = float(np.expm1(stats[column]))
+    (a,) = explain.attribute(model, row)
+    assert all(abs(a.features[c]) < 1e-6 for c in FEATURE_COLUMNS)
+
+
+def test_reasons_are_deterministic_and_readable(model: SpendModel, frame: pd.DataFrame) -> None:
+    first = explain.reasons_table(explain.attribute(model, frame))
+    second = explain.reasons_table(explain.attribute(model, frame.iloc[::-1]))
+    pd.testing.assert_frame_equal(first, second.sort_values(["user_id", "rank"]).reset_index(drop=True))
+    assert (first.groupby("user_id")["rank"].apply(list) == pd.Series([[1, 2, 3]] * len(frame), index=sorted(frame["user_id"]))).all()
+    assert first["reason"].str.match(r"^.+ \([+-][\d,.]+\)$").all()
+    sizes = first.groupby("user_id")["contribution"].apply(lambda s: list(s.abs()))
+    assert all(s == sorted(s, reverse=True) for s in sizes)
+
+
+def test_text_is_split_by_segment_and_keeps_its_total(model: SpendModel, frame: pd.DataFrame) -> None:
+    (a,) = explain.attribute(model, frame.iloc[[0]])
+    items = explain.text_items(a)
+    keys = {i.key for i in items}
+    assert {"text:orders", "text:category:electronics", "text:category:books", "text:search:laptop",
+            "text:search:phone case", "text:reviews", "text:totals"} <= keys  # fmt: skip
+    assert sum(i.contribution for i in items) == pytest.approx(a.text_total, abs=1e-9)
+    phrases = {i.key: i.phrase for i in items}
+    assert phrases["text:search:laptop"] == "searched 'laptop' twice"
+    assert "great" not in " ".join(phrases.values())  # a review shows its rating, never its body
+
+
+def test_segments_of_both_templates() -> None:
+    kinds = [(s.kind, s.index, s.value) for s in segments(V2_TEXT)]
+    assert ("category", 1, "books") in kinds and ("search", 2, "phone case") in kinds and ("review", 0, "5") in kinds
+    v1 = "member for 40 days. no completed orders. last 30 days: 2 views. searches: 1 day ago \"red shoes\"."
+    assert [s.kind for s in segments(v1)] == ["tenure", "totals", "events", "search", "search"]
+    assert segments("") == []
+
+
+def test_feature_phrases_and_signs() -> None:
+    assert explain.feature_phrase("frequency_30d", 3) == "3 orders in the last 30 days"
+    assert explain.feature_phrase("recency_days", 200) == "no order for 200 days"
+    assert explain.format_reason(explain.Item("recency_days", "no order for 200 days", -60.4)) == "no order for 200 days (-60)"
+    assert explain.format_reason(explain.Item("x", "y", 4.256)) == "y (+4.26)"
+    assert "[email]" in explain._short_query("mail john@example.com")
+
+
+def test_scope_default_all_and_bad() -> None:
+    tonight = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "tier": ["high", "medium", "low", "low"]})
+    before = pd.DataFrame({"user_id": ["a", "b", "c"], "tier": ["high", "medium", "medium"]})
+    assert list(explain.select_users(tonight, before)) == ["a", "c"]
+    assert list(explain.select_users(tonight, None)) == ["a"]
+    assert list(explain.select_users(tonight, before, "all")) == ["a", "b", "c", "d"]
+    with pytest.raises(ConfigError, match="SPENDPRED_REASONS_SCOPE"):
+        explain.select_users(tonight, before, "everyone")
