@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -209,6 +210,11 @@ class Settings(BaseSettings):
         description="Nightly scoring scales the night's predictions so their total moves with the model's BG/NBD x "
         "Gamma-Gamma population forecast since training (spendpred.model.losses.fit_anchor); ranks are kept. Off by "
         "default: on CDNOW's development period it made the calibration worse (bench/README.md).",
+    )
+    reasons_scope: Literal["default", "all"] = Field(
+        "default",
+        description="Users the nightly run publishes reason codes for (spendpred.explain): 'default' the high tier and "
+        "every user whose tier changed since the previous night, 'all' everyone (costs one attribution per user).",
     )
     embedding_cache: bool = Field(
         True,

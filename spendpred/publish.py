@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 STAGE_TABLE = "spendpred_publish_stage"
 SCORE_COLUMNS: tuple[str, ...] = ("user_id", "predicted_spend", "tier")
+REASONS_STAGE_TABLE = "spendpred_reasons_stage"
+REASON_COLUMNS: tuple[str, ...] = ("user_id", "rank", "reason", "contribution", "feature")
+"""The columns of a reasons table (``spendpred.explain.reasons_table``); the run-wide ones are bound."""
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
@@ -200,6 +203,53 @@ def validate_thresholds(thresholds: Sequence[Threshold | Mapping[str, Any]], sco
     return ordered
 
 
+def validate_reasons(reasons: pa.Table | Any, scores: pa.Table) -> pa.Table:
+    """Return ``reasons`` as a table of ``REASON_COLUMNS`` whose users are all among the validated ``scores``.
+
+    Accepts a ``pyarrow.Table`` or a pandas DataFrame (possibly empty). Raises ``DataError``
+    naming the column, row or user when a column is missing, a user was not scored, a
+    ``(user_id, rank)`` repeats, a rank is below 1, a reason or feature is empty, or a
+    contribution is null or not finite.
+    """
+    if not isinstance(reasons, pa.Table):
+        if hasattr(reasons, "to_dict") and hasattr(reasons, "columns"):
+            reasons = pa.Table.from_pandas(reasons, preserve_index=False)
+        else:
+            raise DataError(f"reasons must be a pyarrow.Table ({', '.join(REASON_COLUMNS)}), got {type(reasons).__name__}")
+    missing = [c for c in REASON_COLUMNS if c not in reasons.column_names]
+    if missing:
+        raise DataError(f"reasons table lacks column(s) {missing}: write it with spendpred.explain.reasons_table")
+    try:
+        table = pa.Table.from_arrays(
+            [pc.cast(reasons.column("user_id"), pa.string()), pc.cast(reasons.column("rank"), pa.int64()),
+             pc.cast(reasons.column("reason"), pa.string()), pc.cast(reasons.column("contribution"), pa.float64()),
+             pc.cast(reasons.column("feature"), pa.string())],
+            names=list(REASON_COLUMNS),
+        )  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"reasons table has a column of the wrong type: {exc}") from exc
+    if table.num_rows == 0:
+        return table
+    users = table.column("user_id")
+    unknown = pc.invert(pc.fill_null(pc.is_in(users, value_set=scores.column("user_id").combine_chunks()), False))
+    if pc.any(unknown).as_py():
+        row, user = _first(users, unknown)
+        raise DataError(f"reasons row {row} is for user {user!r}, who has no score in this run: explain the published scores")
+    for column in ("rank", "reason", "contribution", "feature"):
+        if table.column(column).null_count:
+            row, user = _first(users, pc.is_null(table.column(column)))
+            raise DataError(f"reasons row {row} (user {user!r}) has a null {column}")
+    bad = pc.or_(pc.less(table.column("rank"), 1), pc.or_(pc.equal(pc.utf8_length(table.column("reason")), 0),
+                                                        pc.invert(pc.is_finite(table.column("contribution")))))  # fmt: skip
+    if pc.any(bad).as_py():
+        row, user = _first(users, bad)
+        raise DataError(f"reasons row {row} (user {user!r}) has a rank below 1, an empty reason or a contribution that is not finite")
+    keys = pc.binary_join_element_wise(users, pc.cast(table.column("rank"), pa.string()), "\x1f")
+    if len(pc.unique(keys)) != table.num_rows:
+        raise DataError("reasons hold a (user_id, rank) pair more than once: publish one reason per user and rank")
+    return table.take(pc.sort_indices(table, sort_keys=[("user_id", "ascending"), ("rank", "ascending")]))
+
+
 # --------------------------------------------------------------------------- the transaction
 
 
@@ -247,6 +297,19 @@ def _replace_thresholds(conn: sa.Connection, params: Mapping[str, Any], threshol
     )
 
 
+def _replace_reasons(conn: sa.Connection, params: Mapping[str, Any], reasons: pa.Table | None, chunk_rows: int) -> int:
+    """Replace the run's rows of ``user_spend_reasons`` (none when ``reasons`` is None); return the rows inserted."""
+    _execute(conn, "delete_reasons", {"as_of": params["as_of"]})
+    if reasons is None or reasons.num_rows == 0:
+        return 0
+    warehouse.run_script(conn, warehouse.load_sql("publish/stage_reasons", conn.dialect.name))
+    for batch in reasons.to_batches(max_chunksize=chunk_rows):
+        warehouse.bulk_insert(conn, REASONS_STAGE_TABLE, pa.Table.from_batches([batch]))
+    inserted = int(_execute(conn, "insert_reasons", params).rowcount)
+    warehouse.run_script(conn, warehouse.load_sql("publish/unstage_reasons", conn.dialect.name))
+    return inserted
+
+
 def publish_scores(
     engine: sa.Engine,
     as_of: dt.date,
@@ -256,8 +319,15 @@ def publish_scores(
     model_version: str,
     scored_at: dt.datetime | None = None,
     chunk_rows: int | None = None,
+    reasons: pa.Table | Any | None = None,
+    reason_template: str = "v1",
 ) -> int:
-    """Replace the ``as_of`` partition of ``user_spend_scores`` and its ``tier_thresholds``.
+    """Replace the ``as_of`` partition of ``user_spend_scores``, its ``tier_thresholds`` and its ``user_spend_reasons``.
+
+    ``reasons`` (``REASON_COLUMNS``, users among ``scores``; ``spendpred.explain.reasons_table``)
+    replace the partition's reasons in the same transaction, with ``reason_template`` as their
+    template version; without them the partition's old reasons are deleted (they described the
+    replaced scores).
 
     ``scores`` holds ``user_id``, ``predicted_spend``, ``tier``; ``thresholds`` one
     ``Threshold`` per tier (as returned by ``spendpred.tiers.assign_tiers``); ``scored_at``
@@ -277,12 +347,15 @@ def publish_scores(
     stamp = _scored_at(scored_at)
     rows = validate_scores(scores)
     checked = validate_thresholds(thresholds, rows)
+    reason_rows = validate_reasons(reasons, rows) if reasons is not None else None
     chunk = int(chunk_rows or get_settings().chunk_rows)
     if chunk <= 0:
         raise PublishError(f"chunk_rows must be positive, got {chunk_rows!r}")
     params = warehouse.bind_values(
-        engine.dialect.name, {"as_of": day, "model_name": model_name, "model_version": model_version, "scored_at": stamp}
-    )
+        engine.dialect.name,
+        {"as_of": day, "model_name": model_name, "model_version": model_version, "scored_at": stamp,
+         "template_version": reason_template},
+    )  # fmt: skip
     # raw DBAPI cursors (COPY, scripts) raise the driver's own errors, not SQLAlchemy's
     dbapi_error: type[Exception] = getattr(engine.dialect.dbapi, "Error", sa.exc.SQLAlchemyError)
     marks = [time.perf_counter()]
@@ -295,6 +368,7 @@ def publish_scores(
             if inserted != staged:
                 raise PublishError(f"staged {staged} rows but inserted {inserted}; rolled back, previous contents kept")
             _replace_thresholds(conn, params, checked)
+            explained = _replace_reasons(conn, params, reason_rows, chunk)
             warehouse.run_script(conn, warehouse.load_sql("publish/unstage", conn.dialect.name))
             marks.append(time.perf_counter())
         marks.append(time.perf_counter())
@@ -314,7 +388,7 @@ def publish_scores(
     sizes = {t: int(pc.sum(pc.equal(rows.column("tier"), t)).as_py() or 0) for t in TIERS}
     logger.info(
         "published %d scores for %s (model %s v%s; replaced %d rows) in %.2fs "
-        "(validate %.2fs, stage %.2fs, swap %.2fs, commit %.2fs); tiers %s",
+        "(validate %.2fs, stage %.2fs, swap %.2fs, commit %.2fs); tiers %s; %d reason rows",
         inserted,
         day,
         model_name,
@@ -326,6 +400,7 @@ def publish_scores(
         marks[2] - marks[1],
         marks[3] - marks[2],
         sizes,
+        explained,
     )
     return inserted
 
@@ -335,7 +410,7 @@ def publish_scores(
 
 READONLY_VIEWS: tuple[str, ...] = (
     "user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds",
-    "user_spend_realized_metrics", "user_spend_drift",
+    "user_spend_realized_metrics", "user_spend_drift", "current_user_spend_reasons",
 )  # fmt: skip
 """What a read-only role may read (``sql/grants/readonly.postgresql.sql`` grants SELECT on these, in schema ``spendpred``)."""
 

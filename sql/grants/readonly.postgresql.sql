@@ -2,8 +2,9 @@
 --
 -- The role (which must already exist) is read from the setting spendpred.readonly_role,
 -- so its name is never pasted into SQL text. It gets USAGE on schema spendpred and SELECT
--- on the five views (user_spend_tier_current, user_spend_tier_changes, user_spend_tier_thresholds,
--- and the monitoring views user_spend_realized_metrics and user_spend_drift), and nothing else:
+-- on the six views (user_spend_tier_current, user_spend_tier_changes, user_spend_tier_thresholds,
+-- the monitoring views user_spend_realized_metrics and user_spend_drift, and the reasons view
+-- current_user_spend_reasons), and nothing else:
 -- any other privilege granted to it directly on the schema or on its tables and views is
 -- revoked first, so re-running the script is safe.
 -- Views run with their owner's rights, so the role reads scores through the views without
@@ -65,7 +66,8 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA spendpred TO %I', reader);
     EXECUTE format(
         'GRANT SELECT ON spendpred.user_spend_tier_current, spendpred.user_spend_tier_changes, '
-        'spendpred.user_spend_tier_thresholds, spendpred.user_spend_realized_metrics, spendpred.user_spend_drift TO %I',
+        'spendpred.user_spend_tier_thresholds, spendpred.user_spend_realized_metrics, spendpred.user_spend_drift, '
+        'spendpred.current_user_spend_reasons TO %I',
         reader
     );
     -- what the role could still do through other roles or PUBLIC: refuse, rolling everything back
