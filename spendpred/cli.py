@@ -282,6 +282,25 @@ def monitor(
         typer.echo(monitoring.format_monitor(data))
 
 
+@app.command()
+def explain(
+    user_id: Annotated[str, typer.Argument(help="The user to explain (as in user_spend_scores).")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Scoring run date D, YYYY-MM-DD (default: the newest run in staging).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model version or alias (default: the version that scored D).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw data as JSON.")] = False,
+) -> None:
+    """Print why a user scored what they did: prediction, tier, top reasons and every attribution."""
+    from spendpred import explain as reasons
+    from spendpred import pipeline
+
+    day = params.parse_as_of(as_of) if as_of is not None else None
+    data = pipeline.explain_user(user_id, day, model)
+    if as_json:
+        _echo_json(data)
+    else:
+        typer.echo(reasons.format_explanation(data))
+
+
 CREATES_WAREHOUSE = frozenset({("db", "init"), ("seed",), ("import-cdnow",)})
 """The commands that may create a new SQLite warehouse file; every other command needs an existing one."""
 

@@ -480,3 +480,20 @@ def check_model(model: Any) -> None:
     """Raise ``ModelError`` when ``model`` cannot be explained (no encoder input embeddings)."""
     if not hasattr(model.regressor.encoder, "get_input_embeddings"):
         raise ModelError("this model's encoder has no input embeddings to attribute: retrain with a BERT-family encoder")
+
+
+def format_explanation(data: Mapping[str, Any]) -> str:
+    """Render ``pipeline.explain_user``'s result as text: the header, the reasons, the full attribution table."""
+    published = data.get("published_spend")
+    lines = [
+        f"user {data['user_id']} as of {data['as_of']}: tier {data.get('tier') or '?'}, published spend "
+        f"{'?' if published is None else f'{published:,.2f}'} (model version {data['scored_with']})",
+        f"explained with version {data['model_version']}: prediction {data['prediction']:,.2f} = baseline "
+        f"{data['baseline']:,.2f} + contributions (completeness gap {data['gap']:+.4f}, tolerance {data['tolerance']:.2f})",
+        f"reasons (template {data['template_version']}):",
+        *[f"  {r['rank']}. {r['reason']}" for r in data["reasons"]],
+        "attributions (currency):",
+    ]
+    width = max((len(str(r["feature"])) for r in data["attributions"]), default=10)
+    lines += [f"  {str(r['feature']):<{width}}  {r['contribution']:>+12.4f}  {r['reason']}" for r in data["attributions"]]
+    return "\n".join(lines)

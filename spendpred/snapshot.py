@@ -14,6 +14,7 @@ A *run folder* is where one run of one kind keeps everything it stages::
     <staging>/score/<as_of>/snapshot/                 the scoring snapshot (features as of D)
     <staging>/score/<as_of>/shards/shard-<i>-of-<n>.parquet
     <staging>/score/<as_of>/tiers.parquet, tiers.json
+    <staging>/score/<as_of>/reasons.parquet, reasons.json   (explain_scores: the explained users' reasons)
 
 :class:`RunFolder` is built from ``(kind, as_of, root)`` with ``as_of`` a ``datetime.date``;
 Airflow tasks pass :meth:`RunFolder.ref` (``{"kind", "as_of", "root"}``, JSON) through XCom
@@ -375,6 +376,8 @@ FOLDER_KINDS: tuple[str, ...] = (*KINDS, WINDOW_KIND)
 SHARDS_DIR = "shards"
 TIERS_PARQUET = "tiers.parquet"
 TIERS_JSON = "tiers.json"
+REASONS_PARQUET = "reasons.parquet"
+REASONS_JSON = "reasons.json"
 MODEL_DIR = "model"
 BUNDLE_DIR = "bundle"
 EVALUATION_DIR = "evaluation"
@@ -541,6 +544,16 @@ class RunFolder:
     def tiers_json(self) -> Path:
         """``tiers.json``: thresholds, counts and the model version of the tiers."""
         return self.path / TIERS_JSON
+
+    @property
+    def reasons_parquet(self) -> Path:
+        """``reasons.parquet``: the explained users' top reasons (``spendpred.explain.reasons_table``)."""
+        return self.path / REASONS_PARQUET
+
+    @property
+    def reasons_json(self) -> Path:
+        """``reasons.json``: which tiers the reasons explain (their SHA-256), the model version, scope, counts, cost."""
+        return self.path / REASONS_JSON
 
     @property
     def model_dir(self) -> Path:
@@ -726,6 +739,7 @@ STAGED_SETS: dict[str, StagedSet] = {
     "registered": StagedSet(MODEL_DIR, "registered", (REGISTERED_JSON,),
                             "the model at {url} was not registered: run evaluate_and_register first"),
     "tiers": StagedSet("", "tiers", (TIERS_PARQUET, TIERS_JSON), "no complete tiers at {url}: run assign_tiers first"),
+    "reasons": StagedSet("", "reasons", (REASONS_PARQUET, REASONS_JSON), "no complete reasons at {url}: run explain_scores first"),
 }  # fmt: skip
 """What each step stages together (the shards' sets come from :meth:`RunFolder.staged_set`)."""
 

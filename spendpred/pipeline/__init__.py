@@ -24,6 +24,8 @@ from spendpred.pipeline.admin import (
 from spendpred.pipeline.monitoring import check_drift, evaluate_matured, monitor, monitor_scores
 from spendpred.pipeline.nightly import (
     assign_tiers,
+    explain_scores,
+    explain_user,
     extract_scoring_snapshot,
     plan_shards,
     publish_scores,
@@ -44,6 +46,8 @@ __all__ = [
     "check_drift",
     "evaluate_matured",
     "evaluate_and_register",
+    "explain_scores",
+    "explain_user",
     "extract_scoring_snapshot",
     "extract_snapshot",
     "extract_training_snapshot",

@@ -1,5 +1,5 @@
 """The nightly scoring steps (DAG ``spendpred_nightly_scoring``): scoring snapshot, shard plan,
-one shard, tiers, publishing.
+one shard, tiers, explanations (reason codes), publishing; and ``explain_user`` (``spendpred explain``).
 
 Every step after the extract takes the run folder (``RunFolder`` or its XCom reference
 ``{"kind": "score", "as_of", "root"}``, with ``shard``/``shards`` for one shard) and finds
@@ -273,6 +273,137 @@ def _prune_remote(run: RunFolder, keep_key: str) -> None:
         logger.info("embedding cache: removed %d stale keys under %s", len(stale), remote.url_of(CACHE_DIRNAME))
 
 
+def explain_scores(tiers_result: RunRef) -> dict[str, Any]:
+    """Attribute tonight's scores for the users in ``SPENDPRED_REASONS_SCOPE`` and write their top reasons.
+
+    ``tiers_result`` is ``assign_tiers``' result. The scope ``default`` is the high tier and the
+    users whose tier differs from the previous run's ``tiers.parquet`` in staging; ``all`` is
+    everyone (``spendpred.explain.select_users``). Each user is attributed with the tiers' model
+    version through the whole model, the trend anchor's factor included, so the contributions add
+    up to the published score (``spendpred.explain.attribute``). Writes the run's
+    ``reasons.parquet`` and ``reasons.json`` (with the SHA-256 of the ``tiers.parquet`` explained,
+    so ``publish_scores`` publishes only reasons of the tiers it publishes). Returns
+    ``tiers_result`` with ``reasons`` (users, rows, seconds, largest completeness gap, scope).
+    """
+    with working_copy(tiers_result) as run:
+        run.pull("snapshot", "validation")
+        run.pull("tiers")
+        return _explain_scores(run, tiers_result)
+
+
+def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
+    """:func:`explain_scores` in a working copy holding the snapshot and the tiers; pushes the reasons."""
+    import time
+
+    import pyarrow.parquet as pq
+
+    from spendpred import explain, registry
+    from spendpred.files import read_json, sha256_file
+
+    settings = get_settings()
+    run.require_validated()
+    meta = dict(tiers_result) if isinstance(tiers_result, Mapping) and "model_version" in tiers_result else read_json(run.tiers_json, "tiers result")
+    tiers = pq.read_table(run.tiers_parquet, columns=["user_id", "tier"]).to_pandas()
+    previous = run.previous()
+    before = None
+    if previous is not None and previous.pull("tiers", required=False) and previous.tiers_parquet.is_file():
+        before = pq.read_table(previous.tiers_parquet, columns=["user_id", "tier"]).to_pandas()
+    users = explain.select_users(tiers, before, settings.reasons_scope)
+    began = time.perf_counter()
+    table = explain.reasons_table([])
+    gap = 0.0
+    if len(users):
+        model, version = registry.load_model(str(meta["model_version"]))
+        explain.check_model(model)
+        frame = pq.read_table(run.snapshot.parquet, filters=[("user_id", "in", list(users))]).to_pandas()
+        frame = frame.sort_values("user_id").reset_index(drop=True)
+        factor = float((meta.get("anchor") or {}).get("factor") or 1.0)
+        attributions = explain.attribute(model, frame, factor=factor)
+        table = explain.reasons_table(attributions)
+        gap = max((abs(a.delta) for a in attributions), default=0.0)
+    seconds = time.perf_counter() - began
+    tmp = run.reasons_parquet.with_name(f".{run.reasons_parquet.name}.tmp")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(run.reasons_parquet)
+    info = {"users": int(len(users)), "rows": int(len(table)), "seconds": round(seconds, 3), "max_gap": gap,
+            "scope": settings.reasons_scope, "template_version": explain.REASON_TEMPLATE_VERSION,
+            "previous": previous.as_of.isoformat() if before is not None else None}  # fmt: skip
+    write_json_atomic(run.reasons_json, {**info, "model_version": str(meta["model_version"]),
+                                          "tiers_sha256": sha256_file(run.tiers_parquet)})  # fmt: skip
+    run.push("reasons")
+    logger.info("reasons for %s: %d users explained (scope %s) in %.1fs (%.3fs a user), largest completeness gap %.4f",
+                run.as_of, len(users), settings.reasons_scope, seconds, seconds / max(len(users), 1), gap)  # fmt: skip
+    return {**meta, **run.ref(), "reasons": info}
+
+
+def _read_reasons(run: RunFolder, model_version: str) -> tuple[Any, str] | None:
+    """The run's reasons table and template version when they explain the run's current tiers, else None (logged)."""
+    import pyarrow.parquet as pq
+
+    from spendpred.files import read_json, sha256_file
+
+    if not run.pull("reasons", required=False) or not run.reasons_json.is_file() or not run.reasons_parquet.is_file():
+        logger.info("no reasons for %s (explain_scores did not run): the partition is published without reasons", run.as_of)
+        return None
+    info = read_json(run.reasons_json, "reasons result")
+    if info.get("tiers_sha256") != sha256_file(run.tiers_parquet) or str(info.get("model_version")) != str(model_version):
+        logger.warning("reasons.parquet of %s explains other tiers (rerun explain_scores after assign_tiers): "
+                       "the partition is published without reasons", run.as_of)  # fmt: skip
+        return None
+    return pq.read_table(run.reasons_parquet), str(info.get("template_version") or "v1")
+
+
+def explain_user(user_id: str, as_of: dt.date | None = None, model: str | int | None = None) -> dict[str, Any]:
+    """Explain one user's score of a scoring run (``spendpred explain``): prediction, tier, reasons, every contribution.
+
+    ``as_of`` defaults to the newest scoring run in staging, ``model`` to the version that run's
+    tiers were scored with (another version is attributed without the night's trend anchor).
+    Raises ``DataError`` for a date without a scored run or a user not in its snapshot, and
+    ``ModelError`` for an unknown version, each one line naming the fix.
+    """
+    import pyarrow.parquet as pq
+
+    from spendpred import explain, registry
+    from spendpred.errors import DataError
+    from spendpred.files import read_json
+
+    settings = get_settings()
+    if as_of is None:
+        latest = RunFolder.for_date("score", dt.date.max, settings).previous()
+        if latest is None:
+            raise DataError(f"no scoring run in staging ({RunFolder.for_date('score', dt.date.max, settings).location()}"
+                            .replace(f"/{dt.date.max.isoformat()}", "") + "): run `spendpred score --as-of D` first")
+        as_of = latest.as_of
+    with working_copy(RunFolder.for_date("score", as_of, settings)) as run:
+        if not run.pull("snapshot", "validation", required=False) or not run.snapshot.manifest_file.is_file():
+            raise DataError(f"no scoring run as of {as_of} in staging ({run.location()}): score that date first "
+                            f"(`spendpred score --as-of {as_of}`) or pick another --as-of")  # fmt: skip
+        run.require_validated()
+        if not run.pull("tiers", required=False) or not run.tiers_json.is_file():
+            raise DataError(f"the scoring run as of {as_of} has no tiers ({run.location()}): run `spendpred score --as-of {as_of}` again")
+        meta = read_json(run.tiers_json, "tiers result")
+        frame = pq.read_table(run.snapshot.parquet, filters=[("user_id", "==", str(user_id))]).to_pandas()
+        if frame.empty:
+            raise DataError(f"user {str(user_id)[:64]!r} is not in the scoring snapshot as of {as_of}: check the user id "
+                            "(users are scored once they exist in the warehouse on that date)")  # fmt: skip
+        tiers = pq.read_table(run.tiers_parquet, filters=[("user_id", "==", str(user_id))]).to_pylist()
+    version_ref = model if model is not None else str(meta["model_version"])
+    spend_model, version = registry.load_model(check_score(model=version_ref).model)
+    same = str(version.version) == str(meta["model_version"])
+    factor = float((meta.get("anchor") or {}).get("factor") or 1.0) if same else 1.0
+    (attribution,) = explain.attribute(spend_model, frame.iloc[:1], factor=factor)
+    table = explain.attribution_table(attribution)
+    return {
+        "user_id": str(user_id), "as_of": as_of.isoformat(), "model_version": str(version.version),
+        "scored_with": str(meta["model_version"]),
+        "published_spend": tiers[0]["predicted_spend"] if tiers else None, "tier": tiers[0]["tier"] if tiers else None,
+        "prediction": attribution.prediction, "baseline": attribution.baseline, "gap": attribution.delta,
+        "tolerance": explain.tolerance(attribution.prediction, attribution.baseline),
+        "template_version": explain.REASON_TEMPLATE_VERSION, "reasons": explain.reasons(attribution),
+        "attributions": table.to_dict(orient="records"),
+    }  # fmt: skip
+
+
 def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None = None) -> dict[str, Any]:
     """Replace the run's ``as_of`` partition of ``user_spend_scores`` (and its thresholds) atomically.
 
@@ -288,13 +419,17 @@ def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None 
         run.pull("tiers")
         meta = tiers_result if isinstance(tiers_result, Mapping) else read_json(run.tiers_json, "tiers result")
         table = pq.read_table(run.tiers_parquet)
+        explained = _read_reasons(run, str(meta["model_version"]))
     if dry_run:
-        publish.validate_scores(table)
+        checked = publish.validate_scores(table)
+        if explained:
+            publish.validate_reasons(explained[0], checked)
         logger.info("dry run: %d rows for %s checked, nothing published", table.num_rows, run.as_of)
         return {"as_of": run.as_of.isoformat(), "rows": table.num_rows, "published": False}
     with warehouse.opened_engine(url) as engine:
         rows = publish.publish_scores(
-            engine, run.as_of, table, meta["thresholds"], model_name=registry.REGISTERED_MODEL, model_version=meta["model_version"]
+            engine, run.as_of, table, meta["thresholds"], model_name=registry.REGISTERED_MODEL, model_version=meta["model_version"],
+            reasons=explained[0] if explained else None, reason_template=explained[1] if explained else "v1",
         )
     return {"as_of": run.as_of.isoformat(), "rows": rows, "published": True}
 
@@ -309,6 +444,7 @@ def score(
     plan = plan_shards(snapshot, shards)
     scored = [score_shard(spec, spec["shard"], spec["shards"], model) for spec in plan]
     tiered = assign_tiers(snapshot, scored)
-    published = publish_scores(tiered, dry_run=not publish, url=url)
+    explained = explain_scores(tiered)
+    published = publish_scores(explained, dry_run=not publish, url=url)
     return {"as_of": tiered["as_of"], "model_version": tiered["model_version"], "counts": tiered["counts"],
-            "thresholds": tiered["thresholds"], "encoder": tiered["encoder"], **published}
+            "thresholds": tiered["thresholds"], "encoder": tiered["encoder"], "reasons": explained["reasons"], **published}
