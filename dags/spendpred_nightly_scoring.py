@@ -5,7 +5,11 @@ Scores every user with the champion model, buckets the scores into high / medium
 tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds`).
 
 `extract_scoring_snapshot` → `validate_snapshot` → `plan_shards` → `score_shard` × N
-(dynamic task mapping) → `assign_tiers` → `publish_scores` → `monitor_scores`
+(dynamic task mapping) → `assign_tiers` → `explain_scores` → `publish_scores` → `monitor_scores`
+
+* **Reasons** (`explain_scores`): the top three reasons (signed, in currency) of the high tier's
+  and the tier changers' scores (`SPENDPRED_REASONS_SCOPE=all`: everyone), published with the
+  scores in the same transaction (`user_spend_reasons`, view `current_user_spend_reasons`).
 
 * **Run date D**: the `as_of` param, else the last complete day before the run's data
   interval end (the 02:00 run on July 1 scores as of June 30). Features use only rows up to
@@ -115,6 +119,14 @@ def spendpred_nightly_scoring() -> None:
         # a slice fetches every shard's result in one request (iterating probes past the end)
         return pipeline.assign_tiers(snapshot, list(shard_results[:]))
 
+    @task
+    @one_line()
+    def explain_scores(tiers: dict[str, Any]) -> dict[str, Any]:
+        """Attribute the high tier's and the tier changers' scores (SPENDPRED_REASONS_SCOPE); write their top reasons."""
+        from spendpred import pipeline
+
+        return pipeline.explain_scores(tiers)
+
     @task(outlets=[SCORES_ASSET])
     @one_line()
     def publish_scores(tiers: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +155,7 @@ def spendpred_nightly_scoring() -> None:
     snapshot = validate_snapshot(extract_scoring_snapshot())
     shard_results = score_shard.partial(model="{{ params.model }}").expand(spec=plan_shards(snapshot))
     tiers = assign_tiers(snapshot, shard_results)
-    monitor_scores(tiers, publish_scores(tiers))
+    monitor_scores(tiers, publish_scores(explain_scores(tiers)))
 
 
 nightly_scoring = spendpred_nightly_scoring()

@@ -27,7 +27,7 @@ EXPECTED_TASKS = {
         "extract_training_snapshot", "validate_snapshot", "train_model", "evaluate_and_register", "promote_model",
     ],
     "spendpred_nightly_scoring": [
-        "extract_scoring_snapshot", "validate_snapshot", "plan_shards", "score_shard", "assign_tiers", "publish_scores",
+        "extract_scoring_snapshot", "validate_snapshot", "plan_shards", "score_shard", "assign_tiers", "explain_scores", "publish_scores",
         "monitor_scores",
     ],
 }  # fmt: skip
