@@ -46,8 +46,13 @@ from spendpred.textify import Segment, scrub, segments
 
 logger = logging.getLogger(__name__)
 
-REASON_TEMPLATE_VERSION = "v1"
-"""Version of the reason phrases (:func:`feature_phrase`, :func:`reasons`): change it with any wording change."""
+REASON_TEMPLATE_VERSION = "v2"
+"""Version of the reason phrases (:func:`feature_phrase`, :func:`reasons`): change it with any wording change.
+v2 adds the one phrase ``TEXT_PHRASE`` (the nightly's unsplit text); every v1 phrase is unchanged."""
+TEXT_KEY = "text:activity"
+"""The reason key of the whole behaviour text when it is not split by segment."""
+TEXT_PHRASE = "recent activity (orders, searches, reviews)"
+"""The phrase of ``TEXT_KEY``."""
 TOP_REASONS = 3
 """Reasons kept per user."""
 N_STEPS = 32
@@ -60,6 +65,12 @@ REL_TOLERANCE = 0.01
 """Completeness tolerance, relative part (of ``|F(user) - F(baseline)|``)."""
 BATCH_USERS = 8
 """Users attributed together (each expanded to ``N_STEPS`` interpolated inputs)."""
+HEAD_BATCH_USERS = 256
+"""Users attributed together through the head only (:func:`attribute_head`; ``N_STEPS`` rows each through a small MLP)."""
+SPLIT_BATCH_USERS = 32
+"""Users per forward and backward pass of the nightly's approximate text split (:func:`attribute_head`)."""
+BASELINE_BATCH = 64
+"""Distinct baseline texts encoded together (:func:`baseline_pooled`)."""
 QUERY_CHARS = 32
 """Longest search query a reason shows (cut at a word)."""
 
@@ -84,10 +95,17 @@ class UserAttribution:
     steps: int = N_STEPS
     raw_values: dict[str, float] = field(default_factory=dict)
     """The user's feature values before normalisation (what a reason shows)."""
+    text_lump: float | None = None
+    """The text's total when it is not split by token (the nightly's head-only path without a split):
+    one item ``TEXT_KEY``; None when ``tokens`` carry the text."""
+    method: str = "full"
+    """``full`` (:func:`attribute`, through the encoder) or ``head`` (:func:`attribute_head`)."""
 
     @property
     def text_total(self) -> float:
         """The behaviour text's total contribution."""
+        if self.text_lump is not None:
+            return float(self.text_lump)
         return float(sum(c for _, _, c in self.tokens))
 
     @property
@@ -198,8 +216,13 @@ def _attribute_batch(
     features: np.ndarray | None,
     factor: float,
     n_steps: int,
+    ends: bool = True,
 ) -> list[UserAttribution]:
-    """Integrated gradients for the users ``rows`` (padded to the longest), one :class:`UserAttribution` each."""
+    """Integrated gradients for the users ``rows`` (padded to the longest), one :class:`UserAttribution` each.
+
+    ``ends`` False skips the two forward passes of the prediction and the baseline (left NaN):
+    what the nightly's one-step text split does without.
+    """
     import torch
     from captum.attr import IntegratedGradients
 
@@ -229,9 +252,12 @@ def _attribute_batch(
     with torch.enable_grad():
         attributions = ig.attribute(inputs, baselines=baselines, additional_forward_args=(mask,), n_steps=n_steps,
                                     method="gausslegendre", internal_batch_size=max(n_steps, 1) * len(rows))  # fmt: skip
-    with torch.no_grad():
-        predicted = forward(*inputs, mask).double().cpu().numpy()
-        base = forward(*baselines, mask).double().cpu().numpy()
+    if ends:
+        with torch.no_grad():
+            predicted = forward(*inputs, mask).double().cpu().numpy()
+            base = forward(*baselines, mask).double().cpu().numpy()
+    else:
+        predicted = base = np.full(len(rows), np.nan)
     token_parts = attributions[0].sum(dim=-1).double().cpu().numpy()
     feature_parts = attributions[1].double().cpu().numpy() if features is not None else None
     results = []
@@ -244,6 +270,203 @@ def _attribute_batch(
         feats = {str(j): float(v) for j, v in enumerate(feature_parts[k])} if feature_parts is not None else {}
         results.append(UserAttribution("", "", float(predicted[k]), float(base[k]), feats, tokens, n_steps))
     return results
+
+
+# --------------------------------------------------------------------------- the nightly's head-only attribution
+
+
+def _head_forward(model: Any, factor: float):  # noqa: ANN202 - a closure for Captum
+    """The attributed function of the head-only path: pooled text embedding (and head features) to published currency."""
+    from spendpred.model.losses import predict_spend
+
+    regressor = model.regressor
+    calibration = model.meta.get("calibration")
+
+    def forward(pooled: Any, *features: Any) -> Any:
+        raw = regressor.head_forward(pooled, features[0] if features else None)
+        return _calibrate(predict_spend(model.loss, raw), calibration) * factor
+
+    return forward
+
+
+def _baseline_ids(model: Any, ids: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Each user's baseline token ids, as :func:`attribute` builds them: content tokens ``[PAD]``, special tokens kept."""
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    special = set(tokenizer.all_special_ids)
+    return [tuple(int(t) if int(t) in special else pad_id for t in seq) for seq in ids]
+
+
+def baseline_pooled(model: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Return the pooled embedding (float32, ``(len(ids), hidden)``) of each user's baseline text.
+
+    The baseline text is the one :func:`attribute` starts from (the user's token sequence with
+    every content token replaced by ``[PAD]``, special tokens and positions kept), encoded in
+    float32 like :func:`attribute`'s path; it depends on the token count only (and on special
+    tokens such as ``[UNK]`` that stay), so each distinct baseline is encoded once, a forward
+    pass without gradients.
+    """
+    import torch
+
+    from spendpred.model.network import mean_pool
+
+    keys = _baseline_ids(model, ids)
+    distinct = sorted(set(keys), key=lambda k: (len(k), k))
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    found: dict[tuple[int, ...], np.ndarray] = {}
+    model.regressor.eval()
+    for start in range(0, len(distinct), BASELINE_BATCH):
+        chunk = distinct[start : start + BASELINE_BATCH]
+        width = max(len(k) for k in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for k, key in enumerate(chunk):
+            input_ids[k, : len(key)] = torch.tensor(key, dtype=torch.long)
+            mask[k, : len(key)] = 1
+        input_ids, mask = input_ids.to(model.device), mask.to(model.device)
+        with torch.no_grad():
+            embeds = _word_embeddings(model)(input_ids).float()
+            hidden = model.regressor.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            pooled = mean_pool(hidden, mask).float().cpu().numpy()
+        found.update(zip(chunk, pooled, strict=True))
+    out = np.empty((len(keys), model.hidden_size), dtype=np.float32)
+    for i, key in enumerate(keys):
+        out[i] = found[key]
+    return out
+
+
+def _head_batch(
+    model: Any, pooled: np.ndarray, base: np.ndarray, features: np.ndarray | None, factor: float, n_steps: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Integrated gradients through the head for a batch: ``(text part, feature parts, prediction, baseline prediction)``."""
+    import torch
+    from captum.attr import IntegratedGradients
+
+    device = model.device
+    p = torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)).to(device)
+    p0 = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32)).to(device)
+    inputs: tuple[Any, ...] = (p,)
+    baselines: tuple[Any, ...] = (p0,)
+    if features is not None:
+        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
+        inputs, baselines = (p, x), (p0, torch.zeros_like(x))
+    forward = _head_forward(model, factor)
+    ig = IntegratedGradients(forward)
+    with torch.enable_grad():
+        attributions = ig.attribute(inputs, baselines=baselines, n_steps=n_steps, method="gausslegendre",
+                                    internal_batch_size=n_steps * len(pooled))  # fmt: skip
+    with torch.no_grad():
+        predicted = forward(*inputs).double().cpu().numpy()
+        at_base = forward(*baselines).double().cpu().numpy()
+    text = attributions[0].sum(dim=-1).double().cpu().numpy()
+    feats = attributions[1].double().cpu().numpy() if features is not None else None
+    return text, feats, predicted, at_base
+
+
+def attribute_head(
+    model: Any,
+    frame: pd.DataFrame,
+    *,
+    factor: float = 1.0,
+    pooled: np.ndarray | None = None,
+    split_text: bool = True,
+    n_steps: int = N_STEPS,
+    batch_users: int = HEAD_BATCH_USERS,
+) -> list[UserAttribution]:
+    """The nightly's attribution: integrated gradients through the head only, one per row of ``frame``, in order.
+
+    The inputs are the user's pooled text embedding (``pooled``: rows aligned with ``frame``,
+    e.g. from the embedding cache; None: :meth:`SpendModel.encode` of the texts, one forward
+    pass with the scoring precision) and the normalised head features; the baseline is the
+    one :func:`attribute` uses, the features at 0 and the pooled embedding of the baseline text
+    (:func:`baseline_pooled`), so the baseline prediction is the same and the attributions add
+    up to ``F(user) - F(baseline)`` within :func:`tolerance` (a user above it is attributed
+    again with ``RETRY_STEPS`` steps; the head is a small MLP, so this is cheap). The text's
+    total is one number (no encoder pass is differentiated). With ``split_text`` it is spread
+    over the tokens in proportion to one forward and backward pass through the encoder
+    (integrated gradients of :func:`attribute` with one Gauss-Legendre step: the gradient at the
+    path's midpoint times the input minus the baseline), so :func:`text_items` groups it by
+    segment as usual; this split is approximate (the exact one is :func:`attribute`'s, what
+    ``spendpred explain`` prints). Without it, or where the one-step parts add up to zero or to
+    the opposite sign of the total, the text is one item ``TEXT_KEY``. Raises as :func:`attribute`.
+    """
+    from spendpred.model.features import check_texts
+    from spendpred.model.hybrid import HybridFeatures
+
+    if n_steps < 2 or batch_users < 1:
+        raise ConfigError(f"n_steps={n_steps} must be >= 2 and batch_users={batch_users} >= 1")
+    if frame.empty:
+        return []
+    texts = check_texts(frame, "explanation input")
+    features = model.head_features(frame, "explanation input")
+    columns = list(model.normaliser.columns) if features is not None else []
+    raw = frame
+    if features is not None and model.meta.get("hybrid"):
+        raw = HybridFeatures.from_dict(model.meta["hybrid"]).transform(frame)
+    if pooled is None:
+        pooled = model.encode(texts)
+    pooled = np.asarray(pooled, dtype=np.float32)
+    if pooled.shape != (len(frame), model.hidden_size):
+        raise ModelError(f"pooled embeddings have shape {pooled.shape}, the frame needs ({len(frame)}, {model.hidden_size})")
+    encoded = model.tokenizer(texts, truncation=True, max_length=model.max_length, return_offsets_mapping=True,
+                              return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
+    ids = encoded["input_ids"]
+    offsets = encoded["offset_mapping"]
+    base = baseline_pooled(model, ids)
+    model.regressor.eval()
+    n = len(frame)
+    text = np.empty(n)
+    feats = np.zeros((n, len(columns)))
+    predicted, at_base = np.empty(n), np.empty(n)
+    steps = np.full(n, n_steps)
+    for start in range(0, n, batch_users):
+        rows = np.arange(start, min(start + batch_users, n))
+        part = _head_batch(model, pooled[rows], base[rows], None if features is None else features[rows], factor, n_steps)
+        text[rows], predicted[rows], at_base[rows] = part[0], part[2], part[3]
+        if part[1] is not None:
+            feats[rows] = part[1]
+    gaps = feats.sum(axis=1) + text - (predicted - at_base)
+    retry = [i for i in range(n) if abs(gaps[i]) > tolerance(predicted[i], at_base[i])] if n_steps < RETRY_STEPS else []
+    for start in range(0, len(retry), batch_users):
+        rows = np.array(retry[start : start + batch_users])
+        part = _head_batch(model, pooled[rows], base[rows], None if features is None else features[rows], factor, RETRY_STEPS)
+        text[rows], steps[rows] = part[0], RETRY_STEPS
+        if part[1] is not None:
+            feats[rows] = part[1]
+    tokens: list[list[tuple[int, int, float]] | None] = [None] * n
+    if split_text:
+        order = sorted(range(n), key=lambda i: (len(ids[i]), i))
+        for start in range(0, n, SPLIT_BATCH_USERS):
+            rows_ = order[start : start + SPLIT_BATCH_USERS]
+            for i, one in zip(rows_, _attribute_batch(model, rows_, ids, offsets, features, factor, 1, ends=False), strict=True):
+                tokens[i] = _scaled(one.tokens, float(text[i]))
+    user_ids = frame["user_id"].astype(str).tolist()
+    out = []
+    for i in range(n):
+        result = UserAttribution(
+            user_ids[i], texts[i], float(predicted[i]), float(at_base[i]),
+            dict(zip(columns, (float(v) for v in feats[i]), strict=True)) if columns else {},
+            tokens[i] or [], int(steps[i]), {c: float(raw[c].iloc[i]) for c in columns if c in raw.columns},
+            text_lump=None if tokens[i] is not None else float(text[i]), method="head",
+        )  # fmt: skip
+        if abs(result.delta) > tolerance(result.prediction, result.baseline):
+            logger.warning("head attribution of one user leaves a completeness gap of %.4f (tolerance %.4f) after %d steps",
+                           result.delta, tolerance(result.prediction, result.baseline), result.steps)  # fmt: skip
+        out.append(result)
+    return out
+
+
+def _scaled(tokens: list[tuple[int, int, float]], total: float) -> list[tuple[int, int, float]] | None:
+    """``tokens`` rescaled to add up to ``total``; None when their sum is zero or of the other sign (no proportional split)."""
+    summed = math.fsum(c for _, _, c in tokens)
+    if not tokens or summed == 0.0 or not math.isfinite(summed) or (total != 0.0 and (summed > 0) != (total > 0)):
+        return None
+    scale = total / summed
+    scaled = [(s, e, c * scale) for s, e, c in tokens]
+    if scaled:  # the last token takes the rounding, so the parts add up to the total exactly
+        s, e, c = scaled[-1]
+        scaled[-1] = (s, e, c + (total - math.fsum(v for _, _, v in scaled)))
+    return scaled
 
 
 # --------------------------------------------------------------------------- reason codes
@@ -344,8 +567,11 @@ def text_items(attribution: UserAttribution) -> list[Item]:
     Groups: ``text:orders`` (the order items and header, categories apart), ``text:category:<c>``
     per category, ``text:search:<q>`` per distinct query, ``text:reviews``, ``text:totals``,
     ``text:tenure``, ``text:events`` and ``text:other`` (punctuation outside any segment, free
-    text that did not parse).
+    text that did not parse). A text not split by token (``text_lump``, the nightly's head-only
+    path) is the one item ``TEXT_KEY``.
     """
+    if attribution.text_lump is not None:
+        return [Item(TEXT_KEY, TEXT_PHRASE, float(attribution.text_lump))]
     spans = segments(attribution.text)
     sums: dict[str, float] = {}
     counts: dict[str, set[int]] = {}
