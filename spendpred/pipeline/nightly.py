@@ -136,15 +136,24 @@ def _shard_cache(spend_model: Any, version: str, shard: int, shards: int, settin
 
 
 class _CacheFiles:
-    """A shard's embedding cache: its files (:meth:`files`, to sync with object storage) and :meth:`open`."""
+    """A shard's embedding cache: its files (:meth:`files`, to sync with object storage) and :meth:`open`.
 
-    def __init__(self, key: str, shard: int, shards: int, hidden: int, max_mb: float) -> None:
+    ``buckets`` (None: all the shard's) limits the files synced to those buckets (what
+    ``explain_scores`` reads: the buckets of the users it explains).
+    """
+
+    def __init__(self, key: str, shard: int, shards: int, hidden: int, max_mb: float, buckets: set[int] | None = None) -> None:
         self.key, self.shard, self.shards, self.hidden, self.max_mb = key, shard, shards, hidden, max_mb
+        self.buckets = buckets
 
     def files(self, run: RunFolder) -> list[Any]:
         from spendpred import embeddings
 
-        return embeddings.shard_files(run.local_root, self.key, self.shard, self.shards)
+        files = embeddings.shard_files(run.local_root, self.key, self.shard, self.shards)
+        if self.buckets is None:
+            return files
+        names = {embeddings.bucket_name(b) for b in self.buckets}
+        return [path for path in files if path.name in names]
 
     def open(self, run: RunFolder) -> Any:
         from spendpred import embeddings
@@ -279,11 +288,15 @@ def explain_scores(tiers_result: RunRef) -> dict[str, Any]:
     ``tiers_result`` is ``assign_tiers``' result. The scope ``default`` is the high tier and the
     users whose tier differs from the previous run's ``tiers.parquet`` in staging; ``all`` is
     everyone (``spendpred.explain.select_users``). Each user is attributed with the tiers' model
-    version through the whole model, the trend anchor's factor included, so the contributions add
-    up to the published score (``spendpred.explain.attribute``). Writes the run's
+    version through the head only (``spendpred.explain.attribute_head``): the inputs are the head
+    features and the user's pooled text embedding, read from the embedding cache the shards just
+    wrote (or encoded, one forward pass, for a user it lacks), the trend anchor's factor included,
+    so the contributions add up to the published score; the text's total is split by segment
+    approximately (``spendpred explain`` gives the exact split through the encoder). Writes the run's
     ``reasons.parquet`` and ``reasons.json`` (with the SHA-256 of the ``tiers.parquet`` explained,
     so ``publish_scores`` publishes only reasons of the tiers it publishes). Returns
-    ``tiers_result`` with ``reasons`` (users, rows, seconds, largest completeness gap, scope).
+    ``tiers_result`` with ``reasons`` (users, rows, seconds, largest completeness gap, scope,
+    method, embedding-cache hits and users encoded).
     """
     with working_copy(tiers_result) as run:
         run.pull("snapshot", "validation")
@@ -312,13 +325,16 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
     began = time.perf_counter()
     table = explain.reasons_table([])
     gap = 0.0
+    hits = encoded = 0
     if len(users):
         model, version = registry.load_model(str(meta["model_version"]))
         explain.check_model(model)
         frame = pq.read_table(run.snapshot.parquet, filters=[("user_id", "in", list(users))]).to_pandas()
         frame = frame.sort_values("user_id").reset_index(drop=True)
         factor = float((meta.get("anchor") or {}).get("factor") or 1.0)
-        attributions = explain.attribute(model, frame, factor=factor)
+        pooled, hits = _explained_pooled(run, model, str(version.version), frame, settings)
+        encoded = len(frame) - hits
+        attributions = explain.attribute_head(model, frame, factor=factor, pooled=pooled, split_text=NIGHTLY_TEXT_SPLIT)
         table = explain.reasons_table(attributions)
         gap = max((abs(a.delta) for a in attributions), default=0.0)
     seconds = time.perf_counter() - began
@@ -327,13 +343,55 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
     tmp.replace(run.reasons_parquet)
     info = {"users": int(len(users)), "rows": int(len(table)), "seconds": round(seconds, 3), "max_gap": gap,
             "scope": settings.reasons_scope, "template_version": explain.REASON_TEMPLATE_VERSION,
-            "previous": previous.as_of.isoformat() if before is not None else None}  # fmt: skip
+            "previous": previous.as_of.isoformat() if before is not None else None,
+            "method": "head", "text_split": NIGHTLY_TEXT_SPLIT, "cache_hits": int(hits), "encoded": int(encoded)}  # fmt: skip
     write_json_atomic(run.reasons_json, {**info, "model_version": str(meta["model_version"]),
                                           "tiers_sha256": sha256_file(run.tiers_parquet)})  # fmt: skip
     run.push("reasons")
-    logger.info("reasons for %s: %d users explained (scope %s) in %.1fs (%.3fs a user), largest completeness gap %.4f",
-                run.as_of, len(users), settings.reasons_scope, seconds, seconds / max(len(users), 1), gap)  # fmt: skip
+    logger.info("reasons for %s: %d users explained (scope %s) in %.1fs (%.3fs a user; %d pooled embeddings from the cache, "
+                "%d encoded), largest completeness gap %.4f", run.as_of, len(users), settings.reasons_scope, seconds,
+                seconds / max(len(users), 1), hits, encoded, gap)  # fmt: skip
     return {**meta, **run.ref(), "reasons": info}
+
+
+NIGHTLY_TEXT_SPLIT = True
+"""Whether the nightly splits the text's total by segment (one forward and backward pass through the encoder a
+user, approximate) or keeps it as one reason (``explain.TEXT_KEY``); see ``spendpred.explain.attribute_head``."""
+
+
+def _explained_pooled(run: RunFolder, model: Any, version: str, frame: Any, settings: Any) -> tuple[Any, int]:
+    """The pooled text embedding of each row of ``frame`` (sorted by ``user_id``) and how many came from the cache.
+
+    Read from the embedding cache the night's shards wrote (the same key, so a row is exactly
+    what scoring used; on object storage only the buckets of these users are pulled); a user it
+    lacks (cache off, int8, over the size bound, damaged) is encoded with scoring's settings, one
+    forward pass. Cache problems only cost time (logged, as for scoring).
+    """
+    import numpy as np
+
+    from spendpred.embeddings import text_digests
+    from spendpred.model.features import check_texts
+    from spendpred.splits import shard_bucket
+
+    texts = check_texts(frame, "explanation input")
+    user_ids = frame["user_id"].astype(str).to_numpy(dtype=object)
+    pooled = np.empty((len(frame), model.hidden_size), dtype=np.float32)
+    hits = np.zeros(len(frame), dtype=bool)
+    files = _shard_cache(model, version, 0, 1, settings)
+    if files is not None:
+        files.buckets = {int(b) for b in np.unique(shard_bucket(user_ids)).tolist()}
+        if run.is_remote:
+            _sync_cache(run, files, push=False)
+        cache = files.open(run)
+        try:
+            hits, found = cache.lookup(user_ids, text_digests(texts))
+            pooled[hits] = found
+        finally:
+            cache.discard()
+    misses = np.flatnonzero(~hits)
+    if len(misses):
+        pooled[misses] = model.encode([texts[i] for i in misses], num_threads=settings.resolved_torch_threads)
+    return pooled, int(hits.sum())
 
 
 def _read_reasons(run: RunFolder, model_version: str) -> tuple[Any, str] | None:
