@@ -369,7 +369,7 @@ def attribute_head(
     *,
     factor: float = 1.0,
     pooled: np.ndarray | None = None,
-    split_text: bool = True,
+    split_text: bool = False,
     n_steps: int = N_STEPS,
     batch_users: int = HEAD_BATCH_USERS,
 ) -> list[UserAttribution]:
@@ -382,13 +382,14 @@ def attribute_head(
     (:func:`baseline_pooled`), so the baseline prediction is the same and the attributions add
     up to ``F(user) - F(baseline)`` within :func:`tolerance` (a user above it is attributed
     again with ``RETRY_STEPS`` steps; the head is a small MLP, so this is cheap). The text's
-    total is one number (no encoder pass is differentiated). With ``split_text`` it is spread
+    total is one number (no encoder pass is differentiated): one item ``TEXT_KEY``, the nightly's
+    default (``pipeline.nightly.NIGHTLY_TEXT_SPLIT``). With ``split_text`` it is spread
     over the tokens in proportion to one forward and backward pass through the encoder
     (integrated gradients of :func:`attribute` with one Gauss-Legendre step: the gradient at the
     path's midpoint times the input minus the baseline), so :func:`text_items` groups it by
     segment as usual; this split is approximate (the exact one is :func:`attribute`'s, what
-    ``spendpred explain`` prints). Without it, or where the one-step parts add up to zero or to
-    the opposite sign of the total, the text is one item ``TEXT_KEY``. Raises as :func:`attribute`.
+    ``spendpred explain`` prints); where the one-step parts add up to zero or to the opposite sign
+    of the total, the text stays one item ``TEXT_KEY``. Raises as :func:`attribute`.
     """
     from spendpred.model.features import check_texts
     from spendpred.model.hybrid import HybridFeatures
@@ -441,12 +442,14 @@ def attribute_head(
             for i, one in zip(rows_, _attribute_batch(model, rows_, ids, offsets, features, factor, 1, ends=False), strict=True):
                 tokens[i] = _scaled(one.tokens, float(text[i]))
     user_ids = frame["user_id"].astype(str).tolist()
+    shown = [c for c in columns if c in raw.columns]
+    values = raw[shown].to_numpy(dtype=np.float64).tolist() if shown else [[] for _ in range(n)]
     out = []
     for i in range(n):
         result = UserAttribution(
             user_ids[i], texts[i], float(predicted[i]), float(at_base[i]),
-            dict(zip(columns, (float(v) for v in feats[i]), strict=True)) if columns else {},
-            tokens[i] or [], int(steps[i]), {c: float(raw[c].iloc[i]) for c in columns if c in raw.columns},
+            dict(zip(columns, feats[i].tolist(), strict=True)) if columns else {},
+            tokens[i] or [], int(steps[i]), dict(zip(shown, values[i], strict=True)),
             text_lump=None if tokens[i] is not None else float(text[i]), method="head",
         )  # fmt: skip
         if abs(result.delta) > tolerance(result.prediction, result.baseline):

@@ -282,7 +282,7 @@ def _prune_remote(run: RunFolder, keep_key: str) -> None:
         logger.info("embedding cache: removed %d stale keys under %s", len(stale), remote.url_of(CACHE_DIRNAME))
 
 
-def explain_scores(tiers_result: RunRef) -> dict[str, Any]:
+def explain_scores(tiers_result: RunRef, split_text: bool | None = None) -> dict[str, Any]:
     """Attribute tonight's scores for the users in ``SPENDPRED_REASONS_SCOPE`` and write their top reasons.
 
     ``tiers_result`` is ``assign_tiers``' result. The scope ``default`` is the high tier and the
@@ -292,7 +292,8 @@ def explain_scores(tiers_result: RunRef) -> dict[str, Any]:
     features and the user's pooled text embedding, read from the embedding cache the shards just
     wrote (or encoded, one forward pass, for a user it lacks), the trend anchor's factor included,
     so the contributions add up to the published score; the text's total is split by segment
-    approximately (``spendpred explain`` gives the exact split through the encoder). Writes the run's
+    only with ``split_text`` (None: ``NIGHTLY_TEXT_SPLIT``, off: the text is one reason, no encoder
+    pass differentiated), approximately; ``spendpred explain`` gives the exact split. Writes the run's
     ``reasons.parquet`` and ``reasons.json`` (with the SHA-256 of the ``tiers.parquet`` explained,
     so ``publish_scores`` publishes only reasons of the tiers it publishes). Returns
     ``tiers_result`` with ``reasons`` (users, rows, seconds, largest completeness gap, scope,
@@ -301,10 +302,10 @@ def explain_scores(tiers_result: RunRef) -> dict[str, Any]:
     with working_copy(tiers_result) as run:
         run.pull("snapshot", "validation")
         run.pull("tiers")
-        return _explain_scores(run, tiers_result)
+        return _explain_scores(run, tiers_result, NIGHTLY_TEXT_SPLIT if split_text is None else bool(split_text))
 
 
-def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
+def _explain_scores(run: RunFolder, tiers_result: RunRef, split_text: bool) -> dict[str, Any]:
     """:func:`explain_scores` in a working copy holding the snapshot and the tiers; pushes the reasons."""
     import time
 
@@ -334,7 +335,7 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
         factor = float((meta.get("anchor") or {}).get("factor") or 1.0)
         pooled, hits = _explained_pooled(run, model, str(version.version), frame, settings)
         encoded = len(frame) - hits
-        attributions = explain.attribute_head(model, frame, factor=factor, pooled=pooled, split_text=NIGHTLY_TEXT_SPLIT)
+        attributions = explain.attribute_head(model, frame, factor=factor, pooled=pooled, split_text=split_text)
         table = explain.reasons_table(attributions)
         gap = max((abs(a.delta) for a in attributions), default=0.0)
     seconds = time.perf_counter() - began
@@ -344,7 +345,7 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
     info = {"users": int(len(users)), "rows": int(len(table)), "seconds": round(seconds, 3), "max_gap": gap,
             "scope": settings.reasons_scope, "template_version": explain.REASON_TEMPLATE_VERSION,
             "previous": previous.as_of.isoformat() if before is not None else None,
-            "method": "head", "text_split": NIGHTLY_TEXT_SPLIT, "cache_hits": int(hits), "encoded": int(encoded)}  # fmt: skip
+            "method": "head", "text_split": split_text, "cache_hits": int(hits), "encoded": int(encoded)}  # fmt: skip
     write_json_atomic(run.reasons_json, {**info, "model_version": str(meta["model_version"]),
                                           "tiers_sha256": sha256_file(run.tiers_parquet)})  # fmt: skip
     run.push("reasons")
@@ -354,9 +355,11 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef) -> dict[str, Any]:
     return {**meta, **run.ref(), "reasons": info}
 
 
-NIGHTLY_TEXT_SPLIT = True
+NIGHTLY_TEXT_SPLIT = False
 """Whether the nightly splits the text's total by segment (one forward and backward pass through the encoder a
-user, approximate) or keeps it as one reason (``explain.TEXT_KEY``); see ``spendpred.explain.attribute_head``."""
+user, approximate) or keeps it as one reason (``explain.TEXT_KEY``); see ``spendpred.explain.attribute_head``.
+Off: the split costs about three encoder forward passes per explained user, more than a cached night's whole
+encoder work when the scope is larger than the users whose text changed (bench/README.md)."""
 
 
 def _explained_pooled(run: RunFolder, model: Any, version: str, frame: Any, settings: Any) -> tuple[Any, int]:

@@ -150,8 +150,8 @@ def test_head_path_features_equal_the_full_paths_when_the_text_is_the_baseline(m
 
 
 def test_head_path_splits_the_text_by_segment_approximately_or_keeps_it_whole(model: SpendModel, frame: pd.DataFrame) -> None:
-    (split,) = explain.attribute_head(model, frame.iloc[[0]])
-    (whole,) = explain.attribute_head(model, frame.iloc[[0]], split_text=False)
+    (split,) = explain.attribute_head(model, frame.iloc[[0]], split_text=True)
+    (whole,) = explain.attribute_head(model, frame.iloc[[0]])  # the nightly's default: one item
     assert split.text_lump is None and split.text_total == pytest.approx(whole.text_total, abs=1e-12)
     items = explain.text_items(split)
     assert {"text:orders", "text:search:laptop", "text:reviews"} <= {i.key for i in items}
@@ -164,8 +164,9 @@ def test_head_path_splits_the_text_by_segment_approximately_or_keeps_it_whole(mo
     assert scaled is not None and sum(c for _, _, c in scaled) == 2.0 and scaled[0][2] == pytest.approx(0.5)
 
 
-def test_head_path_reasons_are_deterministic(model: SpendModel, frame: pd.DataFrame) -> None:
-    first = explain.reasons_table(explain.attribute_head(model, frame))
-    second = explain.reasons_table(explain.attribute_head(model, frame.iloc[::-1]))
+@pytest.mark.parametrize("split_text", [False, True])
+def test_head_path_reasons_are_deterministic(model: SpendModel, frame: pd.DataFrame, split_text: bool) -> None:
+    first = explain.reasons_table(explain.attribute_head(model, frame, split_text=split_text))
+    second = explain.reasons_table(explain.attribute_head(model, frame.iloc[::-1], split_text=split_text))
     pd.testing.assert_frame_equal(first, second.sort_values(["user_id", "rank"]).reset_index(drop=True))
     assert len(first) == 3 * len(frame)
