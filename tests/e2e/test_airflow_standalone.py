@@ -282,6 +282,7 @@ def _check_running_airflow(base: str, port: int, airflow_home: Path, log: Path) 
             ("plan_shards", -1): "success",
             ("score_shard", 0): "success",
             ("assign_tiers", -1): "success",
+            ("explain_scores", -1): "success",  # reasons are staged; a dry run publishes none
             ("publish_scores", -1): "skipped",  # dry run: nothing published
             ("monitor_scores", -1): "skipped",  # nothing published, nothing to monitor
         }

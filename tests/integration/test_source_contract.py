@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from spendpred import behaviour, warehouse
+from spendpred.behaviour import UNREADABLE
 from spendpred.errors import ValidationFailed
 from spendpred.snapshot import MANIFEST_FILE
 from spendpred.validation import MAX_PLAUSIBLE_MONEY, SOURCE_RULES, validate_snapshot
@@ -129,8 +130,11 @@ def test_a_clean_warehouse_passes(warehouse_url: str, tmp_path: Path) -> None:
     result = validate_snapshot(snap)
     assert result.success and result.row_count == 3
     manifest = json.loads((snap / MANIFEST_FILE).read_text())
-    assert set(manifest["source_checks"]) == set(SOURCE_RULES)
-    assert all(entry["violations"] == 0 and entry["examples"] == [] for entry in manifest["source_checks"].values())
+    # every contract rule, plus the count of rows that could not be read (none here)
+    assert set(manifest["source_checks"]) == set(SOURCE_RULES) | {UNREADABLE}
+    assert manifest["source_checks"][UNREADABLE]["rows"] == 0
+    checks = {rule: entry for rule, entry in manifest["source_checks"].items() if rule != UNREADABLE}
+    assert all(entry["violations"] == 0 and entry["examples"] == [] for entry in checks.values())
     report = json.loads((snap / "validation.json").read_text())
     source = report["gx"]["source"]["results"]
     assert len(source) == len(SOURCE_RULES) and all(r["success"] for r in source)
