@@ -94,8 +94,10 @@ command_of() {  # the command line of a service
 
 service_env() {  # per-service environment, as the compose file's per-service `environment:`
     case $1 in
-        worker-cpu1) echo "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$WORKER_LOG_PORT_BASE SPENDPRED_CONCURRENT_TASKS=$WORKER_CONCURRENCY SPENDPRED_WORKER_NAME=cpu1" ;;
-        worker-cpu2) echo "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((WORKER_LOG_PORT_BASE + 1)) SPENDPRED_CONCURRENT_TASKS=$WORKER_CONCURRENCY SPENDPRED_WORKER_NAME=cpu2" ;;
+        # Both CPU workers share this host's cores (in compose each has its own container), so
+        # torch threads per task = cores / (2 workers x their slots), never more threads than cores.
+        worker-cpu1) echo "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$WORKER_LOG_PORT_BASE SPENDPRED_CONCURRENT_TASKS=$((2 * WORKER_CONCURRENCY)) SPENDPRED_WORKER_NAME=cpu1" ;;
+        worker-cpu2) echo "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((WORKER_LOG_PORT_BASE + 1)) SPENDPRED_CONCURRENT_TASKS=$((2 * WORKER_CONCURRENCY)) SPENDPRED_WORKER_NAME=cpu2" ;;
         worker-gpu) echo "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$((WORKER_LOG_PORT_BASE + 2)) SPENDPRED_CONCURRENT_TASKS=1 SPENDPRED_WORKER_NAME=gpu" ;;
         *) echo "" ;;
     esac
