@@ -131,7 +131,13 @@ def nightly(api: httpx.Client, as_of: dt.date, shards: int, timeout: float) -> d
         time.sleep(3)
     tasks = api.get(f"/api/v2/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances", params={"limit": 200}).json()["task_instances"]
     if run["state"] != "success":
-        raise SystemExit(f"the nightly failed: {[(t['task_id'], t['map_index'], t['state']) for t in tasks]}")
+        failed = [t for t in tasks if t["state"] == "failed"]
+        logs = "".join(
+            api.get(f"/api/v2/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances/{t['task_id']}/logs/{t['try_number']}",
+                    params={"map_index": t["map_index"]}, headers={"Accept": "text/plain"}).text[-3000:]
+            for t in failed
+        )  # fmt: skip
+        raise SystemExit(f"the nightly failed: {[(t['task_id'], t['map_index'], t['state']) for t in tasks]}\n{logs}")
     start = dt.datetime.fromisoformat(run["start_date"].replace("Z", "+00:00"))
     end = dt.datetime.fromisoformat(run["end_date"].replace("Z", "+00:00"))
     durations: dict[str, list[float]] = {}
