@@ -154,6 +154,30 @@ def _word_embeddings(model: Any) -> Any:
     return model.regressor.encoder.get_input_embeddings()
 
 
+
+def _check_steps(n_steps: int, batch_users: int) -> None:
+    """Raise ``ConfigError`` for a step count under 2 or a batch under 1."""
+    if n_steps < 2 or batch_users < 1:
+        raise ConfigError(f"n_steps={n_steps} must be >= 2 and batch_users={batch_users} >= 1")
+
+
+def _inputs(model: Any, frame: pd.DataFrame) -> tuple[list[str], Any, list[str], pd.DataFrame]:
+    """Return what both attribution paths read from ``frame``: the texts, the head's normalised
+    features (or None), their column names and the raw feature frame (hybrid columns added).
+
+    Raises ``DataError`` for a malformed frame, as scoring does.
+    """
+    from spendpred.model.features import check_texts
+    from spendpred.model.hybrid import HybridFeatures
+
+    texts = check_texts(frame, "explanation input")
+    features = model.head_features(frame, "explanation input")
+    columns = list(model.normaliser.columns) if features is not None else []
+    raw = frame
+    if features is not None and model.meta.get("hybrid"):
+        raw = HybridFeatures.from_dict(model.meta["hybrid"]).transform(frame)
+    return texts, features, columns, raw
+
 def attribute(
     model: Any,
     frame: pd.DataFrame,
@@ -170,19 +194,10 @@ def attribute(
     again with ``RETRY_STEPS`` steps. Raises ``DataError`` for a malformed frame (as scoring
     does) and ``ConfigError`` for a non-positive step or batch count.
     """
-    from spendpred.model.features import check_texts
-    from spendpred.model.hybrid import HybridFeatures
-
-    if n_steps < 2 or batch_users < 1:
-        raise ConfigError(f"n_steps={n_steps} must be >= 2 and batch_users={batch_users} >= 1")
+    _check_steps(n_steps, batch_users)
     if frame.empty:
         return []
-    texts = check_texts(frame, "explanation input")
-    features = model.head_features(frame, "explanation input")
-    columns = list(model.normaliser.columns) if features is not None else []
-    raw = frame
-    if features is not None and model.meta.get("hybrid"):
-        raw = HybridFeatures.from_dict(model.meta["hybrid"]).transform(frame)
+    texts, features, columns, raw = _inputs(model, frame)
     encoded = model.tokenizer(texts, truncation=True, max_length=model.max_length, return_offsets_mapping=True,
                               return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
     ids = encoded["input_ids"]
@@ -399,19 +414,10 @@ def attribute_head(
     ``spendpred explain`` prints); where the one-step parts add up to zero or to the opposite sign
     of the total, the text stays one item ``TEXT_KEY``. Raises as :func:`attribute`.
     """
-    from spendpred.model.features import check_texts
-    from spendpred.model.hybrid import HybridFeatures
-
-    if n_steps < 2 or batch_users < 1:
-        raise ConfigError(f"n_steps={n_steps} must be >= 2 and batch_users={batch_users} >= 1")
+    _check_steps(n_steps, batch_users)
     if frame.empty:
         return []
-    texts = check_texts(frame, "explanation input")
-    features = model.head_features(frame, "explanation input")
-    columns = list(model.normaliser.columns) if features is not None else []
-    raw = frame
-    if features is not None and model.meta.get("hybrid"):
-        raw = HybridFeatures.from_dict(model.meta["hybrid"]).transform(frame)
+    texts, features, columns, raw = _inputs(model, frame)
     if pooled is None:
         pooled = model.encode(texts)
     pooled = np.asarray(pooled, dtype=np.float32)
