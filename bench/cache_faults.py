@@ -44,13 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "GX_ANALYTICS_ENABLED": "False",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-}
+from _env import OFFLINE_ENV  # noqa: E402
 NIGHTS = ("cold", "warm", "damaged", "destroyed", "next night")
 
 

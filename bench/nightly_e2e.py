@@ -75,15 +75,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _env import OFFLINE_ENV
 from _pg import throwaway_database
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "GX_ANALYTICS_ENABLED": "False",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-}
 
 # ----------------------------------------------------------------------------- measuring
 

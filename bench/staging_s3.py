@@ -44,8 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.s3_server
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GX_ANALYTICS_ENABLED": "False",
-               "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}  # fmt: skip
+from _env import OFFLINE_ENV  # noqa: E402
 STEPS = ("extract_scoring_snapshot", "validate_snapshot", "plan_shards", "score_shards", "assign_tiers", "publish_scores")
 
 
