@@ -426,26 +426,24 @@ def store_drift(engine: sa.Engine, as_of: dt.date, model_version: str, rows: Seq
     return len(rows)
 
 
-def read_partition_metrics(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
-    """Return the stored realized metrics of the partitions up to ``last_as_of``, oldest first."""
+def _read(engine: sa.Engine, query: str, params: dict[str, Any], stamp: str) -> list[dict[str, Any]]:
+    """Return the rows of ``query`` as dicts, ``as_of`` as ``YYYY-MM-DD`` and ``stamp`` as text (both dialects alike)."""
     with engine.connect() as conn:
-        result = _run(conn, "read_partition_metrics", {"last_as_of": last_as_of})
-        rows = [dict(r._mapping) for r in result]
+        rows = [dict(r._mapping) for r in _run(conn, query, params)]
     for row in rows:
         row["as_of"] = _date(row["as_of"]).isoformat()
-        row["evaluated_at"] = str(row["evaluated_at"])
+        row[stamp] = str(row[stamp])
     return rows
+
+
+def read_partition_metrics(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
+    """Return the stored realized metrics of the partitions up to ``last_as_of``, oldest first."""
+    return _read(engine, "read_partition_metrics", {"last_as_of": last_as_of}, "evaluated_at")
 
 
 def read_drift(engine: sa.Engine, as_of: dt.date) -> list[dict[str, Any]]:
     """Return one night's stored drift rows, worst PSI first."""
-    with engine.connect() as conn:
-        result = _run(conn, "read_drift", {"as_of": as_of})
-        rows = [dict(r._mapping) for r in result]
-    for row in rows:
-        row["as_of"] = _date(row["as_of"]).isoformat()
-        row["computed_at"] = str(row["computed_at"])
-    return rows
+    return _read(engine, "read_drift", {"as_of": as_of}, "computed_at")
 
 
 # --------------------------------------------------------------------------- text
