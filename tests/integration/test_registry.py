@@ -401,10 +401,12 @@ def test_no_commit_tag_outside_a_git_checkout(tmp_path: Path, monkeypatch: pytes
     """Code not tracked in a git work tree (an installed copy) records no commit rather than a wrong one."""
     import shutil as sh
 
-    copy = tmp_path / "site" / "spendpred"
+    from spendpred.registry import runs  # source_commit reads the location of the module it is defined in
+
+    copy = tmp_path / "site" / "spendpred" / "registry"
     copy.mkdir(parents=True)
-    sh.copyfile(registry.__file__, copy / "registry.py")
-    monkeypatch.setattr(registry, "__file__", str(copy / "registry.py"))
+    sh.copyfile(runs.__file__, copy / "runs.py")
+    monkeypatch.setattr(runs, "__file__", str(copy / "runs.py"))
     registry.source_commit.cache_clear()
     try:
         assert registry.source_commit() is None

@@ -13,6 +13,7 @@ import pytest
 from spendpred import registry
 from spendpred.errors import ConfigError, ModelError, RegistryUnavailable, StorageError, TransientError
 from spendpred.failures import describe
+from spendpred.registry import store
 from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE, VALIDATION_JSON, VALIDATION_MD, staged_snapshot
 
 SECRET = "s3cret"
@@ -186,9 +187,9 @@ def test_proxied_artifacts_without_a_tracking_server_are_refused_for_the_setting
 
 def test_a_remote_artifact_root_needs_its_client_package(isolated_settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPENDPRED_MLFLOW_ARTIFACT_ROOT", "s3://models/spendpred")
-    monkeypatch.setattr(registry, "_installed", lambda module: module != "boto3")  # a worker built without boto3
+    monkeypatch.setattr(store, "_installed", lambda module: module != "boto3")  # a worker built without boto3
     with pytest.raises(ConfigError, match=r"SPENDPRED_MLFLOW_ARTIFACT_ROOT=s3://models/spendpred: MLflow needs the Python package 'boto3'"):
         registry.check_writable()
-    monkeypatch.setattr(registry, "_installed", lambda module: True)
+    monkeypatch.setattr(store, "_installed", lambda module: True)
     registry.check_writable()  # with it: nothing contacted, nothing created
     assert not isolated_settings.exists()
