@@ -13,6 +13,12 @@ without spend leaves its undefined values out, as the benchmarks' intervals do).
 fixed on the whole partition and the users resampled, so the high-tier intervals are those of
 the shipped classifier.
 
+The BG/NBD x Gamma-Gamma baseline (scorer ``bgnbd_gamma_gamma``) is fitted as of D on every
+buyer's completed purchases up to the end of D (``sql/monitor/completed_orders.sql``) and
+predicts the same users' spend over (D, D + H], as the benchmarks do; a fit that fails (too few
+repeat buyers) leaves that scorer out with one warning. RMSE and MAE are stored too: they are
+what the estimated performance (below) is checked against.
+
 **Drift.** At retrain time :func:`build_reference` summarises the training snapshot's numeric
 features and the held-out predictions (``reference.json`` beside ``bundle.json``): per column,
 decile bin edges, the reference share of each bin and a small seeded sample. Each night
@@ -53,9 +59,14 @@ MODEL_SCORER = "model"
 """The scorer name of a partition's published scores."""
 PAST_SPEND_SCORER = "past_spend"
 """The scorer name of the past-spend baseline (spend in the H days up to the end of as_of)."""
+BTYD_SCORER = "bgnbd_gamma_gamma"
+"""The scorer name of the BG/NBD x Gamma-Gamma baseline fitted on every buyer's purchases up to as_of (``spendpred.btyd``)."""
+SCORERS: tuple[str, ...] = (MODEL_SCORER, PAST_SPEND_SCORER, BTYD_SCORER)
+"""Every scorer of a realized evaluation, in report order (the baselines are the simple rules a team would use)."""
 
 REALIZED_METRICS: tuple[str, ...] = (
-    "normalised_gini", "top10_capture", "spearman", "total_ratio", "decile_mape", "high_tier_precision", "high_tier_recall",
+    "normalised_gini", "top10_capture", "spearman", "total_ratio", "decile_mape", "rmse", "mae",
+    "high_tier_precision", "high_tier_recall",
 )  # fmt: skip
 """The realized metrics with a bootstrap interval, in report order."""
 TOTALS: tuple[str, ...] = ("total_predicted", "total_actual", "users")
@@ -113,6 +124,8 @@ _VALUE_SCORES: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], float]] = {
     "spearman": metrics.spearman,
     "total_ratio": _total_ratio,
     "decile_mape": metrics.decile_mape,
+    "rmse": metrics.rmse,
+    "mae": metrics.mae,
 }
 _TIER_SCORES: dict[str, Callable[[npt.ArrayLike, npt.ArrayLike], float]] = {
     "high_tier_precision": _precision,
@@ -403,6 +416,37 @@ def read_realized(engine: sa.Engine, as_of: dt.date, horizon_days: int) -> pd.Da
     return frame
 
 
+def read_completed_orders(engine: sa.Engine, as_of: dt.date) -> pd.DataFrame:
+    """Return every buyer's completed spend per day up to the end of ``as_of`` (``user_id``, ``ordered_at``, ``amount``)."""
+    import pandas as pd
+
+    with engine.connect() as conn:
+        result = _run(conn, "completed_orders", {"cutoff": label_window(as_of, 1)["cutoff"]})
+        frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["amount"] = frame["amount"].astype("float64")
+    return frame
+
+
+def btyd_predictions(orders: pd.DataFrame, as_of: dt.date, horizon_days: int, user_ids: Sequence[str]) -> np.ndarray | None:
+    """Return the BG/NBD x Gamma-Gamma baseline's spend over (as_of, as_of + H] for ``user_ids``, fitted on ``orders``
+    (:func:`read_completed_orders`); ``None`` with one warning when it cannot be fitted (no or too few buyers)."""
+    from spendpred import btyd
+
+    if orders.empty:
+        logger.warning("realized performance of %s: no completed order by then, the BG/NBD x Gamma-Gamma baseline is left out", as_of)
+        return None
+    try:
+        predicted, _ = btyd.btyd_baseline(orders, as_of, int(horizon_days), list(user_ids))
+    except (DataError, ModelError) as exc:
+        logger.warning("realized performance of %s: the BG/NBD x Gamma-Gamma baseline cannot be fitted (%s): left out", as_of, exc)
+        return None
+    if not np.isfinite(predicted).all():
+        logger.warning("realized performance of %s: the BG/NBD x Gamma-Gamma baseline predicted non-finite spend: left out", as_of)
+        return None
+    return predicted
+
+
 def store_partition_metrics(engine: sa.Engine, as_of: dt.date, horizon_days: int, rows: Sequence[Mapping[str, Any]]) -> int:
     """Replace one partition's realized metrics for a horizon in one transaction; return the rows written."""
     evaluated_at = _now()
@@ -475,7 +519,8 @@ def format_monitor(data: Mapping[str, Any]) -> str:
     if not groups:
         lines.append("Realized performance: no partition has matured yet (as_of + H <= the run date).")
     for (as_of, horizon, version), table in groups.items():
-        scorers = [MODEL_SCORER, PAST_SPEND_SCORER]
+        present = {s for values in table.values() for s in values}
+        scorers = [s for s in SCORERS if s in present] + sorted(present - set(SCORERS))
         lines += [f"Realized performance of {as_of} (version {version}, labels in ({as_of}, +{horizon} days])", ""]
         lines.append(f"{'metric':<28} " + " ".join(f"{s:<26}" for s in scorers))
         for metric in (*REALIZED_METRICS, *TOTALS):

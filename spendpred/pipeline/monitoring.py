@@ -26,11 +26,14 @@ def evaluate_matured(run_date: dt.date, url: str | None = None, draws: int | Non
     realized evaluation for this horizon and model version yet; store the metrics in ``partition_metrics``.
 
     For each, the scored users' actual completed spend in (as_of, as_of + H] is read (nothing
-    later), and the published scores and the past-spend baseline as of that date are evaluated
-    (``monitoring.realized_metrics``, seeded with ``SPENDPRED_SEED``). An evaluated partition is
-    skipped, so a rerun changes nothing; an immature one is never evaluated. Returns
-    ``{"run_date", "horizon_days", "evaluated": [{"as_of", "model_version", "users", "model", "past_spend"}]}``
-    with each scorer's normalised Gini, top-10% capture and total ratio.
+    later), and the published scores and the baselines as of that date for the same users (past
+    spend; BG/NBD x Gamma-Gamma fitted on every buyer's purchases up to as_of) are evaluated
+    (``monitoring.realized_metrics``, seeded with ``SPENDPRED_SEED``). The metrics are also logged
+    to MLflow on the training run of the version that produced the partition
+    (:func:`log_realized`; a registry that cannot take them is one warning). An evaluated
+    partition is skipped, so a rerun changes nothing; an immature one is never evaluated. Returns
+    ``{"run_date", "horizon_days", "evaluated": [{"as_of", "model_version", "users", "model", "past_spend",
+    "bgnbd_gamma_gamma"?, "mlflow_run_id"}]}`` with each scorer's normalised Gini, top-10% capture and total ratio.
     """
     from spendpred import monitoring, warehouse
 
@@ -42,10 +45,14 @@ def evaluate_matured(run_date: dt.date, url: str | None = None, draws: int | Non
         for as_of, version, users in monitoring.pending_partitions(engine, run_date, horizon):
             frame = monitoring.read_realized(engine, as_of, horizon)
             frame = frame[frame["model_version"] == version]
+            predictions = {monitoring.MODEL_SCORER: frame["predicted_spend"].to_numpy(),
+                           monitoring.PAST_SPEND_SCORER: frame["past_spend"].to_numpy()}  # fmt: skip
+            btyd = monitoring.btyd_predictions(monitoring.read_completed_orders(engine, as_of), as_of, horizon,
+                                               frame["user_id"].astype(str).tolist())  # fmt: skip
+            if btyd is not None:
+                predictions[monitoring.BTYD_SCORER] = btyd
             table = monitoring.realized_metrics(
-                frame["actual_spend"].to_numpy(),
-                {monitoring.MODEL_SCORER: frame["predicted_spend"].to_numpy(),
-                 monitoring.PAST_SPEND_SCORER: frame["past_spend"].to_numpy()},
+                frame["actual_spend"].to_numpy(), predictions,
                 predicted_high={monitoring.MODEL_SCORER: (frame["tier"] == "high").to_numpy()},
                 draws=draws, seed=settings.seed,
             )  # fmt: skip
@@ -53,14 +60,59 @@ def evaluate_matured(run_date: dt.date, url: str | None = None, draws: int | Non
             brief = {scorer: {key: _rounded(values[key][0]) for key in ("normalised_gini", "top10_capture", "total_ratio")}
                      for scorer, values in table.items()}  # fmt: skip
             logger.info(
-                "realized performance of %s (version %s, %d users, H=%d): model %s; past spend %s",
-                as_of, version, users, horizon, brief[monitoring.MODEL_SCORER], brief[monitoring.PAST_SPEND_SCORER],
+                "realized performance of %s (version %s, %d users, H=%d): %s",
+                as_of, version, users, horizon, "; ".join(f"{scorer} {values}" for scorer, values in brief.items()),
             )  # fmt: skip
-            evaluated.append({"as_of": as_of.isoformat(), "model_version": version, "users": users, **brief})
+            run_id = log_realized(version, as_of, horizon, table, settings)
+            evaluated.append({"as_of": as_of.isoformat(), "model_version": version, "users": users, **brief,
+                              "mlflow_run_id": run_id})  # fmt: skip
     if not evaluated:
         logger.info("realized performance: no published partition as of %s or earlier awaits evaluation (H=%d)",
                     monitoring.mature_until(run_date, horizon), horizon)  # fmt: skip
     return {"run_date": run_date.isoformat(), "horizon_days": horizon, "evaluated": evaluated}
+
+
+def log_realized(
+    version: str, as_of: dt.date, horizon_days: int, table: Mapping[str, Mapping[str, tuple[float, float, float]]],
+    settings: Any = None,
+) -> str | None:
+    """Log one partition's realized metrics to MLflow on the training run of model version ``version``.
+
+    Keys ``realized_<scorer>_<metric>`` (and ``_ci_low``/``_ci_high``) at step = as_of's day number
+    since 1970-01-01 and timestamp = as_of, so each metric's history is a curve over the matured
+    partitions; the version gets the tag ``realized_last_as_of``. Returns the run id, or ``None``
+    (one info or warning line, never an exception) when there is no registry yet, the version is
+    not registered there or the registry cannot be written.
+    """
+    from mlflow.entities import Metric
+
+    from spendpred import registry
+
+    settings = settings or get_settings()
+    if registry.missing_store(settings) is not None:
+        logger.info("realized metrics of %s not logged to MLflow: no registry yet (%s)", as_of, settings.resolved_tracking_uri)
+        return None
+    step = (as_of - dt.date(1970, 1, 1)).days
+    stamp = int(dt.datetime.combine(as_of, dt.time(), dt.UTC).timestamp() * 1000)
+    entries = []
+    for scorer, values in table.items():
+        for metric, (value, low, high) in values.items():
+            for suffix, number in (("", value), ("_ci_low", low), ("_ci_high", high)):
+                if number is not None and number == number and abs(number) != float("inf"):
+                    entries.append(Metric(f"realized_{scorer}_{metric}{suffix}", float(number), stamp, step))
+    try:
+        client = registry.get_client(settings)
+        run_id = client.get_model_version(registry.REGISTERED_MODEL, str(version)).run_id
+        for start in range(0, len(entries), 500):  # MLflow's batch limit is 1,000 metrics
+            client.log_batch(run_id, metrics=entries[start:start + 500])
+        client.set_model_version_tag(registry.REGISTERED_MODEL, str(version), "realized_last_as_of", as_of.isoformat())
+        client.set_tag(run_id, f"realized_h{int(horizon_days)}_last_as_of", as_of.isoformat())
+    except Exception as exc:  # noqa: BLE001 - the warehouse rows are the record; MLflow is a copy
+        logger.warning("realized metrics of %s not logged to MLflow for version %s: %s", as_of, version,
+                       " ".join(str(exc).splitlines())[:300])  # fmt: skip
+        return None
+    logger.info("realized metrics of %s logged to MLflow run %s (version %s, step %d)", as_of, run_id, version, step)
+    return str(run_id)
 
 
 def _rounded(value: float) -> float | None:

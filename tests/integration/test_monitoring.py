@@ -34,6 +34,21 @@ ORDERS = [
     # before the past window (ends up in neither figure)
     ("u01", "2023-12-01 10:00:00", 999.0, "completed"),
     ("u01", "2024-01-01 23:59:59", 100.0, "completed"),  # the last second before the past window
+    # earlier history of repeat buyers: BG/NBD x Gamma-Gamma is fitted on it (and on the past window)
+    ("u02", "2023-06-05 10:00:00", 120.0, "completed"), ("u02", "2023-09-14 10:00:00", 80.0, "completed"),
+    ("u03", "2023-03-01 10:00:00", 60.0, "completed"), ("u03", "2023-05-20 10:00:00", 40.0, "completed"),
+    ("u03", "2023-11-02 10:00:00", 90.0, "completed"), ("u04", "2023-08-08 10:00:00", 30.0, "completed"),
+    ("u04", "2023-08-09 10:00:00", 35.0, "completed"), ("u06", "2023-02-10 10:00:00", 200.0, "completed"),
+    ("u06", "2023-12-24 10:00:00", 150.0, "completed"), ("u09", "2023-10-01 10:00:00", 15.0, "completed"),
+    ("u09", "2023-10-01 18:00:00", 5.0, "completed"),  # the same day: one purchase day of 20
+    ("u10", "2023-04-04 10:00:00", 25.0, "completed"), ("u10", "2023-07-07 10:00:00", 25.0, "completed"),
+    ("u11", "2023-12-30 10:00:00", 70.0, "cancelled"),  # not a purchase
+    ("u05", "2023-01-15 10:00:00", 40.0, "completed"), ("u05", "2023-02-15 10:00:00", 45.0, "completed"),
+    ("u05", "2023-03-20 10:00:00", 50.0, "completed"), ("u05", "2023-05-01 10:00:00", 42.0, "completed"),
+    ("u08", "2022-06-01 10:00:00", 60.0, "completed"), ("u08", "2022-07-01 10:00:00", 30.0, "completed"),
+    ("u12", "2022-02-01 10:00:00", 10.0, "completed"), ("u12", "2022-03-01 10:00:00", 12.0, "completed"),
+    ("u12", "2022-04-01 10:00:00", 9.0, "completed"), ("u07", "2023-11-20 10:00:00", 22.0, "completed"),
+    ("u07", "2023-12-18 10:00:00", 18.0, "completed"), ("u07", "2023-12-28 10:00:00", 25.0, "completed"),
     # the past window [Jan 2 00:00, Feb 1 00:00), the H days up to the end of as_of: the past-spend baseline
     ("u01", "2024-01-02 00:00:00", 100.0, "completed"),
     ("u02", "2024-01-20 12:00:00", 300.0, "completed"),
@@ -127,6 +142,77 @@ def test_realized_metrics_equal_a_hand_computation(hand_made: str) -> None:
                 assert row[5] <= row[6]
     assert values[("past_spend", "spearman")] == pytest.approx(float(spearmanr(actual, past).statistic))
     assert not math.isnan(values[("past_spend", "decile_mape")])
+
+
+def _completed_by(day: dt.date) -> Any:
+    """The hand-made completed orders before the end of ``day``, as a frame (the baseline's input, built here)."""
+    import pandas as pd
+
+    cutoff = f"{day + dt.timedelta(days=1)} 00:00:00"
+    rows = [(u, t, a) for u, t, a, s in ORDERS if s == "completed" and t < cutoff]
+    return pd.DataFrame(rows, columns=["user_id", "ordered_at", "amount"])
+
+
+def test_btyd_baseline_equals_an_independent_fit(hand_made: str) -> None:
+    from spendpred import btyd, metrics
+
+    result = pipeline.evaluate_matured(RUN_DATE, hand_made, draws=30)
+    assert monitoring.BTYD_SCORER in result["evaluated"][0]
+    values = _values(hand_made, MATURE)
+    users = list(SCORES)
+    actual = np.array([ACTUAL.get(u, 0.0) for u in users])
+    # fitted here on the order rows themselves (not the warehouse's per-day sums), as of the same date
+    predicted, _ = btyd.btyd_baseline(_completed_by(MATURE), MATURE, H, users)
+    assert predicted.sum() > 0 and predicted[users.index("u11")] == 0.0  # no completed purchase: outside the model
+    scorer = monitoring.BTYD_SCORER
+    assert values[(scorer, "total_predicted")] == pytest.approx(predicted.sum(), rel=1e-6)
+    assert values[(scorer, "normalised_gini")] == pytest.approx(metrics.normalised_gini(actual, predicted), rel=1e-6)
+    assert values[(scorer, "top10_capture")] == pytest.approx(metrics.top_k_capture(actual, predicted), rel=1e-6)
+    assert values[(scorer, "decile_mape")] == pytest.approx(metrics.decile_mape(actual, predicted), rel=1e-6)
+    assert values[(scorer, "rmse")] == pytest.approx(float(np.sqrt(np.mean((actual - predicted) ** 2))), rel=1e-6)
+    users_top = set(np.asarray(users)[np.argsort(-predicted, kind="stable")[:2]])
+    assert values[(scorer, "high_tier_precision")] == pytest.approx(len(users_top & {"u01", "u03"}) / 2)
+    # the model's errors, written out
+    model = np.array([SCORES[u][0] for u in users])
+    assert values[("model", "mae")] == pytest.approx(float(np.mean(np.abs(actual - model))))
+    assert values[("model", "rmse")] == pytest.approx(float(np.sqrt(np.mean((actual - model) ** 2))))
+
+
+def test_btyd_baseline_sees_no_order_after_as_of(hand_made: str) -> None:
+    engine = warehouse.get_engine(hand_made)
+    try:
+        before = monitoring.read_completed_orders(engine, MATURE)
+        with engine.begin() as conn:  # a purchase the first second after as_of, by a user without history
+            conn.execute(sa.text("INSERT INTO orders (order_id, user_id, ordered_at, amount, items, status) "
+                                 "VALUES ('next', 'u11', '2024-02-01 00:00:00', 50, 1, 'completed')"))  # fmt: skip
+        after = monitoring.read_completed_orders(engine, MATURE)
+    finally:
+        engine.dispose()
+    assert len(after) == len(before) and "u11" not in set(after["user_id"])
+    daily = _completed_by(MATURE).assign(day=lambda f: f["ordered_at"].str[:10]).groupby(["user_id", "day"])["amount"].sum()
+    assert len(before) == len(daily) and before["amount"].sum() == pytest.approx(daily.sum())
+
+
+def test_realized_metrics_are_logged_on_the_versions_training_run(hand_made: str) -> None:
+    from spendpred import registry
+
+    client = registry.get_client()
+    experiment = registry.ensure_experiment(client)
+    run = client.create_run(experiment, run_name="retrain 2024-01-01")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(registry.REGISTERED_MODEL)
+    for _ in range(3):  # the partitions were published by version 3
+        version = client.create_model_version(registry.REGISTERED_MODEL, run.info.artifact_uri, run_id=run.info.run_id)
+    assert str(version.version) == "3"
+    result = pipeline.evaluate_matured(RUN_DATE, hand_made, draws=20)
+    assert result["evaluated"][0]["mlflow_run_id"] == run.info.run_id
+    values = _values(hand_made, MATURE)
+    history = client.get_metric_history(run.info.run_id, "realized_model_normalised_gini")
+    assert [(m.step, m.value) for m in history] == [((MATURE - dt.date(1970, 1, 1)).days, pytest.approx(values[("model", "normalised_gini")]))]
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged["realized_past_spend_top10_capture"] == pytest.approx(values[("past_spend", "top10_capture")])
+    assert logged["realized_bgnbd_gamma_gamma_total_ratio"] == pytest.approx(values[("bgnbd_gamma_gamma", "total_ratio")])
+    assert client.get_model_version(registry.REGISTERED_MODEL, "3").tags["realized_last_as_of"] == MATURE.isoformat()
 
 
 def test_rerun_changes_nothing_and_later_orders_do_not_leak(hand_made: str) -> None:
