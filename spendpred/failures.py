@@ -58,7 +58,29 @@ def is_transient_mlflow(exc: BaseException) -> bool:
     connection or HTTP 5xx (both 500 in MLflow's codes), 408 or 429; any other 4xx (a bad value, a
     missing or existing object, no permission) is permanent."""
     status = mlflow_status(exc)
-    return status is not None and (status >= 500 or status in RETRYABLE_CLIENT_STATUS)
+    if status is None or _store_fault(exc) is not None:
+        return False
+    return status >= 500 or status in RETRYABLE_CLIENT_STATUS
+
+
+_STORE_FAULTS = (
+    ("readonly database", "is read-only"),
+    ("read-only file system", "is on a read-only disk"),
+    ("unable to open database file", "cannot be opened"),
+)
+"""Causes inside an ``MlflowException`` (MLflow wraps its database store's errors as HTTP 503) that
+no retry fixes: the store's file, folder or disk refuses the write. (needle, what it says)"""
+
+
+def _store_fault(exc: BaseException) -> tuple[str, str] | None:
+    """Return ``(MLflow's words, what they mean)`` when an ``MlflowException`` wraps a store that refuses writes, else ``None``."""
+    text = str(getattr(exc, "message", None) or exc)
+    lowered = text.lower()
+    for needle, meaning in _STORE_FAULTS:
+        if needle in lowered:
+            line = next(line for line in text.splitlines() if needle in line.lower())
+            return _re.sub(r"^\([\w.]+\)\s*", "", line.strip())[:200], meaning
+    return None
 
 
 
@@ -127,9 +149,15 @@ _DB_FIXES = (
     ("unable to open database file", "check that the SQLite file's folder exists and is writable"),
     ("readonly database", "make the SQLite file writable, or run read-only commands only"),
     ("permission denied", "run write commands as the role that owns the warehouse (read-only roles may only query the views)"),
-    ("does not exist", "run `spendpred db init` to create the tables"),
+    (("relation \"", "does not exist"), "run `spendpred db init` to create the tables"),
+    (("column \"", "does not exist"), "the relation lacks that column: compare it with the source-data contract (docs/DESIGN.md)"),
+    (("function ", "does not exist"), "a source column has a type this query cannot take: compare the columns' types with the "
+     "source-data contract (docs/DESIGN.md)"),
+    ("does not exist", "check the name it gives (`spendpred db init` creates spendpred's own tables and views)"),
     ("no such table", "run `spendpred db init` to create the tables"),
+    ("no such column", "the relation lacks that column: compare it with the source-data contract (docs/DESIGN.md)"),
 )
+"""(needle or needles that must all occur, fix): the first match gives the fix."""
 
 
 def _database_message(exc: Exception) -> str:
@@ -140,7 +168,10 @@ def _database_message(exc: Exception) -> str:
     text = _re.sub(r"^(FATAL|ERROR):\s*", "", text)
     lowered = str(orig).lower()
     connecting = bool(getattr(exc, "spendpred_connecting", False))
-    fix = next((hint for needle, hint in _DB_FIXES if needle in lowered), "check the host, port, user and database")
+    fix = next(
+        (hint for needles, hint in _DB_FIXES if all(n in lowered for n in ((needles,) if isinstance(needles, str) else needles))),
+        "check the host, port, user and database",
+    )
     if connecting:
         fix += " in SPENDPRED_WAREHOUSE_URL or --url"
     url = getattr(exc, "spendpred_url", None)
@@ -322,6 +353,12 @@ def _mlflow_message(exc: BaseException) -> str:
     """One line for an ``MlflowException``: MLflow's code and HTTP status, its first line (masked) and the fix."""
     status = mlflow_status(exc)
     code = str(getattr(exc, "error_code", "") or "INTERNAL_ERROR")
+    fault = _store_fault(exc)
+    if fault is not None:
+        return mask_secrets(
+            f"the MLflow tracking store {fault[1]} ({fault[0]}): make the store's file and folder writable for this user, "
+            "or point SPENDPRED_MLFLOW_TRACKING_URI at a writable store; retrying cannot help"
+        )
     detail = _first_line(getattr(exc, "message", None) or exc).removeprefix(f"{code}: ")[:300] or type(exc).__name__
     if is_transient_mlflow(exc):
         return mask_secrets(

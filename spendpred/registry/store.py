@@ -148,22 +148,34 @@ def _probe_http(uri: str) -> None:
         raise _unreachable(uri, _probe_reason(exc)) from None
 
 
-def _probe_sqlite(uri: str, path: Path) -> None:
-    """Raise ``StorageError`` when an existing SQLite store cannot be opened for writing (a folder, not a database...)."""
+def _probe_sqlite(uri: str, path: Path, write: bool = False) -> None:
+    """Raise ``StorageError`` when an existing SQLite store cannot be opened (a folder, not a database...)
+    or, with ``write``, cannot take a write lock (a read-only file, folder or disk)."""
     import sqlite3
 
     if path.is_dir():
         raise StorageError(f"the MLflow store {mask_url(uri)} is a folder, not a SQLite file: fix {TRACKING_SETTING}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT_S)
+        # mode=rw silently falls back to read-only on a write-protected file: only a write lock tells
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=PROBE_TIMEOUT_S, isolation_level=None)
         try:
             conn.execute("PRAGMA schema_version").fetchone()
+            if write:  # rewrite one header field with its own value, rolled back: a write that changes nothing
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                    conn.execute(f"PRAGMA user_version = {version}")
+                finally:
+                    conn.execute("ROLLBACK")
         finally:
             conn.close()
     except sqlite3.Error as exc:
+        if "locked" in str(exc).lower():  # another writer holds it now: busy, not broken (MLflow waits for it)
+            logger.debug("the MLflow store %s is busy: %s", mask_url(uri), exc)
+            return
         raise StorageError(
-            f"cannot open the MLflow store {mask_url(uri)}: {exc}: make the file and its folder readable and writable, "
-            f"or fix {TRACKING_SETTING}"
+            f"cannot {'write to' if write else 'open'} the MLflow store {mask_url(uri)}: {exc}: make the file and its "
+            f"folder readable and writable for this user, or point {TRACKING_SETTING} at a writable store"
         ) from None
 
 
@@ -233,6 +245,8 @@ def check_writable(settings: Settings | None = None) -> None:
         _require_writable_folder(store.parent, f"the MLflow store {mask_url(uri)}", TRACKING_SETTING)
     else:
         check_store(settings)
+        if store is not None:
+            _probe_sqlite(uri, store, write=True)  # a read-only store fails here, not after the training
     check_artifact_root(root, uri)
 
 

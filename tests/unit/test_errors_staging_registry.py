@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,33 @@ def test_a_remote_artifact_root_needs_its_client_package(isolated_settings: Path
     monkeypatch.setattr(store, "_installed", lambda module: True)
     registry.check_writable()  # with it: nothing contacted, nothing created
     assert not isolated_settings.exists()
+
+
+def _read_only_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Injected fault: every SQLite connection opens read-only, as on a write-protected file
+    (``mode=rw`` silently falls back to read-only there; root ignores file modes, so this is injected)."""
+    import sqlite3
+
+    connect = sqlite3.connect
+
+    def read_only(database: str, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if str(database).startswith("file:"):
+            database = str(database).replace("mode=rw", "mode=ro")
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+
+
+def test_a_read_only_sqlite_store_is_refused_before_training_but_serves_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("SPENDPRED_MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    registry.get_client()  # creates the store
+    _read_only_sqlite(monkeypatch)
+    assert registry.check_store().startswith("sqlite:")  # scoring only reads: a read-only store is fine there
+    with pytest.raises(StorageError) as info:
+        registry.check_writable()
+    message = str(info.value)
+    assert message.startswith(f"cannot write to the MLflow store sqlite:///{store}: attempt to write a readonly database")
+    assert "point SPENDPRED_MLFLOW_TRACKING_URI at a writable store" in message and "\n" not in message

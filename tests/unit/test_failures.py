@@ -301,3 +301,35 @@ def test_one_line_fails_an_mlflow_client_error_without_retry() -> None:
     assert caught.value.__cause__ is None and "\n" not in str(caught.value)
     with pytest.raises(TransientError), one_line():
         raise _rest("TEMPORARILY_UNAVAILABLE", "maintenance")
+
+
+def test_mlflow_on_a_read_only_store_is_named_and_permanent(tmp_path: Path) -> None:
+    """MLflow wraps its SQLite store's "readonly database" as HTTP 503; retrying cannot fix it, and the line says which store."""
+    import mlflow
+
+    store = tmp_path / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{store}").search_experiments()  # creates the store
+    read_only = mlflow.MlflowClient(f"sqlite:///file:{store}?mode=ro&uri=true")
+    cause = _raised(lambda: read_only.create_experiment("x"))
+    assert failures.mlflow_status(cause) == 503  # MLflow's own classification: temporarily unavailable
+    error = as_error(cause)
+    assert isinstance(error, errors.RegistryError) and not isinstance(error, TransientError)
+    message = _one_line(error)
+    assert message.startswith("the MLflow tracking store is read-only (attempt to write a readonly database)")
+    assert "SPENDPRED_MLFLOW_TRACKING_URI" in message and "retrying cannot help" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "fix"),
+    [
+        ('relation "users" does not exist', "run `spendpred db init`"),
+        ('column "amount" does not exist', "the relation lacks that column"),
+        ("function round(double precision, integer) does not exist", "a source column has a type this query cannot take"),
+        ('schema "x" does not exist', "check the name it gives"),
+        ("no such column: amount", "the relation lacks that column"),
+    ],
+)
+def test_a_missing_object_gets_the_fix_for_its_kind(text: str, fix: str) -> None:
+    message = _one_line(as_error(sa.exc.ProgrammingError("SELECT 1", {}, Exception(text))))
+    assert f"{text}: {fix}" in message
+    assert ("db init" in message) is ("relation" in text or "schema" in text)
