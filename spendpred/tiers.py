@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -157,6 +157,24 @@ class Threshold:
     def as_dict(self) -> dict[str, Any]:
         """Return ``{"tier", "lower_bound", "upper_bound"}``."""
         return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Threshold:
+        """Return the threshold of a published row ``{"tier", "lower_bound", "upper_bound", ...}`` (other keys ignored)."""
+        low, high = values.get("lower_bound"), values.get("upper_bound")
+        return cls(str(values["tier"]), None if low is None else float(low), None if high is None else float(high))
+
+
+def tier_of(score: float, thresholds: Iterable[Threshold | Mapping[str, Any]]) -> str | None:
+    """Return the tier whose interval holds ``score`` (:meth:`Threshold.contains`), ``None`` when none does.
+
+    ``thresholds`` are ``Threshold`` objects or published rows (:meth:`Threshold.from_mapping`).
+    """
+    for item in thresholds:
+        threshold = item if isinstance(item, Threshold) else Threshold.from_mapping(item)
+        if threshold.contains(score):
+            return threshold.tier
+    return None
 
 
 def _number(field: str, value: Any) -> float:

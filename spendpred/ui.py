@@ -17,7 +17,7 @@ from typing import Any
 
 from spendpred.embeddings import describe_cost
 from spendpred.metrics import METRIC_LABELS, metric_label  # champion's test metrics in this order, others follow sorted
-from spendpred.tiers import TIERS
+from spendpred.tiers import TIERS, tier_of
 
 TIER_COLOURS: dict[str, str] = {"high": "#1a7f37", "medium": "#bf8700", "low": "#8c959f"}
 
@@ -57,14 +57,6 @@ def _metric(value: float) -> str:
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}" if abs(value) < 10 else f"{value:,.2f}"
 
 
-def _tier_of(value: float, thresholds: Sequence[Mapping[str, Any]]) -> str | None:
-    for threshold in thresholds:
-        low, high = threshold.get("lower_bound"), threshold.get("upper_bound")
-        if (low is None or value >= low) and (high is None or value < high):
-            return str(threshold["tier"])
-    return None
-
-
 def histogram_svg(histogram: Mapping[str, Any], thresholds: Sequence[Mapping[str, Any]], width: int = 760, height: int = 280) -> str:
     """Return an inline SVG bar chart of predicted spend, bars coloured by tier.
 
@@ -91,7 +83,7 @@ def histogram_svg(histogram: Mapping[str, Any], thresholds: Sequence[Mapping[str
     for i, count in enumerate(counts):
         lo, hi = edges[i], edges[i + 1]
         mid = math.expm1((math.log1p(max(lo, 0.0)) + math.log1p(max(hi, 0.0))) / 2)
-        tier = _tier_of(mid, thresholds) or "low"
+        tier = tier_of(mid, thresholds) or "low"  # the published intervals, read with the rule that made them
         bar_h = plot_h * count / peak
         x, y = left + i * bar_w, top + plot_h - bar_h
         parts.append(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spendpred.errors import ConfigError, DataError
-from spendpred.tiers import TIERS, Threshold, TierRule, assign_tiers, rule_from_settings, share_count, tier_counts
+from spendpred.tiers import TIERS, Threshold, TierRule, assign_tiers, rule_from_settings, share_count, tier_counts, tier_of
 
 
 def _check_consistent(scores: np.ndarray, tiers: np.ndarray, thresholds: list[Threshold]) -> None:
@@ -182,6 +182,26 @@ def test_threshold_contains_is_half_open() -> None:
     assert Threshold("high", 20.0, None).contains(1e12)
     assert Threshold("low", None, 10.0).contains(-5.0)
     assert medium.as_dict() == {"tier": "medium", "lower_bound": 10.0, "upper_bound": 20.0}
+
+
+def test_tier_of_a_published_row_is_the_tier_assign_tiers_gave() -> None:
+    """The page colours a spend by the published thresholds with the same rule that assigned the tiers."""
+    from decimal import Decimal
+
+    scores = np.array([5.0, 90.0, 10.0, 70.0, 0.0, 30.0, 60.0, 20.0, 40.0, 80.0])
+    tiers, thresholds = assign_tiers(scores)
+    # as the page reads them back: mappings with the warehouse's extra columns, NUMERIC bounds as Decimal
+    rows = [
+        {"as_of": "2024-03-31", "model_version": "3", **t.as_dict(),
+         **{k: Decimal(str(v)) for k, v in t.as_dict().items() if k != "tier" and v is not None}}
+        for t in thresholds
+    ]  # fmt: skip
+    for score, tier in zip(scores, tiers):
+        assert tier_of(float(score), rows) == tier == tier_of(float(score), thresholds)
+    assert tier_of(90.0, rows) == "high" and tier_of(89.99, rows) == "medium"  # half-open at the cut
+    assert Threshold.from_mapping(rows[1]) == Threshold("medium", 60.0, 90.0)
+    assert tier_of(5.0, [{"tier": "high", "lower_bound": 10.0, "upper_bound": None}]) is None  # no interval holds it
+    assert tier_of(1.0, []) is None
 
 
 @pytest.mark.parametrize(
