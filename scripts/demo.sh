@@ -15,6 +15,7 @@ VENV=${VENV:-.venv}                         # absolute, or relative to the repos
 # as fresh as a real one and the nightly DAG's first scheduled run after unpausing (which scores
 # yesterday) passes the freshness check. DEMO_DATE=YYYY-MM-DD reproduces a fixed run.
 DEMO_DATE=${DEMO_DATE:-$(python -c 'import datetime as d; print(d.datetime.now(d.timezone.utc).date() - d.timedelta(days=1))')}
+DEMO_SEED=${DEMO_SEED:-42}                    # the synthetic world (the model seed is SPENDPRED_SEED)
 DEMO_USERS=${DEMO_USERS:-2000}
 DEMO_EPOCHS=${DEMO_EPOCHS:-2}
 DEMO_FREEZE=${DEMO_FREEZE:-bottom-k:4}      # fine-tune the top 2 of MiniLM's 6 layers (CPU budget)
@@ -36,7 +37,7 @@ airflow db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/mig
 step "Synthetic warehouse: $DEMO_USERS users, 730 days to $DEMO_DATE"
 # seed creates the tables and views itself (`db init`'s work: one "warehouse initialised" line) and
 # logs what it wrote in words; its JSON result, for scripts, is not shown
-spendpred seed --users "$DEMO_USERS" --days 730 --end-date "$DEMO_DATE" --seed 42 >/dev/null
+spendpred seed --users "$DEMO_USERS" --days 730 --end-date "$DEMO_DATE" --seed "$DEMO_SEED" >/dev/null
 
 # Both runs get D from the as_of param; their logical date is now (the `airflow dags test`
 # default), so the UI lists them at the time they ran, beside the scheduled runs.
