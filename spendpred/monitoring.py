@@ -27,6 +27,15 @@ two-sample Kolmogorov-Smirnov statistic against the sample (``scipy.stats.ks_2sa
 status ``ok``, ``warn`` or ``alert`` by the PSI thresholds (``SPENDPRED_DRIFT_PSI_WARN``,
 ``SPENDPRED_DRIFT_PSI_ALERT``).
 
+**Estimated performance before labels** (NannyML's direct loss estimation): at retrain time
+:func:`fit_error_model` learns, on the champion's held-out users, each user's expected absolute
+and squared error from their features and their prediction (two small regression trees of
+scikit-learn, exported to JSON and kept in ``reference.json`` under ``error_model``; predicted
+with numpy, no pickle). Each night :func:`estimate_errors` averages tonight's expected errors:
+estimated MAE, and RMSE as the root of the mean expected squared error. Stored per partition
+(``estimated_metrics``); once the partition matures its realized RMSE and MAE stand beside the
+estimate (view ``user_spend_estimated_performance``).
+
 Pure functions take arrays and frames; the warehouse functions at the end take an engine and
 run the SQL of ``sql/monitor/`` with bound parameters.
 """
@@ -302,10 +311,13 @@ def column_drift(reference: Mapping[str, Any], values: npt.ArrayLike, warn: floa
 
 
 def build_reference(
-    frame: pd.DataFrame, feature_columns: Sequence[str], predictions: npt.ArrayLike, seed: int = 0
+    frame: pd.DataFrame, feature_columns: Sequence[str], predictions: npt.ArrayLike, seed: int = 0,
+    held_out: pd.DataFrame | None = None, labels: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
     """Return the drift reference of a model: each numeric feature of its training snapshot ``frame``
-    and its held-out ``predictions`` (:func:`column_reference`), under ``columns``.
+    and its held-out ``predictions`` (:func:`column_reference`), under ``columns``; with the
+    held-out users' ``held_out`` frame and ``labels``, also their error model (:func:`fit_error_model`)
+    under ``error_model``.
 
     Columns absent from ``frame`` are left out. Raises ``DataError`` on empty or non-finite values.
     """
@@ -314,7 +326,108 @@ def build_reference(
         if name in frame.columns:
             columns[name] = column_reference(frame[name].to_numpy(dtype=np.float64), seed=seed + offset)
     columns[PREDICTION_COLUMN] = column_reference(predictions, seed=seed + len(feature_columns))
-    return {"format": REFERENCE_FORMAT, "bins": REFERENCE_BINS, "columns": columns}
+    reference: dict[str, Any] = {"format": REFERENCE_FORMAT, "bins": REFERENCE_BINS, "columns": columns}
+    if held_out is not None and labels is not None:
+        usable = [name for name in feature_columns if name in held_out.columns]
+        reference["error_model"] = fit_error_model(held_out, usable, predictions, labels, seed=seed)
+    return reference
+
+
+ERROR_MODEL_FORMAT = 1
+ERROR_TREE_DEPTH = 4
+"""Depth of each error tree: at most 16 leaves, each the mean error of at least ``error_leaf_size`` held-out users."""
+ESTIMATED_METRICS: tuple[str, ...] = ("rmse", "mae")
+"""What the nightly estimates before labels exist (a realized metric of the same name is stored at maturity)."""
+
+
+def _signed_log(values: np.ndarray) -> np.ndarray:
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def error_inputs(frame: pd.DataFrame, columns: Sequence[str], predictions: npt.ArrayLike) -> np.ndarray:
+    """Return the error model's input matrix: ``predictions`` then each of ``columns`` of ``frame``, on a signed log1p scale.
+
+    Raises ``DataError`` for a missing column or a null or non-finite value.
+    """
+    pred = _finite_1d(predictions, "predictions")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"the snapshot lacks the error model's column(s) {missing}: retrain the model on this snapshot layout")
+    blocks = [pred] + [_finite_1d(frame[c].to_numpy(dtype=np.float64), f"feature {c}") for c in columns]
+    if any(b.size != pred.size for b in blocks):
+        raise DataError(f"{pred.size} predictions for {len(frame)} users: pass one prediction per user")
+    return _signed_log(np.column_stack(blocks))
+
+
+def _tree_json(tree: Any) -> dict[str, list[Any]]:
+    t = tree.tree_
+    return {
+        "feature": [int(f) for f in t.feature], "threshold": [float(x) for x in t.threshold],
+        "left": [int(c) for c in t.children_left], "right": [int(c) for c in t.children_right],
+        "value": [float(v) for v in t.value.reshape(-1)],
+    }  # fmt: skip
+
+
+def tree_predict(tree: Mapping[str, Sequence[Any]], inputs: np.ndarray) -> np.ndarray:
+    """Return a JSON-exported regression tree's predictions for ``inputs`` (scikit-learn's rule:
+    go left when the float32 value is <= the threshold), without scikit-learn."""
+    feature, threshold = np.asarray(tree["feature"]), np.asarray(tree["threshold"], dtype=np.float64)
+    left, right, value = np.asarray(tree["left"]), np.asarray(tree["right"]), np.asarray(tree["value"], dtype=np.float64)
+    x = np.asarray(inputs, dtype=np.float32).astype(np.float64)
+    node = np.zeros(x.shape[0], dtype=np.int64)
+    rows = np.arange(x.shape[0])
+    for _ in range(len(feature)):
+        inner = left[node] >= 0
+        if not inner.any():
+            break
+        go_left = x[rows, np.where(inner, feature[node], 0)] <= threshold[node]
+        node = np.where(inner, np.where(go_left, left[node], right[node]), node)
+    return value[node]
+
+
+def fit_error_model(
+    held_out: pd.DataFrame, columns: Sequence[str], predictions: npt.ArrayLike, labels: npt.ArrayLike, seed: int = 0
+) -> dict[str, Any]:
+    """Return the direct-loss-estimation model of a champion, fitted on its held-out users.
+
+    Two ``DecisionTreeRegressor`` (depth :data:`ERROR_TREE_DEPTH`, at least ``max(5, n/20)`` users
+    per leaf) learn the absolute and the squared error of ``predictions`` against ``labels`` from
+    :func:`error_inputs`; a leaf's value is the mean error of its users, so the estimate is
+    unbiased where tonight's users look like the held-out ones. Returned as JSON-able trees
+    (:func:`tree_predict`) with the columns they read and the held-out MAE and RMSE.
+    Raises ``DataError`` on empty, mis-shaped or non-finite input.
+    """
+    from sklearn.tree import DecisionTreeRegressor
+
+    inputs = error_inputs(held_out, columns, predictions)
+    truth = _finite_1d(labels, "held-out labels")
+    if truth.size != inputs.shape[0]:
+        raise DataError(f"{truth.size} labels for {inputs.shape[0]} held-out users: pass one label per user")
+    error = truth - np.asarray(predictions, dtype=np.float64)
+    leaf = max(5, inputs.shape[0] // 20)
+    trees = {}
+    for name, target in (("absolute", np.abs(error)), ("squared", error**2)):
+        tree = DecisionTreeRegressor(max_depth=ERROR_TREE_DEPTH, min_samples_leaf=leaf, random_state=seed).fit(inputs, target)
+        trees[name] = _tree_json(tree)
+    return {
+        "format": ERROR_MODEL_FORMAT, "method": "direct loss estimation (regression trees on held-out errors)",
+        "columns": list(columns), "held_out_users": int(truth.size), "min_leaf_users": leaf,
+        "held_out_mae": float(np.mean(np.abs(error))), "held_out_rmse": float(np.sqrt(np.mean(error**2))), **trees,
+    }  # fmt: skip
+
+
+def estimate_errors(error_model: Mapping[str, Any], frame: pd.DataFrame, predictions: npt.ArrayLike) -> dict[str, float]:
+    """Return tonight's estimated ``{"mae", "rmse", "users"}`` from a champion's :func:`fit_error_model`.
+
+    MAE is the mean expected absolute error, RMSE the root of the mean expected squared error.
+    Raises ``DataError`` for a missing column or bad values, ``ModelError`` for a foreign error model.
+    """
+    if error_model.get("format") != ERROR_MODEL_FORMAT or "absolute" not in error_model or "squared" not in error_model:
+        raise ModelError(f"the error model is not of format {ERROR_MODEL_FORMAT}: retrain the model to write a new one")
+    inputs = error_inputs(frame, error_model["columns"], predictions)
+    absolute = np.clip(tree_predict(error_model["absolute"], inputs), 0.0, None)
+    squared = np.clip(tree_predict(error_model["squared"], inputs), 0.0, None)
+    return {"mae": float(absolute.mean()), "rmse": float(np.sqrt(squared.mean())), "users": int(inputs.shape[0])}
 
 
 def write_reference(path: str | Path, reference: Mapping[str, Any]) -> Path:
@@ -470,6 +583,26 @@ def store_drift(engine: sa.Engine, as_of: dt.date, model_version: str, rows: Seq
     return len(rows)
 
 
+def store_estimates(
+    engine: sa.Engine, as_of: dt.date, model_version: str, horizon_days: int, estimate: Mapping[str, float]
+) -> int:
+    """Replace one night's estimated metrics (:data:`ESTIMATED_METRICS`) in one transaction; return the rows written."""
+    computed_at = _now()
+    rows = [{"as_of": as_of, "model_version": str(model_version), "horizon_days": int(horizon_days), "metric": metric,
+             "value": float(estimate[metric]), "users": int(estimate["users"]), "computed_at": computed_at}
+            for metric in ESTIMATED_METRICS if metric in estimate]  # fmt: skip
+    with engine.begin() as conn:
+        _run(conn, "delete_estimates", {"as_of": as_of, "horizon_days": int(horizon_days)})
+        if rows:
+            _run(conn, "insert_estimate", rows)
+    return len(rows)
+
+
+def read_estimates(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
+    """Return each stored estimate up to ``last_as_of`` beside its realized value (``None`` until the partition matures), oldest first."""
+    return _read(engine, "read_estimates", {"last_as_of": last_as_of}, "computed_at")
+
+
 def _read(engine: sa.Engine, query: str, params: dict[str, Any], stamp: str) -> list[dict[str, Any]]:
     """Return the rows of ``query`` as dicts, ``as_of`` as ``YYYY-MM-DD`` and ``stamp`` as text (both dialects alike)."""
     with engine.connect() as conn:
@@ -504,9 +637,25 @@ def _cell(value: Any, low: Any = None, high: Any = None) -> str:
     return f"{text} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else text
 
 
+def format_estimates(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Return the estimate-vs-realized table as text lines (empty without estimates)."""
+    if not rows:
+        return []
+
+    def num(value: Any) -> str:
+        return "pending" if value is None else f"{float(value):,.2f}"
+
+    lines = ["Estimated before labels vs realized (direct loss estimation; realized once as_of + H has passed)", "",
+             f"{'as_of':<12} {'version':<8} {'metric':<6} {'estimated':>12} {'realized':>12} {'error':>10}"]  # fmt: skip
+    for row in rows:
+        lines.append(f"{row['as_of']:<12} {row['model_version']!s:<8} {row['metric']:<6} {num(row['estimated']):>12} "
+                     f"{num(row['realized']):>12} {num(row['estimate_error']) if row['realized'] is not None else '':>10}")  # fmt: skip
+    return [*lines, ""]
+
+
 def format_monitor(data: Mapping[str, Any]) -> str:
     """Return ``pipeline.monitor``'s result as text: per matured partition the realized metrics of each
-    scorer (95% interval in brackets), then the night's drift table."""
+    scorer (95% interval in brackets), the estimates beside their realized values, then the night's drift table."""
     from spendpred.metrics import metric_label
 
     if data.get("as_of") is None:
@@ -528,6 +677,7 @@ def format_monitor(data: Mapping[str, Any]) -> str:
                 label = _LABELS.get(metric) or metric_label(metric)
                 lines.append(f"{label:<28} " + " ".join(f"{table[metric].get(s, 'n/a'):<26}" for s in scorers))
         lines.append("")
+    lines += format_estimates(data.get("estimated") or [])
     drift = data.get("drift", [])
     skipped = (data.get("drift_summary") or {}).get("skipped")
     if not drift:

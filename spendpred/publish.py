@@ -410,7 +410,7 @@ def publish_scores(
 
 READONLY_VIEWS: tuple[str, ...] = (
     "user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds",
-    "user_spend_realized_metrics", "user_spend_drift", "current_user_spend_reasons",
+    "user_spend_realized_metrics", "user_spend_drift", "current_user_spend_reasons", "user_spend_estimated_performance",
 )  # fmt: skip
 """What a read-only role may read (``sql/grants/readonly.postgresql.sql`` grants SELECT on these, in schema ``spendpred``)."""
 

@@ -149,7 +149,13 @@ def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any
     ``reference.json`` (``reference`` overrides it); without one (a bundle saved before drift
     references) drift is skipped with one info line. Stores a row per feature in
     ``drift_metrics`` (tonight's rows replaced), logs one warning per alerting feature and
-    returns ``{"as_of", "model_version", "skipped"?, "counts", "alert", "warn", "max_psi"}``.
+    returns ``{"as_of", "model_version", "skipped"?, "counts", "alert", "warn", "max_psi", "estimated"}``.
+
+    With the reference's error model (``error_model``: a champion trained since estimated
+    performance), tonight's RMSE and MAE are estimated too (``monitoring.estimate_errors``) and
+    stored in ``estimated_metrics`` for the settings' horizon; ``estimated`` is
+    ``{"mae", "rmse", "users"}``, ``None`` without an error model, or ``{"error": line}`` when the
+    estimate fails (the drift rows stand).
     """
     import pandas as pd
 
@@ -182,7 +188,36 @@ def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any
             )  # fmt: skip
     summary = monitoring.drift_summary(rows)
     logger.info("drift for %s against version %s: %s", folder.as_of, version, summary["counts"])
-    return {"as_of": folder.as_of.isoformat(), "model_version": version, **summary}
+    estimated = _estimate(reference, frame, predicted, folder.as_of, version, url)
+    return {"as_of": folder.as_of.isoformat(), "model_version": version, **summary, "estimated": estimated}
+
+
+def _estimate(
+    reference: Mapping[str, Any], frame: Any, predicted: Any, as_of: dt.date, version: str, url: str | None
+) -> dict[str, Any] | None:
+    """Estimate and store tonight's RMSE and MAE from the reference's error model (see :func:`check_drift`)."""
+    from spendpred import monitoring, warehouse
+    from spendpred.errors import SpendpredError
+
+    error_model = reference.get("error_model")
+    if not error_model:
+        logger.info("estimated performance: version %s has no error model (trained before estimates): skipped", version)
+        return None
+    horizon = get_settings().horizon_days
+    try:
+        estimate = monitoring.estimate_errors(error_model, frame, predicted)
+    except SpendpredError as exc:
+        line = " ".join(str(exc).splitlines())
+        logger.warning("estimated performance for %s failed, drift stands: %s", as_of, line)
+        return {"error": line}
+    with warehouse.opened_engine(url) as engine:
+        monitoring.store_estimates(engine, as_of, version, horizon, estimate)
+    logger.info(
+        "estimated performance of %s (version %s, %d users, H=%d): RMSE %.2f, MAE %.2f (held-out users: RMSE %.2f, MAE %.2f)",
+        as_of, version, estimate["users"], horizon, estimate["rmse"], estimate["mae"],
+        error_model.get("held_out_rmse", float("nan")), error_model.get("held_out_mae", float("nan")),
+    )  # fmt: skip
+    return {key: (round(value, 4) if isinstance(value, float) else value) for key, value in estimate.items()}
 
 
 def monitor_scores(run: RunRef, url: str | None = None) -> dict[str, Any]:
@@ -209,8 +244,9 @@ def monitor_scores(run: RunRef, url: str | None = None) -> dict[str, Any]:
 
 def monitor(as_of: dt.date | None = None, url: str | None = None) -> dict[str, Any]:
     """``spendpred monitor``: evaluate what matured by ``as_of`` (default: the latest published partition),
-    recompute that night's drift when its run folder is staged, and return every stored realized
-    metric up to it with that night's drift rows (``{"as_of", "horizon_days", "realized", "drift", ...}``)."""
+    recompute that night's drift (and estimate) when its run folder is staged, and return every stored realized
+    metric up to it with that night's drift rows and every estimate beside its realized value
+    (``{"as_of", "horizon_days", "realized", "drift", "estimated", ...}``)."""
     from spendpred import monitoring, report, warehouse
 
     settings = get_settings()
@@ -233,4 +269,5 @@ def monitor(as_of: dt.date | None = None, url: str | None = None) -> dict[str, A
     with warehouse.opened_engine(url) as engine:
         out["realized"] = monitoring.read_partition_metrics(engine, day)
         out["drift"] = monitoring.read_drift(engine, day)
+        out["estimated"] = monitoring.read_estimates(engine, day)
     return out

@@ -180,9 +180,11 @@ def _train_model(
     run.empty_model_dir()
     result.bundle.save(run.bundle_dir)
     # the drift reference (spendpred.monitoring) travels with the bundle: features of the whole
-    # training snapshot, predictions of the held-out users
+    # training snapshot, predictions of the held-out users, and the error model fitted on their
+    # errors (estimated performance before labels: direct loss estimation)
     monitoring.write_reference(run.bundle_dir / monitoring.REFERENCE_FILE,
-                               monitoring.build_reference(frame, features, candidate, seed=settings.seed))  # fmt: skip
+                               monitoring.build_reference(frame, features, candidate, seed=settings.seed,
+                                                          held_out=test, labels=test["label"].to_numpy()))  # fmt: skip
     report = evaluation.write_evaluation(
         test["label"].to_numpy(),
         predictions,

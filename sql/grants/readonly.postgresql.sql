@@ -2,8 +2,8 @@
 --
 -- The role (which must already exist) is read from the setting spendpred.readonly_role,
 -- so its name is never pasted into SQL text. It gets USAGE on schema spendpred and SELECT
--- on the six views (user_spend_tier_current, user_spend_tier_changes, user_spend_tier_thresholds,
--- the monitoring views user_spend_realized_metrics and user_spend_drift, and the reasons view
+-- on the seven views (user_spend_tier_current, user_spend_tier_changes, user_spend_tier_thresholds,
+-- the monitoring views user_spend_realized_metrics, user_spend_drift and user_spend_estimated_performance, and the reasons view
 -- current_user_spend_reasons), and nothing else:
 -- any other privilege granted to it directly on the schema or on its tables and views is
 -- revoked first, so re-running the script is safe.
@@ -67,7 +67,7 @@ BEGIN
     EXECUTE format(
         'GRANT SELECT ON spendpred.user_spend_tier_current, spendpred.user_spend_tier_changes, '
         'spendpred.user_spend_tier_thresholds, spendpred.user_spend_realized_metrics, spendpred.user_spend_drift, '
-        'spendpred.current_user_spend_reasons TO %I',
+        'spendpred.current_user_spend_reasons, spendpred.user_spend_estimated_performance TO %I',
         reader
     );
     -- what the role could still do through other roles or PUBLIC: refuse, rolling everything back

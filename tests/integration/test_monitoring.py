@@ -314,3 +314,48 @@ def test_drift_is_stored_per_feature_and_alerts_on_a_shift(hand_made: str, caplo
     # spendpred monitor prints the night's stored drift (no registry here: its recompute is skipped, the rows stay)
     done = _cli(["monitor", "--as-of", night.isoformat(), "--url", hand_made])
     assert done.returncode == 0 and "monetary_90d" in done.stdout and "alert" in done.stdout, done.stderr
+
+
+def test_estimate_is_stored_nightly_and_meets_its_realized_value(hand_made: str) -> None:
+    from tests.unit.test_monitoring import FEATURES, _population, _world
+
+    train, _ = _population(600, seed=1)
+    held_out, held_pred, labels = _world(600, seed=2)
+    reference = monitoring.build_reference(train, FEATURES, held_pred, held_out=held_out, labels=labels)
+    tonight, _ = _population(len(SCORES), seed=3)
+    predicted = np.array([p for p, _ in SCORES.values()])
+    night_ref = _stage_night(MATURE, tonight, predicted)
+    night = pipeline.check_drift(night_ref, hand_made, reference=reference)
+    expected = monitoring.estimate_errors(reference["error_model"], tonight, predicted)
+    assert night["estimated"]["rmse"] == pytest.approx(expected["rmse"], abs=1e-4) and night["estimated"]["users"] == 12
+
+    engine = warehouse.get_engine(hand_made)
+    try:
+        pending = monitoring.read_estimates(engine, RUN_DATE)
+        assert [(r["as_of"], r["metric"], r["realized"]) for r in pending] == [
+            (MATURE.isoformat(), "mae", None), (MATURE.isoformat(), "rmse", None)]  # labels not in yet
+        assert {r["metric"]: r["estimated"] for r in pending} == pytest.approx({"mae": expected["mae"], "rmse": expected["rmse"]})
+        again = pipeline.check_drift(night_ref, hand_made, reference=reference)
+        assert again["estimated"] == night["estimated"] and len(monitoring.read_estimates(engine, RUN_DATE)) == 2  # rerun: replaced
+
+        pipeline.evaluate_matured(RUN_DATE, hand_made, draws=10)
+        rows = {r["metric"]: r for r in monitoring.read_estimates(engine, RUN_DATE)}
+    finally:
+        engine.dispose()
+    actual = np.array([ACTUAL.get(u, 0.0) for u in SCORES])
+    realized = float(np.sqrt(np.mean((actual - predicted) ** 2)))
+    assert rows["rmse"]["realized"] == pytest.approx(realized)
+    assert rows["rmse"]["estimate_error"] == pytest.approx(expected["rmse"] - realized, abs=1e-4)
+    assert rows["mae"]["realized"] == pytest.approx(float(np.mean(np.abs(actual - predicted))))
+    text = monitoring.format_monitor({"as_of": RUN_DATE.isoformat(), "horizon_days": H, "estimated": list(rows.values())})
+    assert "Estimated before labels vs realized" in text and f"{realized:,.2f}" in text
+
+
+def test_a_reference_without_error_model_skips_the_estimate(hand_made: str) -> None:
+    from tests.unit.test_monitoring import FEATURES, _population
+
+    train, held_out = _population(300, seed=1)
+    tonight, predicted = _population(300, seed=2)
+    result = pipeline.check_drift(_stage_night(RUN_DATE, tonight, predicted), hand_made,
+                                  reference=monitoring.build_reference(train, FEATURES, held_out))  # fmt: skip
+    assert result["estimated"] is None and result["counts"]["ok"] >= 1

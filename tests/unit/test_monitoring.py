@@ -121,3 +121,66 @@ def test_format_monitor_prints_both_tables() -> None:
     }  # fmt: skip
     text = monitoring.format_monitor(data)
     assert "Normalised Gini" in text and "0.800 [0.700, 0.900]" in text and "monetary_90d" in text and "alert" in text
+
+
+def _world(n: int, seed: int, level: float = 1.0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Users whose spend is noisier the more they spent before: (features, predictions, labels).
+    ``level`` scales past and future spend alike (a population that shifted towards big spenders)."""
+    frame, _ = _population(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    frame["monetary_90d"] = frame["monetary_90d"] * level
+    predictions = frame["monetary_90d"].to_numpy() * 0.9 + 2.0
+    labels = np.clip(predictions + rng.normal(0.0, 1.0, n) * (5.0 + 0.6 * predictions), 0.0, None)
+    return frame, predictions, labels
+
+
+def test_error_trees_predict_as_scikit_learn_without_it() -> None:
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(400, 3)) * [1.0, 10.0, 0.1]
+    target = np.abs(inputs[:, 0]) * 3 + (inputs[:, 1] > 2) * 5 + rng.random(400)
+    tree = DecisionTreeRegressor(max_depth=4, min_samples_leaf=10).fit(inputs, target)
+    exported = json.loads(json.dumps(monitoring._tree_json(tree)))  # through JSON, as reference.json keeps it
+    fresh = rng.normal(size=(300, 3)) * [1.0, 10.0, 0.1]
+    assert np.array_equal(monitoring.tree_predict(exported, fresh), tree.predict(fresh))
+    # a value on a threshold goes left, as in scikit-learn (float32 comparison)
+    on_edge = np.tile(fresh[:1], (1, 1))
+    on_edge[0, exported["feature"][0]] = exported["threshold"][0]
+    assert monitoring.tree_predict(exported, on_edge) == pytest.approx(tree.predict(on_edge))
+
+
+def test_estimated_errors_follow_the_population_and_match_realized_ones() -> None:
+    held_out, predicted, labels = _world(2000, seed=1)
+    model = monitoring.fit_error_model(held_out, FEATURES, predicted, labels, seed=0)
+    assert model["held_out_users"] == 2000 and len(json.dumps(model)) < 20_000
+    assert model["held_out_rmse"] == pytest.approx(metrics.rmse(labels, predicted))
+
+    same, same_pred, same_labels = _world(3000, seed=2)  # the same world, other users
+    estimate = monitoring.estimate_errors(model, same, same_pred)
+    assert estimate["users"] == 3000
+    assert estimate["rmse"] == pytest.approx(metrics.rmse(same_labels, same_pred), rel=0.1)
+    assert estimate["mae"] == pytest.approx(metrics.mae(same_labels, same_pred), rel=0.1)
+
+    bigger, big_pred, big_labels = _world(3000, seed=3, level=1.8)  # bigger spenders: bigger errors, no label needed
+    shifted = monitoring.estimate_errors(model, bigger, big_pred)
+    realized = metrics.rmse(big_labels, big_pred)
+    assert shifted["rmse"] > 1.3 * estimate["rmse"]
+    # closer to the realized RMSE than the held-out figure a team would otherwise quote
+    assert abs(shifted["rmse"] - realized) < abs(model["held_out_rmse"] - realized)
+
+
+def test_reference_keeps_the_error_model_and_estimates_refuse_bad_input(tmp_path: Path) -> None:
+    train, _ = _population(500, seed=4)
+    held_out, predicted, labels = _world(300, seed=5)
+    reference = monitoring.build_reference(train, FEATURES, predicted, held_out=held_out, labels=labels)
+    path = monitoring.write_reference(tmp_path / "reference.json", reference)
+    model = monitoring.read_reference(path)["error_model"]
+    assert model["columns"] == list(FEATURES) and model["min_leaf_users"] == 15
+    assert "error_model" not in monitoring.build_reference(train, FEATURES, predicted)  # no labels, no error model
+    with pytest.raises(DataError, match="lacks the error model's column"):
+        monitoring.estimate_errors(model, held_out.drop(columns=["tenure_days"]), predicted)
+    with pytest.raises(DataError, match="one prediction per user"):
+        monitoring.estimate_errors(model, held_out, predicted[:10])
+    with pytest.raises(ModelError, match="retrain"):
+        monitoring.estimate_errors({"format": 99}, held_out, predicted)
