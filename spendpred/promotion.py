@@ -228,15 +228,38 @@ def decide(
     gate would have said, see :func:`skipped_gate`). Raises ``ConfigError`` for an unknown mode, a negative tolerance,
     or missing champion metrics when a gate is needed.
     """
-    check_mode(mode, gini_margin, rmse_tolerance)
-    version = str(version)
+    check_mode(mode, gini_margin, rmse_tolerance)  # the decision's one check (force's look at auto checks nothing again)
+    return _decide(
+        str(version), previous_champion, candidate_metrics, champion_metrics_on_same_users, mode, gini_margin,
+        rmse_tolerance, actor=actor, reason=reason, baselines=baselines, held_out_users=held_out_users,
+        win_share=win_share, baselines_ahead=baselines_ahead,
+    )  # fmt: skip
+
+
+def _decide(
+    version: str,
+    previous_champion: str | None,
+    candidate_metrics: Mapping[str, float | None],
+    champion_metrics_on_same_users: Mapping[str, float | None] | None,
+    mode: PromoteMode,
+    gini_margin: float,
+    rmse_tolerance: float,
+    *,
+    actor: str,
+    reason: str | None,
+    baselines: Mapping[str, Mapping[str, float | None]] | None,
+    held_out_users: int | None,
+    win_share: float | None,
+    baselines_ahead: Mapping[str, Mapping[str, float]] | None,
+) -> PromotionDecision:
+    """:func:`decide` with ``mode``, ``gini_margin`` and ``rmse_tolerance`` already checked (``check_mode``)."""
     if mode == "never":
         return PromotionDecision(False, "promotion disabled (--promote never)", version, previous_champion, mode, "skipped")
     if mode == "force":
         auto = functools.partial(
-            decide, version, previous_champion, candidate_metrics, champion_metrics_on_same_users, "auto", gini_margin,
-            rmse_tolerance, baselines=baselines, held_out_users=held_out_users, win_share=win_share,
-            baselines_ahead=baselines_ahead,
+            _decide, version, previous_champion, candidate_metrics, champion_metrics_on_same_users, "auto", gini_margin,
+            rmse_tolerance, actor=actor, reason=reason, baselines=baselines, held_out_users=held_out_users,
+            win_share=win_share, baselines_ahead=baselines_ahead,
         )  # fmt: skip
         said, skipped = skipped_gate(auto, previous_champion)
         why = f"forced by {actor}: {reason or 'no reason given'}" + (f" (gate: {said})" if said else "")

@@ -29,11 +29,12 @@ import pandas as pd
 import torch
 
 from spendpred.errors import ConfigError, ModelError
+from spendpred.params import DEVICES, Device
 from spendpred.files import sha256_file
 from spendpred.model.data import tokenize_texts
 from spendpred.model.features import FeatureNormaliser, check_texts, feature_matrix
 from spendpred.model.hybrid import HybridFeatures, model_columns
-from spendpred.model.losses import LOSSES, apply_calibration, output_dim, predict_spend
+from spendpred.model.losses import LOSS_FUNCTIONS, LossFunction, apply_calibration
 from spendpred.model.network import SpendHead, SpendRegressor, load_encoder, load_tokenizer, mean_pool
 from spendpred.model.scoring import cpu_threads, default_batch_size, quantize_encoder, resolve_precision
 
@@ -92,21 +93,22 @@ _REQUIRED_KEYS = (
 _FIX = "retrain the model or pick another registered version"
 
 
-def resolve_device(device: str) -> torch.device:
-    """Return the torch device for ``device`` ("auto", "cpu" or "cuda").
+def resolve_device(device: Device) -> torch.device:
+    """Return the torch device for ``device`` (a ``spendpred.params.Device``: "auto", "cpu" or "cuda").
 
-    Raises ``ConfigError`` naming the field ``device`` when it is unknown, or "cuda" is asked
-    for on a machine without CUDA.
+    One rule with the run parameter and ``TrainConfig``: a particular GPU is chosen with
+    ``CUDA_VISIBLE_DEVICES``, not ``cuda:N``. Raises ``ConfigError`` naming the field ``device``
+    when it is unknown, or "cuda" is asked for on a machine without CUDA.
     """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
+    if device == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device={device!r} but CUDA is not available here: use device='auto' or 'cpu'")
         return torch.device(device)
-    raise ConfigError(f"device={device!r} is not supported: use 'auto', 'cpu' or 'cuda'")
+    raise ConfigError(f"device={device!r} is not supported: use one of {', '.join(DEVICES)} (choose a GPU with CUDA_VISIBLE_DEVICES)")
 
 
 def autocast_context(device: torch.device):  # noqa: ANN201 - a context manager
@@ -155,6 +157,11 @@ class SpendModel:
     def loss(self) -> str:
         """The loss the model was trained with (``mse``, ``huber`` or ``ziln``)."""
         return str(self.meta["loss"])
+
+    @property
+    def loss_function(self) -> LossFunction:
+        """The loss object of :attr:`loss` (``spendpred.model.losses.LOSS_FUNCTIONS``; the name is checked on load)."""
+        return LOSS_FUNCTIONS[self.loss]
 
     @property
     def feature_columns(self) -> list[str]:
@@ -287,7 +294,7 @@ class SpendModel:
                 batch = torch.from_numpy(np.ascontiguousarray(pooled[full])).to(self.device)
                 batch_features = None if features is None else torch.from_numpy(features[full]).to(self.device)
                 raw = self.regressor.head_forward(batch, batch_features)
-                out[index] = predict_spend(self.loss, raw).double().cpu().numpy()[: len(index)]
+                out[index] = self.loss_function.predict(raw).double().cpu().numpy()[: len(index)]
         return apply_calibration(out, self.meta.get("calibration"))
 
     def head_features(self, df: pd.DataFrame, what: str = "prediction input") -> np.ndarray | None:
@@ -451,7 +458,7 @@ class SpendModel:
         columns = model_columns(list(meta["feature_columns"]), meta.get("hybrid")) if meta["use_features"] else []
         normaliser = FeatureNormaliser.from_dict(columns, meta["normaliser"]) if columns else FeatureNormaliser()
         hidden = int(encoder.config.hidden_size)
-        if head.in_dim != hidden + len(columns) or head.out_dim != output_dim(meta["loss"]):
+        if head.in_dim != hidden + len(columns) or head.out_dim != LOSS_FUNCTIONS[meta["loss"]].outputs:
             raise ModelError(
                 f"{path}: head shape ({head.in_dim} -> {head.out_dim}) does not fit the encoder width {hidden}, "
                 f"{len(columns)} features and loss {meta['loss']!r}; {_FIX}"
@@ -482,7 +489,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
             f"{meta_path} has format_version {meta['format_version']!r}, this spendpred reads {FORMAT_VERSION}: "
             "use a matching spendpred version or retrain the model"
         )
-    if meta["loss"] not in LOSSES:
+    if meta["loss"] not in LOSS_FUNCTIONS:
         raise ModelError(f"{meta_path}: unknown loss {meta['loss']!r}; {_FIX}")
     if meta["pooling"] != "mean":
         raise ModelError(f"{meta_path}: unknown pooling {meta['pooling']!r}; {_FIX}")

@@ -17,19 +17,25 @@ heavy-tailed spend lies far below the expectation (about 20x on the demo data), 
 trained model is calibrated on its validation users before it is saved
 (``fit_calibration``/``apply_calibration``: ``exp(a) * (1 + p) ** b``, a monotone map that
 keeps the ranking and makes the mean prediction equal the mean spend).
+
+Each loss is one object in ``LOSS_FUNCTIONS`` (``LossFunction``: head width, training loss,
+predicted spend, starting bias), looked up once by name (``loss_function``) where a name
+enters: the training configuration, a saved bundle. ``compute_loss``, ``predict_spend``,
+``output_dim`` and ``initial_bias`` are that lookup and one method, for callers holding a name.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from spendpred.errors import ConfigError
-from spendpred.params import LOSSES  # the one list of loss names (the parameter spec)
+from spendpred.params import LOSSES, Loss  # the one list of loss names (the parameter spec)
 
 
 SIGMA_MIN = 1e-4
@@ -43,9 +49,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 def check_loss_name(loss: str) -> str:
     """Return ``loss`` unchanged when supported; raises ``ConfigError`` naming the choices."""
-    if loss not in LOSSES:
-        raise ConfigError(f"loss={loss!r} is not supported: use one of {', '.join(LOSSES)}")
-    return loss
+    return loss_function(loss).name
 
 
 def output_dim(loss: str) -> int:
@@ -53,7 +57,7 @@ def output_dim(loss: str) -> int:
 
     Raises ``ConfigError`` for an unknown loss.
     """
-    return 3 if check_loss_name(loss) == "ziln" else 1
+    return loss_function(loss).outputs
 
 
 def mse_log1p_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -98,12 +102,7 @@ def compute_loss(loss: str, output: torch.Tensor, y: torch.Tensor, huber_delta: 
 
     Raises ``ConfigError`` for an unknown loss.
     """
-    name = check_loss_name(loss)
-    if name == "mse":
-        return mse_log1p_loss(output, y)
-    if name == "huber":
-        return huber_log1p_loss(output, y, delta=huber_delta)
-    return ziln_loss(output, y)
+    return loss_function(loss).loss(output, y, huber_delta)
 
 
 def log1p_predict(output: torch.Tensor) -> torch.Tensor:
@@ -122,9 +121,7 @@ def predict_spend(loss: str, output: torch.Tensor) -> torch.Tensor:
 
     Raises ``ConfigError`` for an unknown loss.
     """
-    if check_loss_name(loss) == "ziln":
-        return ziln_predict(output)
-    return log1p_predict(output)
+    return loss_function(loss).predict(output)
 
 
 def initial_bias(loss: str, y: Sequence[float] | np.ndarray) -> list[float]:
@@ -136,21 +133,92 @@ def initial_bias(loss: str, y: Sequence[float] | np.ndarray) -> list[float]:
     training only has to learn the differences between users. Raises ``ConfigError`` for
     an unknown loss.
     """
-    name = check_loss_name(loss)
-    values = np.asarray(y, dtype=np.float64).reshape(-1)
-    if name != "ziln":
+    return loss_function(loss).initial_bias(y)
+
+
+class LossFunction:
+    """One regression loss: ``name``, the head's width ``outputs``, and what training and scoring need of it."""
+
+    name: ClassVar[Loss]
+    outputs: ClassVar[int] = 1
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
+        """Return the scalar training loss of head ``output`` against spend ``y``."""
+        raise NotImplementedError
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        """Return the predicted spend (currency, >= 0, shape (n,)) of head ``output``: ``expm1`` clipped at 0."""
+        return log1p_predict(output)
+
+    def initial_bias(self, y: Sequence[float] | np.ndarray) -> list[float]:
+        """Return the head's starting bias: the mean of ``log1p(y)`` (the best constant on log1p spend)."""
+        values = np.asarray(y, dtype=np.float64).reshape(-1)
         return [float(np.log1p(values).mean()) if values.size else 0.0]
-    n = values.size
-    buyers = values[values > 0]
-    share = (buyers.size + 0.5) / (n + 1.0)
-    logit = math.log(share / (1.0 - share))
-    if buyers.size == 0:
-        return [logit, 0.0, 0.0]
-    log_y = np.log(buyers)
-    mu = float(log_y.mean())
-    std = max(float(log_y.std()), 0.1)
-    sigma_raw = std + math.log(-math.expm1(-std))  # inverse softplus
-    return [logit, mu, sigma_raw]
+
+    def __repr__(self) -> str:
+        return f"<loss {self.name}>"
+
+
+class MSELoss(LossFunction):
+    """``mse``: mean squared error against ``log1p(y)``."""
+
+    name = "mse"
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
+        return mse_log1p_loss(output, y)
+
+
+class HuberLoss(LossFunction):
+    """``huber``: Huber loss (threshold ``huber_delta``) against ``log1p(y)``."""
+
+    name = "huber"
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
+        return huber_log1p_loss(output, y, delta=huber_delta)
+
+
+class ZILNLoss(LossFunction):
+    """``ziln``: zero-inflated lognormal; the head outputs ``(logit, mu, sigma_raw)``."""
+
+    name = "ziln"
+    outputs = 3
+
+    def loss(self, output: torch.Tensor, y: torch.Tensor, huber_delta: float = 1.0) -> torch.Tensor:
+        return ziln_loss(output, y)
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        return ziln_predict(output)
+
+    def initial_bias(self, y: Sequence[float] | np.ndarray) -> list[float]:
+        """Return the log-odds of buying, the buyers' mean log spend and the raw sigma of their log-spend spread."""
+        values = np.asarray(y, dtype=np.float64).reshape(-1)
+        n = values.size
+        buyers = values[values > 0]
+        share = (buyers.size + 0.5) / (n + 1.0)
+        logit = math.log(share / (1.0 - share))
+        if buyers.size == 0:
+            return [logit, 0.0, 0.0]
+        log_y = np.log(buyers)
+        mu = float(log_y.mean())
+        std = max(float(log_y.std()), 0.1)
+        sigma_raw = std + math.log(-math.expm1(-std))  # inverse softplus
+        return [logit, mu, sigma_raw]
+
+
+LOSS_FUNCTIONS: dict[str, LossFunction] = {fn.name: fn for fn in (MSELoss(), HuberLoss(), ZILNLoss())}
+"""The loss object of each name of the parameter spec's ``LOSSES``."""
+if tuple(LOSS_FUNCTIONS) != LOSSES:  # the spec names what this module implements, in its order
+    raise ImportError(f"spendpred.model.losses implements {tuple(LOSS_FUNCTIONS)} but the spec names {LOSSES}")
+
+
+def loss_function(loss: str | LossFunction) -> LossFunction:
+    """Return the loss object of name ``loss`` (a ``LossFunction`` as is); raises ``ConfigError`` naming the choices."""
+    if isinstance(loss, LossFunction):
+        return loss
+    try:
+        return LOSS_FUNCTIONS[loss]
+    except (KeyError, TypeError):
+        raise ConfigError(f"loss={loss!r} is not supported: use one of {', '.join(LOSSES)}") from None
 
 
 CALIBRATION_METHOD = "poisson-log1p"

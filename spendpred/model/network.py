@@ -7,57 +7,23 @@ Linear`` with 1 output (``mse``/``huber``) or 3 (``ziln``).
 
 Freezing strategies (``apply_freeze``): ``none`` trains everything; ``embeddings`` freezes
 the embedding block; ``bottom-k:N`` freezes the embeddings and the first N transformer
-layers; ``all-but-head`` freezes the whole encoder.
+layers (N = 0..99); ``all-but-head`` freezes the whole encoder. The rule and its parser
+(``Freeze``, ``parse_freeze``, ``FreezeSpec``) are the parameter spec's (``spendpred.params``),
+imported here so the run parameter, the settings and ``TrainConfig`` accept the same strings.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from spendpred.errors import ConfigError, ModelError
-from spendpred.params import FREEZE_CHOICES  # the one list of strategies (the parameter spec)
+from spendpred.params import FREEZE_CHOICES, Freeze, FreezeSpec, parse_freeze  # noqa: F401 - the one rule (the spec's)
 
 logger = logging.getLogger(__name__)
-
-_BOTTOM_K = re.compile(r"^bottom-k:(\d+)$")
-
-
-@dataclass(frozen=True)
-class FreezeSpec:
-    """A parsed freezing strategy: ``kind`` in none/embeddings/bottom-k/all-but-head, ``layers`` for bottom-k."""
-
-    kind: str
-    layers: int = 0
-
-    @property
-    def encoder_frozen(self) -> bool:
-        """True when no encoder parameter is trained (head-only training)."""
-        return self.kind == "all-but-head"
-
-
-def parse_freeze(spec: str) -> FreezeSpec:
-    """Return the parsed freezing strategy ``spec``.
-
-    Raises ``ConfigError`` naming the field ``freeze`` and the accepted forms when ``spec``
-    is not one of ``none``, ``embeddings``, ``bottom-k:N`` (N >= 0) or ``all-but-head``.
-    """
-    if not isinstance(spec, str):
-        raise ConfigError(f"freeze={spec!r} must be a string: one of {', '.join(FREEZE_CHOICES)}")
-    if spec in ("none", "embeddings", "all-but-head"):
-        return FreezeSpec(spec)
-    match = _BOTTOM_K.match(spec)
-    if match:
-        return FreezeSpec("bottom-k", int(match.group(1)))
-    raise ConfigError(
-        f"freeze={spec!r} is not a freezing strategy: use one of {', '.join(FREEZE_CHOICES)} "
-        "(e.g. bottom-k:4 freezes the embeddings and the first 4 layers)"
-    )
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -134,7 +100,7 @@ class SpendRegressor(nn.Module):
         return self.head_forward(self.pool(input_ids, attention_mask), features)
 
 
-def check_encoder(encoder_dir: str | Path, freeze: str | None = None) -> None:
+def check_encoder(encoder_dir: str | Path, freeze: Freeze | FreezeSpec | None = None) -> None:
     """Check, loading nothing, that ``encoder_dir`` is a checkpoint training can load and that
     ``freeze`` (a ``bottom-k:N``) fits its layers: what training would find out only after the extract.
 
@@ -159,7 +125,7 @@ def check_encoder(encoder_dir: str | Path, freeze: str | None = None) -> None:
         raise ModelError(f"encoder folder {path} has no tokenizer (tokenizer.json or vocab.txt): {fix}")
     if freeze is None:
         return
-    parsed = parse_freeze(freeze)
+    parsed = parse_freeze(freeze) if isinstance(freeze, str) else freeze
     layers = config.get("num_hidden_layers") if isinstance(config, dict) else None
     if parsed.kind == "bottom-k" and isinstance(layers, int) and parsed.layers > layers:
         raise ConfigError(
@@ -241,7 +207,7 @@ def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
     )
 
 
-def apply_freeze(model: SpendRegressor, spec: str | FreezeSpec) -> FreezeSpec:
+def apply_freeze(model: SpendRegressor, spec: Freeze | FreezeSpec) -> FreezeSpec:
     """Set ``requires_grad`` on ``model``'s parameters for strategy ``spec``; return the parsed spec.
 
     The head always trains. Raises ``ConfigError`` for a bad spec or when bottom-k asks for

@@ -30,7 +30,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import spendpred
 from spendpred.errors import ConfigError, DataError
@@ -45,18 +46,8 @@ from spendpred.model.bundle import SpendModel, autocast_context, resolve_device
 from spendpred.model.data import TokenizedTexts, length_sorted_batches, shuffled_batches, tokenize_texts
 from spendpred.model.features import FeatureNormaliser, check_labels, check_texts
 from spendpred.model.hybrid import SOURCE_COLUMNS, HybridFeatures, has_sources, model_columns
-from spendpred.model.losses import (
-    apply_calibration,
-    check_loss_name,
-    compute_loss,
-    fit_anchor,
-    fit_calibration,
-    initial_bias,
-    output_dim,
-    predict_spend,
-)
+from spendpred.model.losses import LOSS_FUNCTIONS, LossFunction, apply_calibration, fit_anchor, fit_calibration
 from spendpred.model.network import (
-    FreezeSpec,
     SpendHead,
     SpendRegressor,
     apply_freeze,
@@ -64,114 +55,101 @@ from spendpred.model.network import (
     embedding_module,
     load_encoder,
     load_tokenizer,
-    parse_freeze,
     transformer_layers,
 )
+from spendpred.params import DEVICES, LOSSES, Device, Freeze, FreezeSpec, Loss, parse_freeze
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; every value is checked on construction (``ConfigError`` names the field)."""
+class TrainConfig(BaseModel):
+    """Training settings, checked on construction: ``ConfigError`` names the field and its rule.
 
-    epochs: int = field(default=3, metadata={"help": "Maximum fine-tuning passes over the training users (stage 2, >= 1)."})
-    head_epochs: int = field(
-        default=30, metadata={"help": "Maximum head-only passes on the frozen encoder's pooled vectors (stage 1, cheap)."}
+    A pydantic model with the run parameters' own types (``spendpred.params``): ``loss`` is a
+    ``Loss``, ``freeze`` a ``Freeze`` (N = 0..99), ``device`` a ``Device`` (auto, cpu, cuda).
+    Frozen; :meth:`replace` returns a checked copy with some values changed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, validate_default=True)
+
+    epochs: int = Field(3, ge=1, description="Maximum fine-tuning passes over the training users (stage 2, >= 1).")
+    head_epochs: int = Field(30, ge=1, description="Maximum head-only passes on the frozen encoder's pooled vectors (stage 1, cheap).")
+    batch_size: int = Field(32, ge=1, description="Users per training step.")
+    lr: float = Field(2e-5, gt=0, description="Peak AdamW learning rate of the encoder's top layer (stage 2).")
+    layer_decay: float = Field(
+        0.8, gt=0, le=1, description="Layer-wise learning-rate decay: each lower encoder layer gets lr x this (1 = none)."
     )
-    batch_size: int = field(default=32, metadata={"help": "Users per training step."})
-    lr: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate of the encoder's top layer (stage 2)."})
-    layer_decay: float = field(
-        default=0.8, metadata={"help": "Layer-wise learning-rate decay: each lower encoder layer gets lr x this (1 = none)."}
+    head_lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate of the head in stage 1.")
+    finetune_head_lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate of the head in stage 2.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up linearly; then linear decay to 0.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping threshold (global L2 norm).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout of the head, before each of its linear layers.")
+    patience: int = Field(2, ge=1, description="Fine-tuning epochs without a lower validation loss before stopping.")
+    head_patience: int = Field(5, ge=1, description="Head-only epochs (stage 1, cheap) without a gain before stopping.")
+    freeze: Freeze = Field("none", description="none | embeddings | bottom-k:N (N = 0..99) | all-but-head.")
+    loss: Loss = Field("ziln", description="ziln (expected spend) | mse (on log1p spend) | huber (on log1p spend).")
+    calibrate: bool = Field(
+        True, description="Fit predicted spend to the validation users' mean spend (Poisson log link) before saving."
     )
-    head_lr: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate of the head in stage 1."})
-    finetune_head_lr: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate of the head in stage 2."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never on biases or LayerNorm)."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps warming up linearly; then linear decay to 0."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping threshold (global L2 norm)."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout of the head, before each of its linear layers."})
-    patience: int = field(default=2, metadata={"help": "Fine-tuning epochs without a lower validation loss before stopping."})
-    head_patience: int = field(default=5, metadata={"help": "Head-only epochs (stage 1, cheap) without a gain before stopping."})
-    freeze: str = field(default="none", metadata={"help": "none | embeddings | bottom-k:N | all-but-head."})
-    loss: str = field(default="ziln", metadata={"help": "ziln (expected spend) | mse (on log1p spend) | huber (on log1p spend)."})
-    calibrate: bool = field(
-        default=True, metadata={"help": "Fit predicted spend to the validation users' mean spend (Poisson log link) before saving."}
+    use_features: bool = Field(True, description="Join the normalised numeric features to the pooled text.")
+    hybrid: bool = Field(
+        True,
+        description="Add BG/NBD x Gamma-Gamma, interval and trend features (spendpred.model.hybrid) when the data has their inputs.",
     )
-    use_features: bool = field(default=True, metadata={"help": "Join the normalised numeric features to the pooled text."})
-    hybrid: bool = field(
-        default=True,
-        metadata={"help": "Add BG/NBD x Gamma-Gamma, interval and trend features (spendpred.model.hybrid) when the data has their inputs."},
-    )
-    horizon_days: int = field(default=90, metadata={"help": "Label horizon H in days (the hybrid features' forecast window)."})
-    max_length: int = field(default=128, metadata={"help": "Token limit; longer texts are truncated."})
-    seed: int = field(default=42, metadata={"help": "Seed of head initialisation, dropout and batch order."})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when present) | cpu | cuda."})
-    head_hidden: int = field(default=128, metadata={"help": "Width of the head's hidden layer."})
-    huber_delta: float = field(default=1.0, metadata={"help": "Huber threshold, in log1p-spend units."})
-    eval_batch_size: int = field(default=256, metadata={"help": "Users per batch when evaluating or pooling."})
-    progress: bool = field(default=True, metadata={"help": "Show a tqdm bar per epoch (only on a terminal)."})
-    _freeze_spec: FreezeSpec = field(init=False, repr=False, compare=False)
+    horizon_days: int = Field(90, ge=1, description="Label horizon H in days (the hybrid features' forecast window).")
+    max_length: int = Field(128, ge=8, le=8192, description="Token limit; longer texts are truncated.")
+    seed: int = Field(42, ge=0, description="Seed of head initialisation, dropout and batch order.")
+    device: Device = Field("auto", description="auto (CUDA when present) | cpu | cuda.")
+    head_hidden: int = Field(128, ge=1, description="Width of the head's hidden layer.")
+    huber_delta: float = Field(1.0, gt=0, description="Huber threshold, in log1p-spend units.")
+    eval_batch_size: int = Field(256, ge=1, description="Users per batch when evaluating or pooling.")
+    progress: bool = Field(True, description="Show a tqdm bar per epoch (only on a terminal).")
 
-    def __post_init__(self) -> None:
-        def need(name: str, ok: bool, rule: str) -> None:
-            if not ok:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r} is invalid: {rule}")
-
-        def is_int(name: str) -> bool:
-            value = getattr(self, name)
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def is_number(name: str) -> bool:
-            value = getattr(self, name)
-            return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-        need("epochs", is_int("epochs") and self.epochs >= 1, "must be an integer >= 1")
-        need("head_epochs", is_int("head_epochs") and self.head_epochs >= 1, "must be an integer >= 1")
-        need("layer_decay", is_number("layer_decay") and 0 < self.layer_decay <= 1, "must be in (0, 1]")
-        need("finetune_head_lr", is_number("finetune_head_lr") and self.finetune_head_lr > 0, "must be a number > 0")
-        need("calibrate", isinstance(self.calibrate, bool), "must be true or false")
-        need("hybrid", isinstance(self.hybrid, bool), "must be true or false")
-        need("horizon_days", is_int("horizon_days") and self.horizon_days >= 1, "must be an integer >= 1")
-        need("batch_size", is_int("batch_size") and self.batch_size >= 1, "must be an integer >= 1")
-        need("eval_batch_size", is_int("eval_batch_size") and self.eval_batch_size >= 1, "must be an integer >= 1")
-        need("lr", is_number("lr") and self.lr > 0, "must be a number > 0 (e.g. 2e-5)")
-        need("head_lr", is_number("head_lr") and self.head_lr > 0, "must be a number > 0 (e.g. 1e-3)")
-        need("weight_decay", is_number("weight_decay") and self.weight_decay >= 0, "must be a number >= 0")
-        need("warmup_ratio", is_number("warmup_ratio") and 0 <= self.warmup_ratio < 1, "must be in [0, 1)")
-        need("max_grad_norm", is_number("max_grad_norm") and self.max_grad_norm > 0, "must be a number > 0")
-        need("dropout", is_number("dropout") and 0 <= self.dropout < 1, "must be in [0, 1)")
-        need("patience", is_int("patience") and self.patience >= 1, "must be an integer >= 1")
-        need("head_patience", is_int("head_patience") and self.head_patience >= 1, "must be an integer >= 1")
-        need("max_length", is_int("max_length") and 8 <= self.max_length <= 8192, "must be an integer in [8, 8192]")
-        need("seed", is_int("seed") and self.seed >= 0, "must be an integer >= 0")
-        need("head_hidden", is_int("head_hidden") and self.head_hidden >= 1, "must be an integer >= 1")
-        need("huber_delta", is_number("huber_delta") and self.huber_delta > 0, "must be a number > 0")
-        need("use_features", isinstance(self.use_features, bool), "must be true or false")
-        need("progress", isinstance(self.progress, bool), "must be true or false")
-        need("loss", isinstance(self.loss, str), "must be one of mse, huber, ziln")
+    def __init__(self, **values: Any) -> None:
+        """Check ``values``; raises ``ConfigError`` ``TrainConfig.<field>=<value> is invalid: <rule>`` (each bad field)."""
         try:
-            check_loss_name(self.loss)
-        except ConfigError as exc:
-            raise ConfigError(f"TrainConfig.{exc}") from None
-        try:
-            spec = parse_freeze(self.freeze)
-        except ConfigError as exc:
-            raise ConfigError(f"TrainConfig.{exc}") from None
-        need(
-            "device",
-            isinstance(self.device, str) and (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")),
-            "use 'auto', 'cpu' or 'cuda'",
-        )
-        object.__setattr__(self, "_freeze_spec", spec)
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_config_message(exc)) from None
 
     @property
     def freeze_spec(self) -> FreezeSpec:
         """The parsed ``freeze`` strategy."""
-        return self._freeze_spec
+        return parse_freeze(self.freeze)
+
+    @property
+    def loss_function(self) -> LossFunction:
+        """The ``loss`` object (``spendpred.model.losses.LOSS_FUNCTIONS``), looked up once by the checked name."""
+        return LOSS_FUNCTIONS[self.loss]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """Return a checked copy with ``changes`` applied; raises ``ConfigError`` like the constructor."""
+        return TrainConfig(**{**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict (for bundle.json and MLflow params)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return self.model_dump()
+
+
+def _config_message(exc: ValidationError) -> str:
+    """One line per bad field of a ``TrainConfig``: its name, the value and the rule."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"]) or "values"
+        rule = _RULES.get(name, error["msg"][0].lower() + error["msg"][1:])
+        if error["type"] == "extra_forbidden":
+            rule = "not a TrainConfig field"
+        problems.append(f"TrainConfig.{name}={error.get('input')!r} is invalid: {rule}")
+    return "; ".join(problems)
+
+
+_RULES = {
+    "loss": f"use one of {', '.join(LOSSES)}",
+    "freeze": "use none, embeddings, all-but-head or bottom-k:N (N = 0..99), e.g. bottom-k:4",
+    "device": f"use one of {', '.join(DEVICES)} (choose a GPU with CUDA_VISIBLE_DEVICES)",
+}
+"""The rule in words of the fields whose pydantic message would list a pattern or a literal."""
 
 
 @dataclass
@@ -299,12 +277,12 @@ def _raw_outputs(
 def _evaluate(model: SpendRegressor, split: _Split, config: TrainConfig, device: torch.device) -> tuple[float, float]:
     """Return ``(loss, rmse in currency units)`` of ``model`` on ``split`` (eval mode, no grad)."""
     model.eval()
-    outputs = torch.empty((len(split), output_dim(config.loss)), dtype=torch.float32, device=device)
+    outputs = torch.empty((len(split), config.loss_function.outputs), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for index in length_sorted_batches(split.tokens.lengths, config.eval_batch_size):
             outputs[torch.from_numpy(index).to(device)] = _raw_outputs(model, split, index, device)
-        loss = float(compute_loss(config.loss, outputs, split.labels, config.huber_delta))
-        predicted = predict_spend(config.loss, outputs).double()
+        loss = float(config.loss_function.loss(outputs, split.labels, config.huber_delta))
+        predicted = config.loss_function.predict(outputs).double()
         rmse = float(torch.sqrt(torch.mean((predicted - split.labels.double()) ** 2)))
     return loss, rmse
 
@@ -365,9 +343,9 @@ def train_regressor(
             f"use max_length <= {max_positions}"
         )
     hidden = int(encoder.config.hidden_size)
-    head = SpendHead(hidden + len(head_columns), config.head_hidden, output_dim(config.loss), config.dropout)
+    head = SpendHead(hidden + len(head_columns), config.head_hidden, config.loss_function.outputs, config.dropout)
     with torch.no_grad():
-        head.output_layer.bias.copy_(torch.tensor(initial_bias(config.loss, train_labels)))
+        head.output_layer.bias.copy_(torch.tensor(config.loss_function.initial_bias(train_labels)))
     model = SpendRegressor(encoder, head, len(head_columns))
     spec = apply_freeze(model, config.freeze_spec)  # checks the strategy fits the encoder before any work
     model.to(device)
@@ -557,7 +535,7 @@ def _run_stage(
         bar = tqdm(batches, desc=f"stage {stage} epoch {epoch}/{epochs}", unit="batch", disable=not show_bar, leave=False)
         for index in bar:
             outputs = _raw_outputs(model, train, index, device)
-            loss = compute_loss(config.loss, outputs, train.labels[torch.from_numpy(index).to(device)], config.huber_delta)
+            loss = config.loss_function.loss(outputs, train.labels[torch.from_numpy(index).to(device)], config.huber_delta)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable_params, config.max_grad_norm)
@@ -629,11 +607,11 @@ def _fit_calibration(
     """
     split = _Split(val.tokens, val.features, val.labels, pooled)
     model.eval()
-    outputs = torch.empty((len(split), output_dim(config.loss)), dtype=torch.float32, device=device)
+    outputs = torch.empty((len(split), config.loss_function.outputs), dtype=torch.float32, device=device)
     with torch.inference_mode():
         for index in length_sorted_batches(split.tokens.lengths, config.eval_batch_size):
             outputs[torch.from_numpy(index).to(device)] = _raw_outputs(model, split, index, device)
-        predicted = predict_spend(config.loss, outputs).double().cpu().numpy()
+        predicted = config.loss_function.predict(outputs).double().cpu().numpy()
     keep = slice(rows)  # None: every row
     predicted = predicted[keep]
     calibration = fit_calibration(predicted, val.labels.double().cpu().numpy()[keep])
@@ -655,7 +633,7 @@ def fit_head_only(
     trains. Raises as ``train_regressor``.
     """
     return train_regressor(
-        train_df, val_df, feature_columns, replace(config, freeze="all-but-head"), encoder_dir, text_template_version
+        train_df, val_df, feature_columns, config.replace(freeze="all-but-head"), encoder_dir, text_template_version
     )
 
 

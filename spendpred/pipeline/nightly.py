@@ -18,49 +18,59 @@ from typing import Any
 from spendpred.config import get_settings
 from spendpred.embeddings import CacheStats, prune
 from spendpred.files import write_json_atomic
-from spendpred.params import check_score
+from spendpred.params import ScoreParams, check_score, given, require_as_of
 from spendpred.pipeline.snapshots import extract_run, validate_snapshot
 from spendpred.snapshot import RunFolder, RunRef, working_copy
 
 logger = logging.getLogger(__name__)
 
 
-def extract_scoring_snapshot(run_date: dt.date, url: str | None = None, model: str | int | None = None) -> dict[str, Any]:
+def extract_scoring_snapshot(
+    run: ScoreParams | dt.date, url: str | None = None, model: str | int | None = None
+) -> dict[str, Any]:
     """Extract the scoring snapshot (features as of the run date); return the run's reference with ``rows``.
 
-    With ``model`` (the version or alias the run will score with) the warehouse, the staging
+    ``run`` is the run's checked ``ScoreParams`` (the run date is its ``as_of``, the model its
+    ``model``), or the run date with an optional plain ``model``, checked once here.
+    With a model (the version or alias the run will score with) the warehouse, the staging
     folder and that model are checked first (``preflight``, ``registry.require_model``), so a
     run without a champion or with an unreachable registry stops before anything is written,
     and the texts are rendered with the text template that model was trained on (so a champion
     trained before ``SPENDPRED_TEXT_TEMPLATE`` changed keeps scoring until a retrain replaces it).
     """
+    if isinstance(run, ScoreParams):
+        params = given(ScoreParams, run, model=model)
+        run_date, model_ref = require_as_of(params), params.model
+    else:
+        run_date, model_ref = run, None if model is None else given(ScoreParams, None, model=model).model
     settings = get_settings()
     template = None
-    if model is not None:
+    if model_ref is not None:
         from spendpred import registry
         from spendpred.pipeline.snapshots import preflight
 
         preflight("score", url, settings)
-        version = registry.require_model(check_score(model=model).model, settings)
+        version = registry.require_model(model_ref, settings)
         template = (version.tags or {}).get("text_template_version") or None
         if template and template != settings.text_template:
             logger.info(
                 "scoring with text template %s, the one version %s was trained on (SPENDPRED_TEXT_TEMPLATE is %s)",
                 template, version.version, settings.text_template,
             )  # fmt: skip
-    run = RunFolder.for_date("score", run_date, settings)
-    return extract_run(run, settings.horizon_days, False, url, settings, template)
+    folder = RunFolder.for_date("score", run_date, settings)
+    return extract_run(folder, settings.horizon_days, False, url, settings, template)
 
 
-def plan_shards(run: RunRef, shards: int = 1) -> list[dict[str, Any]]:
+def plan_shards(run: RunRef, shards: int | None = None, *, params: ScoreParams | None = None) -> list[dict[str, Any]]:
     """Return one task description per scoring shard (the run's reference with ``shard`` and ``shards``).
 
-    Users are split by a hash of user_id. Refuses an unvalidated or empty snapshot up front
+    The count is the checked ``params.shards``, or a plain ``shards`` (default 1) checked once
+    here. Users are split by a hash of user_id. Refuses an unvalidated or empty snapshot up front
     (``ValidationFailed``, ``DataError``); ``ConfigError`` for a bad count.
     """
     from spendpred.errors import DataError
 
-    count = check_score(shards=shards).shards
+    count = given(ScoreParams, params, shards=shards).shards
     with working_copy(run) as run:
         run.pull("snapshot", "validation")
         manifest = run.require_validated()
@@ -71,8 +81,13 @@ def plan_shards(run: RunRef, shards: int = 1) -> list[dict[str, Any]]:
     return [{**run.ref(), "shard": i, "shards": count} for i in range(count)]
 
 
-def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int = "champion") -> dict[str, Any]:
+def score_shard(
+    run: RunRef, shard: int = 0, shards: int = 1, model: str | int | None = None, *, params: ScoreParams | None = None
+) -> dict[str, Any]:
     """Score one shard of a run's validated snapshot with a registered model version.
+
+    The model is the checked ``params.model``, or a plain ``model`` (default ``champion``)
+    checked once here, before anything is pulled.
 
     Writes the run's ``shards/shard-<i>-of-<n>.parquet`` (user_id, predicted_spend). Users
     whose text is unchanged since the last night take their text embedding from the
@@ -83,18 +98,18 @@ def score_shard(run: RunRef, shard: int = 0, shards: int = 1, model: str | int =
     its text-template version differs from the snapshot's, ``ValidationFailed`` for an
     unvalidated or changed snapshot.
     """
+    ref = given(ScoreParams, params, model=model).model
     with working_copy(run) as run:
-        return _score_shard(run, shard, shards, model)
+        return _score_shard(run, shard, shards, ref)
 
 
-def _score_shard(run: RunFolder, shard: int, shards: int, model: str | int) -> dict[str, Any]:
+def _score_shard(run: RunFolder, shard: int, shards: int, ref: str) -> dict[str, Any]:
     """:func:`score_shard` in a working copy: pull the snapshot, score, push the shard file."""
     from spendpred import registry
     from spendpred.shards import require_same_template, score_shard_file
 
     run.pull("snapshot", "validation")
     manifest = run.require_validated()
-    ref = check_score(model=model).model
     settings = get_settings()
     threads = settings.resolved_torch_threads
     spend_model, version = registry.load_model(ref)
@@ -496,16 +511,30 @@ def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None 
 
 
 def score(
-    run_date: dt.date, model: str | int = "champion", publish: bool = True, shards: int = 1, url: str | None = None
+    run: ScoreParams | dt.date,
+    model: str | int | None = None,
+    publish: bool | None = None,
+    shards: int | None = None,
+    url: str | None = None,
 ) -> dict[str, Any]:
-    """All nightly steps in order (the ``score`` command; the nightly DAG runs them as tasks)."""
-    check_score(as_of=run_date, model=model, dry_run=not publish, shards=shards)
-    snapshot = extract_scoring_snapshot(run_date, url, model=model)
+    """All nightly steps in order (the ``score`` command; the nightly DAG runs them as tasks).
+
+    ``run`` is the run's checked ``ScoreParams`` (the CLI's), or the run date with the plain
+    ``model``, ``publish`` (``not dry_run``) and ``shards``, checked here once into one
+    (``TypeError`` for both). Every step gets that object and checks nothing again.
+    """
+    dry_run = None if publish is None else not publish
+    if isinstance(run, ScoreParams):
+        params = given(ScoreParams, run, model=model, dry_run=dry_run, shards=shards)
+    else:
+        params = given(ScoreParams, None, as_of=run, model=model, dry_run=dry_run, shards=shards)
+    require_as_of(params)
+    snapshot = extract_scoring_snapshot(params, url)
     validate_snapshot(snapshot)
-    plan = plan_shards(snapshot, shards)
-    scored = [score_shard(spec, spec["shard"], spec["shards"], model) for spec in plan]
+    plan = plan_shards(snapshot, params=params)
+    scored = [score_shard(spec, spec["shard"], spec["shards"], params=params) for spec in plan]
     tiered = assign_tiers(snapshot, scored)
     explained = explain_scores(tiered)
-    published = publish_scores(explained, dry_run=not publish, url=url)
+    published = publish_scores(explained, dry_run=params.dry_run, url=url)
     return {"as_of": tiered["as_of"], "model_version": tiered["model_version"], "counts": tiered["counts"],
             "thresholds": tiered["thresholds"], "encoder": tiered["encoder"], "reasons": explained["reasons"], **published}

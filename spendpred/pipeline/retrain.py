@@ -17,7 +17,7 @@ from typing import Any
 
 from spendpred.config import get_settings
 from spendpred.files import read_json, write_json_atomic
-from spendpred.params import check_train
+from spendpred.params import PromoteMode, TrainParams, given, require_as_of
 from spendpred.pipeline.snapshots import extract_run, resolve_horizon, validate_snapshot
 from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE, Manifest, RunFolder, RunRef, working_copy
 
@@ -27,10 +27,25 @@ CANDIDATE = "bert_finetuned"
 """The candidate's column in ``test_predictions.parquet`` and its key in the evaluation."""
 
 
+def _train_params(run: TrainParams | dt.date | str, **values: Any) -> TrainParams:
+    """The run's checked parameters with its run date: ``run`` as is (checked where the run entered,
+    never again), or the run date ``run`` and the plain ``values`` checked here, once (``params.given``).
+
+    Raises ``TypeError`` for a ``TrainParams`` with plain values too, ``ConfigError`` for a bad value or no run date.
+    """
+    params = given(TrainParams, run, **values) if isinstance(run, TrainParams) else given(TrainParams, None, as_of=run, **values)
+    require_as_of(params)
+    return params
+
+
 def extract_training_snapshot(
-    run_date: dt.date, horizon_days: int | None = None, url: str | None = None, freeze: str | None = None
+    run: TrainParams | dt.date, horizon_days: int | None = None, url: str | None = None, freeze: str | None = None
 ) -> dict[str, Any]:
     """Extract the training snapshot for run date R: features as of R−H, labels in (R−H, R].
+
+    ``run`` is the run's checked ``TrainParams`` (R is its ``as_of``; the ``horizon`` and
+    ``freeze`` are read from it), or the run date R with plain ``horizon_days`` and ``freeze``,
+    checked once here (see ``_train_params``).
 
     Returns the run folder's reference (``kind``, ``as_of`` = R−H, ``root``) with ``run_date``,
     ``rows`` and ``horizon_days``. First checks that the encoder folder can be trained from and
@@ -42,15 +57,17 @@ def extract_training_snapshot(
     from spendpred import registry
     from spendpred.model.network import check_encoder
 
+    params = _train_params(run, horizon=horizon_days, freeze=freeze)
+    run_date = require_as_of(params)
     settings = get_settings()
-    horizon = resolve_horizon(horizon_days, settings)
-    check_encoder(settings.resolved_encoder_dir, check_train(freeze=freeze).freeze)
+    horizon = resolve_horizon(params.horizon, settings)
+    check_encoder(settings.resolved_encoder_dir, params.freeze)
     registry.check_writable(settings)
-    run = RunFolder.for_date("train", run_date - dt.timedelta(days=horizon), settings)
-    out = {**extract_run(run, horizon, True, url, settings), "run_date": run_date.isoformat()}
+    folder = RunFolder.for_date("train", run_date - dt.timedelta(days=horizon), settings)
+    out = {**extract_run(folder, horizon, True, url, settings), "run_date": run_date.isoformat()}
     windows = []
     for k in range(1, settings.train_windows):  # stacked windows, each one step earlier (SPENDPRED_TRAIN_WINDOWS)
-        earlier = run.window(run.as_of - dt.timedelta(days=k * settings.window_step_days))  # apart from ordinary runs
+        earlier = folder.window(folder.as_of - dt.timedelta(days=k * settings.window_step_days))  # apart from ordinary runs
         extract_run(earlier, horizon, True, url, settings)
         windows.append(earlier.as_of.isoformat())
     if windows:
@@ -94,15 +111,22 @@ def _labelled_snapshot(run: RunFolder) -> tuple[Any, Manifest]:
 
 def train_model(
     run: RunRef,
+    params: TrainParams | None = None,
+    *,
     epochs: int | None = None,
     max_users: int | None = None,
     freeze: str | None = None,
     loss: str | None = None,
-    device: str = "auto",
+    device: str | None = None,
     batch_size: int | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the regressor on a run's validated training snapshot and evaluate it.
+
+    ``params`` is the run's checked ``TrainParams`` (``epochs``, ``max_users``, ``freeze``,
+    ``loss``, ``device`` are read from it); without it the plain ``epochs`` ... ``device`` are
+    checked once here (``params.given``; ``TypeError`` when both are given). ``batch_size`` and
+    ``progress`` are training options outside the run parameters (``TrainConfig`` checks them).
 
     Users are split train/val/test by a stable hash of ``user_id``; ``max_users`` keeps a
     stable hash-chosen subset of the training users (``splits.split_frame``); the test users
@@ -119,16 +143,15 @@ def train_model(
     Returns the run's reference with ``best_epoch`` and ``metrics``. Raises
     ``ValidationFailed`` for an unvalidated snapshot, ``DataError`` when a split is empty.
     """
-    check_train(epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
+    params = given(TrainParams, params, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     with working_copy(run) as folder:
-        out = _train_model(folder, run, epochs, max_users, freeze, loss, device, batch_size, progress)
+        out = _train_model(folder, run, params, batch_size, progress)
         folder.push("model")  # the bundle, evaluation, test predictions and result.json, published together
     return out
 
 
 def _train_model(
-    run: RunFolder, ref: RunRef, epochs: int | None, max_users: int | None, freeze: str | None, loss: str | None,
-    device: str, batch_size: int | None, progress: bool | None,
+    run: RunFolder, ref: RunRef, params: TrainParams, batch_size: int | None, progress: bool | None
 ) -> dict[str, Any]:
     """:func:`train_model` in a working copy (``ref`` is the step's input, for the stacked windows)."""
     import sys
@@ -141,6 +164,7 @@ def _train_model(
 
     settings = get_settings()
     frame, manifest = _labelled_snapshot(run)
+    max_users = params.max_users
     parts = splits.split_frame(frame, max_users)
     latest_val = len(parts["val"])  # calibrated on the latest window's validation users: the level nearest to scoring
     for earlier in _window_frames(run, ref):  # stacked windows: more training and validation rows, same held-out users
@@ -149,9 +173,9 @@ def _train_model(
             parts[name] = pd.concat([parts[name], more[name]], ignore_index=True)
     splits.check_split_sizes(parts)  # a training set too small to mean anything is refused here
     config_kwargs: dict[str, Any] = {
-        "seed": settings.seed, "device": device, "loss": settings.loss, "horizon_days": manifest.horizon_days,
+        "seed": settings.seed, "device": params.device, "loss": settings.loss, "horizon_days": manifest.horizon_days,
     }  # fmt: skip
-    for key, value in (("epochs", epochs), ("freeze", freeze), ("loss", loss), ("batch_size", batch_size)):
+    for key, value in (("epochs", params.epochs), ("freeze", params.freeze), ("loss", params.loss), ("batch_size", batch_size)):
         if value is not None:
             config_kwargs[key] = value
     config_kwargs["progress"] = sys.stderr.isatty() if progress is None else progress
@@ -313,21 +337,21 @@ def _baselines_ahead(held_out: Any) -> dict[str, dict[str, float]]:
 
 
 def promote_model(
-    version: str | int, mode: str = "auto", run: RunRef | None = None, url: str | None = None, actor: str | None = None
+    version: str | int, mode: PromoteMode = "auto", run: RunRef | None = None, url: str | None = None, actor: str | None = None
 ) -> dict[str, Any]:
     """Apply the promotion gate (``spendpred.promotion``) to a registered version.
 
     With ``run`` (the training run folder) the gate sees the candidate's metrics and the
     baselines' on the held-out users fixed by user hash; in ``auto`` mode the champion, if
     any, is re-scored on the same users and compared with a paired bootstrap. ``mode`` is
-    ``auto``, ``never`` or ``force``. A candidate that is not promoted stays ``challenger``.
+    ``auto``, ``never`` or ``force`` (a run's ``TrainParams.promote_mode``; the gate refuses any
+    other, ``promotion.decide``). A candidate that is not promoted stays ``challenger``.
     ``actor`` is who asked (the Airflow user who triggered the run, the CLI's ``--actor``),
     recorded on a forced promotion; default the OS user.
     Returns ``{"promoted", "reason", "champion_version", "version", "previous_champion", "mode"}``.
     """
-    from spendpred import promotion, registry
+    from spendpred import registry
 
-    promotion.check_mode(mode)
     version = str(version)
     candidate_metrics: dict[str, float] = {}
     champion_metrics: dict[str, float] | None = None
@@ -358,34 +382,37 @@ def promote_model(
 
 
 def train(
-    run_date: dt.date,
+    run: TrainParams | dt.date,
     horizon_days: int | None = None,
     epochs: int | None = None,
     max_users: int | None = None,
     freeze: str | None = None,
     loss: str | None = None,
-    promote: str = "auto",
+    promote: str | None = None,
     url: str | None = None,
-    device: str = "auto",
+    device: str | None = None,
     actor: str | None = None,
 ) -> dict[str, Any]:
     """All retraining steps in order (the ``train`` command; the weekly DAG runs them as tasks).
 
-    ``actor`` is recorded on a forced promotion (``promote_model``).
+    ``run`` is the run's checked ``TrainParams`` (the CLI's), or the run date with the plain
+    values (``horizon_days`` ... ``device``), checked here once into one (``TypeError`` for
+    both). Every step gets that object and checks nothing again. ``actor`` is recorded on a
+    forced promotion (``promote_model``).
 
     Returns the registration (run reference, ``run_id``, ``version``, ``metrics``) with
     ``train_dir`` (the run's ``model/`` folder) and ``promotion`` (the decision).
     """
-    check_train(
-        as_of=run_date, horizon=horizon_days, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss,
-        promote=promote, device=device,
+    params = _train_params(
+        run, horizon=horizon_days, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, promote=promote,
+        device=device,
     )  # fmt: skip
     from spendpred.pipeline.snapshots import preflight
 
     preflight("train", url)  # settings, warehouse, staging; the registry is checked by the extract step
-    snapshot = extract_training_snapshot(run_date, horizon_days, url, freeze)
+    snapshot = extract_training_snapshot(params, url=url)
     validate_snapshot(snapshot)
-    trained = train_model(snapshot, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
+    trained = train_model(snapshot, params)
     registered = evaluate_and_register(trained)
-    decision = promote_model(registered["version"], promote, trained, url, actor)
+    decision = promote_model(registered["version"], params.promote_mode, trained, url, actor)
     return {**registered, "train_dir": RunFolder.from_ref(trained).location("model"), "promotion": decision}

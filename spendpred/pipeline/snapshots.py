@@ -16,8 +16,8 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_horizon(value: int | None, settings: Settings) -> int:
-    """Return the horizon H in days: ``value`` checked against the parameter spec, else the ``horizon_days`` setting."""
-    return settings.horizon_days if value is None else int(check_train(horizon=value).horizon or settings.horizon_days)
+    """Return the horizon H in days: ``value`` (a checked ``TrainParams.horizon``), else the ``horizon_days`` setting."""
+    return settings.horizon_days if value is None else value
 
 
 def _extract_into(
@@ -107,16 +107,18 @@ def extract_snapshot(
 ) -> dict[str, Any]:
     """Extract a behaviour snapshot as of a date into any folder ``out_dir`` (the ``extract`` command).
 
-    ``out_dir`` is created when missing, and only when the extract succeeds. Returns
-    ``{"snapshot_dir", "as_of", "rows", "horizon_days"}``. Raises ``ConfigError`` for an empty
-    ``out_dir`` or one that is a file.
+    ``out_dir`` is created when missing, and only when the extract succeeds. ``horizon_days`` is
+    checked here, once, with the parameter spec (``TrainParams.horizon``). Returns
+    ``{"snapshot_dir", "as_of", "rows", "horizon_days"}``. Raises ``ConfigError`` for a bad
+    horizon, an empty ``out_dir`` or one that is a file.
     """
     from spendpred.errors import ConfigError
 
+    horizon = check_train(horizon=horizon_days).horizon
     if not str(out_dir).strip():
         raise ConfigError("the output folder is empty: pass --out DIR, a folder for the snapshot (created when missing)")
     settings = get_settings()
-    days = resolve_horizon(horizon_days, settings)
+    days = resolve_horizon(horizon, settings)
     manifest = _extract_into(Path(out_dir), as_of, days, with_labels, url, settings)
     return {"snapshot_dir": str(out_dir), "as_of": as_of.isoformat(), "rows": manifest.row_count, "horizon_days": days}
 

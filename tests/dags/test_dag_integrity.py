@@ -140,7 +140,9 @@ def test_mapped_scoring_and_training_resources(dagbag: Any) -> None:
     scoring = dagbag.dags["spendpred_nightly_scoring"]
     shard = scoring.get_task("score_shard")
     assert type(shard).__name__.endswith("MappedOperator")
-    assert shard.partial_kwargs["op_kwargs"] == {"model": "{{ params.model }}"}
+    checked = shard.partial_kwargs["op_kwargs"]["checked"]  # the run's checked params, never the raw {{ params.model }}
+    assert list(shard.partial_kwargs["op_kwargs"]) == ["checked"]
+    assert (checked.operator.task_id, checked.key) == ("extract_scoring_snapshot", "run_params")
     train = dagbag.dags["spendpred_weekly_retrain"].get_task("train_model")
     assert train.pool == "default_pool" and train.queue == "default"  # runs anywhere without set-up
 
@@ -359,6 +361,34 @@ def test_run_date_comes_from_the_run_not_the_clock(common: Any) -> None:
     assert common.run_date({"data_interval_end": nightly}, check_score(as_of="2023-12-31")) == dt.date(2023, 12, 31)
     with pytest.raises(ConfigError, match="trigger it with the as_of param"):
         common.run_date({"dag_run": SimpleNamespace(run_after=None)}, unset)
+
+
+def test_the_first_task_checks_once_and_later_tasks_rebuild_the_checked_params(common: Any) -> None:
+    """The first task checks the raw params and pushes the checked object (its run date fixed);
+    later tasks rebuild that object from the XCom, so they never see an unchecked value."""
+    from spendpred.params import ScoreParams, TrainParams
+
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
+    raw = {"as_of": None, "dry_run": True, "horizon": 30, "epochs": None, "max_users": None, "freeze": "bottom-k:2",
+           "loss": "huber", "promote": "auto", "device": "cpu"}  # fmt: skip
+    context = {"params": raw, "ti": ti, "data_interval_end": dt.datetime(2024, 7, 7, tzinfo=dt.UTC)}
+    params = common.first_params(context, TrainParams)
+    assert params.as_of == dt.date(2024, 7, 6) and params.promote_mode == "never"  # the run date travels with them
+    assert json.loads(json.dumps(pushed[common.PARAMS_KEY])) == pushed[common.PARAMS_KEY]  # plain JSON in XCom
+    assert pushed[common.PARAMS_KEY]["as_of"] == "2024-07-06"
+    rebuilt = common.run_params(pushed[common.PARAMS_KEY], TrainParams)
+    assert rebuilt == params and isinstance(rebuilt.as_of, dt.date)
+    scoring = common.first_params({**context, "params": {"as_of": "2024-06-30", "model": 3, "shards": 2}}, ScoreParams)
+    assert common.run_params(pushed[common.PARAMS_KEY], ScoreParams) == scoring and scoring.model == "3"
+
+
+@pytest.mark.parametrize("dag_file", ["spendpred_weekly_retrain.py", "spendpred_nightly_scoring.py"])
+def test_no_task_reads_the_raw_params(dag_file: str) -> None:
+    """Only ``first_params`` (in the first task) reads ``context["params"]``; no task renders ``{{ params.* }}``."""
+    source = (DAGS_DIR / dag_file).read_text(encoding="utf-8")
+    assert '["params"]' not in source and "{{ params." not in source and "checked_params(" not in source
+    assert source.count("first_params(") == 1
 
 
 def test_sqlalchemy_url_from_connection_fields() -> None:

@@ -175,3 +175,24 @@ def test_the_trend_anchor_follows_the_structural_forecast_and_is_bounded() -> No
     assert fit_anchor(np.zeros(3), np.ones(3)) is None and fit_anchor(np.ones(3), np.zeros(3)) is None
     with pytest.raises(ValueError, match="finite"):
         fit_anchor(np.array([1.0, np.inf]), np.array([1.0, 1.0]))
+
+
+def test_each_loss_is_one_object_in_the_table() -> None:
+    """A loss is looked up once by name; the name-taking helpers are that lookup and one method."""
+    from spendpred.model.losses import LOSS_FUNCTIONS, LossFunction, loss_function
+    from spendpred.params import LOSSES
+
+    assert tuple(LOSS_FUNCTIONS) == LOSSES
+    output1, output3 = torch.tensor([[0.5], [2.0]]), torch.tensor([[0.0, 1.0, 0.2], [1.0, 0.5, -0.3]])
+    y = torch.tensor([1.5, 0.0])
+    for name, fn in LOSS_FUNCTIONS.items():
+        assert isinstance(fn, LossFunction) and fn.name == name and loss_function(name) is fn and loss_function(fn) is fn
+        assert output_dim(name) == fn.outputs == (3 if name == "ziln" else 1)
+        output = output3 if fn.outputs == 3 else output1
+        assert torch.equal(compute_loss(name, output, y, huber_delta=0.5), fn.loss(output, y, 0.5))
+        assert torch.equal(predict_spend(name, output), fn.predict(output))
+        assert initial_bias(name, [0.0, 2.0, 5.0]) == fn.initial_bias([0.0, 2.0, 5.0])
+        assert len(fn.initial_bias([0.0, 2.0])) == fn.outputs
+    for bad in ("mae", None, "ZILN"):
+        with pytest.raises(ConfigError, match=r"is not supported: use one of mse, huber, ziln"):
+            loss_function(bad)  # type: ignore[arg-type]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from spendpred.errors import ConfigError
@@ -37,7 +35,7 @@ def test_freeze_specs_parse(spec: str, expected: FreezeSpec) -> None:
 
 
 def test_replace_reparses_freeze() -> None:
-    config = dataclasses.replace(TrainConfig(), freeze="bottom-k:2")
+    config = TrainConfig().replace(freeze="bottom-k:2")
     assert config.freeze_spec == FreezeSpec("bottom-k", 2)
     assert config.freeze_spec.encoder_frozen is False
     assert TrainConfig(freeze="all-but-head").freeze_spec.encoder_frozen is True
@@ -84,3 +82,49 @@ def test_replace_reparses_freeze() -> None:
 def test_bad_values_raise_config_error_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"TrainConfig\.{field}="):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("freeze", "layers"), [("bottom-k:0", 0), ("bottom-k:7", 7), ("bottom-k:07", 7), ("bottom-k:99", 99), ("bottom-k:100", None)]
+)
+def test_one_freeze_rule_for_the_spec_the_config_and_the_parser(freeze: str, layers: int | None) -> None:
+    """N of bottom-k:N is 0..99 for the run parameter, TrainConfig and parse_freeze alike (one Freeze type)."""
+    from spendpred.params import check_train
+
+    if layers is None:
+        for build in (lambda: check_train(freeze=freeze), lambda: TrainConfig(freeze=freeze), lambda: parse_freeze(freeze)):
+            with pytest.raises(ConfigError, match=r"bottom-k:100.*N = 0\.\.99"):
+                build()
+        return
+    assert check_train(freeze=freeze).freeze == freeze
+    assert TrainConfig(freeze=freeze).freeze_spec == parse_freeze(freeze) == FreezeSpec("bottom-k", layers)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cuda:1", "gpu", "CPU"])
+def test_one_device_rule_for_the_spec_the_config_and_model_loading(device: str) -> None:
+    """auto, cpu or cuda everywhere: cuda:N is refused alike (a GPU is chosen with CUDA_VISIBLE_DEVICES)."""
+    from spendpred.model.bundle import resolve_device
+    from spendpred.params import DEVICES, check_train
+
+    with pytest.raises(ConfigError, match=rf"device='{device}' is not valid"):
+        check_train(device=device)
+    with pytest.raises(ConfigError, match=rf"TrainConfig\.device='{device}' is invalid: use one of auto, cpu, cuda"):
+        TrainConfig(device=device)
+    with pytest.raises(ConfigError, match=rf"device='{device}' is not supported: use one of auto, cpu, cuda"):
+        resolve_device(device)  # type: ignore[arg-type]
+    assert [TrainConfig(device=d).device for d in DEVICES] == list(DEVICES)
+
+
+def test_the_config_is_pydantic_with_the_spec_types_and_a_checked_replace() -> None:
+    from spendpred.model.losses import LOSS_FUNCTIONS
+
+    config = TrainConfig(loss="huber", lr=1)  # a whole number is a valid float
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    assert config.loss_function is LOSS_FUNCTIONS["huber"]
+    with pytest.raises(ConfigError, match=r"TrainConfig\.epochs=0 is invalid"):
+        config.replace(epochs=0)
+    with pytest.raises(ConfigError, match=r"TrainConfig\.epoch=5 is invalid: not a TrainConfig field"):
+        TrainConfig(epoch=5)
+    with pytest.raises(Exception, match="frozen"):
+        config.loss = "mse"  # type: ignore[misc]
+    assert TrainConfig.model_fields["freeze"].description.startswith("none | embeddings")

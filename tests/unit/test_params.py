@@ -200,9 +200,13 @@ def test_cli_passes_checked_typed_values_to_the_pipeline(monkeypatch: pytest.Mon
     args = ["train", "--as-of", "2024-06-30", "--horizon-days", "30", "--device", "cpu", "--dry-run", "--loss", "huber"]
     assert runner.invoke(cli.app, args).exit_code == 0
     (_, a1, k1), (_, a2, _), (_, a3, k3), (_, a4, k4) = calls
-    assert a1[0] == a2[0] == dt.date(2024, 6, 30) and k1["publish"] is False and calls[1][2]["publish"] is False
-    assert (k3["publish"], k3["shards"], k3["model"]) == (True, 3, "7")
-    assert a4 == (dt.date(2024, 6, 30), 30, None, None, None, "huber", "never", None) and k4 == {"device": "cpu", "actor": getpass.getuser()}
+    # each command passes the one object it checked, never its values unpacked
+    assert a1 == a2 == (ScoreParams(as_of=dt.date(2024, 6, 30), dry_run=True),) and k1 == {"url": None}
+    assert a3 == (ScoreParams(as_of=dt.date(2024, 6, 30), model="7", shards=3),) and k3 == {"url": None}
+    (run,) = a4
+    assert run == TrainParams(as_of=dt.date(2024, 6, 30), horizon=30, loss="huber", device="cpu", dry_run=True)
+    assert (run.promote_mode, run.epochs, run.max_users, run.freeze) == ("never", None, None, None)
+    assert k4 == {"url": None, "actor": getpass.getuser()}
 
 
 @pytest.mark.parametrize(
@@ -239,3 +243,51 @@ def test_cli_train_records_the_actor_or_the_os_user(monkeypatch: pytest.MonkeyPa
     assert runner.invoke(cli.app, [*base, "--actor", "alice"]).exit_code == 0
     assert runner.invoke(cli.app, base).exit_code == 0
     assert [k["actor"] for k in calls] == ["alice", getpass.getuser()]
+
+
+# -- one check per run: the steps take the checked object ---------------------------------------
+
+
+def test_given_passes_a_checked_object_on_and_checks_plain_values_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spendpred import params
+
+    seen: list[type] = []
+    real = params.check
+    monkeypatch.setattr(params, "check", lambda spec, *a, **k: seen.append(spec) or real(spec, *a, **k))
+    run = check_train(as_of="2024-06-30", loss="huber")
+    assert params.given(TrainParams, run) is run and seen == [TrainParams]  # passed on, not checked again
+    assert params.given(TrainParams, None, loss="mse", epochs=None).loss == "mse" and len(seen) == 2  # None: not given
+    with pytest.raises(TypeError, match="pass either params or loss, not both"):
+        params.given(TrainParams, run, loss="mse")
+    with pytest.raises(TypeError, match="params must be a checked TrainParams"):
+        params.given(TrainParams, {"loss": "huber"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="params must be a checked TrainParams"):
+        params.given(TrainParams, ScoreParams())  # type: ignore[arg-type]
+
+
+def test_a_step_cannot_receive_an_unchecked_value(tmp_path: Any) -> None:
+    """A raw value reaches no step unchecked: a dict in place of the checked object is a TypeError,
+    a bad plain value a ConfigError, both before anything is read or written."""
+    from spendpred import pipeline
+
+    ref = {"kind": "train", "as_of": "2024-04-01", "root": str(tmp_path / "absent")}
+    with pytest.raises(TypeError, match="params must be a checked TrainParams"):
+        pipeline.train_model(ref, {"loss": "mae"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="loss='mae' is not valid: use one of mse, huber, ziln"):
+        pipeline.train_model(ref, loss="mae")
+    with pytest.raises(ConfigError, match="freeze='bottom-k:100' is not valid"):
+        pipeline.extract_training_snapshot(dt.date(2024, 6, 30), freeze="bottom-k:100")
+    with pytest.raises(TypeError, match="not both"):
+        pipeline.train(check_train(as_of="2024-06-30"), loss="mse")
+    with pytest.raises(ConfigError, match="device='cuda:0' is not valid"):
+        pipeline.train(dt.date(2024, 6, 30), device="cuda:0")
+    with pytest.raises(ConfigError, match="as_of is missing"):
+        pipeline.train(check_train())  # a run without a date is refused at the entry, not in a later step
+    score_ref = {"kind": "score", "as_of": "2024-06-30", "root": str(tmp_path / "absent")}
+    with pytest.raises(TypeError, match="params must be a checked ScoreParams"):
+        pipeline.score_shard(score_ref, params={"model": "champion"})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="shards=65 is out of range"):
+        pipeline.plan_shards(score_ref, 65)
+    with pytest.raises(ConfigError, match="model='best' is not valid"):
+        pipeline.score(dt.date(2024, 6, 30), model="best")
+    assert not (tmp_path / "absent").exists()
