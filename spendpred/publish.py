@@ -408,15 +408,27 @@ def publish_scores(
 # --------------------------------------------------------------------------- grants
 
 
-READONLY_VIEWS: tuple[str, ...] = (
-    "user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds",
-    "user_spend_realized_metrics", "user_spend_drift", "current_user_spend_reasons", "user_spend_estimated_performance",
-)  # fmt: skip
-"""What a read-only role may read (``sql/grants/readonly.postgresql.sql`` grants SELECT on these, in schema ``spendpred``)."""
+_GRANTED_ARRAY = re.compile(r"\bgranted\s+text\[\]\s*:=\s*ARRAY\[(?P<names>[^\]]*)\]", re.IGNORECASE)
+
+
+def readonly_views() -> tuple[str, ...]:
+    """Return what a read-only role may read: the views (schema ``spendpred``) it is granted SELECT on, in order.
+
+    ``sql/grants/readonly.postgresql.sql`` owns the list (its ``granted`` array, which the script
+    grants and nothing else); this reads it from there, so the script and the code cannot
+    disagree. Raises ``ConfigError`` when the script holds no such list.
+    """
+    found = _GRANTED_ARRAY.search(warehouse.load_sql("grants/readonly", "postgresql"))
+    views = tuple(re.findall(r"'([a-z_][a-z0-9_]*)'", found.group("names"))) if found else ()
+    if not views:
+        raise ConfigError(
+            "sql/grants/readonly.postgresql.sql has no 'granted text[] := ARRAY[...]' list of views: restore it from git"
+        )
+    return views
 
 
 def grant_readonly(engine: sa.Engine, role: str) -> None:
-    """Give ``role`` read access to the downstream views (``READONLY_VIEWS``) and nothing else (PostgreSQL).
+    """Give ``role`` read access to the downstream views (:func:`readonly_views`) and nothing else (PostgreSQL).
 
     Runs ``sql/grants/readonly.postgresql.sql`` with the role name passed as a setting
     (never pasted into SQL). The role must exist. Raises ``ConfigError`` for a SQLite

@@ -392,7 +392,7 @@ SELECT user_id, predicted_spend, tier, as_of FROM {schema}user_spend_tier_curren
 SELECT user_id, previous_tier, current_tier, spend_change_pct FROM {schema}user_spend_tier_changes WHERE churn_warning;
 -- the thresholds of each run: a tier holds predicted spend in [lower_bound, upper_bound)
 SELECT as_of, tier, lower_bound, upper_bound FROM {schema}user_spend_tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;"""
-"""What the text report suggests running: only the views a read-only role may read (``publish.READONLY_VIEWS``)."""
+"""What the text report suggests running: only the views a read-only role may read (``publish.readonly_views``)."""
 
 REPORT_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "spearman", "rmse", "mae", "decile_mape")
 """The champion's test metrics ``spendpred report`` prints, in order."""

@@ -23,12 +23,16 @@ def init_warehouse(url: str | None = None) -> dict[str, Any]:
 
 
 def grant_readonly(role: str, url: str | None = None) -> dict[str, Any]:
-    """Give an existing PostgreSQL role SELECT on the downstream views (``publish.READONLY_VIEWS``) and nothing else."""
+    """Give an existing PostgreSQL role SELECT on the downstream views and nothing else.
+
+    Returns ``{"role", "granted"}``: the views granted, as the grant script lists them
+    (``publish.readonly_views``, read from ``sql/grants/readonly.postgresql.sql``).
+    """
     from spendpred import publish, warehouse
 
     with warehouse.opened_engine(url) as engine:
         publish.grant_readonly(engine, role)
-    return {"role": role, "granted": [f"spendpred.{view}" for view in publish.READONLY_VIEWS]}
+    return {"role": role, "granted": [f"spendpred.{view}" for view in publish.readonly_views()]}
 
 
 def seed(

@@ -2,9 +2,9 @@
 --
 -- The role (which must already exist) is read from the setting spendpred.readonly_role,
 -- so its name is never pasted into SQL text. It gets USAGE on schema spendpred and SELECT
--- on the seven views (user_spend_tier_current, user_spend_tier_changes, user_spend_tier_thresholds,
--- the monitoring views user_spend_realized_metrics, user_spend_drift and user_spend_estimated_performance, and the reasons view
--- current_user_spend_reasons), and nothing else:
+-- on the views in the array `granted` below, and nothing else. That array is the one list of
+-- what a reader may read: spendpred.publish.readonly_views() reads it from this file (what
+-- `spendpred db grant-readonly` reports as granted), so a view for readers is added there only:
 -- any other privilege granted to it directly on the schema or on its tables and views is
 -- revoked first, so re-running the script is safe.
 -- Views run with their owner's rights, so the role reads scores through the views without
@@ -24,6 +24,12 @@
 DO $$
 DECLARE
     reader text := current_setting('spendpred.readonly_role', true);
+    -- what a reader may read (schema spendpred), in this order; nothing else is granted
+    granted text[] := ARRAY[
+        'user_spend_tier_current', 'user_spend_tier_changes', 'user_spend_tier_thresholds',
+        'user_spend_realized_metrics', 'user_spend_drift', 'current_user_spend_reasons',
+        'user_spend_estimated_performance'
+    ];
     owner_role text;
     writable text;
 BEGIN
@@ -65,9 +71,9 @@ BEGIN
     EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA spendpred FROM %I', reader);
     EXECUTE format('GRANT USAGE ON SCHEMA spendpred TO %I', reader);
     EXECUTE format(
-        'GRANT SELECT ON spendpred.user_spend_tier_current, spendpred.user_spend_tier_changes, '
-        'spendpred.user_spend_tier_thresholds, spendpred.user_spend_realized_metrics, spendpred.user_spend_drift, '
-        'spendpred.current_user_spend_reasons, spendpred.user_spend_estimated_performance TO %I',
+        'GRANT SELECT ON %s TO %I',
+        (SELECT string_agg(format('spendpred.%I', view_name), ', ' ORDER BY n)
+         FROM unnest(granted) WITH ORDINALITY AS listed(view_name, n)),
         reader
     );
     -- what the role could still do through other roles or PUBLIC: refuse, rolling everything back

@@ -225,7 +225,7 @@ def test_readonly_role_reads_the_views_and_nothing_else(pg_engine: sa.Engine, re
     assert len(_as_role(pg_engine, reader, "SELECT * FROM spendpred.user_spend_tier_current")) == 9
     assert len(_as_role(pg_engine, reader, "SELECT * FROM spendpred.user_spend_tier_changes")) == 6
 
-    for relation in [f"spendpred.{view}" for view in publish.READONLY_VIEWS]:
+    for relation in [f"spendpred.{view}" for view in publish.readonly_views()]:
         assert _privileges(pg_engine, reader, relation) == {
             "SELECT": True, "INSERT": False, "UPDATE": False, "DELETE": False,
             "TRUNCATE": False, "REFERENCES": False, "TRIGGER": False,
@@ -238,6 +238,15 @@ def test_readonly_role_reads_the_views_and_nothing_else(pg_engine: sa.Engine, re
             {"r": reader},
         ).one()
     assert tuple(schema) == (True, False)
+    with pg_engine.connect() as conn:  # exactly the script's list: nothing missing, nothing more
+        readable = conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'spendpred' AND has_table_privilege(:r, c.oid, 'SELECT')"
+            ),
+            {"r": reader},
+        ).scalars().all()
+    assert sorted(readable) == sorted(publish.readonly_views())
 
     for sql in ["SELECT * FROM spendpred.user_spend_scores", "SELECT * FROM spendpred.tier_thresholds", *WRITES]:
         with pytest.raises(sa.exc.ProgrammingError) as refused:
@@ -352,6 +361,24 @@ def test_grant_readonly_refuses_a_missing_or_malformed_role(pg_engine: sa.Engine
     for bad in ['x"; DROP TABLE users; --', "1abc", "", "a" * 64]:
         with pytest.raises(ConfigError, match="invalid role name"):
             publish.grant_readonly(pg_engine, bad)
+
+
+def test_the_granted_views_are_listed_once_in_the_grant_script_and_exist_after_db_init(sqlite_url: str) -> None:
+    """sql/grants/readonly.postgresql.sql owns the list: the code reads it there (issue 23), and every view in it is one `db init` creates."""
+    script = warehouse.load_sql("grants/readonly", "postgresql")
+    views = publish.readonly_views()
+    assert views[:3] == ("user_spend_tier_current", "user_spend_tier_changes", "user_spend_tier_thresholds")
+    assert len(set(views)) == len(views)
+    for view in views:
+        assert script.count(f"'{view}'") == 1, view  # named once, in the granted array, and nowhere else
+        assert f"spendpred.{view}" not in script, view  # no second, hand-written GRANT list
+    engine = warehouse.get_engine(sqlite_url)
+    try:
+        warehouse.init_db(engine)
+        created = set(sa.inspect(engine).get_view_names())
+    finally:
+        engine.dispose()
+    assert set(views) <= created, set(views) - created
 
 
 def test_grant_readonly_needs_postgresql(sqlite_url: str) -> None:
