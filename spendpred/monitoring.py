@@ -482,6 +482,68 @@ def drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- reacting
+
+
+TRIGGERS: tuple[str, ...] = ("schedule", "asset", "manual")
+"""Why a retrain ran (MLflow run tag ``trigger``): its cron, the monitoring's asset event, or someone asked."""
+
+
+def alert_reasons(
+    drift: Mapping[str, Any] | None, evaluated: Sequence[Mapping[str, Any]], gini_floor: float
+) -> list[str]:
+    """Return why tonight's monitoring asks for a retrain (empty: it does not).
+
+    ``drift`` is :func:`drift_summary`'s result (only ``alert`` counts; a warning only reports),
+    ``evaluated`` the matured partitions evaluated tonight (``pipeline.evaluate_matured``'s
+    entries: per scorer its ``normalised_gini``). A partition asks when the model's realized
+    normalised Gini is below ``gini_floor`` or below a baseline's on the same users.
+    """
+    reasons: list[str] = []
+    alerting = list((drift or {}).get("alert") or [])
+    if alerting:
+        top = (drift or {}).get("max_psi")
+        psi_text = f" (max PSI {top:.2f})" if isinstance(top, (int, float)) and math.isfinite(top) else ""
+        reasons.append(f"drift alert on {', '.join(alerting)}{psi_text}")
+    for entry in evaluated:
+        model = (entry.get(MODEL_SCORER) or {}).get("normalised_gini")
+        if model is None:
+            continue
+        where = f"partition {entry.get('as_of')} (version {entry.get('model_version')})"
+        if model < gini_floor:
+            reasons.append(f"{where}: realized normalised Gini {model:.3f} below the floor {gini_floor:g}")
+        for baseline in (PAST_SPEND_SCORER, BTYD_SCORER):
+            theirs = (entry.get(baseline) or {}).get("normalised_gini")
+            if theirs is not None and model < theirs:
+                reasons.append(f"{where}: realized normalised Gini {model:.3f} below {baseline}'s {theirs:.3f}")
+    return reasons
+
+
+def cooldown_until(last_requested: dt.date | None, cooldown_days: int) -> dt.date | None:
+    """Return the last night on which a new request is suppressed after one on ``last_requested`` (``None``: none)."""
+    if last_requested is None:
+        return None
+    return last_requested + dt.timedelta(days=max(int(cooldown_days) - 1, 0))
+
+
+def retrain_trigger(run_type: str | None, extras: Sequence[Mapping[str, Any]] = ()) -> dict[str, str]:
+    """Return the MLflow run tags that say why a retrain ran: ``trigger`` (schedule, asset or manual) and ``trigger_reason``.
+
+    ``run_type`` is the Airflow DAG run's type (``scheduled``, ``asset_triggered``, ``manual``,
+    ``backfill``; ``None`` for the CLI); ``extras`` the triggering asset events' extras, whose
+    ``reasons`` (the monitoring's) become the reason.
+    """
+    kind = str(run_type or "").lower()
+    if kind.startswith("asset") or kind.startswith("dataset"):
+        reasons = [str(r) for extra in extras for r in (extra.get("reasons") or [])]
+        nights = sorted({str(extra.get("as_of")) for extra in extras if extra.get("as_of")})
+        reason = "; ".join(reasons) or "a model-health alert"
+        return {"trigger": "asset", "trigger_reason": (f"monitoring of {', '.join(nights)}: " if nights else "") + reason}
+    if kind in ("scheduled", "backfill"):
+        return {"trigger": "schedule", "trigger_reason": f"{kind} run of the weekly cron"}
+    return {"trigger": "manual", "trigger_reason": "triggered by hand" if kind == "manual" else "spendpred train (command line)"}
+
+
 # --------------------------------------------------------------------------- warehouse
 
 
@@ -601,6 +663,31 @@ def store_estimates(
 def read_estimates(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
     """Return each stored estimate up to ``last_as_of`` beside its realized value (``None`` until the partition matures), oldest first."""
     return _read(engine, "read_estimates", {"last_as_of": last_as_of}, "computed_at")
+
+
+def last_request(engine: sa.Engine, as_of: dt.date) -> dt.date | None:
+    """Return the latest night up to ``as_of`` whose monitoring requested a retrain (``None``: never)."""
+    with engine.connect() as conn:
+        value = _run(conn, "last_request", {"as_of": as_of}).scalar()
+    return None if value is None else _date(value)
+
+
+def store_request(
+    engine: sa.Engine, as_of: dt.date, model_version: str, decision: str, reasons: Sequence[str], until: dt.date | None
+) -> None:
+    """Replace one night's retrain decision (``requested`` or ``suppressed``) in one transaction."""
+    with engine.begin() as conn:
+        _run(conn, "delete_request", {"as_of": as_of})
+        _run(conn, "insert_request", {"as_of": as_of, "model_version": str(model_version), "decision": decision,
+                                      "reasons": "; ".join(reasons), "cooldown_until": until, "decided_at": _now()})  # fmt: skip
+
+
+def read_requests(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
+    """Return the ten latest retrain decisions up to ``last_as_of``, newest first."""
+    rows = _read(engine, "read_requests", {"last_as_of": last_as_of}, "decided_at")
+    for row in rows:
+        row["cooldown_until"] = None if row["cooldown_until"] is None else _date(row["cooldown_until"]).isoformat()
+    return rows
 
 
 def _read(engine: sa.Engine, query: str, params: dict[str, Any], stamp: str) -> list[dict[str, Any]]:

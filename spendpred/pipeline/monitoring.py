@@ -220,19 +220,69 @@ def _estimate(
     return {key: (round(value, 4) if isinstance(value, float) else value) for key, value in estimate.items()}
 
 
-def monitor_scores(run: RunRef, url: str | None = None) -> dict[str, Any]:
-    """The nightly DAG's last task: realized performance of matured partitions (:func:`evaluate_matured`)
-    and tonight's drift (:func:`check_drift`), each in its own guard.
+def decide_retrain(
+    as_of: dt.date, model_version: str | None, reasons: list[str], url: str | None = None
+) -> dict[str, Any]:
+    """Decide whether tonight's alerts request a retrain, at most once per ``SPENDPRED_RETRAIN_COOLDOWN_DAYS``.
 
-    ``run`` is ``assign_tiers``' result (its ``as_of`` is the run date). A failure of either
-    part is logged as one warning and returned under ``errors`` (``{"realized": line}``,
-    ``{"drift": line}``): monitoring never fails the night, and published scores are not touched.
+    Without ``reasons`` nothing is decided or stored (``{"request": False, "decision": None}``).
+    Otherwise the night is ``requested`` unless a request on a night up to ``as_of`` is still in
+    its cool-down (then ``suppressed``, one info line); the decision and reasons are stored in
+    ``retrain_requests``. A rerun of a night that requested keeps its request and requests
+    nothing again, so reruns never storm. Returns ``{"request", "decision", "reasons",
+    "cooldown_until", "model_version"}``; the nightly DAG emits the asset event when ``request``.
     """
+    from spendpred import monitoring, warehouse
+
+    out: dict[str, Any] = {"request": False, "decision": None, "reasons": reasons, "model_version": model_version,
+                           "cooldown_until": None}  # fmt: skip
+    if not reasons:
+        return out
+    days = get_settings().retrain_cooldown_days
+    with warehouse.opened_engine(url) as engine:
+        last = monitoring.last_request(engine, as_of)
+        until = monitoring.cooldown_until(last, days)
+        if last == as_of:
+            logger.info("retrain already requested by an earlier run of %s: not requested again (%s)", as_of, "; ".join(reasons))
+            return {**out, "decision": "requested", "cooldown_until": until.isoformat() if until else None, "rerun": True}
+        if until is not None and as_of <= until:
+            decision = "suppressed"
+            logger.info("retrain not requested for %s: cool-down after the request of %s until %s (SPENDPRED_RETRAIN_COOLDOWN_DAYS=%d); "
+                        "alerts: %s", as_of, last, until, days, "; ".join(reasons))  # fmt: skip
+        else:
+            decision = "requested"
+            until = monitoring.cooldown_until(as_of, days)
+            logger.warning("retrain requested by the monitoring of %s: %s", as_of, "; ".join(reasons))
+        monitoring.store_request(engine, as_of, str(model_version or "unknown"), decision, reasons, until)
+    return {**out, "request": decision == "requested", "decision": decision, "cooldown_until": until.isoformat() if until else None}
+
+
+def monitor_scores(run: RunRef, url: str | None = None) -> dict[str, Any]:
+    """The nightly DAG's last task: realized performance of matured partitions (:func:`evaluate_matured`),
+    tonight's drift and estimate (:func:`check_drift`), then the retrain decision (:func:`decide_retrain`),
+    each in its own guard.
+
+    ``run`` is ``assign_tiers``' result (its ``as_of`` is the run date). A failure of any
+    part is logged as one warning and returned under ``errors`` (``{"realized": line}``,
+    ``{"drift": line}``, ``{"retrain": line}``): monitoring never fails the night, and published
+    scores are not touched. ``retrain`` holds the decision: when its ``request`` is true the DAG
+    emits the model-health asset event the weekly retrain is scheduled on.
+    """
+    from spendpred import monitoring
     from spendpred.failures import describe
 
     folder = RunFolder.coerce(run)
     result: dict[str, Any] = {"as_of": folder.as_of.isoformat(), "errors": {}}
-    for name, step in (("realized", lambda: evaluate_matured(folder.as_of, url)), ("drift", lambda: check_drift(run, url))):
+
+    def react() -> dict[str, Any]:
+        drift = result.get("drift") or {}
+        reasons = monitoring.alert_reasons(drift, (result.get("realized") or {}).get("evaluated") or [],
+                                           get_settings().monitor_gini_floor)  # fmt: skip
+        version = drift.get("model_version") or (run.get("model_version") if isinstance(run, Mapping) else None)
+        return decide_retrain(folder.as_of, version, reasons, url)
+
+    for name, step in (("realized", lambda: evaluate_matured(folder.as_of, url)), ("drift", lambda: check_drift(run, url)),
+                       ("retrain", react)):  # fmt: skip
         try:
             result[name] = step()
         except Exception as exc:  # noqa: BLE001 - monitoring must not fail or unpublish the night

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from scipy.stats import spearmanr
 
 from spendpred import monitoring, pipeline, warehouse
+from spendpred.pipeline.monitoring import decide_retrain
 
 H = 30
 MATURE = dt.date(2024, 1, 31)  # labels in (Jan 31, Mar 1]: mature at run date Mar 1
@@ -359,3 +360,35 @@ def test_a_reference_without_error_model_skips_the_estimate(hand_made: str) -> N
     result = pipeline.check_drift(_stage_night(RUN_DATE, tonight, predicted), hand_made,
                                   reference=monitoring.build_reference(train, FEATURES, held_out))  # fmt: skip
     assert result["estimated"] is None and result["counts"]["ok"] >= 1
+
+
+def test_retrain_requests_respect_the_cooldown_and_reruns(hand_made: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPRED_RETRAIN_COOLDOWN_DAYS", "3")
+    reasons = ["drift alert on monetary_90d (max PSI 3.00)"]
+    assert decide_retrain(RUN_DATE, "3", [], hand_made) == {
+        "request": False, "decision": None, "reasons": [], "model_version": "3", "cooldown_until": None}  # no alert: nothing stored
+    first = decide_retrain(RUN_DATE, "3", reasons, hand_made)
+    assert first["request"] and first["decision"] == "requested" and first["cooldown_until"] == "2024-03-03"
+    rerun = decide_retrain(RUN_DATE, "3", reasons, hand_made)  # the same night again: no second event
+    assert not rerun["request"] and rerun["decision"] == "requested" and rerun["rerun"]
+    days = [RUN_DATE + dt.timedelta(days=k) for k in range(1, 5)]
+    decisions = [decide_retrain(day, "3", reasons, hand_made) for day in days]
+    assert [d["decision"] for d in decisions] == ["suppressed", "suppressed", "requested", "suppressed"]
+    assert [d["request"] for d in decisions] == [False, False, True, False]
+    engine = warehouse.get_engine(hand_made)
+    try:
+        stored = monitoring.read_requests(engine, days[-1])
+    finally:
+        engine.dispose()
+    assert [(r["as_of"], r["decision"]) for r in stored][:3] == [
+        ("2024-03-05", "suppressed"), ("2024-03-04", "requested"), ("2024-03-03", "suppressed")]
+    assert stored[0]["reasons"] == reasons[0] and stored[0]["cooldown_until"] == "2024-03-06"
+
+
+def test_monitor_scores_requests_a_retrain_on_a_poor_matured_partition(hand_made: str, isolated_settings: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPRED_MONITOR_GINI_FLOOR", "0.99")  # the hand-made scores rank well, not this well
+    run = {"kind": "score", "as_of": RUN_DATE.isoformat(), "root": str(isolated_settings / "staging"), "model_version": "3"}
+    result = pipeline.monitor_scores(run, hand_made)
+    assert result["retrain"]["request"] and "below the floor 0.99" in result["retrain"]["reasons"][0]
+    assert set(result["errors"]) == {"drift"}  # no run folder: drift fails, the decision still stands

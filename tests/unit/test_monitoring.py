@@ -184,3 +184,30 @@ def test_reference_keeps_the_error_model_and_estimates_refuse_bad_input(tmp_path
         monitoring.estimate_errors(model, held_out, predicted[:10])
     with pytest.raises(ModelError, match="retrain"):
         monitoring.estimate_errors({"format": 99}, held_out, predicted)
+
+
+def test_alert_reasons_only_alerts_and_poor_rankings() -> None:
+    assert monitoring.alert_reasons({"alert": [], "warn": ["monetary_90d"], "max_psi": 0.2}, [], 0.0) == []  # a warning only reports
+    drift = monitoring.alert_reasons({"alert": ["monetary_90d", "predicted_spend"], "max_psi": 3.21}, [], 0.0)
+    assert drift == ["drift alert on monetary_90d, predicted_spend (max PSI 3.21)"]
+    good = {"as_of": "2024-01-31", "model_version": "3", "model": {"normalised_gini": 0.6},
+            "past_spend": {"normalised_gini": 0.4}, "bgnbd_gamma_gamma": {"normalised_gini": 0.5}}  # fmt: skip
+    assert monitoring.alert_reasons(None, [good], 0.0) == []
+    poor = {**good, "model": {"normalised_gini": 0.45}}
+    assert monitoring.alert_reasons(None, [poor], 0.0) == [
+        "partition 2024-01-31 (version 3): realized normalised Gini 0.450 below bgnbd_gamma_gamma's 0.500"]
+    assert monitoring.alert_reasons(None, [good], 0.7)[0].endswith("realized normalised Gini 0.600 below the floor 0.7")
+    assert monitoring.alert_reasons(None, [{**good, "model": {"normalised_gini": None}}], 0.7) == []  # undefined: no verdict
+
+
+def test_cooldown_and_trigger_tags() -> None:
+    day = pd.Timestamp("2024-03-01").date()
+    assert monitoring.cooldown_until(None, 7) is None
+    assert monitoring.cooldown_until(day, 7) == pd.Timestamp("2024-03-07").date()  # the next request on day 7 after
+    assert monitoring.cooldown_until(day, 0) == day == monitoring.cooldown_until(day, 1)  # at most one a night
+    assert monitoring.retrain_trigger("scheduled") == {"trigger": "schedule", "trigger_reason": "scheduled run of the weekly cron"}
+    assert monitoring.retrain_trigger("manual")["trigger"] == "manual"
+    assert monitoring.retrain_trigger(None) == {"trigger": "manual", "trigger_reason": "spendpred train (command line)"}
+    asset = monitoring.retrain_trigger("asset_triggered", [{"as_of": "2024-03-01", "reasons": ["drift alert on monetary_90d"]}])
+    assert asset == {"trigger": "asset", "trigger_reason": "monitoring of 2024-03-01: drift alert on monetary_90d"}
+    assert set(monitoring.TRIGGERS) == {"schedule", "asset", "manual"}
