@@ -1,0 +1,62 @@
+"""The Spend tiers page (``spendpred.ui``): rendering only, from the dict ``report.page_data`` returns."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from spendpred import ui
+from spendpred.tiers import assign_tiers
+
+
+def _bars(svg: str) -> list[str]:
+    return re.findall(r'<rect [^>]*data-tier="([a-z]+)"', svg)
+
+
+def test_histogram_bars_take_the_tier_the_published_thresholds_give_their_midpoint() -> None:
+    """Each bar is coloured by ``tiers.tier_of`` over the published rows: half-open intervals, as assigned."""
+    scores = np.array([1.0, 5.0, 20.0, 60.0, 150.0, 400.0, 900.0, 2500.0, 7000.0, 20000.0])
+    _, thresholds = assign_tiers(scores)
+    rows = [{"as_of": "2024-06-01", **t.as_dict()} for t in thresholds]  # as the warehouse returns them
+    edges = [0.0, *np.expm1(np.linspace(0.0, math.log1p(1_000_000.0), 12))[1:].tolist()]
+    histogram = {"edges": edges, "counts": [1] * (len(edges) - 1), "scale": "log1p"}
+    svg = ui.histogram_svg(histogram, rows)
+    tiers = _bars(svg)
+    assert len(tiers) == len(edges) - 1
+    high_min = next(t.lower_bound for t in thresholds if t.tier == "high")
+    medium_min = next(t.lower_bound for t in thresholds if t.tier == "medium")
+    for (lo, hi), tier in zip(zip(edges, edges[1:]), tiers):
+        mid = math.expm1((math.log1p(lo) + math.log1p(hi)) / 2)
+        assert tier == ("high" if mid >= high_min else "medium" if mid >= medium_min else "low"), (lo, hi, tier)
+    assert tiers[0] == "low" and tiers[-1] == "high" and "medium" in tiers
+    assert f'fill="{ui.TIER_COLOURS["high"]}" data-tier="high"' in svg
+
+
+def test_a_bar_outside_every_published_interval_is_low_and_an_empty_histogram_says_so() -> None:
+    only_high = [{"tier": "high", "lower_bound": 100.0, "upper_bound": None}]
+    svg = ui.histogram_svg({"edges": [0.0, 10.0, 1000.0], "counts": [4, 2]}, only_high)
+    assert _bars(svg) == ["low", "high"]  # the first bar's midpoint lies in no interval: drawn as low
+    assert "4 users (low)" in svg and "2 users (high)" in svg
+    for empty in ({}, {"edges": [0.0, 1.0], "counts": [0]}, {"edges": [0.0, 1.0, 2.0], "counts": [3]}):
+        assert ui.histogram_svg(empty, only_high) == '<p class="muted">No scores to chart.</p>'
+
+
+def test_money_and_bounds_are_formatted_for_reading() -> None:
+    assert ui.format_money(None) == "—" and ui.format_money(float("nan")) == "—" and ui.format_money(float("inf")) == "—"
+    assert ui.format_money(1234.5) == "1,234" and ui.format_money(100.0) == "100"
+    assert ui.format_money(12.5) == "12.50" and ui.format_money(0.4) == "0.40"
+    assert ui.format_bound(1234.5) == "1,234.50" and ui.format_bound(float("nan")) == "—"
+
+
+def test_the_empty_page_says_what_to_run_and_escapes_everything_it_shows() -> None:
+    hostile = '<script>alert("x")</script>'
+    page = ui.render_page({"warehouse": f"sqlite:///{hostile}", "generated_at": "2024-06-02 03:00:00", "summary": None,
+                           "champion": None, "comparison": None, "errors": [hostile], "notes": ["a & b"]})  # fmt: skip
+    assert 'id="empty-state"' in page and "spendpred_nightly_scoring" in page
+    assert "<script>" not in page
+    assert '<div class="error">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</div>' in page
+    assert '<div class="note">a &amp; b</div>' in page
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</body></html>")
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing external is loaded
