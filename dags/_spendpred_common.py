@@ -31,7 +31,16 @@ import os
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+)
 
 from spendpred.errors import ConfigError
 from spendpred.failures import one_line
@@ -48,6 +57,47 @@ CHAMPION_ASSET = Asset(name="spendpred_champion_model", uri="spendpred://models/
 """Gets an event when a new model version becomes champion (the ``champion`` alias moved)."""
 SCORES_ASSET = Asset(name="spendpred_user_spend_scores", uri="spendpred://warehouse/spendpred/user_spend_scores")
 """Gets an event when a scoring run has published a partition of ``user_spend_scores``."""
+RETRAIN_REQUEST_ASSET = Asset(name="spendpred_retrain_request", uri="spendpred://monitoring/spendpred-regressor/retrain-request")
+"""Gets an event when the nightly monitoring crossed an alert threshold and requested a retrain
+(``pipeline.decide_retrain``: at most once per ``SPENDPRED_RETRAIN_COOLDOWN_DAYS``); the weekly
+retrain is scheduled on its cron or this asset (``retrain_schedule``)."""
+MODEL_HEALTH_ALIAS = AssetAlias(name="spendpred_model_health")
+"""``monitor_scores``' outlet: an alias, so the task emits an event (``RETRAIN_REQUEST_ASSET``'s)
+only on a night that requests a retrain, and stays a success on every other night."""
+RETRAIN_CRON = "@weekly"
+
+
+def retrain_schedule() -> AssetOrTimeSchedule:
+    """Return the weekly retrain's schedule: its cron (``RETRAIN_CRON``, UTC) or a retrain request event (raises nothing)."""
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(RETRAIN_CRON, timezone="UTC"), assets=RETRAIN_REQUEST_ASSET)
+
+
+def request_retrain(context: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
+    """Emit the retrain request event when the monitoring's decision (``result["retrain"]``) requests one.
+
+    The event's extra carries the night, the model version and the reasons (the retrain's MLflow
+    run records them as ``trigger_reason``). Returns whether an event was emitted; raises nothing.
+    """
+    decision = result.get("retrain") or {}
+    if not decision.get("request"):
+        return False
+    context["outlet_events"][MODEL_HEALTH_ALIAS].add(
+        RETRAIN_REQUEST_ASSET,
+        extra={"as_of": str(result.get("as_of")), "model_version": str(decision.get("model_version")),
+               "reasons": [str(r) for r in decision.get("reasons") or []]},
+    )  # fmt: skip
+    return True
+
+
+def retrain_trigger(context: Mapping[str, Any]) -> dict[str, str]:
+    """Return why this retrain run runs (``monitoring.retrain_trigger``: tags ``trigger``, ``trigger_reason``),
+    from the run's type and its triggering asset events' extras. Raises nothing."""
+    from spendpred.monitoring import retrain_trigger as tags
+
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    events = context.get("triggering_asset_events") or {}
+    extras = [dict(getattr(event, "extra", None) or {}) for batch in events.values() for event in batch]
+    return tags(str(getattr(run_type, "value", run_type) or "manual"), extras)
 
 NO_RETRY_POLICY = ExceptionRetryPolicy(
     rules=[

@@ -25,7 +25,12 @@ tiers and publishes them to the warehouse (`user_spend_scores`, `tier_thresholds
 * **Monitoring** (`monitor_scores`): every published partition whose horizon has ended is
   evaluated once against the spend it predicted (`partition_metrics`), and tonight's features
   and scores are compared with the champion's training data (`drift_metrics`; one warning per
-  alerting feature). A monitoring failure is a warning in the task's result, never a failed night.
+  alerting feature), with tonight's estimated RMSE/MAE (`estimated_metrics`). A drift alert, or a
+  matured partition ranking below a baseline or `SPENDPRED_MONITOR_GINI_FLOOR`, requests a retrain:
+  an event on `spendpred://monitoring/spendpred-regressor/retrain-request` (through the alias
+  `spendpred_model_health`), at most once per `SPENDPRED_RETRAIN_COOLDOWN_DAYS` (`retrain_requests`
+  records each decision); a warning only reports. A monitoring failure is a warning in the task's
+  result, never a failed night.
 * **Warehouse**: Airflow connection `spendpred_warehouse`, else `SPENDPRED_WAREHOUSE_URL`
   (a SQLite file that does not exist is refused, never created).
 * **Failures** are one line naming the problem and the fix, as in the `spendpred` CLI (an
@@ -41,6 +46,7 @@ from __future__ import annotations
 from typing import Any
 
 from _spendpred_common import (
+    MODEL_HEALTH_ALIAS,
     NIGHTLY_PRIORITY,
     PARAMS_KEY,
     SCORES_ASSET,
@@ -50,6 +56,7 @@ from _spendpred_common import (
     default_args,
     first_params,
     one_line,
+    request_retrain,
     run_params,
     score_task_kwargs,
     scoring_params,
@@ -145,13 +152,15 @@ def spendpred_nightly_scoring() -> None:
         }
         return result
 
-    @task
+    @task(outlets=[MODEL_HEALTH_ALIAS])
     @one_line()
     def monitor_scores(tiers: dict[str, Any], published: dict[str, Any]) -> dict[str, Any]:
-        """Realized performance of matured partitions and tonight's drift; a failure is a warning, never a failed night."""
+        """Realized performance, drift and estimate; a retrain request event on an alert (cool-down kept); never fails the night."""
         from spendpred import pipeline
 
-        return pipeline.monitor_scores(tiers, url=warehouse_url())
+        result = pipeline.monitor_scores(tiers, url=warehouse_url())
+        request_retrain(get_current_context(), result)
+        return result
 
     extracted = extract_scoring_snapshot()
     checked = extracted[PARAMS_KEY]  # the run's checked params, as the first task pushed them

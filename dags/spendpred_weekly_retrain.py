@@ -11,6 +11,10 @@ beats the model in production.
   interval end (a run due on Sunday 00:00 trains with R = Saturday). Features are taken as
   of R − H and labels are the completed spend in (R − H, R]; a rerun of the same run
   rebuilds the same snapshot.
+* **Schedule**: weekly (Sunday 00:00 UTC) **or** when the nightly monitoring requests a retrain
+  (asset `spendpred://monitoring/spendpred-regressor/retrain-request`: a drift alert or a matured
+  partition ranking poorly, at most once per `SPENDPRED_RETRAIN_COOLDOWN_DAYS`). The MLflow run is
+  tagged `trigger` = `schedule`, `asset` or `manual` with `trigger_reason` (the alert's reasons).
 * **Validation** (Great Expectations) stops the run before anything trains.
 * **Training** runs in pool `SPENDPRED_TRAIN_POOL` (default `default_pool`) and on queue
   `SPENDPRED_TRAIN_QUEUE` (e.g. `gpu`, served by the GPU Celery worker).
@@ -49,6 +53,8 @@ from _spendpred_common import (
     first_params,
     one_line,
     retrain_params,
+    retrain_schedule,
+    retrain_trigger,
     run_params,
     skip_unchanged,
     train_task_kwargs,
@@ -60,7 +66,7 @@ from airflow.sdk import dag, get_current_context, task
 
 @dag(
     dag_id="spendpred_weekly_retrain",
-    schedule="@weekly",
+    schedule=retrain_schedule(),  # the weekly cron, or the nightly monitoring's retrain request
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -106,7 +112,7 @@ def spendpred_weekly_retrain() -> None:
         """Evaluate on the test split, log the MLflow run and register a challenger version."""
         from spendpred import pipeline
 
-        return pipeline.evaluate_and_register(trained)
+        return pipeline.evaluate_and_register(trained, trigger=retrain_trigger(get_current_context()))
 
     @task(outlets=[CHAMPION_ASSET])
     @one_line()

@@ -243,10 +243,13 @@ def _finetune_lift(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-def evaluate_and_register(run: RunRef) -> dict[str, Any]:
+def evaluate_and_register(run: RunRef, trigger: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Log a run's training to MLflow and register the model as the new ``challenger``.
 
-    Returns the run's reference with ``run_id``, ``version`` and ``metrics``. On object storage
+    ``trigger`` says why the retrain ran (``monitoring.retrain_trigger``: tags ``trigger`` =
+    schedule, asset or manual, and ``trigger_reason``), set on the MLflow run; default: manual
+    (the ``spendpred train`` command). Returns the run's reference with ``run_id``, ``version``,
+    ``metrics`` and ``trigger``. On object storage
     the model folder and the snapshot's manifest and reports are pulled into a working copy
     first (MLflow logs local files), and ``registered.json`` is pushed after.
     """
@@ -256,7 +259,19 @@ def evaluate_and_register(run: RunRef) -> dict[str, Any]:
         folder.pull("validation", required=False)
         out = _evaluate_and_register(folder)
         folder.push("registered")
-    return out
+    return {**out, "trigger": _tag_trigger(out["run_id"], trigger)}
+
+
+def _tag_trigger(run_id: str, trigger: Mapping[str, str] | None) -> dict[str, str]:
+    """Set the MLflow run's ``trigger`` and ``trigger_reason`` tags (why the retrain ran); return them."""
+    from spendpred import monitoring, registry
+
+    tags = dict(trigger) if trigger else monitoring.retrain_trigger(None)
+    client = registry.get_client()
+    for key in ("trigger", "trigger_reason"):
+        client.set_tag(run_id, key, str(tags.get(key, ""))[:5000])
+    logger.info("retrain run %s triggered by %s: %s", run_id, tags.get("trigger"), tags.get("trigger_reason"))
+    return tags
 
 
 def _evaluate_and_register(run: RunFolder) -> dict[str, Any]:

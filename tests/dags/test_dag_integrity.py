@@ -87,10 +87,13 @@ def test_dag_wiring(dagbag: Any, dag_id: str) -> None:
 def test_schedules_tags_docs_and_catchup(dagbag: Any) -> None:
     retrain = dagbag.dags["spendpred_weekly_retrain"]
     scoring = dagbag.dags["spendpred_nightly_scoring"]
-    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
 
-    assert isinstance(retrain.timetable, CronTriggerTimetable) and isinstance(scoring.timetable, CronTriggerTimetable)
-    assert retrain.timetable.expression == "0 0 * * 0"  # @weekly: Sunday 00:00 UTC
+    # the retrain: its weekly cron or the nightly monitoring's retrain request (issue 24, item 4)
+    assert isinstance(retrain.timetable, AssetOrTimeSchedule) and isinstance(scoring.timetable, CronTriggerTimetable)
+    assert isinstance(retrain.timetable.timetable, CronTriggerTimetable)
+    assert retrain.timetable.timetable.expression == "0 0 * * 0"  # @weekly: Sunday 00:00 UTC
+    assert retrain.timetable.asset_condition.uri == "spendpred://monitoring/spendpred-regressor/retrain-request"
     assert scoring.timetable.expression == "0 2 * * *"
     for dag in (retrain, scoring):
         assert dag.catchup is False
