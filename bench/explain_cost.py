@@ -2,15 +2,21 @@
 default scope as a ratio to the scoring time in the same run.
 
 In a temporary ``SPENDPRED_HOME`` (SQLite warehouse, MLflow store, staging): seed ``--users`` users,
-train a champion (1 epoch, promoted by force), then two nights: D (cold embedding cache) and D+1
-(``synth.append_day`` first, so the cache is warm and some tiers change). Each night runs the nightly
-steps one by one, timed: extract, validate, plan, score_shard, assign_tiers, explain_scores,
-publish_scores. Prints per night the seconds of scoring (``score_shard``) and of ``explain_scores``,
-the users explained, the seconds per explained user, and ``explain / score``. ``--scope-all`` adds
-a third run of night D+1 explaining everyone; ``--split-text`` has the nightly split the text's
-contribution by segment (``explain_scores(split_text=True)``; off by default).
+train a champion (1 epoch, promoted by force), then ``--nights`` nights (default 3): D (cold embedding
+cache), then D+1, D+2 (``synth.append_day`` first, so the cache is warm and some tiers change; from D+1
+on, a user whose inputs are unchanged keeps the previous night's reasons, and baseline embeddings are
+carried in the reasons file). Each night runs the nightly steps one by one, timed: extract, validate,
+plan, score_shard, assign_tiers, explain_scores, publish_scores. Prints per night the seconds of scoring
+(``score_shard``) and of ``explain_scores``, the users explained, those whose reasons were carried, the
+baselines encoded, the seconds per explained user, and ``explain / score``. ``--scope-all`` adds a rerun
+of the last night explaining everyone; ``--split-text`` has the nightly split the text's contribution by
+segment (``explain_scores(split_text=True)``; off by default). ``--repeat N`` then times the last
+night's ``score_shard`` and ``explain_scores`` alternately N times (medians; each explain without the
+night's own reasons file, as a night after the previous one, then once more as a rerun that carries
+every user's reasons); ``--profile FILE`` writes cProfile stats of one more such ``explain_scores``.
 
     .venv/bin/python bench/explain_cost.py                       # tiny encoder, 1,000 users
+    .venv/bin/python bench/explain_cost.py --repeat 5 --profile /tmp/explain.prof
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 500 --max-users 500
 """
 
@@ -49,7 +55,41 @@ def _night(pipeline, day: dt.date, url: str, split_text: bool | None = None) -> 
             "explain_over_score": round(times["explain"] / times["score"], 3),
             "max_gap": info["max_gap"], "encoded": scored[0]["encoder"]["misses"], "counts": tiers["counts"],
             "explain_cache_hits": info.get("cache_hits"), "explain_encoded": info.get("encoded"),
+            "carried": info.get("carried"), "baselines_encoded": info.get("baselines_encoded"),
             "text_split": info.get("text_split")}  # fmt: skip
+
+
+def _interleaved(pipeline, day: dt.date, url: str, repeat: int) -> dict:  # noqa: ANN001
+    """Night ``day`` again, ``score_shard`` and ``explain_scores`` timed alternately ``repeat`` times (medians).
+
+    Before each ``explain_scores`` the night's own reasons file is removed, so it attributes as a second
+    night does (carrying only from the previous night's file), not as a rerun that carries everything.
+    """
+    import statistics
+
+    from spendpred.snapshot import RunFolder
+
+    snap = pipeline.extract_scoring_snapshot(day, url, model="champion")
+    pipeline.validate_snapshot(snap)
+    plan = pipeline.plan_shards(snap, 1)
+    run = RunFolder.for_date("score", day)
+    score_s, explain_s, rerun_s = [], [], []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        scored = [pipeline.score_shard(spec, spec["shard"], spec["shards"], "champion") for spec in plan]
+        score_s.append(time.perf_counter() - began)
+        tiers = pipeline.assign_tiers(snap, scored)
+        run.reasons_parquet.unlink(missing_ok=True)
+        began = time.perf_counter()
+        pipeline.explain_scores(tiers)
+        explain_s.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        rerun = pipeline.explain_scores(tiers)
+        rerun_s.append(time.perf_counter() - began)
+    med = statistics.median
+    return {"repeat": repeat, "score_s": round(med(score_s), 3), "explain_s": round(med(explain_s), 3),
+            "rerun_explain_s": round(med(rerun_s), 3), "explain_over_score": round(med(explain_s) / med(score_s), 3),
+            "rerun_over_score": round(med(rerun_s) / med(score_s), 3), "rerun_carried": rerun["reasons"]["carried"]}  # fmt: skip
 
 
 def main() -> int:
@@ -57,9 +97,13 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--max-users", type=int, default=None, help="training sample (default: all)")
     parser.add_argument("--encoder", default="tiny", help="'tiny' (random 2-layer BERT) or 'minilm' (the product default)")
+    parser.add_argument("--nights", type=int, default=3, help="nights in a row (the first cold, each next after append_day)")
     parser.add_argument("--scope-all", action="store_true", help="also rerun the second night with SPENDPRED_REASONS_SCOPE=all")
     parser.add_argument("--split-text", action="store_true",
                         help="split the text's contribution by segment in the nightly (one encoder pass per explained user)")
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="then time the second night's score_shard and explain_scores interleaved this many times (medians)")
+    parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of the second night's explain_scores here")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="spendpred-explain-bench-"))
@@ -81,20 +125,41 @@ def main() -> int:
     setup = time.perf_counter() - began
     split = True if args.split_text else None
     nights = [_night(pipeline, day, url, split)]
-    pipeline.append_day(day + dt.timedelta(days=1), 7, url, daily_active=0.05)
-    nights.append(_night(pipeline, day + dt.timedelta(days=1), url, split))
+    for k in range(1, max(args.nights, 2)):
+        pipeline.append_day(day + dt.timedelta(days=k), 7, url, daily_active=0.05)
+        nights.append(_night(pipeline, day + dt.timedelta(days=k), url, split))
+    last = day + dt.timedelta(days=max(args.nights, 2) - 1)
+    interleaved = _interleaved(pipeline, last, url, args.repeat) if args.repeat else None
+    if args.profile:
+        import cProfile
+
+        from spendpred.snapshot import RunFolder
+
+        snap = pipeline.extract_scoring_snapshot(last, url, model="champion")
+        pipeline.validate_snapshot(snap)
+        tiers = pipeline.assign_tiers(snap, [pipeline.score_shard(spec, 0, 1, "champion") for spec in pipeline.plan_shards(snap, 1)])
+        RunFolder.for_date("score", last).reasons_parquet.unlink(missing_ok=True)
+        cProfile.runctx("pipeline.explain_scores(tiers, split)", globals(), {"pipeline": pipeline, "tiers": tiers, "split": split},
+                        str(args.profile))  # fmt: skip
     if args.scope_all:
         os.environ["SPENDPRED_REASONS_SCOPE"] = "all"
-        nights.append({**_night(pipeline, day + dt.timedelta(days=1), url, split), "scope": "all"})
-    result = {"users": args.users, "encoder": args.encoder, "setup_s": round(setup, 1), "nights": nights,
+        nights.append({**_night(pipeline, last, url, split), "scope": "all"})
+    result = {"users": args.users, "encoder": args.encoder, "setup_s": round(setup, 1), "nights": nights, "interleaved": interleaved,
               "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "platform": platform.platform()}}  # fmt: skip
     print(f"{args.users} users, encoder {args.encoder}, setup {setup:.1f}s, text split {'on' if args.split_text else 'off'}")
-    print(f"{'night':<12}{'scope':<9}{'score s':>9}{'explain s':>11}{'explained':>11}{'s/user':>9}{'explain/score':>15}{'max gap':>10}")
+    print(f"{'night':<12}{'scope':<9}{'score s':>9}{'explain s':>11}{'explained':>11}{'carried':>9}{'baselines':>11}{'s/user':>9}"
+          f"{'explain/score':>15}{'max gap':>10}")  # fmt: skip
     for night in nights:
         s = night["seconds"]
         print(f"{night['as_of']:<12}{night.get('scope', 'default'):<9}{s['score']:>9.2f}{s['explain']:>11.2f}{night['explained']:>11}"
-              f"{night['per_user_s']:>9.4f}{night['explain_over_score']:>15.3f}{night['max_gap']:>10.4f}")  # fmt: skip
+              f"{night['carried']:>9}{night['baselines_encoded']:>11}{night['per_user_s']:>9.4f}{night['explain_over_score']:>15.3f}"
+              f"{night['max_gap']:>10.4f}")  # fmt: skip
+    if interleaved:
+        i = interleaved
+        print(f"second night interleaved x{i['repeat']} (medians): score {i['score_s']:.3f}s, explain {i['explain_s']:.3f}s "
+              f"({i['explain_over_score']:.3f}x), explain rerun with every reason carried {i['rerun_explain_s']:.3f}s "
+              f"({i['rerun_over_score']:.3f}x, {i['rerun_carried']} carried)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -32,6 +32,9 @@ again and cut short; a review shows its rating only, never its body.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -312,23 +315,35 @@ def _baseline_ids(model: Any, ids: Sequence[Sequence[int]]) -> list[tuple[int, .
     return [tuple(int(t) if int(t) in special else pad_id for t in seq) for seq in ids]
 
 
-def baseline_pooled(model: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
+def baseline_key(ids: Sequence[int]) -> bytes:
+    """The key of one baseline token sequence in a baseline store (:func:`baseline_pooled`'s ``known``): 16 bytes of SHA-256."""
+    return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).digest()[:16]
+
+
+def baseline_pooled(model: Any, ids: Sequence[Sequence[int]], known: dict[bytes, np.ndarray] | None = None) -> np.ndarray:
     """Return the pooled embedding (float32, ``(len(ids), hidden)``) of each user's baseline text.
 
     The baseline text is the one :func:`attribute` starts from (the user's token sequence with
     every content token replaced by ``[PAD]``, special tokens and positions kept), encoded in
     float32 like :func:`attribute`'s path; it depends on the token count only (and on special
     tokens such as ``[UNK]`` that stay), so each distinct baseline is encoded once, a forward
-    pass without gradients.
+    pass without gradients. ``known`` (``{baseline_key: pooled}``, for this model and device
+    only) is a store carried between nights: baselines found there are not encoded again, and
+    the ones encoded are added to it.
     """
     import torch
 
     from spendpred.model.network import mean_pool
 
     keys = _baseline_ids(model, ids)
-    distinct = sorted(set(keys), key=lambda k: (len(k), k))
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    store = known if known is not None else {}
     found: dict[tuple[int, ...], np.ndarray] = {}
+    for key in set(keys):
+        hit = store.get(baseline_key(key))
+        if hit is not None and hit.shape == (model.hidden_size,):
+            found[key] = hit
+    distinct = sorted(set(keys) - set(found), key=lambda k: (len(k), k))
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     model.regressor.eval()
     for start in range(0, len(distinct), BASELINE_BATCH):
         chunk = distinct[start : start + BASELINE_BATCH]
@@ -344,6 +359,7 @@ def baseline_pooled(model: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
             hidden = model.regressor.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
             pooled = mean_pool(hidden, mask).float().cpu().numpy()
         found.update(zip(chunk, pooled, strict=True))
+        store.update((baseline_key(key), row) for key, row in zip(chunk, pooled, strict=True))
     out = np.empty((len(keys), model.hidden_size), dtype=np.float32)
     for i, key in enumerate(keys):
         out[i] = found[key]
@@ -395,6 +411,7 @@ def attribute_head(
     split_text: bool = False,
     n_steps: int = N_STEPS,
     batch_users: int = HEAD_BATCH_USERS,
+    baselines: dict[bytes, np.ndarray] | None = None,
 ) -> list[UserAttribution]:
     """The nightly's attribution: integrated gradients through the head only, one per row of ``frame``, in order.
 
@@ -412,7 +429,8 @@ def attribute_head(
     path's midpoint times the input minus the baseline), so :func:`text_items` groups it by
     segment as usual; this split is approximate (the exact one is :func:`attribute`'s, what
     ``spendpred explain`` prints); where the one-step parts add up to zero or to the opposite sign
-    of the total, the text stays one item ``TEXT_KEY``. Raises as :func:`attribute`.
+    of the total, the text stays one item ``TEXT_KEY``. ``baselines`` is :func:`baseline_pooled`'s
+    store of baseline embeddings for this model (read and extended). Raises as :func:`attribute`.
     """
     _check_steps(n_steps, batch_users)
     if frame.empty:
@@ -427,7 +445,7 @@ def attribute_head(
                               return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
     ids = encoded["input_ids"]
     offsets = encoded["offset_mapping"]
-    base = baseline_pooled(model, ids)
+    base = baseline_pooled(model, ids, baselines)
     model.regressor.eval()
     n = len(frame)
     text = np.empty(n)
@@ -484,6 +502,72 @@ def _scaled(tokens: list[tuple[int, int, float]], total: float) -> list[tuple[in
         s, e, c = scaled[-1]
         scaled[-1] = (s, e, c + (total - math.fsum(v for _, _, v in scaled)))
     return scaled
+
+
+# --------------------------------------------------------------------------- carrying reasons between nights
+
+FINGERPRINT_BYTES = 16
+"""Bytes of an input fingerprint (:func:`input_fingerprints`)."""
+BASELINES_META_KEY = b"spendpred.explain.baselines"
+"""Parquet metadata key under which a reasons file carries the baseline store (:func:`pack_baselines`)."""
+
+
+def input_fingerprints(frame: pd.DataFrame, context: str) -> list[bytes]:
+    """Return one fingerprint per row of ``frame``: SHA-256 (first ``FINGERPRINT_BYTES``) of ``context``, the user id,
+    the text's digest (the one the embedding cache keys by, ``embeddings.text_digests``) and every other
+    column's value (sorted by name, numbers as float64, other values as text).
+
+    ``context`` names everything besides the row that the reasons depend on (model version, template version,
+    method, steps, text split, anchor factor); equal fingerprints mean equal reasons. Raises ``DataError``
+    for a frame without ``user_id`` or ``text`` (as scoring does).
+    """
+    from spendpred.embeddings import text_digests
+    from spendpred.model.features import check_texts
+
+    texts = check_texts(frame, "explanation input")
+    digests = text_digests(texts)
+    others = sorted(c for c in frame.columns if c not in ("user_id", "text"))
+    parts = []
+    for column in others:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            parts.append(np.ascontiguousarray(values.to_numpy(dtype="<f8")))
+        else:
+            parts.append(values.astype(str).to_numpy(dtype=object))
+    head = hashlib.sha256("\x00".join([context, *others]).encode()).digest()
+    user_ids = frame["user_id"].astype(str).tolist()
+    out = []
+    for i, user in enumerate(user_ids):
+        sha = hashlib.sha256(head)
+        sha.update(user.encode("utf-8") + b"\x00" + digests[i])
+        for part in parts:
+            value = part[i]
+            sha.update(value.tobytes() if isinstance(value, np.floating) else str(value).encode("utf-8") + b"\x00")
+        out.append(sha.digest()[:FINGERPRINT_BYTES])
+    return out
+
+
+def pack_baselines(store: Mapping[bytes, np.ndarray], owner: str) -> bytes:
+    """Serialise a baseline store (:func:`baseline_pooled`'s ``known``) for ``owner`` (model version and device) as JSON bytes."""
+    keys = sorted(store)
+    matrix = np.stack([np.asarray(store[k], dtype="<f4") for k in keys]) if keys else np.zeros((0, 0), dtype="<f4")
+    return json.dumps({"owner": owner, "keys": [k.hex() for k in keys], "hidden": int(matrix.shape[1]) if keys else 0,
+                       "values": base64.b64encode(matrix.tobytes()).decode("ascii")}).encode()  # fmt: skip
+
+
+def unpack_baselines(blob: bytes | None, owner: str, hidden: int) -> dict[bytes, np.ndarray]:
+    """The baseline store in ``blob`` when it was written for ``owner`` with ``hidden`` dimensions, else empty (never raises)."""
+    if not blob:
+        return {}
+    try:
+        data = json.loads(blob)
+        if data.get("owner") != owner or int(data.get("hidden", -1)) != int(hidden):
+            return {}
+        matrix = np.frombuffer(base64.b64decode(data["values"]), dtype="<f4").reshape(len(data["keys"]), int(hidden))
+        return {bytes.fromhex(k): matrix[i].astype(np.float32) for i, k in enumerate(data["keys"])}
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.info("baseline store not used (%s): baselines are encoded again", exc)
+        return {}
 
 
 # --------------------------------------------------------------------------- reason codes
@@ -641,12 +725,18 @@ def text_items(attribution: UserAttribution) -> list[Item]:
     return items
 
 
-def all_items(attribution: UserAttribution) -> list[Item]:
-    """Every readable part of one user's attribution (features and text groups), largest absolute contribution first."""
+def all_items(attribution: UserAttribution, top: int | None = None) -> list[Item]:
+    """Every readable part of one user's attribution (features and text groups), largest absolute contribution first
+    (only the first ``top`` when given: the phrases of the others are not rendered)."""
+    order = lambda key, value: (-abs(round(value, 6)), key)  # noqa: E731
+    features = sorted(attribution.features.items(), key=lambda kv: order(*kv))
+    texts = text_items(attribution)
+    if top is not None:
+        features = features[:top]
     items = [Item(column, feature_phrase(column, attribution.raw_values.get(column, float("nan"))), value)
-             for column, value in attribution.features.items()]  # fmt: skip
-    items += text_items(attribution)
-    return sorted(items, key=lambda item: (-abs(round(item.contribution, 6)), item.key))
+             for column, value in features]  # fmt: skip
+    items = sorted(items + texts, key=lambda item: order(item.key, item.contribution))
+    return items if top is None else items[:top]
 
 
 def format_reason(item: Item) -> str:
@@ -663,7 +753,7 @@ def reasons(attribution: UserAttribution, top: int = TOP_REASONS) -> list[dict[s
     """
     return [
         {"rank": rank, "reason": format_reason(item), "contribution": round(item.contribution, 2), "feature": item.key}
-        for rank, item in enumerate(all_items(attribution)[:top], start=1)
+        for rank, item in enumerate(all_items(attribution, top), start=1)
     ]
 
 

@@ -317,13 +317,21 @@ def explain_scores(tiers_result: RunRef, split_text: bool | None = None) -> dict
     with working_copy(tiers_result) as run:
         run.pull("snapshot", "validation")
         run.pull("tiers")
+        run.pull("reasons", required=False)  # a rerun's earlier reasons: what can be carried
         return _explain_scores(run, tiers_result, NIGHTLY_TEXT_SPLIT if split_text is None else bool(split_text))
 
 
 def _explain_scores(run: RunFolder, tiers_result: RunRef, split_text: bool) -> dict[str, Any]:
-    """:func:`explain_scores` in a working copy holding the snapshot and the tiers; pushes the reasons."""
+    """:func:`explain_scores` in a working copy holding the snapshot and the tiers; pushes the reasons.
+
+    A user whose inputs (snapshot row) and context (model version, template, method, steps, text
+    split, anchor factor) have the fingerprint of a user explained by this run's earlier attempt
+    or by the previous run keeps those reasons without being attributed again; the baseline
+    embeddings those reasons files carry for the same model are reused too.
+    """
     import time
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from spendpred import explain, registry
@@ -339,35 +347,141 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef, split_text: bool) -> d
         before = pq.read_table(previous.tiers_parquet, columns=["user_id", "tier"]).to_pandas()
     users = explain.select_users(tiers, before, settings.reasons_scope)
     began = time.perf_counter()
-    table = explain.reasons_table([])
+    factor = float((meta.get("anchor") or {}).get("factor") or 1.0)
+    context = (f"model={meta['model_version']}|template={explain.REASON_TEMPLATE_VERSION}|method=head|steps={explain.N_STEPS}"
+               f"|split={bool(split_text)}|factor={factor!r}")  # fmt: skip
+    carried, stores = _carried_reasons([run, previous])
+    parts = [explain.reasons_table([]).assign(fingerprint=_bytes_column([]), gap=[])]
     gap = 0.0
-    hits = encoded = 0
+    hits = encoded = kept = fresh = 0
+    baselines: dict[bytes, Any] = {}
+    owner = ""
     if len(users):
-        model, version = registry.load_model(str(meta["model_version"]))
-        explain.check_model(model)
         frame = pq.read_table(run.snapshot.parquet, filters=[("user_id", "in", list(users))]).to_pandas()
         frame = frame.sort_values("user_id").reset_index(drop=True)
-        factor = float((meta.get("anchor") or {}).get("factor") or 1.0)
-        pooled, hits = _explained_pooled(run, model, str(version.version), frame, settings)
-        encoded = len(frame) - hits
-        attributions = explain.attribute_head(model, frame, factor=factor, pooled=pooled, split_text=split_text)
-        table = explain.reasons_table(attributions)
-        gap = max((abs(a.delta) for a in attributions), default=0.0)
+        prints = explain.input_fingerprints(frame, context)
+        same = [i for i, f in enumerate(prints) if f in carried]
+        if same:
+            parts.append(carried.rows([prints[i] for i in same]))
+            gap = max(gap, carried.max_gap([prints[i] for i in same]))
+            kept = len(same)
+        todo = [i for i in range(len(frame)) if prints[i] not in carried]
+        if todo:
+            model, version = registry.load_model(str(meta["model_version"]))
+            explain.check_model(model)
+            owner = f"{version.version}|{model.device.type}|{model.hidden_size}"
+            baselines = explain.unpack_baselines(stores.get(owner), owner, model.hidden_size)
+            known = len(baselines)
+            sub = frame.iloc[todo].reset_index(drop=True)
+            pooled, hits = _explained_pooled(run, model, str(version.version), sub, settings)
+            encoded = len(sub) - hits
+            attributions = explain.attribute_head(model, sub, factor=factor, pooled=pooled, split_text=split_text,
+                                                  baselines=baselines)  # fmt: skip
+            table = explain.reasons_table(attributions)
+            by_user = {a.user_id: (prints[todo[k]], abs(a.delta)) for k, a in enumerate(attributions)}
+            table["fingerprint"] = [by_user[u][0] for u in table["user_id"]]
+            table["gap"] = [by_user[u][1] for u in table["user_id"]]
+            parts.append(table)
+            gap = max([gap, *(v[1] for v in by_user.values())])
+            fresh = len(baselines) - known
+    schema = _reasons_file_schema()
+    table = pa.concat_tables([pa.Table.from_pandas(p, schema=schema, preserve_index=False) for p in parts])
+    table = table.sort_by([("user_id", "ascending"), ("rank", "ascending")])
+    if owner:
+        table = table.replace_schema_metadata({explain.BASELINES_META_KEY: explain.pack_baselines(baselines, owner)})
+    elif stores:  # nothing attributed tonight: keep what was carried for the next night
+        table = table.replace_schema_metadata({explain.BASELINES_META_KEY: next(iter(stores.values()))})
     seconds = time.perf_counter() - began
     tmp = run.reasons_parquet.with_name(f".{run.reasons_parquet.name}.tmp")
-    table.to_parquet(tmp, index=False)
+    pq.write_table(table, tmp)
     tmp.replace(run.reasons_parquet)
-    info = {"users": int(len(users)), "rows": int(len(table)), "seconds": round(seconds, 3), "max_gap": gap,
+    info = {"users": int(len(users)), "rows": int(table.num_rows), "seconds": round(seconds, 3), "max_gap": gap,
             "scope": settings.reasons_scope, "template_version": explain.REASON_TEMPLATE_VERSION,
             "previous": previous.as_of.isoformat() if before is not None else None,
-            "method": "head", "text_split": split_text, "cache_hits": int(hits), "encoded": int(encoded)}  # fmt: skip
+            "method": "head", "text_split": split_text, "cache_hits": int(hits), "encoded": int(encoded),
+            "carried": int(kept), "attributed": int(len(users) - kept), "baselines_encoded": int(fresh)}  # fmt: skip
     write_json_atomic(run.reasons_json, {**info, "model_version": str(meta["model_version"]),
                                           "tiers_sha256": sha256_file(run.tiers_parquet)})  # fmt: skip
     run.push("reasons")
-    logger.info("reasons for %s: %d users explained (scope %s) in %.1fs (%.3fs a user; %d pooled embeddings from the cache, "
-                "%d encoded), largest completeness gap %.4f", run.as_of, len(users), settings.reasons_scope, seconds,
-                seconds / max(len(users), 1), hits, encoded, gap)  # fmt: skip
+    logger.info("reasons for %s: %d users explained (scope %s) in %.1fs (%.3fs a user; %d kept from an earlier run with "
+                "the same inputs, %d pooled embeddings from the cache, %d encoded), largest completeness gap %.4f",
+                run.as_of, len(users), settings.reasons_scope, seconds, seconds / max(len(users), 1), kept, hits,
+                encoded, gap)  # fmt: skip
     return {**meta, **run.ref(), "reasons": info}
+
+
+def _bytes_column(values: list[bytes]) -> Any:
+    """A list of fingerprints as a pandas object column (an empty frame's column keeps the bytes type)."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=object)
+
+
+def _reasons_file_schema() -> Any:
+    """``reasons.parquet``'s schema: ``explain.REASON_COLUMNS``, each user's input fingerprint and completeness gap (to carry)."""
+    import pyarrow as pa
+
+    return pa.schema([("user_id", pa.string()), ("rank", pa.int64()), ("reason", pa.string()), ("contribution", pa.float64()),
+                      ("feature", pa.string()), ("fingerprint", pa.binary()), ("gap", pa.float64())])  # fmt: skip
+
+
+class _Carried:
+    """The reasons of earlier runs by input fingerprint (``reasons.parquet`` with its ``fingerprint`` column)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[bytes, Any] = {}
+
+    def __contains__(self, fingerprint: bytes) -> bool:
+        return fingerprint in self.tables
+
+    def add(self, frame: Any) -> None:
+        for fingerprint, rows in frame.groupby("fingerprint", sort=False):
+            self.tables.setdefault(bytes(fingerprint), rows)
+
+    def rows(self, fingerprints: Sequence[bytes]) -> Any:
+        import pandas as pd
+
+        return pd.concat([self.tables[f] for f in fingerprints], ignore_index=True)
+
+    def max_gap(self, fingerprints: Sequence[bytes]) -> float:
+        return max((float(self.tables[f]["gap"].max()) for f in fingerprints), default=0.0)
+
+
+def _carried_reasons(runs: Sequence[RunFolder | None]) -> tuple[_Carried, dict[str, bytes]]:
+    """The reasons ``runs`` wrote (this run's earlier attempt, the previous run), by fingerprint, and the baseline stores
+    their files carry (``{owner: blob}``). An unreadable or older file (no fingerprints) is skipped: its users are
+    attributed again."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from spendpred.explain import BASELINES_META_KEY
+
+    carried = _Carried()
+    stores: dict[str, bytes] = {}
+    for folder in runs:
+        if folder is None:
+            continue
+        if folder is not runs[0] and not folder.pull("reasons", required=False):
+            continue
+        path = folder.reasons_parquet
+        if not path.is_file():
+            continue
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file only costs time
+            logger.info("earlier reasons %s not read (%s): their users are attributed again", path, exc)
+            continue
+        blob = (table.schema.metadata or {}).get(BASELINES_META_KEY)
+        if blob:
+            try:
+                owner = str(json.loads(blob).get("owner"))
+                stores.setdefault(owner, blob)
+            except ValueError:
+                pass
+        if "fingerprint" in table.column_names and "gap" in table.column_names:
+            carried.add(table.to_pandas())
+    return carried, stores
 
 
 NIGHTLY_TEXT_SPLIT = False
@@ -426,7 +540,9 @@ def _read_reasons(run: RunFolder, model_version: str) -> tuple[Any, str] | None:
         logger.warning("reasons.parquet of %s explains other tiers (rerun explain_scores after assign_tiers): "
                        "the partition is published without reasons", run.as_of)  # fmt: skip
         return None
-    return pq.read_table(run.reasons_parquet), str(info.get("template_version") or "v1")
+    from spendpred.explain import REASON_COLUMNS
+
+    return pq.read_table(run.reasons_parquet, columns=list(REASON_COLUMNS)), str(info.get("template_version") or "v1")
 
 
 def explain_user(user_id: str, as_of: dt.date | None = None, model: str | int | None = None) -> dict[str, Any]:

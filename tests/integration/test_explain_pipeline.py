@@ -7,6 +7,8 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -64,11 +66,21 @@ def test_nightly_publishes_reasons_and_explain_prints_them(
     assert run.reasons_parquet.is_file() and run.reasons_json.is_file()
     info = scored["reasons"]  # head-only, every pooled embedding read from the cache the shard just wrote
     assert info["method"] == "head" and info["cache_hits"] == info["users"] and info["encoded"] == 0
-    assert info["max_gap"] <= explain.ABS_TOLERANCE
+    assert info["max_gap"] <= explain.ABS_TOLERANCE and info["carried"] == 0
+    published = pq.read_table(run.reasons_parquet, columns=list(explain.REASON_COLUMNS))
+
+    rerun = pipeline.explain_scores(run.ref())["reasons"]  # same inputs: every user keeps its reasons, none attributed
+    assert rerun["carried"] == rerun["users"] == info["users"] and rerun["attributed"] == 0 and rerun["encoded"] == 0
+    assert pq.read_table(run.reasons_parquet, columns=list(explain.REASON_COLUMNS)).equals(published)
 
     monkeypatch.setenv("SPENDPRED_REASONS_SCOPE", "all")  # a rerun replaces the partition's reasons
     again = pipeline.score(RUN_DATE, url=sqlite_url)
     assert again["reasons"]["users"] == 300 and len(_reasons(sqlite_url)) == 900
+    # the high tier's reasons were carried (same inputs), the others attributed; the carried rows are the same
+    assert again["reasons"]["carried"] == info["users"] and again["reasons"]["attributed"] == 300 - info["users"]
+    wide = pq.read_table(run.reasons_parquet, columns=list(explain.REASON_COLUMNS)).to_pandas()
+    pd.testing.assert_frame_equal(wide[wide["user_id"].isin(published.column("user_id").to_pylist())].reset_index(drop=True),
+                                  published.to_pandas())  # fmt: skip
 
     user = rows[0][0]
     code, out, err = _cli(monkeypatch, capsys, user)

@@ -170,3 +170,42 @@ def test_head_path_reasons_are_deterministic(model: SpendModel, frame: pd.DataFr
     second = explain.reasons_table(explain.attribute_head(model, frame.iloc[::-1], split_text=split_text))
     pd.testing.assert_frame_equal(first, second.sort_values(["user_id", "rank"]).reset_index(drop=True))
     assert len(first) == 3 * len(frame)
+
+
+def test_a_baseline_store_gives_the_same_attributions_without_encoding_again(model: SpendModel, frame: pd.DataFrame) -> None:
+    store: dict[bytes, np.ndarray] = {}
+    first = explain.attribute_head(model, frame, baselines=store)
+    assert store  # every distinct baseline encoded once and kept
+    blob = explain.pack_baselines(store, "1|cpu")
+    assert explain.unpack_baselines(blob, "2|cpu", model.hidden_size) == {}  # another model's store is not used
+    assert explain.unpack_baselines(b"not json", "1|cpu", model.hidden_size) == {}
+    loaded = explain.unpack_baselines(blob, "1|cpu", model.hidden_size)
+    assert loaded.keys() == store.keys()
+    encoded: list[int] = []
+    pooled = model.encode(frame["text"].tolist())
+    original = model.regressor.encoder.forward
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        encoded.append(1)
+        return original(*args, **kwargs)
+
+    model.regressor.encoder.forward = counting
+    try:
+        second = explain.attribute_head(model, frame, pooled=pooled, baselines=loaded)
+    finally:
+        del model.regressor.encoder.forward
+    assert encoded == []  # every baseline came from the store: the encoder never ran
+    pd.testing.assert_frame_equal(explain.reasons_table(first), explain.reasons_table(second))
+    assert [a.baseline for a in first] == [a.baseline for a in second]
+
+
+def test_input_fingerprints_change_with_any_input_or_the_context(frame: pd.DataFrame) -> None:
+    prints = explain.input_fingerprints(frame, "model=1")
+    assert len(set(prints)) == len(frame) and all(len(p) == explain.FINGERPRINT_BYTES for p in prints)
+    assert explain.input_fingerprints(frame.iloc[::-1], "model=1") == prints[::-1]  # per row, whatever the order
+    assert explain.input_fingerprints(frame, "model=2") != prints
+    changed = frame.copy()
+    changed.loc[3, FEATURE_COLUMNS[0]] = changed.loc[3, FEATURE_COLUMNS[0]] + 1
+    changed.loc[4, "text"] = changed.loc[4, "text"] + " "
+    again = explain.input_fingerprints(changed, "model=1")
+    assert [i for i in range(len(frame)) if again[i] != prints[i]] == [3, 4]
