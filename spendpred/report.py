@@ -7,8 +7,9 @@ Publishing (``spendpred.publish``) only writes; this module only reads, with the
 * :func:`latest_runs`, :func:`read_scores`, :func:`read_thresholds`: published runs;
 * :func:`latest_run_summary`: the latest run's tier sizes and spend, thresholds, histogram and
   tier movement since the previous run;
-* :func:`page_data`: that summary plus the champion model (``registry.champion_info``), as the
-  JSON-able dict that ``spendpred.ui.render_page`` and :func:`format_report` render.
+* :func:`page_data`: that summary plus the champion model (``registry.champion_info``) and the
+  model's health (:func:`model_health`: realized metrics, drift, estimates, retrain triggers), as
+  the JSON-able dict that ``spendpred.ui.render_page`` and :func:`format_report` render.
 
 Reading is side-effect free: a SQLite warehouse or MLflow store that does not exist yet is
 reported as empty, never created. Heavy libraries are imported inside the functions.
@@ -276,7 +277,127 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
     data["comparison"] = champion_comparison(data["champion"])
     data["forced"] = forced_promotion(data["champion"])
     data["scoring"] = scoring_cost((data["summary"] or {}).get("as_of"), settings)
+    data["health"] = model_health(url, settings, data)
     return data
+
+
+# -- model health: what the monitoring stored ------------------------------------------------
+
+HEALTH_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "total_ratio")
+"""The realized metrics the page and the report show per matured partition and scorer."""
+HEALTH_PARTITIONS = 12
+"""The matured partitions shown (the latest)."""
+
+
+def _last_retrain(settings: Settings) -> dict[str, Any] | None:
+    """The latest training run in MLflow with why it ran (tags ``trigger``, ``trigger_reason``), or ``None``."""
+    from spendpred import registry
+
+    if registry.missing_store(settings) is not None:
+        return None
+    client = registry.get_client(settings)
+    experiment = client.get_experiment_by_name(registry.EXPERIMENT_NAME)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    run = runs[0]
+    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "started": started,
+            "trigger": run.data.tags.get("trigger"), "trigger_reason": run.data.tags.get("trigger_reason")}  # fmt: skip
+
+
+def model_health(url: str, settings: Settings, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return what the monitoring stored, for the page and the report (side-effect free).
+
+    Keys: ``realized`` (per matured as_of, newest last, at most :data:`HEALTH_PARTITIONS`:
+    ``{"as_of", "model_version", "horizon_days", "scorers": {scorer: {metric: [value, ci_low, ci_high]}}}``
+    for :data:`HEALTH_METRICS`), ``drift_as_of`` and ``drift`` (the latest night's rows, worst
+    first), ``estimates`` (estimate beside realized, latest ten), ``requests`` (the latest retrain
+    decisions), ``last_retrain`` (the latest MLflow training run and its trigger) and ``notes``
+    (what could not be read). Missing tables (a warehouse initialised before monitoring) are a note.
+    """
+    import sqlalchemy as sa
+
+    from spendpred import monitoring
+
+    health: dict[str, Any] = {"realized": [], "drift_as_of": None, "drift": [], "estimates": [], "requests": [],
+                              "last_retrain": None, "notes": []}  # fmt: skip
+    file = warehouse.sqlite_file(url)
+    if file is None or file.exists():
+        engine = warehouse.get_engine(url, create=False)
+        try:
+            rows = monitoring.read_partition_metrics(engine, dt.date.max)
+            groups: dict[tuple[str, str, int], dict[str, dict[str, list[Any]]]] = {}
+            for row in rows:
+                if row["metric"] in HEALTH_METRICS:
+                    key = (row["as_of"], str(row["model_version"]), int(row["horizon_days"]))
+                    groups.setdefault(key, {}).setdefault(row["scorer"], {})[row["metric"]] = [row["value"], row["ci_low"], row["ci_high"]]
+            health["realized"] = [{"as_of": a, "model_version": v, "horizon_days": h, "scorers": scorers}
+                                  for (a, v, h), scorers in sorted(groups.items())][-HEALTH_PARTITIONS:]  # fmt: skip
+            latest = _to_date(((data or {}).get("summary") or {}).get("as_of"))
+            if latest is not None:
+                health["drift_as_of"] = latest.isoformat()
+                health["drift"] = monitoring.read_drift(engine, latest)
+            health["estimates"] = monitoring.read_estimates(engine, dt.date.max)[-10:]
+            health["requests"] = monitoring.read_requests(engine, dt.date.max)
+        except sa.exc.SQLAlchemyError as exc:
+            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            health["notes"].append(f"Monitoring tables cannot be read ({text}): run `spendpred db init` to create them.")
+        finally:
+            engine.dispose()
+    try:
+        health["last_retrain"] = _last_retrain(settings)
+    except Exception as exc:  # noqa: BLE001 - the page shows what it can
+        health["notes"].append(f"The last retrain cannot be read from MLflow: {' '.join(str(exc).splitlines())[:200]}")
+    return health
+
+
+def _health_value(scorers: dict[str, Any], scorer: str, metric: str) -> str:
+    values = (scorers.get(scorer) or {}).get(metric)
+    return "-" if not values or values[0] is None else f"{float(values[0]):.3f}"
+
+
+def format_health(health: dict[str, Any] | None) -> list[str]:
+    """Return the model-health figures as text lines: the latest matured partition per scorer,
+    the latest night's drift, the latest estimate beside its realized value, and the last retrain's trigger."""
+    from spendpred import monitoring
+
+    if not health:
+        return []
+    lines = ["model health:"]
+    realized = health.get("realized") or []
+    if realized:
+        last = realized[-1]
+        lines.append(f"  realized, partition {last['as_of']} (version {last['model_version']}, H={last['horizon_days']}):")
+        for scorer in [s for s in monitoring.SCORERS if s in last["scorers"]]:
+            lines.append(f"    {scorer:<20} norm.Gini {_health_value(last['scorers'], scorer, 'normalised_gini'):>7}  "
+                         f"top10% {_health_value(last['scorers'], scorer, 'top10_capture'):>7}  "
+                         f"pred/actual {_health_value(last['scorers'], scorer, 'total_ratio'):>7}")  # fmt: skip
+    else:
+        lines.append("  realized: no partition has matured yet (as_of + H <= the run date)")
+    drift = health.get("drift") or []
+    if drift:
+        alert = [r["feature"] for r in drift if r["status"] == "alert"]
+        warn = [r["feature"] for r in drift if r["status"] == "warn"]
+        lines.append(f"  drift on {health.get('drift_as_of')}: {len(alert)} alert ({', '.join(alert) or 'none'}), "
+                     f"{len(warn)} warn, {len(drift) - len(alert) - len(warn)} ok")  # fmt: skip
+    estimates = [e for e in health.get("estimates") or [] if e["metric"] == "rmse"]
+    if estimates:
+        e = estimates[-1]
+        realized_text = "pending" if e["realized"] is None else f"{float(e['realized']):,.2f}"
+        lines.append(f"  estimated RMSE of {e['as_of']}: {float(e['estimated']):,.2f} (realized: {realized_text})")
+    requests = health.get("requests") or []
+    asked = next((r for r in requests if r["decision"] == "requested"), None)
+    if asked:
+        lines.append(f"  last retrain request: {asked['as_of']} ({asked['reasons']})")
+    last = health.get("last_retrain")
+    if last:
+        lines.append(f"  last retrain run: {last['started']} trigger={last.get('trigger') or 'unrecorded'}"
+                     + (f" ({last['trigger_reason']})" if last.get("trigger_reason") else ""))  # fmt: skip
+    lines += [f"  note: {n}" for n in health.get("notes") or []]
+    return lines
 
 
 def forced_promotion(champion: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -436,6 +557,7 @@ def format_report(data: dict[str, Any]) -> str:
         lines.append(f"champion: unknown (no MLflow registry at {data['registry_missing']})")
     else:
         lines.append("champion: none yet (run `spendpred train --as-of YYYY-MM-DD`)")
+    lines += format_health(data.get("health"))
     for message in data.get("errors", []):
         lines.append(f"error: {message}")
     schema = "spendpred." if str(data.get("warehouse", "")).startswith("postgresql") else ""

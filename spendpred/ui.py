@@ -264,6 +264,138 @@ def _scoring_cost(cost: Mapping[str, Any] | None) -> str:
     return f'<p class="meta" id="scoring-cost">{_e(describe_cost(dict(cost)))}</p>'
 
 
+# -- model health (issue 24: what the nightly monitoring stored) --------------------------------
+
+_HEALTH_SCORERS: tuple[tuple[str, str, str], ...] = (
+    ("model", "champion (published scores)", "#0969da"),
+    ("past_spend", "past spend", "#8c959f"),
+    ("bgnbd_gamma_gamma", "BG/NBD × Gamma-Gamma", "#bf8700"),
+)
+_STATUS_COLOURS = {"ok": "#1a7f37", "warn": "#bf8700", "alert": "#cf222e"}
+
+
+def _figure(values: Sequence[Any] | None, digits: int = 3) -> str:
+    if not values or values[0] is None:
+        return "—"
+    text = f"{float(values[0]):.{digits}f}"
+    if len(values) > 2 and values[1] is not None and values[2] is not None:
+        text += f' <span class="muted">[{float(values[1]):.{digits}f}, {float(values[2]):.{digits}f}]</span>'
+    return text
+
+
+def gini_plot_svg(realized: Sequence[Mapping[str, Any]], width: int = 760, height: int = 220) -> str:
+    """Return an inline SVG line chart of the realized normalised Gini per matured as_of, one line per scorer
+    (points labelled with the model version). Empty string with fewer than one partition."""
+    if not realized:
+        return ""
+    left, right, top, bottom = 48, 12, 12, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [float(v[0]) for p in realized for s in p["scorers"].values() if (v := s.get("normalised_gini")) and v[0] is not None]
+    low, high = min([0.0, *values]), max([1.0, *values])
+    step = plot_w / max(len(realized) - 1, 1)
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - (value - low) / (high - low or 1.0))
+
+    parts = [f'<svg class="chart" id="health-plot" role="img" aria-label="Realized normalised Gini per matured partition" '
+             f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">']  # fmt: skip
+    for mark in (low, (low + high) / 2, high):
+        parts.append(f'<line x1="{left}" y1="{y(mark):.1f}" x2="{left + plot_w}" y2="{y(mark):.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{y(mark) + 4:.1f}" text-anchor="end" class="axis">{mark:.2f}</text>')  # fmt: skip
+    for scorer, label, colour in _HEALTH_SCORERS:
+        points = [(left + i * step, y(float(v[0])), p) for i, p in enumerate(realized)
+                  if (v := (p["scorers"].get(scorer) or {}).get("normalised_gini")) and v[0] is not None]  # fmt: skip
+        if not points:
+            continue
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{yy:.1f}" for x, yy, _ in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2" data-scorer="{_e(scorer)}"/>')
+        for x, yy, p in points:
+            parts.append(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3.5" fill="{colour}"><title>{_e(label)}, {_e(p["as_of"])} '
+                         f'(version {_e(p["model_version"])})</title></circle>')  # fmt: skip
+    for i, p in enumerate(realized):
+        parts.append(f'<text x="{left + i * step:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="axis">'
+                     f'{_e(p["as_of"])} v{_e(p["model_version"])}</text>')  # fmt: skip
+    parts.append("</svg>")
+    legend = " ".join(f'<span class="legend"><span class="swatch" style="background:{c}"></span>{_e(label)}</span>'
+                      for _, label, c in _HEALTH_SCORERS)  # fmt: skip
+    return f"<div>{legend}</div>" + "".join(parts)
+
+
+def _health(health: Mapping[str, Any] | None) -> str:
+    """The model-health section: realized metrics per matured as_of (champion and baselines, with a plot),
+    the latest night's drift with its status, the estimate-vs-realized record and the last retrain's trigger."""
+    if health is None:
+        return ""
+    out = ['<section id="model-health"><h2>Model health</h2>']
+    out += [f'<div class="note">{_e(n)}</div>' for n in health.get("notes") or []]
+    realized = health.get("realized") or []
+    if realized:
+        rows = []
+        for part in reversed(realized):
+            for scorer, label, _ in _HEALTH_SCORERS:
+                values = part["scorers"].get(scorer)
+                if not values:
+                    continue
+                rows.append(
+                    f'<tr data-as-of="{_e(part["as_of"])}" data-scorer="{_e(scorer)}"><td>{_e(part["as_of"])}</td>'
+                    f'<td>{_e(part["model_version"])}</td><td>{_e(label)}</td>'
+                    f'<td>{_figure(values.get("normalised_gini"))}</td><td>{_figure(values.get("top10_capture"))}</td>'
+                    f'<td>{_figure(values.get("total_ratio"))}</td></tr>'
+                )
+        out.append(
+            '<p class="meta">Realized performance of each matured partition (labels in (as_of, as_of + H]), '
+            "the published scores beside the baselines as of the same date for the same users; 95% bootstrap intervals.</p>"
+            + gini_plot_svg(realized)
+            + '<table id="health-realized"><thead><tr><th>as_of</th><th>version</th><th>scorer</th><th>normalised Gini</th>'
+            "<th>top-10% capture</th><th>predicted / actual</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        )
+    else:
+        out.append('<p class="muted" id="health-realized">No partition has matured yet: realized performance appears '
+                   "once as_of + H has passed.</p>")  # fmt: skip
+    drift = health.get("drift") or []
+    if drift:
+        rows = "".join(
+            f'<tr data-feature="{_e(r["feature"])}" data-status="{_e(r["status"])}"><td>{_e(r["feature"])}</td>'
+            f'<td>{_figure([r.get("psi")])}</td><td>{_figure([r.get("statistic")])}</td>'
+            f'<td><strong style="color:{_STATUS_COLOURS.get(str(r["status"]), "#57606a")}">{_e(r["status"])}</strong></td></tr>'
+            for r in drift
+        )
+        out.append(f'<p class="meta">Drift on {_e(health.get("drift_as_of"))} against the training data of version '
+                   f'{_e(drift[0].get("model_version"))} (population stability index, Kolmogorov–Smirnov statistic).</p>'
+                   '<table id="health-drift"><thead><tr><th>feature</th><th>PSI</th><th>KS</th><th>status</th></tr></thead>'
+                   f"<tbody>{rows}</tbody></table>")  # fmt: skip
+    else:
+        out.append(f'<p class="muted" id="health-drift">No drift computed for {_e(health.get("drift_as_of") or "the latest run")}.</p>')
+    estimates = health.get("estimates") or []
+    if estimates:
+        rows = "".join(
+            f'<tr data-as-of="{_e(e["as_of"])}" data-metric="{_e(e["metric"])}"><td>{_e(e["as_of"])}</td><td>{_e(e["model_version"])}</td>'
+            f'<td>{_e(str(e["metric"]).upper())}</td><td>{format_money(e.get("estimated"))}</td>'
+            f'<td>{"pending" if e.get("realized") is None else format_money(e["realized"])}</td></tr>'
+            for e in reversed(estimates)
+        )
+        out.append('<p class="meta">Estimated before labels exist (direct loss estimation from the champion\'s held-out errors), '
+                   "beside the realized value once the partition matures.</p>"
+                   '<table id="health-estimates"><thead><tr><th>as_of</th><th>version</th><th>metric</th><th>estimated</th>'
+                   f"<th>realized</th></tr></thead><tbody>{rows}</tbody></table>")  # fmt: skip
+    requests = health.get("requests") or []
+    asked = next((r for r in requests if r.get("decision") == "requested"), None)
+    last = health.get("last_retrain")
+    lines = []
+    if asked:
+        lines.append(f'Last retrain requested by the monitoring of <strong id="health-request">{_e(asked["as_of"])}</strong>: '
+                     f'{_e(asked["reasons"])} (cool-down until {_e(asked.get("cooldown_until"))}).')  # fmt: skip
+    if last:
+        reason = f" ({_e(last['trigger_reason'])})" if last.get("trigger_reason") else ""
+        lines.append(f'Last retrain run started {_e(str(last["started"]).replace("T", " "))}, trigger '
+                     f'<strong id="health-trigger">{_e(last.get("trigger") or "unrecorded")}</strong>{reason}.')  # fmt: skip
+    if not lines:
+        lines.append("No retrain has run or been requested yet.")
+    out.append('<p class="meta" id="health-retrain">' + " ".join(lines) + "</p></section>")
+    return "".join(out)
+
+
 def render_page(data: Mapping[str, Any]) -> str:
     """Return the complete HTML page for ``spendpred.report.page_data``'s result (all values escaped).
 
@@ -290,6 +422,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             + "</section><section><h2>Champion model</h2>"
             + _champion(data.get("champion"), summary, data.get("comparison"), data.get("forced"))
             + "</section>"
+            + _health(data.get("health"))
         )
     else:
         body = (

@@ -169,6 +169,60 @@ def test_page_renders_latest_run_in_chromium(
     assert "<script" not in dom.lower()
 
 
+def _store_model_health(url: str) -> None:
+    """What a month of nightly monitoring leaves: a matured partition's realized metrics (champion and
+    baselines), the latest night's drift, an estimate beside its realized value and a retrain request."""
+    from spendpred import monitoring
+
+    engine = warehouse.get_engine(url)
+    try:
+        as_of = dt.date(2024, 6, 29)
+        table = {
+            "model": {"normalised_gini": (0.6123, 0.55, 0.67), "top10_capture": (0.41, 0.35, 0.47), "total_ratio": (1.79, 1.6, 2.0),
+                      "rmse": (52.5, 40.0, 60.0)},
+            "past_spend": {"normalised_gini": (0.4567, 0.4, 0.5), "top10_capture": (0.3, 0.25, 0.35), "total_ratio": (0.9, 0.8, 1.0)},
+            "bgnbd_gamma_gamma": {"normalised_gini": (0.5432, 0.5, 0.6), "top10_capture": (0.38, 0.3, 0.4), "total_ratio": (1.1, 1.0, 1.2)},
+        }  # fmt: skip
+        monitoring.store_partition_metrics(engine, as_of, 1, monitoring.metric_rows(as_of, "1", 1, table))
+        monitoring.store_drift(engine, dt.date(2024, 6, 30), "2", [
+            {"feature": "monetary_90d", "psi": 2.5, "statistic": 0.8, "status": "alert"},
+            {"feature": "tenure_days", "psi": 0.15, "statistic": 0.1, "status": "warn"},
+            {"feature": "frequency_90d", "psi": 0.01, "statistic": 0.02, "status": "ok"},
+        ])  # fmt: skip
+        monitoring.store_estimates(engine, as_of, "1", 1, {"rmse": 48.75, "mae": 20.0, "users": 240})
+        monitoring.store_request(engine, dt.date(2024, 6, 30), "2", "requested", ["drift alert on monetary_90d (max PSI 2.50)"],
+                                 dt.date(2024, 7, 6))  # fmt: skip
+    finally:
+        engine.dispose()
+
+
+def test_page_shows_model_health_in_chromium(
+    published_warehouse: tuple[str, dict[str, int]],
+    champion_registry: str,
+    served_airflow: ServedAirflow,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model-health section (issue 24): realized metrics per matured as_of for the champion and the
+    baselines with their plot, tonight's drift with its status, estimate vs realized, the retrain request."""
+    url, _ = published_warehouse
+    _store_model_health(url)
+    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
+
+    login = served_airflow.browser_login_url(served_airflow.login("analyst"))
+    dom = _render(login, tmp_path, "spend_tiers_model_health.png")
+
+    assert 'id="model-health"' in dom and 'id="health-plot"' in dom
+    for scorer, gini in (("model", "0.612"), ("past_spend", "0.457"), ("bgnbd_gamma_gamma", "0.543")):
+        assert re.search(rf'data-as-of="2024-06-29" data-scorer="{scorer}">.*?<td>{gini}', dom), scorer
+    assert "1.790" in dom  # predicted / actual of the champion
+    assert re.search(r'data-feature="monetary_90d" data-status="alert"', dom)
+    assert re.search(r'data-feature="tenure_days" data-status="warn"', dom)
+    assert re.search(r'data-metric="rmse"><td>2024-06-29</td><td>1</td><td>RMSE</td><td>48.75</td><td>52.50</td>', dom)
+    assert 'id="health-request">2024-06-30<' in dom and "drift alert on monetary_90d" in dom
+    assert 'class="error"' not in dom and "<script" not in dom.lower()
+
+
 def test_page_shows_empty_state_before_any_run(
     served_airflow: ServedAirflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -392,3 +392,39 @@ def test_monitor_scores_requests_a_retrain_on_a_poor_matured_partition(hand_made
     result = pipeline.monitor_scores(run, hand_made)
     assert result["retrain"]["request"] and "below the floor 0.99" in result["retrain"]["reasons"][0]
     assert set(result["errors"]) == {"drift"}  # no run folder: drift fails, the decision still stands
+
+
+def test_page_and_report_show_the_model_health(hand_made: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spendpred import report, ui
+
+    pipeline.evaluate_matured(RUN_DATE, hand_made, draws=10)
+    decide_retrain(IMMATURE, "3", ["drift alert on monetary_90d (max PSI 2.00)"], hand_made)
+    data = report.page_data(hand_made)
+    health = data["health"]
+    assert [p["as_of"] for p in health["realized"]] == [MATURE.isoformat()]
+    scorers = health["realized"][0]["scorers"]
+    assert set(scorers) == {"model", "past_spend", "bgnbd_gamma_gamma"}
+    assert scorers["model"]["total_ratio"][0] == pytest.approx(2760.0 / 1310.5)
+    assert health["drift_as_of"] == IMMATURE.isoformat() and health["requests"][0]["decision"] == "requested"
+    assert health["last_retrain"] is None and health["notes"] == []  # no registry: nothing created to read it
+    page = ui.render_page(data)
+    assert 'id="model-health"' in page and 'id="health-plot"' in page and 'data-scorer="bgnbd_gamma_gamma"' in page
+    assert f'id="health-request">{IMMATURE.isoformat()}<' in page
+    text = report.format_report(data)
+    assert "model health:" in text and f"realized, partition {MATURE.isoformat()} (version 3, H={H})" in text
+    assert "pred/actual   2.106" in text and "last retrain request: 2024-02-15" in text
+
+
+def test_model_health_of_a_warehouse_without_monitoring_tables_is_a_note(tmp_path: Path) -> None:
+    from spendpred import report
+    from spendpred.config import get_settings
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = warehouse.get_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE unrelated (x INTEGER)"))
+    finally:
+        engine.dispose()
+    health = report.model_health(url, get_settings())
+    assert health["realized"] == [] and "spendpred db init" in health["notes"][0]
