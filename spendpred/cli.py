@@ -118,6 +118,18 @@ def seed(
         int | None,
         typer.Option(help="With --append-day: users who sign up that day (default: the mean daily signups of the 28 days before)."),
     ] = None,
+    shift: Annotated[
+        str | None,
+        typer.Option(
+            help="With --append-day: write the day in a changed world, for drift evidence: cents (the source reloads money "
+            "in cents: stored amounts x100 on --shift-from, new rows in cents), price=K (new rows' prices x K) or "
+            "rename=OLD:NEW (a category renamed, stored rows too on --shift-from). Pass it on every later day to stay shifted."
+        ),
+    ] = None,
+    shift_from: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="With --shift: the first day of the changed world (default: --append-day)."),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Warehouse URL.")] = None,
 ) -> None:
     """Fill the warehouse with a realistic synthetic population (replaces the source tables), or add one day to it."""
@@ -135,8 +147,13 @@ def seed(
         )
     if append_day is None and new_users is not None:
         raise ConfigError("--new-users applies only with --append-day YYYY-MM-DD")
+    if append_day is None and (shift is not None or shift_from is not None):
+        raise ConfigError("--shift and --shift-from apply only with --append-day YYYY-MM-DD")
+    if shift is None and shift_from is not None:
+        raise ConfigError("--shift-from needs --shift (cents, price=K or rename=OLD:NEW)")
     if append_day is not None:
-        _echo_json(pipeline.append_day(append_day.date(), seed, url, daily_active=daily_active, new_users=new_users))
+        _echo_json(pipeline.append_day(append_day.date(), seed, url, daily_active=daily_active, new_users=new_users,
+                                       shift=shift, shift_from=None if shift_from is None else shift_from.date()))  # fmt: skip
         return
     _echo_json(pipeline.seed(users, days, end_date.date(), seed, url, daily_active=daily_active))
 

@@ -56,19 +56,22 @@ def seed(
 
 def append_day(
     day: dt.date, seed: int | None = None, url: str | None = None, daily_active: float | None = None,
-    new_users: int | None = None,
+    new_users: int | None = None, shift: str | None = None, shift_from: dt.date | None = None,
 ) -> dict[str, object]:
     """Add one day of synthetic activity to the existing warehouse (``synth.append_day``); returns what was written.
 
-    Never creates a warehouse: a missing SQLite file is refused.
+    ``shift`` (``cents``, ``price=K``, ``rename=OLD:NEW``; ``synth.parse_shift``) writes the day in a
+    world changed from ``shift_from`` on (default: ``day``). Never creates a warehouse: a missing
+    SQLite file is refused. Raises ``ConfigError`` for a bad shift, before anything is opened.
     """
     from spendpred import synth, warehouse
 
     settings = get_settings()
     share = synth.DEFAULT_DAILY_ACTIVE if daily_active is None else daily_active
+    changed = None if shift is None else synth.parse_shift(shift, day if shift_from is None else shift_from)
     with warehouse.opened_engine(url, settings, create=False) as engine:
         return synth.append_day(
-            engine, day, settings.seed if seed is None else seed, daily_active=share, new_users=new_users
+            engine, day, settings.seed if seed is None else seed, daily_active=share, new_users=new_users, shift=changed
         )
 
 

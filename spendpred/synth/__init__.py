@@ -53,7 +53,7 @@ name is importable from ``spendpred.synth``.
 
 from __future__ import annotations
 
-from spendpred.synth.days import append_day
+from spendpred.synth.days import SHIFT_KINDS, Shift, append_day, parse_shift
 from spendpred.synth.population import DEFAULT_CHUNK_USERS, MAX_DAYS, MAX_USERS, generate
 from spendpred.synth.seeding import seed_warehouse
 from spendpred.synth.vocabulary import (
@@ -86,8 +86,11 @@ __all__ = [
     "SCHEMAS",
     "SECONDS_PER_DAY",
     "SEGMENTS",
+    "SHIFT_KINDS",
     "SOURCE_TABLES",
+    "Shift",
     "append_day",
     "generate",
+    "parse_shift",
     "seed_warehouse",
 ]

@@ -8,8 +8,10 @@ that look like the generator's (:mod:`spendpred.synth.vocabulary`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -63,6 +65,108 @@ _TYPICAL_BASKET = 50.0  # completed-order amount of a user with z = 0, roughly
 _DORMANT_DAYS = 0.25  # activity weight of a user without an active day in the last 90 days
 _NEW_USER_ACTIVE = 0.6  # share of the day's new users who browse on their signup day
 _MAX_EVENTS_PER_DAY = 40
+
+SHIFT_KINDS: tuple[str, ...] = ("cents", "price", "rename")
+"""The injected shifts of :func:`append_day` (``Shift``): see :func:`parse_shift`."""
+_MAX_PRICE_FACTOR = 1000.0
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A change of the world from day ``since`` on, injected by :func:`append_day` (for drift evidence).
+
+    ``cents``: the source reloads its money columns in cents: on ``since`` every stored order amount
+    and event price is restated x100, and every day's new rows from then on are in cents.
+    ``price``: the price level of new rows is ``factor`` times what it was, from ``since`` on
+    (history untouched: the shift shows up gradually). ``rename``: the source calls category
+    ``old`` ``new`` from ``since`` on: stored rows are renamed on ``since`` and new rows use the new name.
+    """
+
+    kind: str
+    since: dt.date
+    factor: float = 1.0
+    old: str | None = None
+    new: str | None = None
+
+    def active(self, day: dt.date) -> bool:
+        """Whether ``day``'s rows are written in the shifted world."""
+        return day >= self.since
+
+    def restates(self, day: dt.date) -> bool:
+        """Whether the stored rows are restated on ``day`` (a reload: ``cents`` and ``rename``, on ``since`` only)."""
+        return day == self.since and self.kind in ("cents", "rename")
+
+    @property
+    def money_factor(self) -> float:
+        """The factor on amounts and prices of shifted rows (1 for a rename)."""
+        return self.factor if self.kind in ("cents", "price") else 1.0
+
+
+def parse_shift(spec: str, since: dt.date) -> Shift:
+    """Parse a shift ``spec`` starting on ``since``: ``cents``, ``price=K`` (0 < K <= 1000, K != 1) or
+    ``rename=OLD:NEW`` (OLD one of :data:`~spendpred.synth.vocabulary.CATEGORIES`, NEW a new name).
+
+    Returns a :class:`Shift`. Raises ``ConfigError`` naming what is wrong and the accepted forms.
+    """
+    if isinstance(since, dt.datetime):
+        since = since.date()
+    if not isinstance(since, dt.date):
+        raise ConfigError(f"the shift's first day must be a date (YYYY-MM-DD), got {since!r}")
+    forms = "use cents, price=K (e.g. price=1.5) or rename=OLD:NEW (e.g. rename=books:literature)"
+    text = str(spec).strip()
+    kind, _, value = text.partition("=")
+    kind = kind.strip().lower()
+    if kind == "cents" and not value:
+        return Shift("cents", since, 100.0)
+    if kind == "price" and value:
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = float("nan")
+        if not (math.isfinite(factor) and 0.0 < factor <= _MAX_PRICE_FACTOR and factor != 1.0):
+            raise ConfigError(f"shift price factor {value.strip()!r} is not a number in (0, {_MAX_PRICE_FACTOR:g}] other than 1: {forms}")
+        return Shift("price", since, factor)
+    if kind == "rename" and value:
+        old, _, new = (part.strip() for part in value.partition(":"))
+        if old not in CATEGORIES:
+            raise ConfigError(f"shift rename: {old!r} is not a category of the synthetic world (one of {', '.join(CATEGORIES)}): {forms}")
+        if not new or new in CATEGORIES or len(new) > 64 or not new.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(
+                f"shift rename: the new name {new!r} must be a new category name (letters, digits, - or _, at most 64): {forms}"
+            )
+        return Shift("rename", since, 1.0, old, new)
+    raise ConfigError(f"unknown shift {text[:40]!r}: {forms}")
+
+
+def _restate(conn: sa.Connection, shift: Shift) -> dict[str, int]:
+    """Restate the stored rows as the shifted source reloads them (``cents``: money x100; ``rename``: the category)."""
+    if shift.kind == "cents":
+        statements = {"orders": "UPDATE orders SET amount = amount * 100",
+                      "events": "UPDATE events SET price = price * 100 WHERE price IS NOT NULL"}  # fmt: skip
+        params: dict[str, object] = {}
+    else:
+        statements = {table: f"UPDATE {table} SET category = :new WHERE category = :old" for table in ("orders", "events")}
+        params = {"old": shift.old, "new": shift.new}
+    return {table: int(conn.execute(sa.text(sql), params).rowcount or 0) for table, sql in statements.items()}
+
+
+def _shifted(tables: dict[str, pa.Table], shift: Shift) -> dict[str, pa.Table]:
+    """The day's tables written in the shifted world: money times the factor, or the category renamed."""
+    out = dict(tables)
+    if shift.money_factor != 1.0:
+        for table, column in (("orders", "amount"), ("events", "price")):
+            t = out[table]
+            index = t.schema.get_field_index(column)
+            scaled = pc.round(pc.multiply(t.column(column), shift.money_factor), 2)
+            out[table] = t.set_column(index, t.schema.field(column), scaled)
+    if shift.kind == "rename":
+        for table in ("orders", "events"):
+            t = out[table]
+            index = t.schema.get_field_index("category")
+            column = t.column("category")
+            renamed = pc.if_else(pc.equal(column, shift.old), pa.scalar(shift.new, pa.string()), column)
+            out[table] = t.set_column(index, t.schema.field("category"), renamed)
+    return out
 
 
 @dataclass(frozen=True)
@@ -119,7 +223,7 @@ def _indices(values: pa.Array, universe: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.index_in(values, universe), -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _day_state(conn: sa.Connection, params: dict[str, object], chunk_rows: int) -> _DayState:
+def _day_state(conn: sa.Connection, params: dict[str, object], chunk_rows: int, categories: tuple[str, ...] = CATEGORIES) -> _DayState:
     dialect = conn.dialect.name
     table = _read(conn, _day_sql("users", dialect), params, chunk_rows, _STATE_SCHEMA)
 
@@ -132,7 +236,7 @@ def _day_state(conn: sa.Connection, params: dict[str, object], chunk_rows: int) 
     counts = _read(conn, _day_sql("categories", dialect), params, chunk_rows, schema)
     if counts.num_rows:  # rows per user, most ordered first: the first known category of each user
         index = _indices(counts.column("user_id"), user_ids)
-        code = _indices(counts.column("category"), pa.array(list(CATEGORIES)))
+        code = _indices(counts.column("category"), pa.array(list(categories)))  # as the source spells them
         known = (index >= 0) & (code >= 0)
         index, code = index[known], code[known]
         first = np.unique(index, return_index=True)[1]
@@ -346,6 +450,7 @@ def append_day(
     daily_active: float = DEFAULT_DAILY_ACTIVE,
     new_users: int | None = None,
     chunk_rows: int = 50_000,
+    shift: Shift | None = None,
 ) -> dict[str, object]:
     """Add one day of synthetic activity after the newest row of an existing warehouse.
 
@@ -372,9 +477,16 @@ def append_day(
     was appended already, or the warehouse runs past it), so no snapshot as of an earlier day
     changes; an empty warehouse is refused too. Everything is written in one transaction.
 
+    ``shift`` (:func:`parse_shift`) injects a change of the world for drift evidence: from its
+    ``since`` day on the day's rows are written in the shifted world (amounts in cents, a price
+    level, a renamed category), and on ``since`` itself a reloading shift (``cents``, ``rename``)
+    restates the stored rows too, in the same transaction (deliberately not point in time: that
+    is what a reloaded upstream table does). Before ``since`` it changes nothing.
+
     Returns ``{"day", "users", "orders", "events", "reviews", "signed_up", "active_users",
     "active_share"}`` (rows written per table; users signed up by the end of the day; users
-    with any row that day, and their share). Raises ``ConfigError`` for bad arguments.
+    with any row that day, and their share), with ``shift`` (kind, since, restated rows) when
+    the day is shifted. Raises ``ConfigError`` for bad arguments.
     """
     if isinstance(day, dt.datetime):
         day = day.date()
@@ -390,6 +502,13 @@ def append_day(
         raise ConfigError(f"new_users must be a whole number between 0 and {MAX_USERS:,}, got {new_users!r}")
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    if shift is not None and not isinstance(shift, Shift):
+        raise ConfigError(f"shift must come from parse_shift (cents, price=K or rename=OLD:NEW), got {shift!r}")
+    shifted = shift is not None and shift.active(day)
+    categories = CATEGORIES
+    if shifted and shift.kind == "rename":
+        categories = tuple(shift.new if c == shift.old else c for c in CATEGORIES)
+    restated: dict[str, int] = {}
     began = time.perf_counter()
     day_start = dt.datetime.combine(day, dt.time())
     dialect = engine.dialect.name
@@ -420,18 +539,24 @@ def append_day(
                     f"append_day only adds a day after the newest row (point in time: snapshots as of earlier days "
                     f"must not change), nothing was written; append {newest.date() + dt.timedelta(days=1)} or later"
                 )
-            state = _day_state(conn, params, chunk_rows)
+            if shifted and shift.restates(day):
+                restated = _restate(conn, shift)
+            state = _day_state(conn, params, chunk_rows, categories)
+            if shifted and shift.kind == "cents":  # the stored history is in cents now: baskets drawn in currency
+                state = dataclasses.replace(state, mean_amount=state.mean_amount / shift.factor)
             schema = pa.schema([("user_id", pa.string()), ("category", pa.string()), ("status", pa.string())])
             recent = _read(conn, _day_sql("reviewable", dialect), params, chunk_rows, schema)
             r_owner = _indices(recent.column("user_id"), state.user_ids)
             found = r_owner >= 0  # an orphan order (no user) gets no review
             r_owner = r_owner[found]
-            r_code = _indices(recent.column("category"), pa.array(list(CATEGORIES)))[found]
+            r_code = _indices(recent.column("category"), pa.array(list(categories)))[found]
             r_code = np.where(r_code < 0, state.favourite[r_owner], r_code)  # another category: the user's favourite
             r_code = np.where(r_code < 0, rng.integers(0, len(CATEGORIES), size=r_code.size), r_code)
             r_refunded = pc.equal(recent.column("status"), "refunded").to_numpy(zero_copy_only=False)[found]
             count = rng.poisson(int(head["recent_signups"]) / 28.0) if new_users is None else int(new_users)
             tables, active = _day_tables(rng, state, (r_owner, r_code, r_refunded), day, daily_active, count)
+            if shifted:
+                tables = _shifted(tables, shift)
             written = {table: warehouse.bulk_insert(conn, table, tables[table]) for table in SOURCE_TABLES}
     except (dbapi.IntegrityError, sa.exc.IntegrityError) as exc:
         raise DataError(
@@ -445,5 +570,7 @@ def append_day(
         "active_users": active,
         "active_share": round(active / signed_up, 5),
     }
+    if shifted:
+        result["shift"] = {"kind": shift.kind, "since": shift.since.isoformat(), "restated": restated}
     logger.info("appended %s in %.1fs: %s", day, time.perf_counter() - began, result)
     return result
