@@ -485,6 +485,10 @@ def drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- reacting
 
 
+CLOCK_FEATURES: frozenset[str] = frozenset({"tenure_days", "recency_days", "days_since_last_event", "first_purchase_days"})
+"""Durations up to the as-of date: for unchanged users they grow with the date, so tonight's values sit
+at least H days past the training snapshot's and drift by construction. Their drift is stored and
+shown, but an alert on them alone requests no retrain (it would every night)."""
 TRIGGERS: tuple[str, ...] = ("schedule", "asset", "manual")
 """Why a retrain ran (MLflow run tag ``trigger``): its cron, the monitoring's asset event, or someone asked."""
 
@@ -494,17 +498,16 @@ def alert_reasons(
 ) -> list[str]:
     """Return why tonight's monitoring asks for a retrain (empty: it does not).
 
-    ``drift`` is :func:`drift_summary`'s result (only ``alert`` counts; a warning only reports),
+    ``drift`` is :func:`drift_summary`'s result (only ``alert`` counts, :data:`CLOCK_FEATURES` left
+    out; a warning only reports),
     ``evaluated`` the matured partitions evaluated tonight (``pipeline.evaluate_matured``'s
     entries: per scorer its ``normalised_gini``). A partition asks when the model's realized
     normalised Gini is below ``gini_floor`` or below a baseline's on the same users.
     """
     reasons: list[str] = []
-    alerting = list((drift or {}).get("alert") or [])
+    alerting = [name for name in (drift or {}).get("alert") or [] if name not in CLOCK_FEATURES]
     if alerting:
-        top = (drift or {}).get("max_psi")
-        psi_text = f" (max PSI {top:.2f})" if isinstance(top, (int, float)) and math.isfinite(top) else ""
-        reasons.append(f"drift alert on {', '.join(alerting)}{psi_text}")
+        reasons.append(f"drift alert on {', '.join(alerting)}")
     for entry in evaluated:
         model = (entry.get(MODEL_SCORER) or {}).get("normalised_gini")
         if model is None:

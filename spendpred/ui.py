@@ -292,7 +292,7 @@ def gini_plot_svg(realized: Sequence[Mapping[str, Any]], width: int = 760, heigh
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [float(v[0]) for p in realized for s in p["scorers"].values() if (v := s.get("normalised_gini")) and v[0] is not None]
     low, high = min([0.0, *values]), max([1.0, *values])
-    step = plot_w / max(len(realized) - 1, 1)
+    step = plot_w / len(realized)  # each partition centred in its slot: the labels stay inside
 
     def y(value: float) -> float:
         return top + plot_h * (1 - (value - low) / (high - low or 1.0))
@@ -303,7 +303,7 @@ def gini_plot_svg(realized: Sequence[Mapping[str, Any]], width: int = 760, heigh
         parts.append(f'<line x1="{left}" y1="{y(mark):.1f}" x2="{left + plot_w}" y2="{y(mark):.1f}" class="grid"/>'
                      f'<text x="{left - 6}" y="{y(mark) + 4:.1f}" text-anchor="end" class="axis">{mark:.2f}</text>')  # fmt: skip
     for scorer, label, colour in _HEALTH_SCORERS:
-        points = [(left + i * step, y(float(v[0])), p) for i, p in enumerate(realized)
+        points = [(left + (i + 0.5) * step, y(float(v[0])), p) for i, p in enumerate(realized)
                   if (v := (p["scorers"].get(scorer) or {}).get("normalised_gini")) and v[0] is not None]  # fmt: skip
         if not points:
             continue
@@ -314,7 +314,7 @@ def gini_plot_svg(realized: Sequence[Mapping[str, Any]], width: int = 760, heigh
             parts.append(f'<circle cx="{x:.1f}" cy="{yy:.1f}" r="3.5" fill="{colour}"><title>{_e(label)}, {_e(p["as_of"])} '
                          f'(version {_e(p["model_version"])})</title></circle>')  # fmt: skip
     for i, p in enumerate(realized):
-        parts.append(f'<text x="{left + i * step:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="axis">'
+        parts.append(f'<text x="{left + (i + 0.5) * step:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="axis">'
                      f'{_e(p["as_of"])} v{_e(p["model_version"])}</text>')  # fmt: skip
     parts.append("</svg>")
     legend = " ".join(f'<span class="legend"><span class="swatch" style="background:{c}"></span>{_e(label)}</span>'

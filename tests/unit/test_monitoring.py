@@ -188,8 +188,10 @@ def test_reference_keeps_the_error_model_and_estimates_refuse_bad_input(tmp_path
 
 def test_alert_reasons_only_alerts_and_poor_rankings() -> None:
     assert monitoring.alert_reasons({"alert": [], "warn": ["monetary_90d"], "max_psi": 0.2}, [], 0.0) == []  # a warning only reports
-    drift = monitoring.alert_reasons({"alert": ["monetary_90d", "predicted_spend"], "max_psi": 3.21}, [], 0.0)
-    assert drift == ["drift alert on monetary_90d, predicted_spend (max PSI 3.21)"]
+    drift = monitoring.alert_reasons({"alert": ["monetary_90d", "tenure_days", "predicted_spend"], "max_psi": 3.21}, [], 0.0)
+    assert drift == ["drift alert on monetary_90d, predicted_spend"]
+    # durations up to as_of grow with the date: alone they are reported, never acted on
+    assert monitoring.alert_reasons({"alert": ["tenure_days", "recency_days", "first_purchase_days"]}, [], 0.0) == []
     good = {"as_of": "2024-01-31", "model_version": "3", "model": {"normalised_gini": 0.6},
             "past_spend": {"normalised_gini": 0.4}, "bgnbd_gamma_gamma": {"normalised_gini": 0.5}}  # fmt: skip
     assert monitoring.alert_reasons(None, [good], 0.0) == []
