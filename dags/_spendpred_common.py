@@ -96,8 +96,12 @@ def retrain_trigger(context: Mapping[str, Any]) -> dict[str, str]:
 
     run_type = getattr(context.get("dag_run"), "run_type", None)
     events = context.get("triggering_asset_events") or {}
-    extras = [dict(getattr(event, "extra", None) or {}) for batch in events.values() for event in batch]
-    return tags(str(getattr(run_type, "value", run_type) or "manual"), extras)
+    unique: dict[tuple[Any, ...], dict[str, Any]] = {}  # an event through an alias is listed under the alias and the asset
+    for batch in events.values():
+        for event in batch:
+            key = (getattr(event, "source_dag_id", None), getattr(event, "source_run_id", None), str(getattr(event, "timestamp", "")))
+            unique.setdefault(key, dict(getattr(event, "extra", None) or {}))
+    return tags(str(getattr(run_type, "value", run_type) or "manual"), list(unique.values()))
 
 NO_RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
