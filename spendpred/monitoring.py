@@ -574,7 +574,8 @@ def _run(conn: sa.Connection, name: str, params: Mapping[str, Any] | Sequence[Ma
 
 def pending_partitions(engine: sa.Engine, run_date: dt.date, horizon_days: int) -> list[tuple[dt.date, str, int]]:
     """Return ``(as_of, model_version, users)`` of every published partition mature at ``run_date``
-    (as_of + H <= run_date) without a realized evaluation for this horizon and version, oldest first."""
+    (as_of + H <= run_date) without a realized evaluation for this horizon and version since it was
+    published (a partition republished by a backfill is evaluated again), oldest first."""
     with engine.connect() as conn:
         rows = _run(conn, "pending_partitions", {"last_as_of": mature_until(run_date, horizon_days),
                                                  "horizon_days": int(horizon_days)}).all()  # fmt: skip
@@ -768,6 +769,11 @@ def format_monitor(data: Mapping[str, Any]) -> str:
                 lines.append(f"{label:<28} " + " ".join(f"{table[metric].get(s, 'n/a'):<26}" for s in scorers))
         lines.append("")
     lines += format_estimates(data.get("estimated") or [])
+    for row in (data.get("requests") or [])[:3]:
+        lines.append(f"Retrain {row['decision']} by the monitoring of {row['as_of']}: {row['reasons']}"
+                     + (f" (cool-down until {row['cooldown_until']})" if row.get("cooldown_until") else ""))  # fmt: skip
+    if data.get("requests"):
+        lines.append("")
     drift = data.get("drift", [])
     skipped = (data.get("drift_summary") or {}).get("skipped")
     if not drift:

@@ -296,7 +296,7 @@ def monitor(as_of: dt.date | None = None, url: str | None = None) -> dict[str, A
     """``spendpred monitor``: evaluate what matured by ``as_of`` (default: the latest published partition),
     recompute that night's drift (and estimate) when its run folder is staged, and return every stored realized
     metric up to it with that night's drift rows and every estimate beside its realized value
-    (``{"as_of", "horizon_days", "realized", "drift", "estimated", ...}``)."""
+    and the latest retrain decisions (``{"as_of", "horizon_days", "realized", "drift", "estimated", "requests", ...}``)."""
     from spendpred import monitoring, report, warehouse
 
     settings = get_settings()
@@ -320,4 +320,5 @@ def monitor(as_of: dt.date | None = None, url: str | None = None) -> dict[str, A
         out["realized"] = monitoring.read_partition_metrics(engine, day)
         out["drift"] = monitoring.read_drift(engine, day)
         out["estimated"] = monitoring.read_estimates(engine, day)
+        out["requests"] = monitoring.read_requests(engine, day)
     return out

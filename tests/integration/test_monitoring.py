@@ -235,6 +235,25 @@ def test_rerun_changes_nothing_and_later_orders_do_not_leak(hand_made: str) -> N
     assert [r[:7] for r in _stored(hand_made)] == [r[:7] for r in first]
 
 
+def test_a_backfilled_partition_is_evaluated_again(hand_made: str) -> None:
+    pipeline.evaluate_matured(RUN_DATE, hand_made, draws=10)
+    before = _values(hand_made, MATURE)
+    engine = warehouse.get_engine(hand_made)
+    try:
+        with engine.begin() as conn:  # the partition republished later (a backfill): u12 now predicted 1000
+            conn.execute(sa.text("UPDATE user_spend_scores SET scored_at = '2099-01-01 00:00:00' WHERE as_of = :d"),
+                         {"d": MATURE.isoformat()})  # fmt: skip
+            conn.execute(sa.text("UPDATE user_spend_scores SET predicted_spend = 1000 WHERE as_of = :d AND user_id = 'u12'"),
+                         {"d": MATURE.isoformat()})  # fmt: skip
+    finally:
+        engine.dispose()
+    again = pipeline.evaluate_matured(RUN_DATE, hand_made, draws=10)
+    assert [e["as_of"] for e in again["evaluated"]] == [MATURE.isoformat()]
+    after = _values(hand_made, MATURE)
+    assert after[("model", "total_predicted")] == pytest.approx(before[("model", "total_predicted")] + 990.0)
+    assert after[("past_spend", "total_predicted")] == before[("past_spend", "total_predicted")]
+
+
 def test_immature_partition_waits_for_its_horizon(hand_made: str) -> None:
     assert pipeline.evaluate_matured(IMMATURE + dt.timedelta(days=H - 1), hand_made, draws=10)["evaluated"][0]["as_of"] == MATURE.isoformat()
     assert not _values(hand_made, IMMATURE)

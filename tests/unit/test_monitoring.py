@@ -121,6 +121,9 @@ def test_format_monitor_prints_both_tables() -> None:
     }  # fmt: skip
     text = monitoring.format_monitor(data)
     assert "Normalised Gini" in text and "0.800 [0.700, 0.900]" in text and "monetary_90d" in text and "alert" in text
+    asked = monitoring.format_monitor({**data, "requests": [{"as_of": "2024-03-01", "decision": "requested",
+                                                             "reasons": "drift alert on monetary_90d", "cooldown_until": "2024-03-07"}]})  # fmt: skip
+    assert "Retrain requested by the monitoring of 2024-03-01: drift alert on monetary_90d (cool-down until 2024-03-07)" in asked
 
 
 def _world(n: int, seed: int, level: float = 1.0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
