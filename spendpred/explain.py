@@ -504,6 +504,169 @@ def _scaled(tokens: list[tuple[int, int, float]], total: float) -> list[tuple[in
     return scaled
 
 
+# --------------------------------------------------------------------------- global importance (the retrain's view)
+
+GLOBAL_USERS = 64
+"""Held-out users the retrain attributes (on-demand path, through the encoder) for the global importance."""
+IMPORTANCE_TABLE = "global_importance.json"
+"""The global importance table in a retrain's evaluation folder (MLflow's table format: ``columns`` and ``data``)."""
+IMPORTANCE_PLOT = "global_importance.png"
+"""Its bar chart in the same folder."""
+IMPORTANCE_COLUMNS: tuple[str, ...] = ("level", "name", "mean_abs_attribution", "mean_attribution", "users")
+"""The table's columns: ``level`` is ``feature`` (a head column, or ``text`` for the whole behaviour text) or ``kind``
+(a behaviour kind of the text: orders, categories, searches, reviews, totals, tenure, events, other)."""
+
+
+def item_kind(key: str) -> str:
+    """The behaviour kind of a text item key (``text:search:laptop`` -> ``searches``); the key itself for a head column."""
+    if not key.startswith("text:"):
+        return key
+    part = key.split(":", 2)[1]
+    return {"orders": "orders", "category": "categories", "search": "searches", "searches": "searches",
+            "reviews": "reviews", "activity": "text"}.get(part, part)  # fmt: skip
+
+
+def global_importance(attributions: Sequence[UserAttribution]) -> pd.DataFrame:
+    """Return the mean absolute (and signed) attribution per head column, for the whole text, and per behaviour kind.
+
+    Per user, a kind's contribution is the sum of its text items (:func:`text_items`); the means are over
+    the users given (currency). Rows sorted by level (features first), then by mean absolute attribution.
+    """
+    rows: dict[tuple[str, str], list[float]] = {}
+    for a in attributions:
+        for column, value in a.features.items():
+            rows.setdefault(("feature", column), []).append(value)
+        rows.setdefault(("feature", "text"), []).append(a.text_total)
+        if a.text_lump is None:
+            kinds: dict[str, float] = {}
+            for item in text_items(a):
+                kinds[item_kind(item.key)] = kinds.get(item_kind(item.key), 0.0) + item.contribution
+            for kind, value in kinds.items():
+                rows.setdefault(("kind", kind), []).append(value)
+    n = len(attributions)
+    table = pd.DataFrame(
+        [{"level": level, "name": name, "mean_abs_attribution": float(np.abs(values).sum() / max(n, 1)),
+          "mean_attribution": float(np.sum(values) / max(n, 1)), "users": n} for (level, name), values in rows.items()],
+        columns=list(IMPORTANCE_COLUMNS),
+    )  # fmt: skip
+    return table.sort_values(["level", "mean_abs_attribution", "name"], ascending=[True, False, True], ignore_index=True)
+
+
+def write_global_importance(
+    model: Any, frame: pd.DataFrame, folder: Any, *, users: int = GLOBAL_USERS, seed: int = 0
+) -> pd.DataFrame | None:
+    """Attribute up to ``users`` rows of ``frame`` (a stable sample; :func:`attribute`, the on-demand path) and write
+    their :func:`global_importance` into ``folder``: ``IMPORTANCE_TABLE`` (MLflow's table JSON, what ``mlflow.log_table``
+    writes) and ``IMPORTANCE_PLOT`` (bars of the 15 largest features and every kind). Returns the table.
+
+    What the retrain logs with its evaluation (``evaluation/`` of the MLflow run) and the Spend tiers page shows for
+    the champion. None (logged, nothing written) for a model :func:`check_model` refuses. Raises as :func:`attribute`.
+    """
+    from pathlib import Path
+
+    from spendpred.files import write_json_atomic
+
+    try:
+        check_model(model)
+    except ModelError as exc:
+        logger.warning("no global importance for this model: %s", exc)
+        return None
+    sample = frame if len(frame) <= users else frame.sample(n=users, random_state=seed).sort_values("user_id")
+    table = global_importance(attribute(model, sample.reset_index(drop=True)))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / IMPORTANCE_TABLE, {"columns": list(table.columns), "data": table.values.tolist()})
+    _importance_plot(table, folder / IMPORTANCE_PLOT)
+    return table
+
+
+def read_global_importance(path: Any) -> pd.DataFrame | None:
+    """The table :func:`write_global_importance` wrote at ``path`` (None when it is missing or unreadable)."""
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        table = pd.DataFrame(data["data"], columns=data["columns"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return table if set(IMPORTANCE_COLUMNS) <= set(table.columns) else None
+
+
+def _importance_plot(table: pd.DataFrame, path: Any) -> None:
+    """Horizontal bars of mean |attribution|: the 15 largest features, then the behaviour kinds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    features = table[table["level"] == "feature"].head(15)
+    kinds = table[table["level"] == "kind"]
+    figure = Figure(figsize=(7.0, 6.0), dpi=100)
+    FigureCanvasAgg(figure)
+    for k, (part, title) in enumerate(((features, "features (head columns and the whole text)"), (kinds, "behaviour kinds of the text"))):
+        axes = figure.add_subplot(2, 1, k + 1)
+        axes.barh(part["name"].tolist()[::-1], part["mean_abs_attribution"].tolist()[::-1], color="#0969da")
+        axes.set_title(f"mean |attribution| per user: {title}", fontsize=9)
+        axes.tick_params(labelsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+# --------------------------------------------------------------------------- removing items (faithfulness checks)
+
+
+def ablate(model: Any, frame: pd.DataFrame, removed: Sequence[Any], *, factor: float = 1.0, batch_users: int = 32) -> np.ndarray:
+    """Return the published-currency prediction of each row of ``frame`` with the items ``removed[i]`` set to their baseline.
+
+    Items are the keys of :func:`all_items`: a head column goes to its baseline 0 (normalised), a text
+    item's tokens (grouped as :func:`text_items` groups them; ``TEXT_KEY`` is every content token) to
+    ``[PAD]``, special tokens and positions kept, which is the baseline :func:`attribute` integrates from.
+    An empty set gives the prediction itself (``attribute``'s ``prediction``). What the faithfulness
+    benchmark removes (``bench/explain_faithfulness.py``). Raises as :func:`attribute`.
+    """
+    import torch
+
+    if len(removed) != len(frame):
+        raise ConfigError(f"removed has {len(removed)} item sets for {len(frame)} rows: give one set per row")
+    if frame.empty:
+        return np.zeros(0)
+    texts, features, columns, _raw = _inputs(model, frame)
+    encoded = model.tokenizer(texts, truncation=True, max_length=model.max_length, return_offsets_mapping=True,
+                              return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
+    tokenizer = model.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    special = set(tokenizer.all_special_ids)
+    index = {c: j for j, c in enumerate(columns)}
+    forward = _forward(model, factor)
+    table = _word_embeddings(model)
+    model.regressor.eval()
+    out = np.empty(len(frame))
+    for start in range(0, len(frame), batch_users):
+        rows = list(range(start, min(start + batch_users, len(frame))))
+        width = max(len(encoded["input_ids"][r]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        x = None if features is None else np.array(features[rows], dtype=np.float32, copy=True)
+        for k, r in enumerate(rows):
+            gone = {str(key) for key in removed[r]}
+            seq = list(encoded["input_ids"][r])
+            if any(key.startswith("text:") for key in gone):
+                spans = segments(texts[r])
+                for j, (s_, _e) in enumerate(encoded["offset_mapping"][r]):
+                    if seq[j] not in special and (TEXT_KEY in gone or _item_key(_segment_of(spans, s_)) in gone):
+                        seq[j] = pad_id
+            ids[k, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[k, : len(seq)] = 1
+            if x is not None:
+                for key in gone:
+                    if key in index:
+                        x[k, index[key]] = 0.0
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        with torch.no_grad():
+            embeds = table(ids).float()
+            args = (embeds,) if x is None else (embeds, torch.from_numpy(x).to(model.device))
+            out[rows] = forward(*args, mask).double().cpu().numpy()
+    return out
+
+
 # --------------------------------------------------------------------------- carrying reasons between nights
 
 FINGERPRINT_BYTES = 16
@@ -662,6 +825,18 @@ def _segment_of(spans: Sequence[Segment], start: int) -> Segment | None:
     return found
 
 
+def _item_key(segment: Segment | None) -> str:
+    """The item key (``text:...``) of a token in ``segment`` (None: outside every segment)."""
+    kind = segment.kind if segment is not None else "other"
+    if kind == "category":
+        return f"text:category:{segment.value.lower()}"
+    if kind == "search" and segment.index >= 0:
+        return f"text:search:{segment.value.lower()}"
+    if kind in ("order", "search", "review"):
+        return {"order": "text:orders", "search": "text:searches", "review": "text:reviews"}[kind]
+    return f"text:{kind}"
+
+
 def text_items(attribution: UserAttribution) -> list[Item]:
     """Return the behaviour text's contribution grouped by what it stands for (their sum is the text total).
 
@@ -679,15 +854,7 @@ def text_items(attribution: UserAttribution) -> list[Item]:
     info: dict[str, Any] = {}
     for start, _end, value in attribution.tokens:
         segment = _segment_of(spans, start)
-        kind = segment.kind if segment is not None else "other"
-        if kind == "category":
-            key = f"text:category:{segment.value.lower()}"
-        elif kind == "search" and segment.index >= 0:
-            key = f"text:search:{segment.value.lower()}"
-        elif kind in ("order", "search", "review"):
-            key = {"order": "text:orders", "search": "text:searches", "review": "text:reviews"}[kind]
-        else:
-            key = f"text:{kind}"
+        key = _item_key(segment)
         sums[key] = sums.get(key, 0.0) + value
         if segment is not None:
             counts.setdefault(key, set()).add(segment.index)

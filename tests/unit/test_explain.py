@@ -209,3 +209,39 @@ def test_input_fingerprints_change_with_any_input_or_the_context(frame: pd.DataF
     changed.loc[4, "text"] = changed.loc[4, "text"] + " "
     again = explain.input_fingerprints(changed, "model=1")
     assert [i for i in range(len(frame)) if again[i] != prints[i]] == [3, 4]
+
+
+def test_ablating_nothing_gives_the_prediction_and_everything_the_baseline(model: SpendModel, frame: pd.DataFrame) -> None:
+    attributions = explain.attribute(model, frame)
+    assert explain.ablate(model, frame, [set()] * len(frame)) == pytest.approx([a.prediction for a in attributions], rel=1e-5)
+    everything = [{*a.features, explain.TEXT_KEY} for a in attributions]
+    assert explain.ablate(model, frame, everything) == pytest.approx([a.baseline for a in attributions], rel=1e-5)
+    # removing every text group is removing the whole text
+    first = attributions[0]
+    groups = {i.key for i in explain.text_items(first)}
+    (whole,) = explain.ablate(model, frame.iloc[[0]], [groups])
+    (lump,) = explain.ablate(model, frame.iloc[[0]], [{explain.TEXT_KEY}])
+    assert whole == pytest.approx(lump, rel=1e-6)
+    with pytest.raises(ConfigError, match="one set per row"):
+        explain.ablate(model, frame, [set()])
+
+
+def test_global_importance_per_feature_and_behaviour_kind(model: SpendModel, frame: pd.DataFrame, tmp_path) -> None:  # noqa: ANN001
+    attributions = explain.attribute(model, frame)
+    table = explain.global_importance(attributions)
+    features = table[table["level"] == "feature"].set_index("name")
+    assert set(features.index) == {*model.normaliser.columns, "text"} and (table["users"] == len(frame)).all()
+    column = model.normaliser.columns[0]
+    assert features.loc[column, "mean_abs_attribution"] == pytest.approx(np.mean([abs(a.features[column]) for a in attributions]))
+    assert features.loc["text", "mean_attribution"] == pytest.approx(np.mean([a.text_total for a in attributions]))
+    kinds = table[table["level"] == "kind"].set_index("name")
+    assert {"totals", "orders", "categories", "searches", "reviews"} <= set(kinds.index)  # V2_TEXT has each kind
+    # per user the kinds add up to the text's total, so their signed means add up to the text's mean
+    assert kinds["mean_attribution"].sum() == pytest.approx(features.loc["text", "mean_attribution"], abs=1e-9)
+    assert (table["mean_abs_attribution"] >= table["mean_attribution"].abs() - 1e-12).all()
+    assert explain.item_kind("text:search:laptop") == "searches" and explain.item_kind("recency_days") == "recency_days"
+
+    written = explain.write_global_importance(model, frame, tmp_path / "evaluation", users=8, seed=1)
+    assert (tmp_path / "evaluation" / explain.IMPORTANCE_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pd.testing.assert_frame_equal(explain.read_global_importance(tmp_path / "evaluation" / explain.IMPORTANCE_TABLE), written)
+    assert written["users"].iloc[0] == 8 and explain.read_global_importance(tmp_path / "missing.json") is None
