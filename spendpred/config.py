@@ -246,6 +246,31 @@ class Settings(BaseSettings):
         description="Nightly drift: a PSI at or above this is an alert (one log line per feature); above "
         "SPENDPRED_DRIFT_PSI_WARN.",
     )
+    drift_text_changed_warn: float = Field(
+        0.5, gt=0, le=1,
+        description="Nightly drift: a share of users whose text changed since the previous night at or above this is "
+        "reported at warn level (never an alert: texts change whenever users act).",
+    )
+    drift_unseen_users_warn: float = Field(
+        0.5, gt=0, le=1,
+        description="Nightly drift: a share of tonight's users absent from the champion's training snapshot at or above "
+        "this is a warning (users who joined since training are expected).",
+    )
+    drift_unseen_users_alert: float = Field(
+        0.8, gt=0, le=1,
+        description="Nightly drift: unseen users at or above this share are an alert (reported only: re-keyed user ids "
+        "upstream, which a retrain does not fix); above SPENDPRED_DRIFT_UNSEEN_USERS_WARN.",
+    )
+    drift_unseen_categories_warn: float = Field(
+        0.01, gt=0, le=1,
+        description="Nightly drift: a share of tonight's categorised orders whose category the champion never saw in "
+        "training at or above this is a warning.",
+    )
+    drift_unseen_categories_alert: float = Field(
+        0.05, gt=0, le=1,
+        description="Nightly drift: unseen categories at or above this share are an alert and request a retrain (a "
+        "renamed or new category); above SPENDPRED_DRIFT_UNSEEN_CATEGORIES_WARN.",
+    )
     retrain_cooldown_days: int = Field(
         7, ge=0, le=365,
         description="Days after the nightly monitoring requested a retrain (a drift alert, or a matured partition ranking "
@@ -280,6 +305,17 @@ class Settings(BaseSettings):
         if warn is not None and value <= warn:
             raise ValueError(
                 f"the alert threshold {value:g} must be above SPENDPRED_DRIFT_PSI_WARN={warn:g}: raise it or lower the warn threshold"
+            )
+        return value
+
+    @field_validator("drift_unseen_users_alert", "drift_unseen_categories_alert")
+    @classmethod
+    def _check_share_alert(cls, value: float, info: ValidationInfo) -> float:
+        name = str(info.field_name).replace("_alert", "_warn")
+        warn = info.data.get(name)
+        if warn is not None and value <= warn:
+            raise ValueError(
+                f"the alert share {value:g} must be above SPENDPRED_{name.upper()}={warn:g}: raise it or lower the warn share"
             )
         return value
 

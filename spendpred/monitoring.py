@@ -317,7 +317,8 @@ def build_reference(
     """Return the drift reference of a model: each numeric feature of its training snapshot ``frame``
     and its held-out ``predictions`` (:func:`column_reference`), under ``columns``; with the
     held-out users' ``held_out`` frame and ``labels``, also their error model (:func:`fit_error_model`)
-    under ``error_model``.
+    under ``error_model``; with ``frame``'s ``user_id`` and ``text``, the training users' hashes and
+    categories (:func:`population_reference`).
 
     Columns absent from ``frame`` are left out. Raises ``DataError`` on empty or non-finite values.
     """
@@ -326,7 +327,8 @@ def build_reference(
         if name in frame.columns:
             columns[name] = column_reference(frame[name].to_numpy(dtype=np.float64), seed=seed + offset)
     columns[PREDICTION_COLUMN] = column_reference(predictions, seed=seed + len(feature_columns))
-    reference: dict[str, Any] = {"format": REFERENCE_FORMAT, "bins": REFERENCE_BINS, "columns": columns}
+    reference: dict[str, Any] = {"format": REFERENCE_FORMAT, "bins": REFERENCE_BINS, "columns": columns,
+                                 **population_reference(frame)}  # fmt: skip
     if held_out is not None and labels is not None:
         usable = [name for name in feature_columns if name in held_out.columns]
         reference["error_model"] = fit_error_model(held_out, usable, predictions, labels, seed=seed)
@@ -431,14 +433,26 @@ def estimate_errors(error_model: Mapping[str, Any], frame: pd.DataFrame, predict
 
 
 def write_reference(path: str | Path, reference: Mapping[str, Any]) -> Path:
-    """Write a drift reference as compact JSON; return the path."""
+    """Write a drift reference as compact JSON; return the path.
+
+    Its ``user_hashes`` (an array) go to :data:`USERS_FILE` beside it, named under ``users`` in the JSON,
+    so ``reference.json`` stays a few kB however many users the model was trained on.
+    """
     target = Path(path)
-    target.write_text(json.dumps(reference, separators=(",", ":")) + "\n", encoding="utf-8")
+    content = dict(reference)
+    hashes = content.pop("user_hashes", None)
+    if hashes is not None:
+        array = np.asarray(hashes, dtype=np.uint64)
+        with open(target.with_name(USERS_FILE), "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        content["users"] = {"file": USERS_FILE, "count": int(array.size), "hash": "blake2b-64, sorted uint64"}
+    target.write_text(json.dumps(content, separators=(",", ":")) + "\n", encoding="utf-8")
     return target
 
 
 def read_reference(path: str | Path) -> dict[str, Any] | None:
-    """Return the drift reference at ``path``, ``None`` when there is none (a bundle saved before references).
+    """Return the drift reference at ``path``, ``None`` when there is none (a bundle saved before references);
+    the training users' hashes of :data:`USERS_FILE` beside it, when there, under ``user_hashes``.
 
     Raises ``ModelError`` for an unreadable or foreign file.
     """
@@ -451,6 +465,14 @@ def read_reference(path: str | Path) -> dict[str, Any] | None:
         raise ModelError(f"{target} is corrupt ({exc}): retrain the model to write a new drift reference") from exc
     if not isinstance(reference, dict) or reference.get("format") != REFERENCE_FORMAT or "columns" not in reference:
         raise ModelError(f"{target} is not a drift reference of format {REFERENCE_FORMAT}: retrain the model to write a new one")
+    users = reference.get("users")
+    if isinstance(users, dict):
+        hashes = target.with_name(str(users.get("file") or USERS_FILE))
+        if hashes.is_file():
+            try:
+                reference["user_hashes"] = np.load(hashes, allow_pickle=False).astype(np.uint64)
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"{hashes} is corrupt ({exc}): retrain the model to write a new drift reference") from exc
     return reference
 
 
@@ -482,6 +504,151 @@ def drift_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- population drift
+
+
+TEXT_CHANGED = "_text_changed_share"
+"""Drift row: the share of users in both tonight's and the previous night's snapshot whose text changed."""
+UNSEEN_USERS = "_unseen_user_share"
+"""Drift row: the share of tonight's users absent from the training snapshot (the reference's user hashes)."""
+UNSEEN_CATEGORIES = "_unseen_categories"
+"""Drift row: the share of tonight's categorised orders (in the texts) whose category was never seen in training."""
+POPULATION_FEATURES: tuple[str, ...] = (TEXT_CHANGED, UNSEEN_USERS, UNSEEN_CATEGORIES)
+"""The population drift rows (``drift_metrics``: ``psi`` NULL, the share in ``statistic``)."""
+REPORT_ONLY: frozenset[str] = frozenset({TEXT_CHANGED, UNSEEN_USERS})
+"""Population rows that never request a retrain: texts change whenever users act, and a model scores
+users from their text and features, not their id (unseen users are expected: every one who joined
+since the training snapshot; nearly all unseen means re-keyed ids upstream, which a retrain does not fix)."""
+USERS_FILE = "reference_users.npy"
+"""Beside ``reference.json``: the training users' 64-bit id hashes, sorted (8 bytes a user, no pickle)."""
+MAX_CATEGORIES_LISTED = 10
+
+
+def user_hashes(user_ids: Sequence[Any]) -> np.ndarray:
+    """Return the sorted distinct 64-bit hashes (BLAKE2b, 8 bytes, as uint64) of ``user_ids``' text.
+
+    Two distinct ids share a hash with probability about n / 2**64: a membership test on them is exact in practice.
+    """
+    return np.unique(_id_hashes(user_ids))
+
+
+def _id_hashes(user_ids: Sequence[Any]) -> np.ndarray:
+    """Each id's 64-bit BLAKE2b hash as uint64, in order."""
+    import hashlib
+
+    blake = hashlib.blake2b
+    raw = b"".join(blake(str(u).encode("utf-8"), digest_size=8).digest() for u in user_ids)
+    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+
+
+def text_categories(texts: Sequence[str]) -> dict[str, int]:
+    """Return how many orders of ``texts`` (rendered by ``textify``) name each category (``textify.spans`` reads them)."""
+    from spendpred.textify.spans import segments
+
+    counts: dict[str, int] = {}
+    for text in texts:
+        if not isinstance(text, str) or "orders: " not in text:
+            continue
+        for segment in segments(text):
+            # an order without category but with a status ("12.00 (cancelled)") reads as category "(cancelled)"
+            if segment.kind == "category" and segment.value and not segment.value.startswith("("):
+                counts[segment.value] = counts.get(segment.value, 0) + 1
+    return counts
+
+
+def population_reference(frame: pd.DataFrame) -> dict[str, Any]:
+    """Return what the population rows need of a training snapshot: ``user_hashes`` (:func:`user_hashes`, written
+    to :data:`USERS_FILE` by :func:`write_reference`) and the sorted ``categories`` of its texts; a key is left
+    out when ``frame`` lacks its column (``user_id``, ``text``)."""
+    out: dict[str, Any] = {}
+    if "user_id" in frame.columns:
+        out["user_hashes"] = user_hashes(frame["user_id"].tolist())
+    if "text" in frame.columns:
+        out["categories"] = sorted(text_categories(frame["text"].tolist()))
+    return out
+
+
+def text_changed_share(tonight: pd.DataFrame, previous: pd.DataFrame) -> dict[str, Any]:
+    """Return ``{"value", "users"}``: of the users in both frames (``user_id``, ``text``), the share whose text
+    differs, and how many were compared (``value`` ``nan`` without any)."""
+    import pandas as pd
+
+    both = pd.merge(tonight[["user_id", "text"]].astype({"user_id": str}), previous[["user_id", "text"]].astype({"user_id": str}),
+                    on="user_id", how="inner", suffixes=("", "_before"))  # fmt: skip
+    if both.empty:
+        return {"value": float("nan"), "users": 0}
+    changed = int((both["text"] != both["text_before"]).sum())
+    return {"value": changed / len(both), "users": int(len(both))}
+
+
+def unseen_user_share(user_ids: Sequence[Any], hashes: npt.ArrayLike) -> dict[str, Any]:
+    """Return ``{"value", "users", "unseen"}``: the share of ``user_ids`` whose hash is not in the sorted ``hashes``."""
+    known = np.asarray(hashes, dtype=np.uint64)
+    tonight = _id_hashes(user_ids)
+    if tonight.size == 0:
+        return {"value": float("nan"), "users": 0, "unseen": 0}
+    if known.size:
+        at = np.clip(np.searchsorted(known, tonight), 0, known.size - 1)
+        seen = known[at] == tonight
+    else:
+        seen = np.zeros(tonight.size, dtype=bool)
+    unseen = int((~seen).sum())
+    return {"value": unseen / tonight.size, "users": int(tonight.size), "unseen": unseen}
+
+
+def unseen_categories(texts: Sequence[str], known: Sequence[str]) -> dict[str, Any]:
+    """Return ``{"value", "orders", "categories"}``: the share of tonight's categorised orders whose category is
+    not in ``known``, their count, and the unseen categories, most frequent first (at most
+    :data:`MAX_CATEGORIES_LISTED`); ``value`` is ``nan`` without a categorised order."""
+    counts = text_categories(texts)
+    total = sum(counts.values())
+    known_set = set(known)
+    new = sorted(((n, c) for c, n in counts.items() if c not in known_set), key=lambda t: (-t[0], t[1]))
+    if total == 0:
+        return {"value": float("nan"), "orders": 0, "categories": []}
+    return {"value": sum(n for n, _ in new) / total, "orders": int(total),
+            "categories": [c for _, c in new[:MAX_CATEGORIES_LISTED]]}  # fmt: skip
+
+
+def population_table(
+    reference: Mapping[str, Any], frame: pd.DataFrame, previous: pd.DataFrame | None, thresholds: Mapping[str, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """Return the population drift rows ``{"feature", "psi": None, "statistic": share, "status", ...detail}``.
+
+    :data:`TEXT_CHANGED` needs ``previous`` (the previous night's snapshot) and texts in both;
+    :data:`UNSEEN_USERS` the reference's ``user_hashes``; :data:`UNSEEN_CATEGORIES` its
+    ``categories`` and tonight's texts. A row whose input is missing (a reference of an older
+    bundle, a first night) is left out. ``thresholds`` maps each row to ``(warn, alert)``.
+    """
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, detail: dict[str, Any]) -> None:
+        warn, alert = thresholds[name]
+        value = float(detail.pop("value"))
+        rows.append({"feature": name, "psi": None, "statistic": value if math.isfinite(value) else None,
+                     "status": drift_status(value, warn, alert), **detail})  # fmt: skip
+
+    has_text = "text" in frame.columns
+    if previous is not None and has_text and "text" in previous.columns and "user_id" in previous.columns:
+        add(TEXT_CHANGED, text_changed_share(frame, previous))
+    if reference.get("user_hashes") is not None and "user_id" in frame.columns:
+        add(UNSEEN_USERS, unseen_user_share(frame["user_id"].tolist(), reference["user_hashes"]))
+    if reference.get("categories") is not None and has_text:
+        add(UNSEEN_CATEGORIES, unseen_categories(frame["text"].tolist(), reference["categories"]))
+    return rows
+
+
+def population_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the population rows for XCom: ``{name: {"value", "status", ...detail}}`` with ``alert`` and ``warn`` lists."""
+    values = {r["feature"]: {("value" if k == "statistic" else k): (round(v, 4) if isinstance(v, float) else v)
+                             for k, v in r.items() if k not in ("feature", "psi")} for r in rows}  # fmt: skip
+    return {
+        "values": values,
+        "alert": [r["feature"] for r in rows if r["status"] == "alert"],
+        "warn": [r["feature"] for r in rows if r["status"] == "warn"],
+    }
+
+
 # --------------------------------------------------------------------------- reacting
 
 
@@ -499,7 +666,8 @@ def alert_reasons(
     """Return why tonight's monitoring asks for a retrain (empty: it does not).
 
     ``drift`` is :func:`drift_summary`'s result (only ``alert`` counts, :data:`CLOCK_FEATURES` left
-    out; a warning only reports),
+    out; a warning only reports), with the population rows under ``population``
+    (:func:`population_summary`; only :data:`UNSEEN_CATEGORIES` can ask, :data:`REPORT_ONLY` never does),
     ``evaluated`` the matured partitions evaluated tonight (``pipeline.evaluate_matured``'s
     entries: per scorer its ``normalised_gini``). A partition asks when the model's realized
     normalised Gini is below ``gini_floor`` or below a baseline's on the same users.
@@ -508,6 +676,13 @@ def alert_reasons(
     alerting = [name for name in (drift or {}).get("alert") or [] if name not in CLOCK_FEATURES]
     if alerting:
         reasons.append(f"drift alert on {', '.join(alerting)}")
+    population = (drift or {}).get("population") or {}
+    for name in population.get("alert") or []:
+        if name in REPORT_ONLY:
+            continue
+        detail = (population.get("values") or {}).get(name) or {}
+        named = f" ({', '.join(detail['categories'])})" if detail.get("categories") else ""
+        reasons.append(f"drift alert on {name}: {detail.get('value')}{named}")
     for entry in evaluated:
         model = (entry.get(MODEL_SCORER) or {}).get("normalised_gini")
         if model is None:
@@ -710,8 +885,9 @@ def read_partition_metrics(engine: sa.Engine, last_as_of: dt.date) -> list[dict[
 
 
 def read_drift(engine: sa.Engine, as_of: dt.date) -> list[dict[str, Any]]:
-    """Return one night's stored drift rows, worst PSI first."""
-    return _read(engine, "read_drift", {"as_of": as_of}, "computed_at")
+    """Return one night's stored drift rows, worst PSI first, the population rows (no PSI) after them."""
+    rows = _read(engine, "read_drift", {"as_of": as_of}, "computed_at")
+    return sorted(rows, key=lambda r: (r["psi"] is None, -(r["psi"] or 0.0), r["feature"]))
 
 
 # --------------------------------------------------------------------------- text
@@ -780,7 +956,7 @@ def format_monitor(data: Mapping[str, Any]) -> str:
         lines.append(f"Drift: none computed for {data['as_of']}" + (f" ({skipped})" if skipped else "") + ".")
         return "\n".join(lines)
     lines += [f"Drift on {data['as_of']} against version {drift[0]['model_version']}'s training data", ""]
-    lines.append(f"{'feature':<24} {'PSI':>8} {'KS':>8}  status")
+    lines.append(f"{'feature':<24} {'PSI':>8} {'KS/share':>8}  status")
     for row in drift:
         ks = "n/a" if row["statistic"] is None else f"{row['statistic']:.3f}"
         psi_text = "n/a" if row["psi"] is None else f"{row['psi']:.3f}"

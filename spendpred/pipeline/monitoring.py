@@ -149,7 +149,13 @@ def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any
     ``reference.json`` (``reference`` overrides it); without one (a bundle saved before drift
     references) drift is skipped with one info line. Stores a row per feature in
     ``drift_metrics`` (tonight's rows replaced), logs one warning per alerting feature and
-    returns ``{"as_of", "model_version", "skipped"?, "counts", "alert", "warn", "max_psi", "estimated"}``.
+    returns ``{"as_of", "model_version", "skipped"?, "counts", "alert", "warn", "max_psi", "population", "estimated"}``.
+
+    The population rows (``monitoring.population_table``; stored with ``psi`` NULL and the share
+    in ``statistic``, summarised under ``population``, not in ``counts``): the share of users whose
+    text changed since the previous validated scoring night (``RunFolder.previous``), and, from the
+    reference of a champion trained since they exist (an older one: one info line), the share of
+    tonight's users the model never saw and of orders in categories never seen in training.
 
     With the reference's error model (``error_model``: a champion trained since estimated
     performance), tonight's RMSE and MAE are estimated too (``monitoring.estimate_errors``) and
@@ -176,9 +182,11 @@ def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any
         folder.require_validated()
         frame = pd.read_parquet(folder.snapshot.parquet)
         predicted = pd.read_parquet(folder.tiers_parquet, columns=["predicted_spend"])["predicted_spend"].to_numpy()
+        previous = _previous_texts(folder)
     rows = monitoring.drift_table(reference, frame, predicted, settings.drift_psi_warn, settings.drift_psi_alert)
+    population = _population(reference, frame, previous, folder.as_of, version, settings)
     with warehouse.opened_engine(url) as engine:
-        monitoring.store_drift(engine, folder.as_of, version, rows)
+        monitoring.store_drift(engine, folder.as_of, version, [*rows, *population])
     for row in rows:
         if row["status"] == "alert":
             logger.warning(
@@ -189,7 +197,66 @@ def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any
     summary = monitoring.drift_summary(rows)
     logger.info("drift for %s against version %s: %s", folder.as_of, version, summary["counts"])
     estimated = _estimate(reference, frame, predicted, folder.as_of, version, url)
-    return {"as_of": folder.as_of.isoformat(), "model_version": version, **summary, "estimated": estimated}
+    return {"as_of": folder.as_of.isoformat(), "model_version": version, **summary,
+            "population": monitoring.population_summary(population), "estimated": estimated}  # fmt: skip
+
+
+def population_thresholds(settings: Any = None) -> dict[str, tuple[float, float]]:
+    """Return the population rows' ``(warn, alert)`` shares from the settings (the text-changed share has no alert: ``inf``)."""
+    from spendpred import monitoring
+
+    settings = settings or get_settings()
+    return {
+        monitoring.TEXT_CHANGED: (settings.drift_text_changed_warn, float("inf")),
+        monitoring.UNSEEN_USERS: (settings.drift_unseen_users_warn, settings.drift_unseen_users_alert),
+        monitoring.UNSEEN_CATEGORIES: (settings.drift_unseen_categories_warn, settings.drift_unseen_categories_alert),
+    }
+
+
+def _previous_texts(folder: RunFolder) -> Any:
+    """The previous validated scoring night's ``user_id`` and ``text`` (``RunFolder.previous``), ``None`` without one."""
+    import pandas as pd
+
+    earlier = folder.previous()
+    if earlier is None:
+        return None
+    if earlier.is_remote:
+        earlier.pull("snapshot", required=False)
+    path = earlier.snapshot.parquet
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path, columns=["user_id", "text"]).assign(as_of=earlier.as_of.isoformat())
+    except (KeyError, ValueError, OSError) as exc:  # a snapshot without texts, or unreadable: the row is left out
+        logger.info("drift: the previous night's texts (%s) cannot be read (%s): text-changed share skipped", earlier.as_of, exc)
+        return None
+
+
+def _population(
+    reference: Mapping[str, Any], frame: Any, previous: Any, as_of: dt.date, version: str, settings: Any
+) -> list[dict[str, Any]]:
+    """Tonight's population rows (``monitoring.population_table``), one warning per alerting row and one info
+    line for the values (or for what an older reference lacks)."""
+    from spendpred import monitoring
+
+    thresholds = population_thresholds(settings)
+    rows = monitoring.population_table(reference, frame, previous, thresholds)
+    lacking = [key for key in ("user_hashes", "categories") if reference.get(key) is None]
+    if lacking:
+        logger.info("drift: version %s's reference has no %s (saved before population drift): unseen users/categories skipped",
+                    version, " or ".join(lacking))  # fmt: skip
+    for row in rows:
+        if row["status"] == "alert":
+            named = f" ({', '.join(row['categories'])})" if row.get("categories") else ""
+            logger.warning(
+                "drift alert on %s for %s: %.3f >= %g%s against version %s's training data%s",
+                row["feature"], as_of, row["statistic"], thresholds[row["feature"]][1], named, version,
+                " (reported only, requests no retrain)" if row["feature"] in monitoring.REPORT_ONLY else "",
+            )  # fmt: skip
+    if rows:
+        logger.info("population drift for %s: %s", as_of, "; ".join(
+            f"{r['feature']} {'n/a' if r['statistic'] is None else format(r['statistic'], '.3f')} ({r['status']})" for r in rows))
+    return rows
 
 
 def _estimate(

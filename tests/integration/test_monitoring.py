@@ -447,3 +447,62 @@ def test_model_health_of_a_warehouse_without_monitoring_tables_is_a_note(tmp_pat
         engine.dispose()
     health = report.model_health(url, get_settings())
     assert health["realized"] == [] and "spendpred db init" in health["notes"][0]
+
+
+def _with_texts(frame: Any, categories: list[str]) -> Any:
+    """``frame`` with a v2-like text per user naming one order of ``categories[i]`` (``""``: no order)."""
+    texts = [f"1 completed order totalling {i}.00. orders: {i}.00 {c}." if c else "no completed orders."
+             for i, c in enumerate(categories)]  # fmt: skip
+    return frame.assign(text=texts)
+
+
+def test_population_drift_is_stored_logged_and_returned(hand_made: str, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.unit.test_monitoring import FEATURES, _population
+
+    n = 200
+    names = ["books", "toys", "garden", ""]
+    train, held_out = _population(n, seed=1)
+    # trained on users u0000..u0149 (the staged nights' ids) whose orders name books, toys, garden
+    train = _with_texts(train, [names[i % 4] for i in range(n)]).assign(user_id=[f"u{i:04d}" for i in range(n)]).iloc[:150]
+    reference = monitoring.build_reference(train, FEATURES, held_out)
+    first, predicted = _population(n, seed=2)
+    first = _with_texts(first, [names[i % 4] for i in range(n)])
+    done = pipeline.check_drift(_stage_night(RUN_DATE, first, predicted), hand_made, reference=reference)
+    assert set(done["population"]["values"]) == {monitoring.UNSEEN_USERS, monitoring.UNSEEN_CATEGORIES}  # no earlier night
+    assert done["population"]["values"][monitoring.UNSEEN_USERS]["value"] == pytest.approx(50 / n)
+    assert done["population"]["values"][monitoring.UNSEEN_CATEGORIES]["value"] == 0.0 and done["population"]["alert"] == []
+
+    # the next night: "toys" renamed "games" (50 of 150 categorised orders), so those 50 users' texts changed
+    night = RUN_DATE + dt.timedelta(days=1)
+    renamed = _with_texts(first, [("games" if names[i % 4] == "toys" else names[i % 4]) for i in range(n)])
+    with caplog.at_level("INFO", logger="spendpred.pipeline.monitoring"):
+        result = pipeline.check_drift(_stage_night(night, renamed, predicted), hand_made, reference=reference)
+    values = result["population"]["values"]
+    assert values[monitoring.TEXT_CHANGED] == {"value": 0.25, "status": "ok", "users": n}
+    assert values[monitoring.UNSEEN_CATEGORIES] == {"value": pytest.approx(round(50 / 150, 4)), "status": "alert", "orders": 150,
+                                                    "categories": ["games"]}  # fmt: skip
+    assert result["population"]["alert"] == [monitoring.UNSEEN_CATEGORIES] and result["counts"]["ok"] == len(FEATURES) + 1
+    alerts = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(alerts) == 1 and alerts[0].startswith("drift alert on _unseen_categories") and "(games)" in alerts[0]
+    assert monitoring.alert_reasons(result, [], 0.0) == [f"drift alert on _unseen_categories: {round(50 / 150, 4)} (games)"]
+
+    engine = warehouse.get_engine(hand_made)
+    try:
+        stored = {r["feature"]: r for r in monitoring.read_drift(engine, night)}
+        assert [r["feature"] for r in monitoring.read_drift(engine, night)][-3:] == sorted(monitoring.POPULATION_FEATURES)
+        with engine.connect() as conn:
+            view = dict(conn.execute(sa.text("SELECT feature, status FROM user_spend_drift WHERE as_of = :d AND psi IS NULL"),
+                                     {"d": night.isoformat()}).all())  # fmt: skip
+    finally:
+        engine.dispose()
+    assert stored[monitoring.TEXT_CHANGED]["statistic"] == 0.25 and stored[monitoring.TEXT_CHANGED]["psi"] is None
+    assert stored[monitoring.UNSEEN_USERS]["statistic"] == pytest.approx(0.25) and stored[monitoring.UNSEEN_USERS]["status"] == "ok"
+    assert view == {monitoring.TEXT_CHANGED: "ok", monitoring.UNSEEN_USERS: "ok", monitoring.UNSEEN_CATEGORIES: "alert"}
+
+    # a reference of an older bundle (no user hashes, no categories): those rows skipped with one info line
+    older = {k: v for k, v in reference.items() if k not in ("user_hashes", "categories")}
+    caplog.clear()
+    with caplog.at_level("INFO", logger="spendpred.pipeline.monitoring"):
+        again = pipeline.check_drift(_stage_night(night + dt.timedelta(days=1), renamed, predicted), hand_made, reference=older)
+    assert list(again["population"]["values"]) == [monitoring.TEXT_CHANGED] and again["population"]["alert"] == []
+    assert sum("saved before population drift" in r.getMessage() for r in caplog.records) == 1

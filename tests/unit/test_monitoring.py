@@ -216,3 +216,84 @@ def test_cooldown_and_trigger_tags() -> None:
     asset = monitoring.retrain_trigger("asset_triggered", [{"as_of": "2024-03-01", "reasons": ["drift alert on monetary_90d"]}])
     assert asset == {"trigger": "asset", "trigger_reason": "monitoring of 2024-03-01: drift alert on monetary_90d"}
     assert set(monitoring.TRIGGERS) == {"schedule", "asset", "manual"}
+
+
+def _texts(orders: list[list[tuple[float, str]]]) -> list[str]:
+    """Texts as template v2 renders orders (``orders: <amount> <category>; ...``), after a fixed sentence."""
+    return [("2 completed orders totalling 10.00. orders: " + "; ".join(f"{a:.2f} {c}" for a, c in items) + ".")
+            if items else "no completed orders." for items in orders]  # fmt: skip
+
+
+def test_text_categories_read_the_orders_of_a_rendered_text() -> None:
+    texts = _texts([[(12.5, "books"), (3.0, "garden tools")], [(7.0, "books")], []])
+    assert monitoring.text_categories(texts) == {"books": 2, "garden tools": 1}
+    assert monitoring.text_categories([float("nan"), "orders: 12.00 (cancelled)."]) == {}  # no text, an order without category
+
+
+def test_population_rows_on_hand_made_frames(tmp_path: Path) -> None:
+    train = pd.DataFrame({"user_id": ["a", "b", "c", "d"],
+                          "text": _texts([[(10.0, "books")], [(5.0, "toys")], [(1.0, "books")], []]),
+                          "monetary_90d": [1.0, 2.0, 3.0, 4.0]})  # fmt: skip
+    reference = monitoring.build_reference(train, ["monetary_90d"], [1.0, 2.0])
+    assert reference["categories"] == ["books", "toys"] and reference["user_hashes"].dtype == np.uint64
+    assert reference["user_hashes"].tolist() == sorted(reference["user_hashes"].tolist()) and reference["user_hashes"].size == 4
+
+    previous = pd.DataFrame({"user_id": ["a", "b", "c", "x"], "text": ["t1", "t2", "t3", "t4"]})
+    # tonight: a unchanged, b and c changed, e and f new; toys renamed "games" on 2 of 5 categorised orders
+    tonight = pd.DataFrame({"user_id": ["a", "b", "c", "e", "f"],
+                            "text": ["t1", *_texts([[(5.0, "games")], [(1.0, "books"), (2.0, "books")], [(3.0, "games")]]),
+                                     "no completed orders."],
+                            "monetary_90d": [1.0, 2.0, 3.0, 4.0, 5.0]})  # fmt: skip
+    assert monitoring.text_changed_share(tonight, previous) == {"value": pytest.approx(2 / 3), "users": 3}
+    assert monitoring.unseen_user_share(tonight["user_id"], reference["user_hashes"]) == {
+        "value": pytest.approx(2 / 5), "users": 5, "unseen": 2}
+    assert monitoring.unseen_categories(tonight["text"], reference["categories"]) == {
+        "value": pytest.approx(2 / 4), "orders": 4, "categories": ["games"]}
+
+    thresholds = {monitoring.TEXT_CHANGED: (0.5, float("inf")), monitoring.UNSEEN_USERS: (0.5, 0.8),
+                  monitoring.UNSEEN_CATEGORIES: (0.01, 0.05)}  # fmt: skip
+    rows = {r["feature"]: r for r in monitoring.population_table(reference, tonight, previous, thresholds)}
+    assert [(n, rows[n]["status"]) for n in monitoring.POPULATION_FEATURES] == [
+        (monitoring.TEXT_CHANGED, "warn"), (monitoring.UNSEEN_USERS, "ok"), (monitoring.UNSEEN_CATEGORIES, "alert")]
+    assert rows[monitoring.UNSEEN_USERS]["statistic"] == pytest.approx(0.4) and rows[monitoring.UNSEEN_USERS]["psi"] is None
+    summary = monitoring.population_summary(list(rows.values()))
+    assert summary["alert"] == [monitoring.UNSEEN_CATEGORIES] and summary["warn"] == [monitoring.TEXT_CHANGED]
+    assert summary["values"][monitoring.UNSEEN_CATEGORIES] == {"value": 0.5, "status": "alert", "orders": 4, "categories": ["games"]}
+
+    # only the unseen categories request a retrain; a text-changed share or unseen users never do
+    reasons = monitoring.alert_reasons({"alert": [], "population": summary}, [], 0.0)
+    assert reasons == ["drift alert on _unseen_categories: 0.5 (games)"]
+    report_only = {"alert": [monitoring.UNSEEN_USERS, monitoring.TEXT_CHANGED], "values": {}}
+    assert monitoring.alert_reasons({"alert": [], "population": report_only}, [], 0.0) == []
+
+    # the first night (no previous snapshot) and an older bundle's reference (no users, no categories) leave rows out
+    older = {key: value for key, value in reference.items() if key not in ("user_hashes", "categories")}
+    assert monitoring.population_table(older, tonight, None, thresholds) == []
+    assert [r["feature"] for r in monitoring.population_table(older, tonight, previous, thresholds)] == [monitoring.TEXT_CHANGED]
+
+    # written: the hashes beside reference.json (which stays small), read back the same
+    path = monitoring.write_reference(tmp_path / "reference.json", reference)
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    assert "user_hashes" not in stored and stored["users"]["count"] == 4 and (tmp_path / monitoring.USERS_FILE).is_file()
+    back = monitoring.read_reference(path)
+    assert back["user_hashes"].tolist() == reference["user_hashes"].tolist() and back["categories"] == ["books", "toys"]
+    (tmp_path / monitoring.USERS_FILE).write_bytes(b"not numpy")
+    with pytest.raises(ModelError, match="retrain"):
+        monitoring.read_reference(path)
+
+
+def test_population_settings_refuse_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from spendpred.config import get_settings
+
+    settings = get_settings()
+    assert (settings.drift_text_changed_warn, settings.drift_unseen_users_warn, settings.drift_unseen_users_alert,
+            settings.drift_unseen_categories_warn, settings.drift_unseen_categories_alert) == (0.5, 0.5, 0.8, 0.01, 0.05)  # fmt: skip
+    monkeypatch.setenv("SPENDPRED_DRIFT_UNSEEN_CATEGORIES_ALERT", "0.005")
+    with pytest.raises(ValidationError, match="SPENDPRED_DRIFT_UNSEEN_CATEGORIES_WARN=0.01"):
+        get_settings()
+    monkeypatch.delenv("SPENDPRED_DRIFT_UNSEEN_CATEGORIES_ALERT")
+    monkeypatch.setenv("SPENDPRED_DRIFT_TEXT_CHANGED_WARN", "1.5")
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        get_settings()
