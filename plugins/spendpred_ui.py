@@ -179,11 +179,16 @@ def create_app() -> FastAPI:
     app.add_exception_handler(PageForbidden, forbidden_page)
 
     @app.get("/", response_class=HTMLResponse, dependencies=[Depends(page_reader)])
-    def spend_tiers_page() -> HTMLResponse:
-        """The Spend tiers page (HTML)."""
+    def spend_tiers_page(user: str | None = None) -> HTMLResponse:
+        """The Spend tiers page (HTML); ``?user=ID`` adds that user's explanation (``pipeline.explain_lookup``)."""
         from spendpred import report, ui
 
-        return HTMLResponse(ui.render_page(report.page_data(warehouse_url())), headers=NO_STORE)
+        data = report.page_data(warehouse_url())
+        if user is not None:
+            from spendpred.pipeline.nightly import explain_lookup
+
+            data["lookup"] = explain_lookup(user)
+        return HTMLResponse(ui.render_page(data), headers=NO_STORE)
 
     @app.get("/summary.json", dependencies=[Depends(api_reader)])
     def spend_tiers_summary() -> JSONResponse:

@@ -278,7 +278,30 @@ def page_data(url: str | None = None, settings: Settings | None = None) -> dict[
     data["forced"] = forced_promotion(data["champion"])
     data["scoring"] = scoring_cost((data["summary"] or {}).get("as_of"), settings)
     data["health"] = model_health(url, settings, data)
+    data["importance"] = champion_importance(data["champion"], settings)
     return data
+
+
+def champion_importance(champion: dict[str, Any] | None, settings: Settings) -> list[dict[str, Any]] | None:
+    """The champion's global importance (``explain.write_global_importance``, logged by its retrain under
+    ``evaluation/``) as rows of ``explain.IMPORTANCE_COLUMNS``; None without a champion, or for one trained
+    before it was logged or whose artifact cannot be read (logged)."""
+    import tempfile
+
+    from spendpred import explain, registry
+
+    if not champion or not champion.get("run_id"):
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = registry.get_client(settings).download_artifacts(
+                str(champion["run_id"]), f"evaluation/{explain.IMPORTANCE_TABLE}", folder
+            )
+            table = explain.read_global_importance(path)
+    except Exception as exc:  # noqa: BLE001 - an older champion has none; the page shows the rest
+        logger.info("no global importance for the champion (run %s): %s", champion.get("run_id"), exc)
+        return None
+    return None if table is None else table.to_dict(orient="records")
 
 
 # -- model health: what the monitoring stored ------------------------------------------------

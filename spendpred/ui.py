@@ -396,10 +396,66 @@ def _health(health: Mapping[str, Any] | None) -> str:
     return "".join(out)
 
 
+def _importance(rows: Sequence[Mapping[str, Any]] | None) -> str:
+    """The champion's global importance (mean |attribution| per feature and per behaviour kind, from its retrain)."""
+    if not rows:
+        return ('<section id="importance"><h2>What drives the champion\'s scores</h2><p class="muted">No global importance '
+                "logged for the champion (it is logged by retrains from issue 25 on).</p></section>")  # fmt: skip
+    out = ['<section id="importance"><h2>What drives the champion\'s scores</h2>',
+           '<p class="meta">Mean absolute attribution per held-out user of the champion\'s retrain (currency), '
+           "through the whole model (integrated gradients); behaviour kinds split the text's part.</p>"]  # fmt: skip
+    for level, title, limit in (("feature", "features", 12), ("kind", "behaviour kinds of the text", 12)):
+        part = [r for r in rows if r.get("level") == level][:limit]
+        if not part:
+            continue
+        peak = max(float(r.get("mean_abs_attribution") or 0.0) for r in part) or 1.0
+        body = "".join(
+            f'<tr data-importance="{_e(r.get("name"))}"><td>{_e(r.get("name"))}</td>'
+            f'<td>{_metric(float(r.get("mean_abs_attribution") or 0.0))}</td>'
+            f'<td style="width:240px"><div style="background:#0969da;height:10px;'
+            f'width:{100.0 * float(r.get("mean_abs_attribution") or 0.0) / peak:.0f}%"></div></td></tr>'
+            for r in part
+        )
+        out.append(f'<table class="importance" id="importance-{level}"><thead><tr><th>{_e(title)}</th><th>mean |attribution|</th>'
+                   f"<th></th></tr></thead><tbody>{body}</tbody></table>")  # fmt: skip
+    out.append("</section>")
+    return "".join(out)
+
+
+def _lookup(lookup: Mapping[str, Any] | None) -> str:
+    """The one-user form and, after a lookup, its prediction, tier, reasons and attribution table (or its error)."""
+    value = _e((lookup or {}).get("user_id") or "")
+    out = ['<section id="lookup"><h2>Look up a user</h2><form method="get" action="">'
+           f'<label for="user">user id</label> <input id="user" name="user" value="{value}" maxlength="64"> '
+           '<button type="submit">Explain</button></form>']  # fmt: skip
+    if lookup and lookup.get("error"):
+        out.append(f'<div class="error" id="lookup-error">{_e(lookup["error"])}</div>')
+    elif lookup:
+        published = lookup.get("published_spend")
+        out.append(
+            f'<p id="lookup-result">User <strong>{_e(lookup.get("user_id"))}</strong> as of {_e(lookup.get("as_of"))}: tier '
+            f'<strong id="lookup-tier">{_e(lookup.get("tier") or "?")}</strong>, published spend '
+            f'<strong id="lookup-spend">{format_money(None if published is None else float(published))}</strong> '
+            f'(model version {_e(lookup.get("scored_with"))}; explained with version {_e(lookup.get("model_version"))}: prediction '
+            f'{format_money(float(lookup.get("prediction") or 0.0))}, baseline {format_money(float(lookup.get("baseline") or 0.0))}, '
+            f'completeness gap {float(lookup.get("gap") or 0.0):+.4f})</p>'
+        )  # fmt: skip
+        reasons = "".join(f'<li>{_e(r.get("reason"))}</li>' for r in lookup.get("reasons") or [])
+        out.append(f'<p class="meta">Reasons (template {_e(lookup.get("template_version"))}):</p><ol id="lookup-reasons">{reasons}</ol>')
+        rows = "".join(f'<tr><td>{_e(r.get("feature"))}</td><td>{float(r.get("contribution") or 0.0):+,.2f}</td>'
+                       f'<td style="text-align:left">{_e(r.get("reason"))}</td></tr>' for r in lookup.get("attributions") or [])  # fmt: skip
+        out.append('<table id="lookup-attributions"><thead><tr><th>item</th><th>contribution</th><th style="text-align:left">'
+                   f"what</th></tr></thead><tbody>{rows}</tbody></table>")  # fmt: skip
+    out.append("</section>")
+    return "".join(out)
+
+
 def render_page(data: Mapping[str, Any]) -> str:
     """Return the complete HTML page for ``spendpred.report.page_data``'s result (all values escaped).
 
-    Shows an empty state, with what to run, when no scoring run has been published yet.
+    Shows an empty state, with what to run, when no scoring run has been published yet. With scores, the
+    one-user lookup form follows the tier cards (``data["lookup"]``, ``pipeline.explain_lookup``'s result: that
+    user's explanation or the one-line error) and the champion's global importance (``data["importance"]``) its section.
     """
     summary = data.get("summary")
     messages = "".join(f'<div class="error">{_e(m)}</div>' for m in data.get("errors") or [])
@@ -412,6 +468,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             f" · model {model}</p>"
             + _scoring_cost(data.get("scoring"))
             + _cards(summary)
+            + _lookup(data.get("lookup"))
             # one column: side by side, the short tier table left a blank gap beside the long champion section
             + "<section><h2>Tiers and thresholds</h2>"
             + _tier_table(summary)
@@ -423,6 +480,7 @@ def render_page(data: Mapping[str, Any]) -> str:
             + _champion(data.get("champion"), summary, data.get("comparison"), data.get("forced"))
             + "</section>"
             + _health(data.get("health"))
+            + (_importance(data.get("importance")) if data.get("champion") else "")
         )
     else:
         body = (

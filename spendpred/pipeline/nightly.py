@@ -596,6 +596,30 @@ def explain_user(user_id: str, as_of: dt.date | None = None, model: str | int | 
     }  # fmt: skip
 
 
+LOOKUP_ID_CHARS = 64
+"""Longest user id the page's lookup accepts."""
+
+
+def explain_lookup(user_id: str | None) -> dict[str, Any]:
+    """:func:`explain_user` for the Spend tiers page's lookup: its result, or ``{"user_id", "error"}`` with one line.
+
+    Never raises for a bad id, an unknown user, no scoring run or no model (``SpendpredError``): the page shows the
+    line instead (an empty or over-long id is refused before anything is read).
+    """
+    from spendpred.errors import SpendpredError
+
+    text = (user_id or "").strip()
+    if not text:
+        return {"user_id": "", "error": "enter a user id to explain"}
+    if len(text) > LOOKUP_ID_CHARS or not text.isprintable():
+        return {"user_id": text[:LOOKUP_ID_CHARS], "error": f"a user id has at most {LOOKUP_ID_CHARS} printable characters"}
+    try:
+        return explain_user(text)
+    except SpendpredError as exc:
+        logger.info("page lookup of one user: %s", exc)
+        return {"user_id": text, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+
+
 def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None = None) -> dict[str, Any]:
     """Replace the run's ``as_of`` partition of ``user_spend_scores`` (and its thresholds) atomically.
 

@@ -158,7 +158,7 @@ def _train_model(
 
     import pandas as pd
 
-    from spendpred import baselines, evaluation, monitoring, splits
+    from spendpred import baselines, evaluation, explain, monitoring, splits
     from spendpred.model import TrainConfig, train_regressor
     from spendpred.model.scoring import cpu_threads
 
@@ -216,6 +216,7 @@ def _train_model(
         context={"as_of": manifest.as_of.isoformat(), "horizon_days": manifest.horizon_days, "loss": config.loss,
                  "freeze": config.freeze, "epochs_run": len(result.history), "best_epoch": result.best_epoch},
     )
+    explain.write_global_importance(result.bundle, test, run.evaluation_dir, seed=settings.seed)  # logged with evaluation/
     pd.DataFrame({"user_id": test["user_id"], "label": test["label"], **predictions}).to_parquet(run.test_predictions, index=False)
     summary = {
         "as_of": manifest.as_of.isoformat(),
