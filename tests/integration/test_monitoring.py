@@ -506,3 +506,11 @@ def test_population_drift_is_stored_logged_and_returned(hand_made: str, caplog: 
         again = pipeline.check_drift(_stage_night(night + dt.timedelta(days=1), renamed, predicted), hand_made, reference=older)
     assert list(again["population"]["values"]) == [monitoring.TEXT_CHANGED] and again["population"]["alert"] == []
     assert sum("saved before population drift" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_bad_population_thresholds_are_one_line_and_exit_2(hand_made: str) -> None:
+    inverted = _cli(["monitor", "--url", hand_made], env={"SPENDPRED_DRIFT_UNSEEN_USERS_ALERT": "0.3"})
+    assert inverted.returncode == 2 and len(inverted.stderr.strip().splitlines()) == 1
+    assert "SPENDPRED_DRIFT_UNSEEN_USERS_WARN=0.5" in inverted.stderr
+    out_of_range = _cli(["monitor", "--url", hand_made], env={"SPENDPRED_DRIFT_TEXT_CHANGED_WARN": "2"})
+    assert out_of_range.returncode == 2 and "SPENDPRED_DRIFT_TEXT_CHANGED_WARN=2 is out of range" in out_of_range.stderr
