@@ -25,7 +25,11 @@ decile bin edges, the reference share of each bin and a small seeded sample. Eac
 :func:`drift_table` gives, per column, the population stability index over those bins and the
 two-sample Kolmogorov-Smirnov statistic against the sample (``scipy.stats.ks_2samp``), with
 status ``ok``, ``warn`` or ``alert`` by the PSI thresholds (``SPENDPRED_DRIFT_PSI_WARN``,
-``SPENDPRED_DRIFT_PSI_ALERT``).
+``SPENDPRED_DRIFT_PSI_ALERT``). Three population rows join them (:func:`population_table`): the
+share of users whose text changed since the previous night, the share of tonight's users absent
+from the training snapshot (the reference's sorted 64-bit id hashes, :data:`USERS_FILE` beside
+``reference.json``) and the share of orders in categories never seen in training (the
+reference's ``categories``, read from the texts).
 
 **Estimated performance before labels** (NannyML's direct loss estimation): at retrain time
 :func:`fit_error_model` learns, on the champion's held-out users, each user's expected absolute

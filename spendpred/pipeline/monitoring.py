@@ -138,7 +138,35 @@ def load_reference(version: str) -> dict[str, Any] | None:
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - MlflowException or OSError: the bundle has no reference
             return None
+        _download_users(f"{root}/artifacts/{registry.BUNDLE_ARTIFACT}", Path(local), settings.resolved_tracking_uri)
         return monitoring.read_reference(Path(local))
+
+
+def _download_users(bundle_uri: str, reference: Path, tracking_uri: str) -> None:
+    """Put the training users' hashes (``monitoring.USERS_FILE``) beside a downloaded ``reference.json`` when it names
+    them; a bundle without them (saved before population drift) or a failed download leaves the unseen-user share out."""
+    import json
+    import shutil
+
+    import mlflow.artifacts
+
+    from spendpred import monitoring
+
+    try:
+        users = json.loads(reference.read_text(encoding="utf-8")).get("users")
+    except (OSError, ValueError, AttributeError):
+        return  # read_reference names what is wrong
+    if not isinstance(users, dict):
+        return
+    name = str(users.get("file") or monitoring.USERS_FILE)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{bundle_uri}/{name}", dst_path=str(reference.parent / "users"),
+                                                         tracking_uri=tracking_uri))  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - MlflowException or OSError: drift goes on without the users
+        logger.info("drift: the training users' hashes (%s) cannot be downloaded (%s): unseen-user share skipped", name,
+                    " ".join(str(exc).splitlines())[:200])  # fmt: skip
+        return
+    shutil.move(str(local), str(reference.with_name(name)))
 
 
 def check_drift(run: RunRef, url: str | None = None, reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
