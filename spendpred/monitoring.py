@@ -551,9 +551,16 @@ def text_categories(texts: Sequence[str]) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for text in texts:
-        if not isinstance(text, str) or "orders: " not in text:
+        start = text.find("orders: ") if isinstance(text, str) else -1
+        if start < 0:
             continue
-        for segment in segments(text):
+        # only the orders section is read (the first "orders: ": the fixed sentences have none; searches follow)
+        body = text[start:]
+        for header in (" searches: ", " reviews: "):
+            cut = body.find(header)
+            if cut >= 0:
+                body = body[:cut]
+        for segment in segments(body):
             # an order without category but with a status ("12.00 (cancelled)") reads as category "(cancelled)"
             if segment.kind == "category" and segment.value and not segment.value.startswith("("):
                 counts[segment.value] = counts.get(segment.value, 0) + 1
