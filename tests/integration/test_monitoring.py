@@ -484,7 +484,9 @@ def test_population_drift_is_stored_logged_and_returned(hand_made: str, caplog: 
     assert result["population"]["alert"] == [monitoring.UNSEEN_CATEGORIES] and result["counts"]["ok"] == len(FEATURES) + 1
     alerts = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(alerts) == 1 and alerts[0].startswith("drift alert on _unseen_categories") and "(games)" in alerts[0]
-    assert monitoring.alert_reasons(result, [], 0.0) == [f"drift alert on _unseen_categories: {round(50 / 150, 4)} (games)"]
+    reasons = monitoring.alert_reasons(result, [], 0.0)
+    assert reasons == [f"drift alert on _unseen_categories: {round(50 / 150, 4)} (games)"]
+    assert decide_retrain(night, result["model_version"], reasons, hand_made)["decision"] == "requested"
 
     engine = warehouse.get_engine(hand_made)
     try:
@@ -498,6 +500,8 @@ def test_population_drift_is_stored_logged_and_returned(hand_made: str, caplog: 
     assert stored[monitoring.TEXT_CHANGED]["statistic"] == 0.25 and stored[monitoring.TEXT_CHANGED]["psi"] is None
     assert stored[monitoring.UNSEEN_USERS]["statistic"] == pytest.approx(0.25) and stored[monitoring.UNSEEN_USERS]["status"] == "ok"
     assert view == {monitoring.TEXT_CHANGED: "ok", monitoring.UNSEEN_USERS: "ok", monitoring.UNSEEN_CATEGORIES: "alert"}
+    printed = monitoring.format_monitor({"as_of": night.isoformat(), "horizon_days": H, "drift": list(stored.values())})
+    assert any(line.startswith("_unseen_categories") and line.split()[1:] == ["n/a", "0.333", "alert"] for line in printed.splitlines())
 
     # a reference of an older bundle (no user hashes, no categories): those rows skipped with one info line
     older = {k: v for k, v in reference.items() if k not in ("user_hashes", "categories")}
