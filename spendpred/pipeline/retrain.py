@@ -205,7 +205,8 @@ def _train_model(
     result.bundle.save(run.bundle_dir)
     # the drift reference (spendpred.monitoring) travels with the bundle: features of the whole
     # training snapshot, predictions of the held-out users, and the error model fitted on their
-    # errors (estimated performance before labels: direct loss estimation)
+    # errors (estimated performance before labels: direct loss estimation); from the snapshot's
+    # user_id and text also its users' id hashes (reference_users.npy) and order categories
     monitoring.write_reference(run.bundle_dir / monitoring.REFERENCE_FILE,
                                monitoring.build_reference(frame, features, candidate, seed=settings.seed,
                                                           held_out=test, labels=test["label"].to_numpy()))  # fmt: skip
