@@ -507,7 +507,7 @@ def _scaled(tokens: list[tuple[int, int, float]], total: float) -> list[tuple[in
 # --------------------------------------------------------------------------- global importance (the retrain's view)
 
 GLOBAL_USERS = 64
-"""Held-out users the retrain attributes (on-demand path, through the encoder) for the global importance."""
+"""Held-out users the retrain attributes for the global importance (:func:`write_global_importance`)."""
 IMPORTANCE_TABLE = "global_importance.json"
 """The global importance table in a retrain's evaluation folder (MLflow's table format: ``columns`` and ``data``)."""
 IMPORTANCE_PLOT = "global_importance.png"
@@ -523,7 +523,7 @@ def item_kind(key: str) -> str:
         return key
     part = key.split(":", 2)[1]
     return {"orders": "orders", "category": "categories", "search": "searches", "searches": "searches",
-            "reviews": "reviews", "activity": "text"}.get(part, part)  # fmt: skip
+            "reviews": "reviews", "activity": "unsplit"}.get(part, part)  # fmt: skip
 
 
 def global_importance(attributions: Sequence[UserAttribution]) -> pd.DataFrame:
@@ -537,12 +537,11 @@ def global_importance(attributions: Sequence[UserAttribution]) -> pd.DataFrame:
         for column, value in a.features.items():
             rows.setdefault(("feature", column), []).append(value)
         rows.setdefault(("feature", "text"), []).append(a.text_total)
-        if a.text_lump is None:
-            kinds: dict[str, float] = {}
-            for item in text_items(a):
-                kinds[item_kind(item.key)] = kinds.get(item_kind(item.key), 0.0) + item.contribution
-            for kind, value in kinds.items():
-                rows.setdefault(("kind", kind), []).append(value)
+        kinds: dict[str, float] = {}
+        for item in text_items(a):  # a text not split by segment is the one kind "unsplit"
+            kinds[item_kind(item.key)] = kinds.get(item_kind(item.key), 0.0) + item.contribution
+        for kind, value in kinds.items():
+            rows.setdefault(("kind", kind), []).append(value)
     n = len(attributions)
     table = pd.DataFrame(
         [{"level": level, "name": name, "mean_abs_attribution": float(np.abs(values).sum() / max(n, 1)),
@@ -553,11 +552,16 @@ def global_importance(attributions: Sequence[UserAttribution]) -> pd.DataFrame:
 
 
 def write_global_importance(
-    model: Any, frame: pd.DataFrame, folder: Any, *, users: int = GLOBAL_USERS, seed: int = 0
+    model: Any, frame: pd.DataFrame, folder: Any, *, users: int = GLOBAL_USERS, seed: int = 0, exact: bool = False
 ) -> pd.DataFrame | None:
-    """Attribute up to ``users`` rows of ``frame`` (a stable sample; :func:`attribute`, the on-demand path) and write
-    their :func:`global_importance` into ``folder``: ``IMPORTANCE_TABLE`` (MLflow's table JSON, what ``mlflow.log_table``
-    writes) and ``IMPORTANCE_PLOT`` (bars of the 15 largest features and every kind). Returns the table.
+    """Attribute up to ``users`` rows of ``frame`` (a stable sample) and write their :func:`global_importance` into
+    ``folder``: ``IMPORTANCE_TABLE`` (MLflow's table JSON, what ``mlflow.log_table`` writes) and ``IMPORTANCE_PLOT``
+    (bars of the 15 largest features and every kind). Returns the table.
+
+    By default through the head with the text split by segment (:func:`attribute_head` with ``split_text``: exact
+    integrated gradients per head column and for the text's total, the split by kind approximate; about three
+    encoder passes a user); ``exact`` uses :func:`attribute` (through the encoder, 32 steps a user: on a CPU with
+    a 6-layer encoder minutes for 64 users, too slow for every retrain).
 
     What the retrain logs with its evaluation (``evaluation/`` of the MLflow run) and the Spend tiers page shows for
     the champion. None (logged, nothing written) for a model :func:`check_model` refuses. Raises as :func:`attribute`.
@@ -572,7 +576,8 @@ def write_global_importance(
         logger.warning("no global importance for this model: %s", exc)
         return None
     sample = frame if len(frame) <= users else frame.sample(n=users, random_state=seed).sort_values("user_id")
-    table = global_importance(attribute(model, sample.reset_index(drop=True)))
+    sample = sample.reset_index(drop=True)
+    table = global_importance(attribute(model, sample) if exact else attribute_head(model, sample, split_text=True))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / IMPORTANCE_TABLE, {"columns": list(table.columns), "data": table.values.tolist()})

@@ -402,8 +402,8 @@ def _importance(rows: Sequence[Mapping[str, Any]] | None) -> str:
         return ('<section id="importance"><h2>What drives the champion\'s scores</h2><p class="muted">No global importance '
                 "logged for the champion (it is logged by retrains from issue 25 on).</p></section>")  # fmt: skip
     out = ['<section id="importance"><h2>What drives the champion\'s scores</h2>',
-           '<p class="meta">Mean absolute attribution per held-out user of the champion\'s retrain (currency), '
-           "through the whole model (integrated gradients); behaviour kinds split the text's part.</p>"]  # fmt: skip
+           '<p class="meta">Mean absolute attribution per held-out user of the champion\'s retrain (currency; '
+           "integrated gradients through the head, the text's part split by behaviour kind approximately).</p>"]  # fmt: skip
     for level, title, limit in (("feature", "features", 12), ("kind", "behaviour kinds of the text", 12)):
         part = [r for r in rows if r.get("level") == level][:limit]
         if not part:

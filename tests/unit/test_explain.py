@@ -245,3 +245,11 @@ def test_global_importance_per_feature_and_behaviour_kind(model: SpendModel, fra
     assert (tmp_path / "evaluation" / explain.IMPORTANCE_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pd.testing.assert_frame_equal(explain.read_global_importance(tmp_path / "evaluation" / explain.IMPORTANCE_TABLE), written)
     assert written["users"].iloc[0] == 8 and explain.read_global_importance(tmp_path / "missing.json") is None
+    # the retrain's default goes through the head with the approximate split: the same head-column and text totals'
+    # sizes as the exact path (agreeing closely, not exactly: another path), kinds adding up to the text
+    fast = explain.global_importance(explain.attribute_head(model, frame, split_text=True)).set_index(["level", "name"])
+    exact = table.set_index(["level", "name"])
+    spread = exact.loc["feature", "mean_abs_attribution"].sum()
+    for name in ("text", column):
+        assert abs(fast.loc[("feature", name), "mean_abs_attribution"] - exact.loc[("feature", name), "mean_abs_attribution"]) <= 0.05 * spread
+    assert fast.loc["kind", "mean_attribution"].sum() == pytest.approx(fast.loc[("feature", "text"), "mean_attribution"], abs=1e-6)
