@@ -1,13 +1,16 @@
 """The pipeline steps that both front ends call: the Airflow DAGs and the ``spendpred`` CLI.
 
-One module per job: ``admin`` (schema, grants, loading data, summaries), ``snapshots``
-(extract and validate, shared by both jobs), ``retrain`` (the weekly retraining DAG's steps),
-``nightly`` (the nightly scoring DAG's steps) and ``monitoring`` (realized performance and drift after publishing). Each step checks its parameters with the
-one parameter spec (``spendpred.params``), reads its inputs, calls the domain functions
-(``splits``, ``promotion``, ``shards``, ``tiers``, ``publish``...) and writes its outputs. Dates arrive as ``datetime.date`` (the front ends parse
-them); steps after an extract take the run folder (``spendpred.snapshot.RunFolder``) or its
-JSON reference ``{"kind", "as_of", "root"}``, and return small JSON-able metadata fit for
-XCom. Heavy imports happen inside the steps.
+One module per job: ``admin`` (schema, grants, loading data, summaries), ``snapshots`` (extract
+and validate, shared by both jobs), ``retrain`` (the weekly retraining DAG's steps),
+``nightly`` (the nightly scoring DAG's steps) and ``monitoring`` (realized performance and
+drift after publishing). A run's parameters are checked once where it enters
+(``spendpred.params``: the CLI command, the DAG's first task, or ``train``/``score`` for a
+Python caller) and every step takes the checked object; a step reads its inputs, calls the
+domain functions (``splits``, ``promotion``, ``shards``, ``tiers``, ``publish``...) and writes
+its outputs. Dates arrive as ``datetime.date`` (the front ends parse them); steps after an
+extract take the run folder (``spendpred.snapshot.RunFolder``) or its JSON reference ``{"kind",
+"as_of", "root"}``, and return small JSON-able metadata fit for XCom. Heavy imports happen
+inside the steps.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from spendpred.promotion import (
     DEFAULT_RMSE_TOLERANCE,
     PromotionDecision,
     PromotionMode,
-    check_mode,
     decide,
 )
 from spendpred.registry.store import (
@@ -83,8 +82,8 @@ def promote(
     """
     from mlflow.exceptions import MlflowException
 
-    check_mode(mode, gini_margin, rmse_tolerance)
-    version = str(version)
+    version = str(version)  # mode and tolerances are checked once, by decide
+
     try:
         client.get_model_version(REGISTERED_MODEL, version)
     except MlflowException as exc:
