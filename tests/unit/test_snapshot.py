@@ -12,15 +12,20 @@ import pytest
 
 from spendpred.config import Settings
 from spendpred.errors import ConfigError, DataError, ValidationFailed
+from spendpred.failures import describe
 from spendpred.files import sha256_file
 from spendpred.snapshot import (
     FEATURE_COLUMNS,
     MANIFEST_FILE,
+    SNAPSHOT_FILE,
+    VALIDATION_JSON,
+    VALIDATION_MD,
     Manifest,
     RunFolder,
     SnapshotDir,
     local_path,
     snapshot_columns,
+    staged_snapshot,
     staging_root,
 )
 
@@ -247,3 +252,61 @@ def test_staging_root_accepts_paths_and_file_urls(tmp_path: Path) -> None:
 def test_staging_root_refuses_other_schemes_clearly(tmp_path: Path, url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         staging_root(Settings(home=tmp_path, staging_dir=url))
+
+
+# -- staged_snapshot: a snapshot appears only when its extract succeeded ------------------------------
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _write_stub(folder: Path, text: str) -> None:
+    (folder / SNAPSHOT_FILE).write_text(f"parquet {text}")
+    (folder / MANIFEST_FILE).write_text(f"manifest {text}")
+
+
+def test_a_successful_extract_replaces_the_snapshot_and_its_stale_reports(tmp_path: Path) -> None:
+    out = tmp_path / "score" / "2024-06-30" / "snapshot"
+    out.mkdir(parents=True)
+    _write_stub(out, "old")
+    (out / VALIDATION_JSON).write_text("{}")
+    (out / VALIDATION_MD).write_text("passed")
+    (out / "notes.txt").write_text("kept")
+    with staged_snapshot(out) as tmp:
+        assert tmp.parent == out.parent and tmp.name.startswith(".snapshot.tmp-") and list(tmp.iterdir()) == []
+        _write_stub(tmp, "new")
+    assert _files(out) == {SNAPSHOT_FILE: b"parquet new", MANIFEST_FILE: b"manifest new", "notes.txt": b"kept"}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["snapshot"]
+
+
+def test_a_failed_extract_creates_no_folder(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    with pytest.raises(RuntimeError), staged_snapshot(staging / "score" / "2024-06-30" / "snapshot") as tmp:
+        _write_stub(tmp, "half")
+        raise RuntimeError("the warehouse went away")
+    assert list(tmp_path.iterdir()) == []  # not even the staging root
+
+
+def test_a_failed_extract_keeps_the_validated_snapshot_as_it_was(tmp_path: Path) -> None:
+    out = tmp_path / "train" / "2024-04-01" / "snapshot"
+    out.mkdir(parents=True)
+    _write_stub(out, "validated")
+    (out / VALIDATION_JSON).write_text('{"success": true}')
+    (tmp_path / "train" / "2024-04-01" / "model").mkdir()
+    before = _files(tmp_path)
+    with pytest.raises(OSError), staged_snapshot(out) as tmp:
+        (tmp / SNAPSHOT_FILE).write_text("partial")
+        raise OSError(28, "No space left on device", str(tmp / SNAPSHOT_FILE))
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model", "snapshot"]
+
+
+def test_a_file_in_the_way_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match="a-file: it is a file, not a folder"), staged_snapshot(tmp_path / "a-file"):
+        pass
+    with pytest.raises(NotADirectoryError) as info, staged_snapshot(tmp_path / "a-file" / "staging" / "snapshot"):
+        pass
+    assert "Not a directory" in (describe(info.value) or "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
