@@ -102,6 +102,9 @@ def evaluate(model, test, draws: int, seed: int, planted=None) -> dict:  # noqa:
         predicted = np.array([a.prediction for a in attributions])
         top_move = np.abs(predicted - explain.ablate(model, test, top))
         random_moves = np.stack([np.abs(predicted - explain.ablate(model, test, sets)) for sets in random_sets])
+        signs = [{np.sign(i.contribution) for i in explain.all_items(a, 3)} for a in attributions]
+        same = np.array([len(s_) == 1 for s_ in signs])
+        beats = top_move[None, :] > random_moves
         out[name] = {
             "completeness": {"mean_abs_gap": float(gaps.mean()), "max_abs_gap": float(gaps.max()),
                              "mean_gap_share_of_spread": float(np.mean(gaps / np.maximum(spread, 1e-9))),
@@ -109,6 +112,9 @@ def evaluate(model, test, draws: int, seed: int, planted=None) -> dict:  # noqa:
             "items_per_user": float(np.mean([len(k) for k in items])),
             "top3_beats_random3_per_draw": float(np.mean(top_move[None, :] > random_moves)),
             "top3_beats_random3_mean": float(np.mean(top_move > random_moves.mean(axis=0))),
+            "same_sign_top3_users": int(same.sum()),
+            "top3_beats_random3_per_draw_same_sign": float(beats[:, same].mean()) if same.any() else None,
+            "top3_beats_random3_per_draw_mixed_sign": float(beats[:, ~same].mean()) if (~same).any() else None,
             "mean_abs_change_top3": float(top_move.mean()),
             "mean_abs_change_random3": float(random_moves.mean()),
             "mean_abs_prediction": float(np.abs(predicted).mean()),
@@ -200,7 +206,9 @@ def main() -> int:
                   f"{m['top3_beats_random3_mean']:.1%} of users vs the draws' mean; mean |change| top3 "
                   f"{m['mean_abs_change_top3']:.2f} vs random3 {m['mean_abs_change_random3']:.2f} (mean prediction "
                   f"{m['mean_abs_prediction']:.2f}, {m['items_per_user']:.1f} items a user); completeness gap mean "
-                  f"{c['mean_abs_gap']:.5f} max {c['max_abs_gap']:.5f}, within tolerance {c['within_tolerance']:.1%}")  # fmt: skip
+                  f"{c['mean_abs_gap']:.5f} max {c['max_abs_gap']:.5f}, within tolerance {c['within_tolerance']:.1%}; "
+                  f"{m['same_sign_top3_users']} users whose top 3 share a sign: {m['top3_beats_random3_per_draw_same_sign']}, "
+                  f"the others: {m['top3_beats_random3_per_draw_mixed_sign']}")  # fmt: skip
         if r.get("planted"):
             p = r["planted"]
             print(f"  planted '{PLANTED_QUERY}': {p['planted_users_with_item_in_text']} held-out planted users with it in "
