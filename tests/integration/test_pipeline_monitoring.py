@@ -1,5 +1,7 @@
-"""Realized performance of matured partitions on a small hand-made warehouse (SQLite and PostgreSQL;
-spend computed by hand), drift on hand-staged nights, the monitor step's guard, and ``spendpred monitor`` on good and bad input."""
+"""The monitoring steps (``spendpred.pipeline.monitoring``): realized performance of matured partitions on a
+small hand-made warehouse (SQLite and PostgreSQL; spend computed by hand), drift on hand-staged nights, the
+monitor step's guard, and ``spendpred monitor`` on good and bad input. The stage's own functions
+(``spendpred.monitoring``) are tested in ``tests/unit/test_monitoring.py``."""
 
 from __future__ import annotations
 
