@@ -22,7 +22,9 @@ step through the production functions (``spendpred.pipeline``; nothing re-implem
 its monitoring keep ``SPENDPRED_HORIZON_DAYS`` = H: what ``spendpred train --horizon-days 180``
 followed by ``spendpred score`` and ``spendpred monitor`` do with the setting left at its default
 (see bench/README.md, "Why 2.8x"); each partition is then also evaluated against the champion's own
-horizon, side by side.
+horizon, side by side. Since the nightly refuses a champion trained for another horizon than
+``SPENDPRED_HORIZON_DAYS`` (``shards.require_same_horizon``), such a replay stops at its first night
+with that one line; bench/README.md keeps the figures measured before the check.
 
 Encoders: ``--encoder minilm`` (default; all-MiniLM-L6-v2 frozen, head only: ``--freeze
 all-but-head``, the CPU setting of the accuracy benchmark) or ``--encoder tiny`` (a tiny random

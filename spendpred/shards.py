@@ -103,6 +103,23 @@ def require_same_template(model_template: str | None, snapshot_template: str, mo
         )
 
 
+def require_same_horizon(model_horizon: int | None, scoring_horizon: int, model_label: str) -> None:
+    """Raise ``ModelError`` unless the model predicts spend over the horizon the scores are read for.
+
+    ``predicted_spend`` is spend over the model's label horizon; the monitoring evaluates it, and
+    consumers read it, over ``SPENDPRED_HORIZON_DAYS``. A model trained for another horizon (the
+    retrain's ``horizon`` param) would publish numbers that mean something else: on CDNOW, a
+    180-day model read as 90 days looked 2.8x too high. ``None`` (a bundle that predates the
+    record) is accepted.
+    """
+    if model_horizon is not None and int(model_horizon) != int(scoring_horizon):
+        raise ModelError(
+            f"{model_label} predicts spend over {int(model_horizon)} days but scores are published and evaluated over "
+            f"SPENDPRED_HORIZON_DAYS={int(scoring_horizon)}: set SPENDPRED_HORIZON_DAYS={int(model_horizon)}, or score "
+            f"with a version trained with horizon={int(scoring_horizon)}"
+        )
+
+
 def score_shard_file(
     model: Any,
     snapshot_file: Path,

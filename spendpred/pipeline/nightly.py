@@ -106,7 +106,7 @@ def score_shard(
 def _score_shard(run: RunFolder, shard: int, shards: int, ref: str) -> dict[str, Any]:
     """:func:`score_shard` in a working copy: pull the snapshot, score, push the shard file."""
     from spendpred import registry
-    from spendpred.shards import require_same_template, score_shard_file
+    from spendpred.shards import require_same_horizon, require_same_template, score_shard_file
 
     run.pull("snapshot", "validation")
     manifest = run.require_validated()
@@ -116,6 +116,11 @@ def _score_shard(run: RunFolder, shard: int, shards: int, ref: str) -> dict[str,
     require_same_template(
         spend_model.meta.get("text_template_version"),
         manifest.text_template_version,
+        f"{registry.REGISTERED_MODEL} version {version.version}",
+    )
+    require_same_horizon(
+        (spend_model.meta.get("train_config") or {}).get("horizon_days"),
+        settings.horizon_days,
         f"{registry.REGISTERED_MODEL} version {version.version}",
     )
     files = _shard_cache(spend_model, str(version.version), shard, shards, settings)

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 
 from spendpred import metrics, monitoring, pipeline, warehouse
+from spendpred.errors import ModelError
 from spendpred.shards import round_published
 from spendpred.snapshot import RunFolder
 from tests.tiny_bert import make_tiny_bert
@@ -76,3 +77,12 @@ def test_published_scores_equal_the_retrains_held_out_predictions(
     for key in ("normalised_gini", "top10_capture", "spearman"):
         assert not math.isnan(realized[key])
         assert realized[key] == pytest.approx(reported[key], abs=0.01), key
+
+    # a champion trained for H days is never published as spend over another horizon (on CDNOW a
+    # 180-day model read as 90 days looked 2.8x too high): the nightly refuses it, naming both
+    monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", str(H + 30))
+    night = AS_OF + dt.timedelta(days=1)
+    with pytest.raises(ModelError, match=rf"predicts spend over {H} days but .*SPENDPRED_HORIZON_DAYS={H + 30}: set "):
+        pipeline.score(night, url=warehouse_url)
+    with warehouse.opened_engine(warehouse_url) as engine:
+        assert monitoring.read_realized(engine, night, H).empty  # nothing published for that night

@@ -117,3 +117,11 @@ def test_the_anchor_scales_by_exact_totals_whatever_the_split() -> None:
     assert scaled.column("predicted_spend").to_pylist() == again.column("predicted_spend").to_pylist() == [8.0, 16.0, 8.0]
     unchanged, info = shards.apply_anchor(table, [{"totals": {"predicted_cents": 4000, "forecast_cents": None}}], anchor)
     assert unchanged is table and info["factor"] == 1.0  # no forecast (a model without hybrid features)
+
+
+def test_a_model_for_another_horizon_is_refused() -> None:
+    shards.require_same_horizon(90, 90, "spendpred-regressor version 2")
+    shards.require_same_horizon(None, 90, "spendpred-regressor version 2")  # a bundle from before the record
+    with pytest.raises(ModelError, match=r"version 2 predicts spend over 180 days but .*SPENDPRED_HORIZON_DAYS=90: "
+                                         r"set SPENDPRED_HORIZON_DAYS=180, or score with a version trained with horizon=90"):
+        shards.require_same_horizon(180, 90, "spendpred-regressor version 2")
