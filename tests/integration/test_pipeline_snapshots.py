@@ -13,11 +13,18 @@ import sqlalchemy as sa
 
 from spendpred import pipeline, warehouse
 from spendpred.config import Settings
-from spendpred.errors import ConfigError
+from spendpred.errors import ConfigError, ValidationFailed
 from spendpred.pipeline.snapshots import preflight, resolve_horizon
 from spendpred.snapshot import MANIFEST_FILE, SNAPSHOT_FILE
+from tests.pipeline_run import RUN_DATE, published_scores
 
 AS_OF = dt.date(2024, 3, 31)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, isolated_settings: Path) -> Path:
+    monkeypatch.setenv("SPENDPRED_HORIZON_DAYS", "60")
+    return isolated_settings
 
 
 def _staging(settings: Settings) -> Path:
@@ -95,3 +102,13 @@ def test_extract_snapshot_writes_into_any_folder_only_when_it_succeeds(sqlite_ur
         pipeline.extract_snapshot(AS_OF, tmp_path / "failed" / "snapshot", url=bare)
     assert not (tmp_path / "failed").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no hidden leftovers either
+
+
+def test_empty_warehouse_snapshot_fails_validation(env: Path, sqlite_url: str) -> None:
+    pipeline.init_warehouse(sqlite_url)
+    snap = pipeline.extract_scoring_snapshot(RUN_DATE, url=sqlite_url)
+    with pytest.raises(ValidationFailed):
+        pipeline.validate_snapshot(snap)
+    with pytest.raises(ValidationFailed):
+        pipeline.plan_shards(snap, 1)
+    assert published_scores(sqlite_url) == []

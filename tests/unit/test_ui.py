@@ -7,8 +7,17 @@ import re
 
 import numpy as np
 
-from spendpred import ui
+from spendpred import report, ui
 from spendpred.tiers import assign_tiers
+
+CHAMPION = {
+    "name": "spendpred-regressor", "version": "7", "tags": {"loss": "ziln"},
+    "metrics": {"normalised_gini": 0.71, "top10_capture": 0.52, "rmse": 40.0, "decile_mape": 0.2, "total_ratio": 1.04,
+                "total_predicted": 10400.0, "total_actual": 10000.0, "finetune_lift_normalised_gini": 0.012},
+    "baselines": {"past_spend": {"normalised_gini": 0.55, "top10_capture": 0.45, "rmse": 60.0},
+                  "gbt_numeric": {"normalised_gini": 0.66, "top10_capture": 0.50, "rmse": 45.0},
+                  "before_finetuning": {"normalised_gini": 0.698, "top10_capture": 0.51, "rmse": 41.0}},
+}  # fmt: skip
 
 
 def _bars(svg: str) -> list[str]:
@@ -60,3 +69,36 @@ def test_the_empty_page_says_what_to_run_and_escapes_everything_it_shows() -> No
     assert '<div class="note">a &amp; b</div>' in page
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</body></html>")
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing external is loaded
+
+
+def test_the_page_shows_exact_thresholds_and_labels_not_metric_keys() -> None:
+    """Issue 22: the page rounded thresholds to whole units (144.48 showed as 144), showed raw metric keys
+    (``finetune_lift_normalised_gini``) and left a blank gap beside the short tier table."""
+    summary = {
+        "as_of": "2024-06-01", "previous_as_of": None, "user_count": 20, "model_name": "spendpred-regressor",
+        "model_version": "7", "scored_at": "2024-06-02 02:00:00",
+        "tier_sizes": {"high": 2, "medium": 6, "low": 12},
+        "tier_spend": {"high": {"min": 1444.8, "mean": 2000.125, "max": 2555.5}},
+        "thresholds": [{"tier": "high", "lower_bound": 1444.8, "upper_bound": None},
+                       {"tier": "medium", "lower_bound": 144.48, "upper_bound": 1444.8},
+                       {"tier": "low", "lower_bound": None, "upper_bound": 144.48}],
+        "histogram": {"edges": [0.0, 10.0, 100.0], "counts": [3, 4], "scale": "log1p"},
+    }  # fmt: skip
+    page = ui.render_page({"warehouse": "sqlite://", "summary": summary, "champion": CHAMPION,
+                           "comparison": report.champion_comparison(CHAMPION), "errors": [], "notes": []})  # fmt: skip
+    tiers = page[page.index('<table id="tiers">'):page.index("</table>", page.index('<table id="tiers">'))]
+    assert '<tr id="tier-medium">' in tiers
+    medium = tiers[tiers.index('<tr id="tier-medium">'):tiers.index("</tr>", tiers.index('<tr id="tier-medium">'))]
+    assert "<td>144.48</td><td>1,444.80</td>" in medium  # to the cent, never 144
+    high = tiers[tiers.index('<tr id="tier-high">'):]
+    assert "<td>1,444.80</td><td>—</td>" in high
+    assert "finetune_lift" not in page and "normalised_gini" not in page
+    assert "<td>Fine-tuning lift: Normalised Gini</td>" in page
+    assert "<td>Total predicted</td>" in page
+    assert "fine-tuning lift over the frozen encoder: Normalised Gini +0.0120" in page
+    # one column: no side-by-side layout whose short left side leaves a gap; sections in reading order
+    assert "grid2" not in page and "display:flex;gap:48px" not in page
+    order = [page.index(h) for h in ("<h2>Tiers and thresholds</h2>", "<h2>Score distribution</h2>",
+                                     "<h2>Tier movement</h2>", "<h2>Champion model</h2>")]  # fmt: skip
+    assert order == sorted(order)
+    assert ui.format_bound(None) == "—" and ui.format_bound(144.48) == "144.48" and ui.format_bound(0.0) == "0.00"
