@@ -519,6 +519,12 @@ UNSEEN_CATEGORIES = "_unseen_categories"
 """Drift row: the share of tonight's categorised orders (in the texts) whose category was never seen in training."""
 POPULATION_FEATURES: tuple[str, ...] = (TEXT_CHANGED, UNSEEN_USERS, UNSEEN_CATEGORIES)
 """The population drift rows (``drift_metrics``: ``psi`` NULL, the share in ``statistic``)."""
+POPULATION_LABELS: dict[str, str] = {
+    TEXT_CHANGED: "users whose text changed since the last night",
+    UNSEEN_USERS: "users the model never saw in training",
+    UNSEEN_CATEGORIES: "orders in categories unseen in training",
+}
+"""What each population row measures, in words (the page and reports)."""
 REPORT_ONLY: frozenset[str] = frozenset({TEXT_CHANGED, UNSEEN_USERS})
 """Population rows that never request a retrain: texts change whenever users act, and a model scores
 users from their text and features, not their id (unseen users are expected: every one who joined

@@ -17,6 +17,7 @@ from typing import Any
 
 from spendpred.embeddings import describe_cost
 from spendpred.metrics import METRIC_LABELS, metric_label  # champion's test metrics in this order, others follow sorted
+from spendpred.monitoring import POPULATION_LABELS
 from spendpred.tiers import TIERS, tier_of
 
 TIER_COLOURS: dict[str, str] = {"high": "#1a7f37", "medium": "#bf8700", "low": "#8c959f"}
@@ -274,6 +275,10 @@ _HEALTH_SCORERS: tuple[tuple[str, str, str], ...] = (
 _STATUS_COLOURS = {"ok": "#1a7f37", "warn": "#bf8700", "alert": "#cf222e"}
 
 
+def _share(value: Any) -> str:
+    return "—" if value is None else f"{100 * float(value):.1f}%"
+
+
 def _figure(values: Sequence[Any] | None, digits: int = 3) -> str:
     if not values or values[0] is None:
         return "—"
@@ -356,14 +361,18 @@ def _health(health: Mapping[str, Any] | None) -> str:
     drift = health.get("drift") or []
     if drift:
         rows = "".join(
-            f'<tr data-feature="{_e(r["feature"])}" data-status="{_e(r["status"])}"><td>{_e(r["feature"])}</td>'
-            f'<td>{_figure([r.get("psi")])}</td><td>{_figure([r.get("statistic")])}</td>'
-            f'<td><strong style="color:{_STATUS_COLOURS.get(str(r["status"]), "#57606a")}">{_e(r["status"])}</strong></td></tr>'
+            f'<tr data-feature="{_e(r["feature"])}" data-status="{_e(r["status"])}">'
+            + (  # a population row (share of users or orders) has no PSI or KS: its share gets its own column
+                f'<td>{_e(POPULATION_LABELS[r["feature"]])}</td><td>—</td><td>—</td><td>{_share(r.get("statistic"))}</td>'
+                if r["feature"] in POPULATION_LABELS
+                else f'<td>{_e(r["feature"])}</td><td>{_figure([r.get("psi")])}</td><td>{_figure([r.get("statistic")])}</td><td>—</td>'
+            )
+            + f'<td><strong style="color:{_STATUS_COLOURS.get(str(r["status"]), "#57606a")}">{_e(r["status"])}</strong></td></tr>'
             for r in drift
         )
         out.append(f'<p class="meta">Drift on {_e(health.get("drift_as_of"))} against the training data of version '
                    f'{_e(drift[0].get("model_version"))} (population stability index, Kolmogorov–Smirnov statistic).</p>'
-                   '<table id="health-drift"><thead><tr><th>feature</th><th>PSI</th><th>KS</th><th>status</th></tr></thead>'
+                   '<table id="health-drift"><thead><tr><th>feature</th><th>PSI</th><th>KS</th><th>share</th><th>status</th></tr></thead>'
                    f"<tbody>{rows}</tbody></table>")  # fmt: skip
     else:
         out.append(f'<p class="muted" id="health-drift">No drift computed for {_e(health.get("drift_as_of") or "the latest run")}.</p>')

@@ -102,3 +102,25 @@ def test_the_page_shows_exact_thresholds_and_labels_not_metric_keys() -> None:
                                      "<h2>Tier movement</h2>", "<h2>Champion model</h2>")]  # fmt: skip
     assert order == sorted(order)
     assert ui.format_bound(None) == "—" and ui.format_bound(144.48) == "144.48" and ui.format_bound(0.0) == "0.00"
+
+
+def test_the_drift_table_shows_population_rows_as_labelled_shares() -> None:
+    """A population row (share of users or orders; no PSI, no KS) reads as words and a percentage in
+    its own column; a feature row keeps its PSI and KS and has no share."""
+    health = {
+        "drift_as_of": "2024-06-30",
+        "drift": [
+            {"feature": "monetary_90d", "psi": 0.31, "statistic": 0.2, "status": "alert", "model_version": "3"},
+            {"feature": "_unseen_categories", "psi": None, "statistic": 0.062, "status": "alert", "model_version": "3"},
+            {"feature": "_text_changed_share", "psi": None, "statistic": 0.02, "status": "ok", "model_version": "3"},
+        ],
+    }
+    html = ui._health(health)
+    table = html[html.index('id="health-drift"'):]
+    assert "<th>share</th>" in table
+    cells = {m.group(1): re.findall(r"<td>(.*?)</td>", m.group(2))
+             for m in re.finditer(r'<tr data-feature="([^"]+)"[^>]*>(.*?)</tr>', table)}  # fmt: skip
+    assert cells["monetary_90d"][:4] == ["monetary_90d", "0.310", "0.200", "—"]
+    assert cells["_unseen_categories"][:4] == ["orders in categories unseen in training", "—", "—", "6.2%"]
+    assert cells["_text_changed_share"][:4] == ["users whose text changed since the last night", "—", "—", "2.0%"]
+    assert "_unseen_categories</td>" not in table  # the raw key is never shown
