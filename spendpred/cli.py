@@ -259,13 +259,19 @@ def report(
 
     Exits 1 when part of it could not be read (the warehouse or the model registry): what
     could be read is still printed, and each ``error:`` line says what failed. Exits 2 (one
-    ``error:`` line) when the SQLite MLflow store does not exist although scores were published:
-    a wrong tracking URI, not "no champion yet".
+    ``error:`` line) when the SQLite warehouse file does not exist (a mistyped path, as for every
+    other reading command) or when the SQLite MLflow store does not exist although scores were
+    published: a wrong tracking URI, not "no champion yet".
     """
     from spendpred import pipeline, report
     from spendpred.errors import ConfigError
 
     data = pipeline.run_summary(url)
+    if data.get("warehouse_missing"):  # as every other reading command: a mistyped path, not "nothing yet"
+        raise ConfigError(
+            f"warehouse file {data['warehouse_missing']} does not exist: run `spendpred db init` (or fix "
+            "SPENDPRED_WAREHOUSE_URL or --url)"
+        )
     if as_json:
         _echo_json(data)
     else:
