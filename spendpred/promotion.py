@@ -217,10 +217,13 @@ def decide(
     held_out_users: int | None = None,
     win_share: float | None = None,
     baselines_ahead: Mapping[str, Mapping[str, float]] | None = None,
+    horizons: tuple[int, int] | None = None,
 ) -> PromotionDecision:
     """Return the promotion decision for ``version`` given the current champion (``None``: none yet).
 
-    ``auto``: nothing is promoted on fewer than ``MIN_HELD_OUT_USERS`` held-out users (when
+    ``auto``: nothing is promoted when ``horizons`` (the days the version was trained to predict,
+    the days the nightly scores over: ``SPENDPRED_HORIZON_DAYS``) differ, since the nightly refuses
+    such a champion (``shards.require_same_horizon``); nor on fewer than ``MIN_HELD_OUT_USERS`` held-out users (when
     ``held_out_users`` is given) or when the candidate loses to a baseline
     (:func:`beats_baselines`, first version included); then the first version becomes
     champion, the champion itself stays, and any other version must pass :func:`gate`.
@@ -232,7 +235,7 @@ def decide(
     return _decide(
         str(version), previous_champion, candidate_metrics, champion_metrics_on_same_users, mode, gini_margin,
         rmse_tolerance, actor=actor, reason=reason, baselines=baselines, held_out_users=held_out_users,
-        win_share=win_share, baselines_ahead=baselines_ahead,
+        win_share=win_share, baselines_ahead=baselines_ahead, horizons=horizons,
     )  # fmt: skip
 
 
@@ -251,6 +254,7 @@ def _decide(
     held_out_users: int | None,
     win_share: float | None,
     baselines_ahead: Mapping[str, Mapping[str, float]] | None,
+    horizons: tuple[int, int] | None = None,
 ) -> PromotionDecision:
     """:func:`decide` with ``mode``, ``gini_margin`` and ``rmse_tolerance`` already checked (``check_mode``)."""
     if mode == "never":
@@ -259,13 +263,18 @@ def _decide(
         auto = functools.partial(
             _decide, version, previous_champion, candidate_metrics, champion_metrics_on_same_users, "auto", gini_margin,
             rmse_tolerance, actor=actor, reason=reason, baselines=baselines, held_out_users=held_out_users,
-            win_share=win_share, baselines_ahead=baselines_ahead,
+            win_share=win_share, baselines_ahead=baselines_ahead, horizons=horizons,
         )  # fmt: skip
         said, skipped = skipped_gate(auto, previous_champion)
         why = f"forced by {actor}: {reason or 'no reason given'}" + (f" (gate: {said})" if said else "")
         return PromotionDecision(True, why, version, previous_champion, mode, "forced", skipped)
     if previous_champion == version:
         return PromotionDecision(False, f"version {version} is already the champion", version, previous_champion, mode, "unchanged")
+    if horizons is not None and int(horizons[0]) != int(horizons[1]):
+        why = (f"trained to predict {int(horizons[0])} days of spend but the nightly scores over "
+               f"SPENDPRED_HORIZON_DAYS={int(horizons[1])}, and would refuse it: retrain with horizon={int(horizons[1])}, "
+               f"or set SPENDPRED_HORIZON_DAYS={int(horizons[0])} everywhere first")
+        return PromotionDecision(False, why, version, previous_champion, mode, "rejected")
     if held_out_users is not None and held_out_users < MIN_HELD_OUT_USERS:
         why = (f"only {held_out_users} held-out users: at least {MIN_HELD_OUT_USERS} are needed to decide; "
                "train on a warehouse with more users, or promote by hand with promote=force")

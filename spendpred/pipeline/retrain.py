@@ -385,6 +385,8 @@ def promote_model(
             candidate_metrics = result["metrics"]
             gate_inputs = {"baselines": result.get("baselines"), "held_out_users": result["params"].get("test_users"),
                            "baselines_ahead": _baselines_ahead(held_out)}
+            if result.get("horizon_days") is not None:  # the nightly refuses a champion of another horizon
+                gate_inputs["horizons"] = (int(result["horizon_days"]), get_settings().horizon_days)
             if mode == "auto":  # never and force decide without comparing
                 compared = _champion_on_same_users(folder, version, held_out, url)  # pulls the snapshot
                 if compared is not None:

@@ -64,10 +64,11 @@ def promote(
     held_out_users: int | None = None,
     win_share: float | None = None,
     baselines_ahead: Mapping[str, Mapping[str, float]] | None = None,
+    horizons: tuple[int, int] | None = None,
 ) -> PromotionDecision:
     """Decide with :func:`spendpred.promotion.decide` whether ``version`` becomes champion, then apply it.
 
-    ``baselines``, ``held_out_users``, ``win_share`` and ``baselines_ahead`` are passed on to the gate.
+    ``baselines``, ``held_out_users``, ``win_share``, ``baselines_ahead`` and ``horizons`` are passed on to the gate.
 
     A promoted version gets the ``champion`` alias. Every decision is written as version tags
     ``promotion`` (first, promoted, rejected, unchanged, skipped, forced), ``promotion_reason``
@@ -97,7 +98,7 @@ def promote(
     decision = decide(
         version, previous, candidate_metrics, champion_metrics_on_same_users, mode, gini_margin, rmse_tolerance,
         actor=actor, reason=reason, baselines=baselines, held_out_users=held_out_users, win_share=win_share,
-        baselines_ahead=baselines_ahead,
+        baselines_ahead=baselines_ahead, horizons=horizons,
     )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     tags = {"promotion": decision.outcome, "promotion_reason": decision.reason[:4900], "promotion_decided_at": now}

@@ -183,3 +183,15 @@ def test_a_forced_promotion_records_the_gate_condition_it_skipped() -> None:
     passing = decide("3", "2", BETTER, CHAMPION, "force", actor="alice", reason="hotfix")
     assert passing.promoted and passing.skipped_gate is None and passing.reason.startswith("forced by alice: hotfix (gate: beats")
     assert decide("3", "2", BETTER, CHAMPION, "auto").skipped_gate is None  # only a forced promotion skips anything
+
+
+def test_a_version_of_another_horizon_is_not_promoted_automatically() -> None:
+    """The nightly refuses a champion trained for another horizon than SPENDPRED_HORIZON_DAYS: auto
+    never promotes one (not even the first version); force does, and records what the gate said."""
+    refused = decide("1", None, BETTER, None, "auto", horizons=(180, 90))
+    assert not refused.promoted and refused.outcome == "rejected"
+    assert refused.reason.startswith("trained to predict 180 days of spend but the nightly scores over SPENDPRED_HORIZON_DAYS=90")
+    assert "retrain with horizon=90" in refused.reason
+    assert decide("1", None, BETTER, None, "auto", horizons=(90, 90)).promoted  # the same horizon: the usual rules
+    forced = decide("2", "1", BETTER, None, "force", actor="ops", horizons=(180, 90))
+    assert forced.promoted and forced.skipped_gate is not None and "180 days" in forced.skipped_gate
