@@ -18,6 +18,7 @@ every user's reasons); ``--profile FILE`` writes cProfile stats of one more such
     .venv/bin/python bench/explain_cost.py                       # tiny encoder, 1,000 users
     .venv/bin/python bench/explain_cost.py --repeat 5 --profile /tmp/explain.prof
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 500 --max-users 500
+    .venv/bin/python bench/explain_cost.py --encoder minilm --users 100000 --max-users 3000 --freeze all-but-head --nights 2
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--max-users", type=int, default=None, help="training sample (default: all)")
     parser.add_argument("--encoder", default="tiny", help="'tiny' (random 2-layer BERT) or 'minilm' (the product default)")
+    parser.add_argument("--freeze", default=None,
+                        help="the champion's freezing strategy, e.g. all-but-head (head only, no fine-tuning; default: the product's)")
     parser.add_argument("--nights", type=int, default=3, help="nights in a row (the first cold, each next after append_day)")
     parser.add_argument("--scope-all", action="store_true", help="also rerun the second night with SPENDPRED_REASONS_SCOPE=all")
     parser.add_argument("--split-text", action="store_true",
@@ -119,15 +122,20 @@ def main() -> int:
 
     url = f"sqlite:///{home / 'warehouse.db'}"
     day = dt.date(2024, 6, 30)
+    load_before = os.getloadavg()
     began = time.perf_counter()
     pipeline.seed(users=args.users, days=400, end_date=day, seed=7, url=url)
-    pipeline.train(day, epochs=1, max_users=args.max_users, promote="force", url=url)
+    print(f"seeded {args.users} users in {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
+    pipeline.train(day, epochs=1, max_users=args.max_users, freeze=args.freeze, promote="force", url=url)
     setup = time.perf_counter() - began
     split = True if args.split_text else None
+    print(f"set up (seed and train) in {setup:.1f}s", file=sys.stderr, flush=True)
     nights = [_night(pipeline, day, url, split)]
+    print(f"night {day}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
     for k in range(1, max(args.nights, 2)):
         pipeline.append_day(day + dt.timedelta(days=k), 7, url, daily_active=0.05)
         nights.append(_night(pipeline, day + dt.timedelta(days=k), url, split))
+        print(f"night {day + dt.timedelta(days=k)}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
     last = day + dt.timedelta(days=max(args.nights, 2) - 1)
     interleaved = _interleaved(pipeline, last, url, args.repeat) if args.repeat else None
     if args.profile:
@@ -144,10 +152,14 @@ def main() -> int:
     if args.scope_all:
         os.environ["SPENDPRED_REASONS_SCOPE"] = "all"
         nights.append({**_night(pipeline, last, url, split), "scope": "all"})
-    result = {"users": args.users, "encoder": args.encoder, "setup_s": round(setup, 1), "nights": nights, "interleaved": interleaved,
+    load_after = os.getloadavg()
+    result = {"users": args.users, "encoder": args.encoder, "freeze": args.freeze, "setup_s": round(setup, 1), "nights": nights,
+              "interleaved": interleaved, "load_before": load_before, "load_after": load_after,
               "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "platform": platform.platform()}}  # fmt: skip
-    print(f"{args.users} users, encoder {args.encoder}, setup {setup:.1f}s, text split {'on' if args.split_text else 'off'}")
+    print(f"{args.users} users, encoder {args.encoder}, freeze {args.freeze or 'default'}, setup {setup:.1f}s, "
+          f"text split {'on' if args.split_text else 'off'}, load average {'/'.join(f'{x:.1f}' for x in load_before)} before, "
+          f"{'/'.join(f'{x:.1f}' for x in load_after)} after")  # fmt: skip
     print(f"{'night':<12}{'scope':<9}{'score s':>9}{'explain s':>11}{'explained':>11}{'carried':>9}{'baselines':>11}{'s/user':>9}"
           f"{'explain/score':>15}{'max gap':>10}")  # fmt: skip
     for night in nights:
