@@ -226,6 +226,12 @@ class Settings(BaseSettings):
         description="Disk bound of the embedding cache in MB (about 1.6 GB per million users with MiniLM); "
         "users past it are encoded every night.",
     )
+    model_cache: bool = Field(
+        True,
+        description="Loading a registered model keeps its downloaded bundle in <staging>/model-cache (<home>/model-cache "
+        "when staging is on object storage), checked against the bundle's sha256 list before each use, so each task "
+        "does not download it again (spendpred.registry.reading.load_model; the 3 most recently used are kept).",
+    )
     torch_threads: int | None = Field(
         None, gt=0, description="CPU threads torch may use in one training or scoring task; default: cores / concurrent_tasks."
     )
