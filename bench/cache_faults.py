@@ -181,10 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = _configure_env(home)
         setup = _setup(args, home, url)
-        from spendpred import embeddings
         from spendpred.snapshot import RunFolder
 
-        root = embeddings.cache_root(RunFolder.for_date("score", args.run_date).root)
+        root = RunFolder.for_date("score", args.run_date).embedding_cache()
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in NIGHTS}
         published: dict[str, list[tuple[str, float, str]]] = {}
         _night(args, url)  # warm-up, not reported: the first night in a process also loads the model and libraries

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         os.environ["SPENDPRED_ENCODER_DIR"] = str(Path(args.encoder).resolve())
     from spendpred import pipeline, staging
+    from spendpred.snapshot import embedding_cache_dir
 
     url = f"sqlite:///{work / 'warehouse.db'}"
     day = dt.date(2024, 6, 30)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             row: dict[str, Any] = {"as_of": as_of.isoformat()}
             os.environ["SPENDPRED_STAGING_DIR"] = str(local_root)
             row["local_seconds"] = _night(as_of, url, args.shards)
-            row["local_bytes"] = _folder_bytes(local_root / "score" / as_of.isoformat(), local_root / "embedding-cache")
+            row["local_bytes"] = _folder_bytes(local_root / "score" / as_of.isoformat(), embedding_cache_dir(local_root))
             local_rows = _partition(url, as_of)
             os.environ["SPENDPRED_STAGING_DIR"] = s3_root
             before = staging.TRAFFIC.as_dict()

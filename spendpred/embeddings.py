@@ -60,11 +60,12 @@ from typing import Any
 import numpy as np
 
 from spendpred.files import open_parquet
+from spendpred.snapshot.run_folder import EMBEDDING_CACHE_DIR, embedding_cache_dir
 from spendpred.splits import SHARD_BUCKETS, shard_bucket, shard_buckets
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIRNAME = "embedding-cache"
+CACHE_DIRNAME = EMBEDDING_CACHE_DIR  # the staging layout is the run folder's (spendpred.snapshot.RunFolder.embedding_cache)
 FORMAT = "spendpred-embedding-cache/2"
 _META_KEY = b"spendpred"
 _READ_BATCH = 1_024
@@ -558,8 +559,8 @@ def describe_cost(cost: dict[str, Any] | None) -> str | None:
 
 
 def cache_root(staging: Path) -> Path:
-    """The cache folder under a staging root."""
-    return Path(staging) / CACHE_DIRNAME
+    """The cache folder under a local staging root (``spendpred.snapshot.embedding_cache_dir``)."""
+    return embedding_cache_dir(staging)
 
 
 def bucket_name(bucket: int) -> str:

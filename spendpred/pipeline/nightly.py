@@ -181,13 +181,6 @@ class _CacheFiles:
         return embeddings.shard_cache(run.local_root, self.key, self.shard, self.shards, self.hidden, self.max_mb)
 
 
-def _cache_folder(key: str) -> str:
-    """The embedding cache folder of ``key``, relative to the staging root."""
-    from spendpred.embeddings import CACHE_DIRNAME
-
-    return f"{CACHE_DIRNAME}/{key}"
-
-
 def _sync_cache(run: RunFolder, cache: _CacheFiles, push: bool, pulled: dict[str, str] | None = None) -> dict[str, str]:
     """Pull (``push`` False) or push the shard's embedding-cache files between the working copy and object storage.
 
@@ -200,7 +193,7 @@ def _sync_cache(run: RunFolder, cache: _CacheFiles, push: bool, pulled: dict[str
     from spendpred.files import sha256_file
     from spendpred.staging import store
 
-    folder = _cache_folder(cache.key)
+    folder = run.embedding_cache_rel(cache.key)
     remote = store(str(run.root))
     done: dict[str, str] = {}
     for path in cache.files(run):
@@ -286,20 +279,19 @@ def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, 
 
 def _prune_remote(run: RunFolder, keep_key: str) -> None:
     """On object storage, delete every embedding cache but ``keep_key``'s (``embeddings.prune`` for a URL); errors are logged."""
-    from spendpred.embeddings import CACHE_DIRNAME
     from spendpred.errors import SpendpredError
     from spendpred.staging import store
 
     remote = store(str(run.root))
     try:
-        stale = [name for name in remote.children(CACHE_DIRNAME) if name != keep_key]
+        stale = [name for name in remote.children(run.embedding_cache_rel()) if name != keep_key]
         for name in stale:
-            remote.delete_dir(_cache_folder(name))
+            remote.delete_dir(run.embedding_cache_rel(name))
     except SpendpredError as exc:
         logger.warning("could not prune the embedding cache on %s (%s): a leftover cache only costs storage", remote.url, exc)
         return
     if stale:
-        logger.info("embedding cache: removed %d stale keys under %s", len(stale), remote.url_of(CACHE_DIRNAME))
+        logger.info("embedding cache: removed %d stale keys under %s", len(stale), remote.url_of(run.embedding_cache_rel()))
 
 
 def explain_scores(tiers_result: RunRef, split_text: bool | None = None) -> dict[str, Any]:

@@ -64,27 +64,21 @@ def extract_training_snapshot(
     check_encoder(settings.resolved_encoder_dir, params.freeze)
     registry.check_writable(settings)
     folder = RunFolder.for_date("train", run_date - dt.timedelta(days=horizon), settings)
+    # stacked windows, each one step earlier (SPENDPRED_TRAIN_WINDOWS), carried by the run folder and its reference
+    folder = folder.stacked(settings.train_windows, settings.window_step_days)
     out = {**extract_run(folder, horizon, True, url, settings), "run_date": run_date.isoformat()}
-    windows = []
-    for k in range(1, settings.train_windows):  # stacked windows, each one step earlier (SPENDPRED_TRAIN_WINDOWS)
-        earlier = folder.window(folder.as_of - dt.timedelta(days=k * settings.window_step_days))  # apart from ordinary runs
+    for earlier in folder.window_folders():  # under train-window/: apart from ordinary runs
         extract_run(earlier, horizon, True, url, settings)
-        windows.append(earlier.as_of.isoformat())
-    if windows:
-        out["windows"] = windows
     return out
 
 
-def _window_frames(run: RunFolder, ref: RunRef) -> list[Any]:
-    """The labelled frames of the earlier stacked windows listed in ``ref["windows"]`` (each validated)."""
-    if not isinstance(ref, Mapping):
-        return []
+def _window_frames(run: RunFolder) -> list[Any]:
+    """The labelled frames of the run folder's earlier stacked windows (``RunFolder.windows``, each validated)."""
     from spendpred.errors import DataError
 
     template = run.manifest.text_template_version
     frames = []
-    for as_of in ref.get("windows") or []:
-        window = run.window(dt.date.fromisoformat(str(as_of)))
+    for window in run.window_folders():
         frame, manifest = _labelled_snapshot(window)
         if manifest.text_template_version != template:
             raise DataError(
@@ -130,8 +124,8 @@ def train_model(
 
     Users are split train/val/test by a stable hash of ``user_id``; ``max_users`` keeps a
     stable hash-chosen subset of the training users (``splits.split_frame``); the test users
-    are every held-out user of the snapshot. The earlier stacked windows of ``run["windows"]``
-    (``SPENDPRED_TRAIN_WINDOWS``) add training and validation rows of the same users'
+    are every held-out user of the snapshot. The run folder's earlier stacked windows
+    (``RunFolder.windows``, ``SPENDPRED_TRAIN_WINDOWS``) add training and validation rows of the same users'
     splits; a held-out user is never trained on in any window, and the calibration to
     currency is fitted on the latest window's validation users only (an earlier window's
     spend level is further from the night being scored). Besides the fine-tuned model, the
@@ -145,15 +139,13 @@ def train_model(
     """
     params = given(TrainParams, params, epochs=epochs, max_users=max_users, freeze=freeze, loss=loss, device=device)
     with working_copy(run) as folder:
-        out = _train_model(folder, run, params, batch_size, progress)
+        out = _train_model(folder, params, batch_size, progress)
         folder.push("model")  # the bundle, evaluation, test predictions and result.json, published together
     return out
 
 
-def _train_model(
-    run: RunFolder, ref: RunRef, params: TrainParams, batch_size: int | None, progress: bool | None
-) -> dict[str, Any]:
-    """:func:`train_model` in a working copy (``ref`` is the step's input, for the stacked windows)."""
+def _train_model(run: RunFolder, params: TrainParams, batch_size: int | None, progress: bool | None) -> dict[str, Any]:
+    """:func:`train_model` in a working copy (the run folder carries its stacked windows)."""
     import sys
 
     import pandas as pd
@@ -167,7 +159,7 @@ def _train_model(
     max_users = params.max_users
     parts = splits.split_frame(frame, max_users)
     latest_val = len(parts["val"])  # calibrated on the latest window's validation users: the level nearest to scoring
-    for earlier in _window_frames(run, ref):  # stacked windows: more training and validation rows, same held-out users
+    for earlier in _window_frames(run):  # stacked windows: more training and validation rows, same held-out users
         more = splits.split_frame(earlier, max_users)
         for name in ("train", "val"):
             parts[name] = pd.concat([parts[name], more[name]], ignore_index=True)

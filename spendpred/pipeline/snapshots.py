@@ -129,9 +129,10 @@ def validate_snapshot(
     """Validate a snapshot with Great Expectations (raises ``ValidationFailed`` on any failure).
 
     ``snapshot`` is a run folder (or its reference, as XCom carries it) or any snapshot
-    folder. Without ``previous_dir`` the row-count plausibility check compares with the
+    folder; a training run's stacked windows (``RunFolder.windows``) are validated too.
+    Without ``previous_dir`` the row-count plausibility check compares with the
     previous run folder of the same kind (``RunFolder.previous``) when the snapshot lives in
-    staging. Returns ``{"success", "report", "rows"}``.
+    staging. Returns ``{"success", "report", "rows"}`` (and the run's ``windows`` when it has some).
     """
     from spendpred import validation
 
@@ -141,10 +142,10 @@ def validate_snapshot(
         return _validated(validation.validate_snapshot(directory, previous_dir=_previous(run, previous_dir)), run)
     with working_copy(snapshot) as run:
         out = _validate_run(run, previous_dir)
-        if isinstance(snapshot, Mapping) and snapshot.get("windows"):
-            for as_of in snapshot["windows"]:  # the earlier stacked training windows pass the same gate
-                _validate_run(run.window(dt.date.fromisoformat(str(as_of))), None)
-            out["windows"] = list(snapshot["windows"])
+        for window in run.window_folders():  # the earlier stacked training windows pass the same gate
+            _validate_run(window, None)
+        if run.windows:
+            out["windows"] = run.ref()["windows"]
     return out
 
 

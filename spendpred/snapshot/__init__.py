@@ -15,9 +15,11 @@ A *run folder* is where one run of one kind keeps everything it stages::
     <staging>/score/<as_of>/shards/shard-<i>-of-<n>.parquet
     <staging>/score/<as_of>/tiers.parquet, tiers.json
     <staging>/score/<as_of>/reasons.parquet, reasons.json   (explain_scores: the explained users' reasons)
+    <staging>/embedding-cache/<key>/bucket-<b>-of-64.parquet (the nights' embedding cache: RunFolder.embedding_cache)
 
 :class:`RunFolder` is built from ``(kind, as_of, root)`` with ``as_of`` a ``datetime.date``;
-Airflow tasks pass :meth:`RunFolder.ref` (``{"kind", "as_of", "root"}``, JSON) through XCom
+Airflow tasks pass :meth:`RunFolder.ref` (``{"kind", "as_of", "root"}``, plus ``"windows"``
+for a training run with stacked windows; JSON) through XCom
 and :meth:`RunFolder.from_ref` turns it back, reading the date once. A rerun of a date
 overwrites its own folder.
 
@@ -53,6 +55,7 @@ from spendpred.snapshot.contract import (
 )
 from spendpred.snapshot.run_folder import (
     BUNDLE_DIR,
+    EMBEDDING_CACHE_DIR,
     EVALUATION_DIR,
     FOLDER_KINDS,
     KINDS,
@@ -70,6 +73,7 @@ from spendpred.snapshot.run_folder import (
     RunFolder,
     RunRef,
     StagedSet,
+    embedding_cache_dir,
     local_path,
     staging_root,
     working_copy,
@@ -77,6 +81,7 @@ from spendpred.snapshot.run_folder import (
 
 __all__ = [
     "BUNDLE_DIR",
+    "EMBEDDING_CACHE_DIR",
     "EVALUATION_DIR",
     "FEATURE_COLUMNS",
     "FOLDER_KINDS",
@@ -104,6 +109,7 @@ __all__ = [
     "SnapshotDir",
     "StagedSet",
     "check_can_create",
+    "embedding_cache_dir",
     "local_path",
     "snapshot_columns",
     "staged_snapshot",

@@ -2,7 +2,9 @@
 
 :class:`RunFolder` (``kind``, ``as_of``, ``root``) names every file a run stages (the layout is
 in :mod:`spendpred.snapshot`), travels through XCom as :meth:`RunFolder.ref`, finds the
-previous validated run (:meth:`RunFolder.previous`), and on object storage moves each step's
+previous validated run (:meth:`RunFolder.previous`), carries a training run's stacked
+windows (:attr:`RunFolder.windows`, :meth:`RunFolder.window_folders`), places the embedding
+cache beside the runs (:meth:`RunFolder.embedding_cache`), and on object storage moves each step's
 files between a local working copy (:func:`working_copy`) and the URL, each set published
 atomically under a staging manifest (``STAGED_SETS``, ``spendpred.staging``).
 :func:`staging_root` is the staging root of the settings; :func:`local_path` reads a setting
@@ -87,6 +89,15 @@ EVALUATION_DIR = "evaluation"
 TEST_PREDICTIONS = "test_predictions.parquet"
 RESULT_JSON = "result.json"
 REGISTERED_JSON = "registered.json"
+EMBEDDING_CACHE_DIR = "embedding-cache"
+"""The embedding cache's folder under the staging root (``<staging>/embedding-cache/<key>/``, :mod:`spendpred.embeddings`),
+shared by every run and kind: see :func:`embedding_cache_dir` and :meth:`RunFolder.embedding_cache`."""
+
+
+def embedding_cache_dir(staging: Path, key: str | None = None) -> Path:
+    """``<staging>/embedding-cache`` of a local staging folder, or its ``<key>/`` folder with ``key``."""
+    folder = Path(staging) / EMBEDDING_CACHE_DIR
+    return folder / key if key is not None else folder
 
 
 @dataclass(frozen=True)
@@ -98,12 +109,17 @@ class RunFolder:
     ``work``, the working copy :func:`working_copy` opens (a folder on a URL without one
     raises ``ConfigError``). :meth:`pull` and :meth:`push` move the files of one step between
     the working copy and the URL; with a local root they do nothing.
+
+    ``windows`` (a training run's only) are the dates of its earlier stacked training windows
+    (``SPENDPRED_TRAIN_WINDOWS``, :meth:`stacked`), newest first; each one's folder is
+    :meth:`window_folders` (kind ``WINDOW_KIND``). They travel in :meth:`ref` as ``"windows"``.
     """
 
     kind: str
     as_of: dt.date
     root: Path | str
     work: Path | None = field(default=None, compare=False)
+    windows: tuple[dt.date, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in FOLDER_KINDS:
@@ -117,6 +133,16 @@ class RunFolder:
         object.__setattr__(self, "root", parse_root(self.root) if is_remote(self.root) else Path(self.root))
         if self.work is not None:
             object.__setattr__(self, "work", Path(self.work))
+        windows = tuple(self.windows)
+        if windows and self.kind != "train":
+            raise ConfigError(f"a {self.kind} run folder has no stacked training windows: only a train run does")
+        for day in windows:
+            if not isinstance(day, dt.date) or isinstance(day, dt.datetime) or day >= self.as_of:
+                raise ConfigError(
+                    f"stacked window {day!r} of the run as of {self.as_of} must be an earlier datetime.date: "
+                    "build the windows with RunFolder.stacked"
+                )
+        object.__setattr__(self, "windows", windows)
 
     # -- construction ---------------------------------------------------------------------
 
@@ -129,7 +155,8 @@ class RunFolder:
     def from_ref(cls, ref: Mapping[str, Any]) -> RunFolder:
         """Return the run folder described by a :meth:`ref` mapping (other keys are ignored).
 
-        Raises ``ConfigError`` when ``kind``, ``as_of`` or ``root`` is missing or malformed.
+        ``windows`` (optional) lists the stacked training windows' dates. Raises ``ConfigError``
+        when ``kind``, ``as_of`` or ``root`` is missing, or any of them or ``windows`` is malformed.
         """
         from spendpred.staging import parse_root
 
@@ -139,11 +166,17 @@ class RunFolder:
                 f"a run folder reference needs kind, as_of and root; {', '.join(missing)} missing in {dict(ref)!r}: "
                 "pass the result of the previous step"
             )
+        windows = ref.get("windows") or ()
+        if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence):
+            raise ConfigError(
+                f"run folder reference {dict(ref)!r}: windows must be a list of dates: pass the result of the previous step"
+            )
         try:
             as_of = _iso_date(ref["as_of"], "as_of")
+            days = tuple(_iso_date(day, "windows") for day in windows)
         except ValueError as exc:
             raise ConfigError(f"run folder reference {dict(ref)!r}: {exc}: pass the result of the previous step") from exc
-        return cls(str(ref["kind"]), as_of, parse_root(ref["root"]))
+        return cls(str(ref["kind"]), as_of, parse_root(ref["root"]), windows=days)
 
     @classmethod
     def coerce(cls, run: RunFolder | Mapping[str, Any]) -> RunFolder:
@@ -165,13 +198,32 @@ class RunFolder:
             return None
         return cls(path.parent.parent.name, as_of, root)
 
-    def ref(self) -> dict[str, str]:
-        """Return ``{"kind", "as_of", "root"}`` as JSON-able text (what XCom carries between tasks; a URL stays a URL)."""
-        return {"kind": self.kind, "as_of": self.as_of.isoformat(), "root": str(self.root)}
+    def ref(self) -> dict[str, Any]:
+        """Return ``{"kind", "as_of", "root"}`` as JSON-able text (what XCom carries between tasks; a URL stays a URL).
+
+        A run with stacked training windows adds ``"windows"``: their dates, newest first.
+        """
+        ref: dict[str, Any] = {"kind": self.kind, "as_of": self.as_of.isoformat(), "root": str(self.root)}
+        if self.windows:
+            ref["windows"] = [day.isoformat() for day in self.windows]
+        return ref
 
     def on(self, as_of: dt.date) -> RunFolder:
-        """The run folder of the same kind and root (and working copy) for another date."""
+        """The run folder of the same kind and root (and working copy) for another date (without stacked windows)."""
         return RunFolder(self.kind, as_of, self.root, self.work)
+
+    def stacked(self, count: int, step_days: int) -> RunFolder:
+        """This training run carrying ``count - 1`` earlier stacked windows, the k-th ``k * step_days`` days earlier.
+
+        ``count`` is ``SPENDPRED_TRAIN_WINDOWS`` (1: no window), ``step_days`` ``SPENDPRED_WINDOW_STEP_DAYS``.
+        Raises ``ConfigError`` for another kind of run.
+        """
+        days = tuple(self.as_of - dt.timedelta(days=k * int(step_days)) for k in range(1, int(count)))
+        return RunFolder(self.kind, self.as_of, self.root, self.work, days)
+
+    def window_folders(self) -> list[RunFolder]:
+        """The run folders of this run's stacked training windows (:meth:`window` of each of ``windows``), newest first."""
+        return [self.window(day) for day in self.windows]
 
     def window(self, as_of: dt.date) -> RunFolder:
         """The folder of a stacked training window as of ``as_of`` (kind ``WINDOW_KIND``, same root and working copy).
@@ -199,6 +251,14 @@ class RunFolder:
                 "(spendpred.snapshot.working_copy) to read or write its files"
             )
         return self.work
+
+    def embedding_cache(self, key: str | None = None) -> Path:
+        """``<root>/embedding-cache[/<key>]``: the embedding cache beside the runs (in the working copy for a URL)."""
+        return embedding_cache_dir(self.local_root, key)
+
+    def embedding_cache_rel(self, key: str | None = None) -> str:
+        """``embedding-cache[/<key>]`` relative to the staging root: the cache's folder on object storage."""
+        return f"{EMBEDDING_CACHE_DIR}/{key}" if key is not None else EMBEDDING_CACHE_DIR
 
     def location(self, *parts: str) -> str:
         """Where ``<kind>/<as_of>/<parts>`` is, for messages and results: a URL on object storage, else a path."""
@@ -463,7 +523,7 @@ def working_copy(run: RunFolder | Mapping[str, Any]) -> Iterator[RunFolder]:
         return
     work = Path(tempfile.mkdtemp(prefix="spendpred-staging-"))
     try:
-        yield RunFolder(run.kind, run.as_of, run.root, work)
+        yield RunFolder(run.kind, run.as_of, run.root, work, run.windows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from spendpred import embeddings, pipeline
+from spendpred import pipeline
 from spendpred.snapshot import RunFolder
 from tests.integration.test_shard_independence import RUN_DATE, _published
 from tests.tiny_bert import make_tiny_bert
@@ -31,7 +31,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cache_files(run_date: dt.date) -> list[Path]:
-    root = embeddings.cache_root(RunFolder.for_date("score", run_date).root)
+    root = RunFolder.for_date("score", run_date).embedding_cache()
     [folder] = [p for p in root.iterdir() if p.is_dir()]
     return sorted(folder.glob("bucket-*.parquet"))
 
@@ -98,7 +98,7 @@ def test_a_damaged_cache_never_changes_a_published_score(
     assert len(warnings) == 1 and (path.name in warnings[0] or "failed their checksum" in warnings[0])
 
     # a plain file where the cache's folder belongs
-    root = embeddings.cache_root(RunFolder.for_date("score", RUN_DATE).root)
+    root = RunFolder.for_date("score", RUN_DATE).embedding_cache()
     shutil.rmtree(root)
     root.write_text("not a folder")
     damaged, rows, warnings = night(1)

@@ -39,8 +39,10 @@ def test_stacked_training_windows(env: Path, sqlite_url: str, monkeypatch: pytes
     snap = pipeline.extract_training_snapshot(RUN_DATE, url=sqlite_url)
     main = RunFolder.from_ref(snap)
     assert snap["windows"] == [(main.as_of - dt.timedelta(days=28)).isoformat()]
-    earlier = RunFolder("train-window", dt.date.fromisoformat(snap["windows"][0]), main.root)
-    pipeline.validate_snapshot(main)  # the main snapshot alone
+    assert main.windows == (main.as_of - dt.timedelta(days=28),) and RunFolder.from_ref(main.ref()) == main
+    (earlier,) = main.window_folders()
+    assert earlier == RunFolder("train-window", main.windows[0], main.root)  # under train-window/, apart from train/
+    pipeline.validate_snapshot(RunFolder(main.kind, main.as_of, main.root))  # the main snapshot alone (no windows carried)
     with pytest.raises(ValidationFailed, match=f"{earlier.snapshot_dir}.*has not been validated"):
         pipeline.train_model(snap, epochs=1)  # an unvalidated window is refused like the main snapshot
     checked = pipeline.validate_snapshot(snap)
@@ -75,7 +77,8 @@ def test_stacked_windows_never_count_as_the_previous_snapshot(env: Path, sqlite_
     experiment = pipeline.extract_training_snapshot(RUN_DATE, url=sqlite_url)
     pipeline.validate_snapshot(experiment)
     root = RunFolder.from_ref(experiment).root
-    windows = [RunFolder("train-window", dt.date.fromisoformat(d), root) for d in experiment["windows"]]
+    windows = RunFolder.from_ref(experiment).window_folders()
+    assert [w.as_of.isoformat() for w in windows] == experiment["windows"] and {w.kind for w in windows} == {"train-window"}
     assert len(windows) == 11 and all(w.snapshot.passed_validation() for w in windows)
     assert sorted(p.name for p in (root / "train").iterdir()) == sorted([plain["as_of"], experiment["as_of"]])
     assert len(pd.read_parquet(windows[-1].snapshot.parquet)) < 0.5 * experiment["rows"]  # the short history's oldest window

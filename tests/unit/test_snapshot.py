@@ -114,6 +114,52 @@ def test_bad_references_are_refused(tmp_path: Path) -> None:
         RunFolder.from_ref({"kind": "score", "as_of": "2024-13-01", "root": str(tmp_path)})
 
 
+def test_a_training_run_carries_its_stacked_windows(tmp_path: Path) -> None:
+    """Issue 23: the windows travel in the run folder and its reference, as dates; each one's folder is the run folder's answer."""
+    run = RunFolder("train", D, tmp_path).stacked(3, 28)
+    assert run.windows == (D - dt.timedelta(days=28), D - dt.timedelta(days=56))  # newest first
+    assert [w.snapshot_dir for w in run.window_folders()] == [
+        tmp_path / "train-window" / "2024-06-02" / "snapshot", tmp_path / "train-window" / "2024-05-05" / "snapshot"]
+    assert all(not w.windows for w in run.window_folders())
+    ref = run.ref()
+    assert ref["windows"] == ["2024-06-02", "2024-05-05"] and json.loads(json.dumps(ref)) == ref
+    back = RunFolder.from_ref({**ref, "rows": 3})
+    assert back == run and all(type(day) is dt.date for day in back.windows)
+    assert RunFolder("train", D, tmp_path).stacked(1, 28).ref() == RunFolder("train", D, tmp_path).ref()  # one window: none carried
+    assert "windows" not in RunFolder("train", D, tmp_path).ref()
+    assert run.on(D - dt.timedelta(days=7)).windows == ()  # another run's folder: not these windows
+    assert run.window(D - dt.timedelta(days=28)).previous() is None  # nothing staged
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ({"kind": "train", "windows": "2024-06-02"}, "windows must be a list of dates"),
+        ({"kind": "train", "windows": ["2024-06-31"]}, r"windows='2024-06-31' is not a date"),
+        ({"kind": "train", "windows": ["2024-06-30"]}, "stacked window .* must be an earlier datetime.date"),
+        ({"kind": "score", "windows": ["2024-06-02"]}, "a score run folder has no stacked training windows"),
+    ],
+)
+def test_bad_windows_are_refused(tmp_path: Path, ref: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RunFolder.from_ref({"as_of": "2024-06-30", "root": str(tmp_path), **ref})
+
+
+def test_the_embedding_cache_lies_beside_the_runs(tmp_path: Path) -> None:
+    """One place names the cache's folder: locally under the root (or the working copy), on a store relative to the root."""
+    from spendpred import embeddings
+    from spendpred.snapshot import embedding_cache_dir
+
+    run = RunFolder("score", D, tmp_path)
+    assert run.embedding_cache() == tmp_path / "embedding-cache" == embeddings.cache_root(tmp_path)
+    assert run.embedding_cache("k1") == tmp_path / "embedding-cache" / "k1" == embedding_cache_dir(tmp_path, "k1")
+    assert RunFolder("train", D, tmp_path).embedding_cache("k1") == run.embedding_cache("k1")  # shared by every kind
+    assert (run.embedding_cache_rel(), run.embedding_cache_rel("k1")) == ("embedding-cache", "embedding-cache/k1")
+    remote = RunFolder("score", D, "s3://bucket/prefix", work=tmp_path / "work")
+    assert remote.embedding_cache("k1") == tmp_path / "work" / "embedding-cache" / "k1"
+    assert not (tmp_path / "embedding-cache").exists()  # naming a place creates nothing
+
+
 def test_for_date_and_containing_use_the_staging_root(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "var")
     run = RunFolder.for_date("train", D, settings)
