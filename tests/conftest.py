@@ -52,6 +52,14 @@ def torch_one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT folder (``tests.tiny_bert``), built once per test module."""
+    from tests.tiny_bert import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """Create a throwaway PostgreSQL database for this test session; yield its URL."""

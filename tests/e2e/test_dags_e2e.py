@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from spendpred import pipeline, registry, warehouse
 from spendpred.config import get_settings
 from tests.dags.conftest import DAGS_DIR
-from tests.tiny_bert import make_tiny_bert
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +44,6 @@ def dags() -> dict[str, Any]:
     assert bag.import_errors == {}
     return bag.dags
 
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
 
 
 def _airflow_uri(url: str) -> str:

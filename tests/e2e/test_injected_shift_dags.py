@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from spendpred import monitoring, pipeline
-from tests.e2e.test_dags_e2e import END, RETRAIN_DUE, SCORING_DUE, _airflow_uri, _asset_events, _states, dags, tiny_encoder
+from tests.e2e.test_dags_e2e import END, RETRAIN_DUE, SCORING_DUE, _airflow_uri, _asset_events, _states, dags
 from tests.e2e.test_monitoring_dags import REQUEST_URI, SCORES_URI, _queued_retrains, _rows, _unpause
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["dags", "tiny_encoder"]  # fixtures shared with test_dags_e2e
+__all__ = ["dags"]  # a fixture shared with test_dags_e2e (tiny_encoder is tests/conftest.py's)
 
 MONEY = {"monetary_30d", "monetary_90d", "monetary_365d", "monetary_all", "avg_basket", "repeat_value"}
 

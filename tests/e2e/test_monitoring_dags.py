@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from spendpred import pipeline, registry, warehouse
-from tests.e2e.test_dags_e2e import END, RETRAIN_DUE, SCORING_DUE, _airflow_uri, _asset_events, _states, dags, tiny_encoder
+from tests.e2e.test_dags_e2e import END, RETRAIN_DUE, SCORING_DUE, _airflow_uri, _asset_events, _states, dags
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["dags", "tiny_encoder"]  # fixtures shared with test_dags_e2e
+__all__ = ["dags"]  # a fixture shared with test_dags_e2e (tiny_encoder is tests/conftest.py's)
 
 REQUEST_URI = "spendpred://monitoring/spendpred-regressor/retrain-request"
 SCORES_URI = "spendpred://warehouse/spendpred/user_spend_scores"

@@ -22,12 +22,7 @@ import pytest
 from spendpred import pipeline
 from spendpred.snapshot import RunFolder
 from tests.integration.test_shard_independence import RUN_DATE, _published
-from tests.tiny_bert import make_tiny_bert
 
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
 
 
 def _cache_files(run_date: dt.date) -> list[Path]:

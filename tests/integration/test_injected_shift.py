@@ -26,7 +26,6 @@ import sqlalchemy as sa
 from spendpred import pipeline, synth, warehouse
 from spendpred.errors import ConfigError
 from spendpred.snapshot import RunFolder
-from tests.tiny_bert import make_tiny_bert
 
 D0 = dt.date(2024, 6, 30)
 H = 30
@@ -35,10 +34,6 @@ MONEY = {"monetary_30d", "monetary_90d", "monetary_365d", "monetary_all", "avg_b
 AGE = {"tenure_days", "first_purchase_days", "recency_days"}  # move with the reference's age (see the docstring)
 SPENDPRED = str(Path(sys.executable).with_name("spendpred"))
 
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
 
 
 def _money(url: str, day: dt.date | None = None) -> tuple[float, float]:

@@ -15,12 +15,7 @@ from spendpred import pipeline
 from spendpred.errors import ValidationFailed
 from spendpred.snapshot import RunFolder
 from tests.pipeline_run import RUN_DATE, seed_run
-from tests.tiny_bert import make_tiny_bert
 
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
 
 
 @pytest.fixture

@@ -24,10 +24,6 @@ from tests.tiny_bert import FEATURE_COLUMNS, make_synthetic_users, make_tiny_ber
 RUN_DATE = dt.date(2024, 6, 30)
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
-
 
 def _published(url: str, as_of: dt.date) -> list[tuple[str, float, str]]:
     engine = warehouse.get_engine(url)

@@ -21,15 +21,10 @@ import sqlalchemy as sa
 from spendpred import pipeline, staging, warehouse
 from spendpred.errors import DataError, StorageError
 from tests.s3_server import create_bucket, keys, s3_env, s3_server
-from tests.tiny_bert import make_tiny_bert
 
 RUN_DATE = dt.date(2024, 6, 30)
 BUCKET = "spendpred-staging"
 
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,11 @@ from spendpred import metrics, monitoring, pipeline, warehouse
 from spendpred.errors import ModelError
 from spendpred.shards import round_published
 from spendpred.snapshot import RunFolder
-from tests.tiny_bert import make_tiny_bert
 
 RUN_DATE = dt.date(2024, 6, 30)
 H = 60
 AS_OF = RUN_DATE - dt.timedelta(days=H)  # the training snapshot's date: the night scored with the same features
 
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("encoder") / "tiny-bert")
 
 
 def test_published_scores_equal_the_retrains_held_out_predictions(
