@@ -237,6 +237,50 @@ def mature_until(run_date: dt.date, horizon_days: int) -> dt.date:
     return run_date - dt.timedelta(days=int(horizon_days))
 
 
+LEVEL_CLIP: tuple[float, float] = (0.25, 4.0)
+"""Range the level correction's factor is clipped to (a partition whose realized total is far off
+is more likely broken than a level to follow)."""
+
+
+def level_factor(
+    partition_rows: Sequence[Mapping[str, Any]],
+    corrections: Sequence[Mapping[str, Any]],
+    as_of: dt.date,
+    model_version: str,
+    horizon_days: int,
+    partitions: int = 1,
+    clip: tuple[float, float] = LEVEL_CLIP,
+) -> dict[str, Any]:
+    """Return tonight's level correction: ``{"factor", "unclipped_factor", "clipped", "based_on_as_of", "ratios"}``.
+
+    ``partition_rows`` are stored realized metrics (:func:`read_partition_metrics`), ``corrections``
+    the stored level corrections (:func:`read_level_corrections`). Only the model scorer's
+    ``total_ratio`` of ``model_version`` for ``horizon_days`` counts, of partitions whose horizon
+    ended before the night ``as_of`` (as_of + H < the night: the set a rerun sees too). Each
+    partition's published ratio is divided by the factor it was itself corrected by, so the
+    corrections do not compound; the factor is 1 / the geometric mean of the latest ``partitions``
+    such ratios, clipped to ``clip``. Without one the factor is 1.0 (``based_on_as_of`` ``None``).
+    """
+    bound = mature_until(as_of, horizon_days)
+    applied = {_date(r["as_of"]): float(r["factor"]) for r in corrections
+               if str(r["model_version"]) == str(model_version) and r.get("factor")}  # fmt: skip
+    ratios: dict[dt.date, float] = {}
+    for row in partition_rows:
+        value = row.get("value")
+        day = _date(row["as_of"])
+        if (row.get("scorer") == MODEL_SCORER and row.get("metric") == "total_ratio" and day < bound
+                and str(row.get("model_version")) == str(model_version) and int(row["horizon_days"]) == int(horizon_days)
+                and value is not None and math.isfinite(float(value)) and float(value) > 0):  # fmt: skip
+            ratios[day] = float(value) / applied.get(day, 1.0)
+    latest = sorted(ratios)[-max(int(partitions), 1):]
+    if not latest:
+        return {"factor": 1.0, "unclipped_factor": None, "clipped": False, "based_on_as_of": None, "ratios": {}}
+    raw = float(math.exp(-np.mean([math.log(ratios[d]) for d in latest])))
+    factor = float(min(max(raw, clip[0]), clip[1]))
+    return {"factor": factor, "unclipped_factor": raw, "clipped": factor != raw, "based_on_as_of": latest[-1].isoformat(),
+            "ratios": {d.isoformat(): ratios[d] for d in latest}}  # fmt: skip
+
+
 def label_window(as_of: dt.date, horizon_days: int) -> dict[str, dt.datetime]:
     """Return the bound timestamps of ``sql/monitor/realized_spend.sql``: ``past_start``, ``cutoff``, ``label_end``.
 
@@ -899,6 +943,26 @@ def _read(engine: sa.Engine, query: str, params: dict[str, Any], stamp: str) -> 
 def read_partition_metrics(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
     """Return the stored realized metrics of the partitions up to ``last_as_of``, oldest first."""
     return _read(engine, "read_partition_metrics", {"last_as_of": last_as_of}, "evaluated_at")
+
+
+def read_level_corrections(engine: sa.Engine, last_as_of: dt.date) -> list[dict[str, Any]]:
+    """Return the stored level corrections of the nights up to ``last_as_of``, oldest first."""
+    rows = _read(engine, "read_level_corrections", {"last_as_of": last_as_of}, "created_at")
+    for row in rows:
+        row["based_on_as_of"] = None if row["based_on_as_of"] is None else _date(row["based_on_as_of"]).isoformat()
+    return rows
+
+
+def store_level_correction(engine: sa.Engine, as_of: dt.date, model_version: str, level: Mapping[str, Any]) -> None:
+    """Replace one night's level correction (:func:`level_factor`'s result) in one transaction."""
+    based_on = level.get("based_on_as_of")
+    with engine.begin() as conn:
+        _run(conn, "delete_level_correction", {"as_of": as_of})
+        _run(conn, "insert_level_correction", {
+            "as_of": as_of, "model_version": str(model_version), "factor": float(level["factor"]),
+            "unclipped_factor": level.get("unclipped_factor"), "based_on_as_of": None if based_on is None else _date(based_on),
+            "created_at": _now(),
+        })  # fmt: skip
 
 
 def read_drift(engine: sa.Engine, as_of: dt.date) -> list[dict[str, Any]]:

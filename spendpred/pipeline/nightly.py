@@ -215,16 +215,20 @@ def _sync_cache(run: RunFolder, cache: _CacheFiles, push: bool, pulled: dict[str
     return done
 
 
-def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]], url: str | None = None) -> dict[str, Any]:
     """Gather every shard, check they cover the snapshot once with one model version, assign tiers.
 
     The tier rule comes from the settings (``SPENDPRED_TIER_*``: top 10% high, next 30%
     medium by default, or fixed spend thresholds). Before tiering, the scores are scaled by the
     model's trend anchor (``SPENDPRED_TREND_ANCHOR``; ``spendpred.shards.apply_anchor``), so the
-    night's total follows the BG/NBD x Gamma-Gamma forecast's move since training. Writes the
-    run's ``tiers.parquet`` and ``tiers.json``. Returns the run's reference with ``rows``,
-    ``model_version``, ``counts``, ``thresholds``, ``encoder`` (the shards' cache figures added
-    up) and ``anchor`` (factor, totals and the training-time ratio).
+    night's total follows the BG/NBD x Gamma-Gamma forecast's move since training; then by the
+    level correction (``SPENDPRED_LEVEL_CORRECTION``, :func:`_level_correction`: 1 / the realized
+    predicted/actual ratio of the latest matured partition of the same version, read from the
+    warehouse at ``url``). Ranks, hence tiers, are kept; the thresholds scale with the scores.
+    Writes the run's ``tiers.parquet`` and ``tiers.json``. Returns the run's reference with
+    ``rows``, ``model_version``, ``counts``, ``thresholds``, ``encoder`` (the shards' cache
+    figures added up), ``anchor`` (factor, totals and the training-time ratio) and ``level``
+    (the level correction's factor, where it comes from; publishing stores it).
     """
     from spendpred import shards
 
@@ -234,10 +238,51 @@ def assign_tiers(run: RunRef, shard_results: Sequence[Mapping[str, Any]]) -> dic
         run.pull("snapshot", only=("manifest.json",))
         for r in results:
             run.pull_set(run.staged_set("shard", int(r["shard"]), count))
-        return _assign_tiers(run, results, count, version)
+        return _assign_tiers(run, results, count, version, url)
 
 
-def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, version: str) -> dict[str, Any]:
+def _level_correction(as_of: dt.date, version: str, url: str | None) -> dict[str, Any]:
+    """Return tonight's level correction (``monitoring.level_factor``'s result with ``enabled`` and ``reused``).
+
+    A night already corrected for the same version (a rerun) gets its stored factor again. Off
+    (``SPENDPRED_LEVEL_CORRECTION=false``): factor 1 and nothing read. A warehouse that cannot be
+    read gives factor 1 with one warning and ``error`` (publishing then stores nothing for it).
+    """
+    from spendpred import monitoring, warehouse
+    from spendpred.errors import SpendpredError
+
+    settings = get_settings()
+    if not settings.level_correction:
+        return {"enabled": False, "factor": 1.0}
+    try:
+        with warehouse.opened_engine(url, create=False) as engine:
+            stored = monitoring.read_level_corrections(engine, as_of)
+            done = [r for r in stored if r["as_of"] == as_of.isoformat() and str(r["model_version"]) == str(version)]
+            if done:
+                row = done[0]
+                return {"enabled": True, "reused": True, "factor": float(row["factor"]),
+                        "unclipped_factor": row["unclipped_factor"], "based_on_as_of": row["based_on_as_of"],
+                        "clipped": row["unclipped_factor"] is not None and float(row["unclipped_factor"]) != float(row["factor"])}  # fmt: skip
+            rows = monitoring.read_partition_metrics(engine, as_of)
+    except (SpendpredError, OSError, _sa_errors()) as exc:
+        logger.warning("level correction for %s: the warehouse's realized metrics cannot be read (%s): factor 1",
+                       as_of, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+        return {"enabled": True, "factor": 1.0, "error": type(exc).__name__}
+    level = monitoring.level_factor(rows, stored, as_of, str(version), settings.horizon_days,
+                                    settings.level_correction_partitions)  # fmt: skip
+    return {"enabled": True, "reused": False, **level}
+
+
+def _sa_errors() -> type[Exception]:
+    """Return SQLAlchemy's base error class (imported late: the DAG files import this module)."""
+    import sqlalchemy.exc
+
+    return sqlalchemy.exc.SQLAlchemyError
+
+
+def _assign_tiers(
+    run: RunFolder, results: list[Mapping[str, Any]], count: int, version: str, url: str | None = None
+) -> dict[str, Any]:
     """:func:`assign_tiers` in a working copy holding the snapshot's manifest and every shard; pushes the tiers."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -253,6 +298,15 @@ def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, 
             "scores scaled by %.6f", anchored["predicted_total"], anchored["forecast_total"] or 0.0,
             anchored["reference_ratio"] or 0.0, anchored["factor"],
         )  # fmt: skip
+    level = _level_correction(run.as_of, version, url)
+    if level["factor"] != 1.0:
+        index = table.schema.get_field_index("predicted_spend")
+        scaled = shards.round_published(table.column("predicted_spend").to_numpy() * level["factor"])
+        table = table.set_column(index, "predicted_spend", pa.array(scaled, pa.float64()))
+    logger.info("level correction for %s (model version %s): factor %.6f%s, from the partition as of %s%s",
+                run.as_of, version, level["factor"], " (clipped)" if level.get("clipped") else "",
+                level.get("based_on_as_of") or "none (none matured)" if level["enabled"] else "none (SPENDPRED_LEVEL_CORRECTION=false)",
+                " (stored factor of an earlier run)" if level.get("reused") else "")  # fmt: skip
     labels, thresholds = tiers.assign_tiers(table.column("predicted_spend").to_numpy(), tiers.rule_from_settings())
     pq.write_table(table.append_column("tier", pa.array(labels, pa.string())), run.tiers_parquet)
     counts = tiers.tier_counts(labels)
@@ -265,6 +319,7 @@ def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, 
         "thresholds": [t.as_dict() for t in thresholds],
         "encoder": encoder,
         "anchor": anchored,
+        "level": level,
     }
     write_json_atomic(run.tiers_json, meta)
     run.push("tiers")
@@ -275,6 +330,11 @@ def _assign_tiers(run: RunFolder, results: list[Mapping[str, Any]], count: int, 
         else:
             prune(run.local_root, encoder["key"], count)
     return meta
+
+
+def _score_factor(meta: Mapping[str, Any]) -> float:
+    """Return the factor the tiers' scores were scaled by after the model: trend anchor times level correction."""
+    return float((meta.get("anchor") or {}).get("factor") or 1.0) * float((meta.get("level") or {}).get("factor") or 1.0)
 
 
 def _prune_remote(run: RunFolder, keep_key: str) -> None:
@@ -344,7 +404,7 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef, split_text: bool) -> d
         before = pq.read_table(previous.tiers_parquet, columns=["user_id", "tier"]).to_pandas()
     users = explain.select_users(tiers, before, settings.reasons_scope)
     began = time.perf_counter()
-    factor = float((meta.get("anchor") or {}).get("factor") or 1.0)
+    factor = _score_factor(meta)
     context = (f"model={meta['model_version']}|template={explain.REASON_TEMPLATE_VERSION}|method=head|steps={explain.N_STEPS}"
                f"|split={bool(split_text)}|factor={factor!r}")  # fmt: skip
     carried, stores = _carried_reasons([run, previous])
@@ -579,7 +639,7 @@ def explain_user(user_id: str, as_of: dt.date | None = None, model: str | int | 
     version_ref = model if model is not None else str(meta["model_version"])
     spend_model, version = registry.load_model(check_score(model=version_ref).model)
     same = str(version.version) == str(meta["model_version"])
-    factor = float((meta.get("anchor") or {}).get("factor") or 1.0) if same else 1.0
+    factor = _score_factor(meta) if same else 1.0
     (attribution,) = explain.attribute(spend_model, frame.iloc[:1], factor=factor)
     table = explain.attribution_table(attribution)
     return {
@@ -640,6 +700,11 @@ def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None 
         logger.info("dry run: %d rows for %s checked, nothing published", table.num_rows, run.as_of)
         return {"as_of": run.as_of.isoformat(), "rows": table.num_rows, "published": False}
     with warehouse.opened_engine(url) as engine:
+        level = meta.get("level") or {}
+        if level.get("enabled") and not level.get("error"):  # recorded first: a rerun reuses it
+            from spendpred import monitoring
+
+            monitoring.store_level_correction(engine, run.as_of, str(meta["model_version"]), level)
         rows = publish.publish_scores(
             engine, run.as_of, table, meta["thresholds"], model_name=registry.REGISTERED_MODEL, model_version=meta["model_version"],
             reasons=explained[0] if explained else None, reason_template=explained[1] if explained else "v1",
@@ -670,7 +735,7 @@ def score(
     validate_snapshot(snapshot)
     plan = plan_shards(snapshot, params=params)
     scored = [score_shard(spec, spec["shard"], spec["shards"], params=params) for spec in plan]
-    tiered = assign_tiers(snapshot, scored)
+    tiered = assign_tiers(snapshot, scored, url)
     explained = explain_scores(tiered)
     published = publish_scores(explained, dry_run=params.dry_run, url=url)
     return {"as_of": tiered["as_of"], "model_version": tiered["model_version"], "counts": tiered["counts"],

@@ -297,3 +297,52 @@ def test_population_settings_refuse_bad_values(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SPENDPRED_DRIFT_TEXT_CHANGED_WARN", "1.5")
     with pytest.raises(ValidationError, match="less than or equal to 1"):
         get_settings()
+
+
+def _ratio_row(as_of: str, value: float | None, version: str = "3", horizon: int = 30, scorer: str = "model") -> dict[str, object]:
+    return {"as_of": as_of, "model_version": version, "scorer": scorer, "metric": "total_ratio", "value": value,
+            "ci_low": None, "ci_high": None, "evaluated_at": "2020-03-01 00:00:00", "horizon_days": horizon}
+
+
+def test_level_factor_is_one_without_a_matured_partition_of_the_version() -> None:
+    import datetime as dt
+
+    night = dt.date(2020, 2, 15)
+    # another version's, the baseline's, another horizon's, an empty ratio and a partition that
+    # matured only tonight (as_of + 30 = the night: evaluated after tonight's scoring) do not count
+    rows = [_ratio_row("2020-01-01", 2.0, version="2"), _ratio_row("2020-01-01", 2.0, scorer="past_spend"),
+            _ratio_row("2020-01-01", 2.0, horizon=60), _ratio_row("2020-01-02", None), _ratio_row("2020-01-16", 2.0)]
+    level = monitoring.level_factor(rows, [], night, "3", 30)
+    assert level == {"factor": 1.0, "unclipped_factor": None, "clipped": False, "based_on_as_of": None, "ratios": {}}
+    assert monitoring.level_factor([], [], night, "3", 30)["factor"] == 1.0
+
+
+def test_level_factor_divides_by_the_latest_raw_ratio_and_clips() -> None:
+    import datetime as dt
+
+    night = dt.date(2020, 2, 15)
+    rows = [_ratio_row("2020-01-01", 2.0), _ratio_row("2020-01-10", 0.8), _ratio_row("2020-01-10", 9.0, version="2")]
+    level = monitoring.level_factor(rows, [], night, "3", 30)
+    assert level["factor"] == pytest.approx(1.25) and level["based_on_as_of"] == "2020-01-10" and not level["clipped"]
+    # the partition's own correction (0.5, same version) is divided out: its uncorrected ratio was 1.6
+    applied = [{"as_of": "2020-01-10", "model_version": "3", "factor": 0.5}, {"as_of": "2020-01-01", "model_version": "2", "factor": 4.0}]
+    assert monitoring.level_factor(rows, applied, night, "3", 30)["factor"] == pytest.approx(0.625)
+    # the geometric mean of the latest two: 1 / sqrt(2.0 * 0.8)
+    assert monitoring.level_factor(rows, [], night, "3", 30, partitions=2)["factor"] == pytest.approx(1 / np.sqrt(1.6))
+    far = monitoring.level_factor([_ratio_row("2020-01-10", 10.0)], [], night, "3", 30)
+    assert far["factor"] == 0.25 and far["unclipped_factor"] == pytest.approx(0.1) and far["clipped"]
+    low = monitoring.level_factor([_ratio_row("2020-01-10", 0.1)], [], night, "3", 30)
+    assert low["factor"] == 4.0 and low["clipped"]
+
+
+def test_level_correction_setting_is_a_bool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from spendpred.config import get_settings
+
+    assert get_settings().level_correction is True and get_settings().level_correction_partitions == 1
+    monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "false")
+    assert get_settings().level_correction is False
+    monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "sometimes")
+    with pytest.raises(ValidationError, match="level_correction"):
+        get_settings()
