@@ -212,11 +212,12 @@ class Settings(BaseSettings):
         "default: on CDNOW's development period it made the calibration worse (bench/README.md).",
     )
     level_correction: bool = Field(
-        True,
+        False,
         description="Nightly scoring multiplies the night's predicted_spend by 1 / the realized predicted/actual total "
         "ratio of the latest partition of the same model version matured before the night (level_correction_partitions "
-        "of them, mean; clipped to [0.25, 4]), ranks kept; factor 1 while none has matured. Stored in level_corrections. "
-        "On by default: on CDNOW's development split it cut the mean |log(pred/actual)| from 0.30 to 0.20 (bench/README.md).",
+        "of them, geometric mean; clipped to [0.25, 4]), ranks kept; factor 1 while none has matured. Stored in "
+        "level_corrections. Off by default: the only evidence (bench/README.md, CDNOW replay: mean |log(pred/actual)| "
+        "0.30 -> 0.20) comes from nights whose labels lie in the evaluation period, not the development split.",
     )
     level_correction_partitions: int = Field(
         1, ge=1, le=12, description="Matured partitions whose realized ratios the level correction averages (latest first)."

@@ -47,6 +47,7 @@ def test_second_night_is_scaled_by_the_first_nights_realized_ratio(
     trained = pipeline.train(RUN_DATE, epochs=1, promote="force", url=warehouse_url)
     version = str(trained["version"])
 
+    monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "true")
     first = pipeline.score(NIGHT1, url=warehouse_url)  # nothing matured yet: factor 1, recorded as such
     assert first["published"] is True
     assert _corrections(warehouse_url) == [(NIGHT1.isoformat(), version, 1.0, None, None)]

@@ -340,9 +340,9 @@ def test_level_correction_setting_is_a_bool(monkeypatch: pytest.MonkeyPatch) -> 
 
     from spendpred.config import get_settings
 
-    assert get_settings().level_correction is True and get_settings().level_correction_partitions == 1
-    monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "false")
-    assert get_settings().level_correction is False
+    assert get_settings().level_correction is False and get_settings().level_correction_partitions == 1
+    monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "true")
+    assert get_settings().level_correction is True
     monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "sometimes")
     with pytest.raises(ValidationError, match="level_correction"):
         get_settings()
