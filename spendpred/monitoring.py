@@ -953,6 +953,12 @@ def read_level_corrections(engine: sa.Engine, last_as_of: dt.date) -> list[dict[
     return rows
 
 
+def clear_level_correction(engine: sa.Engine, as_of: dt.date) -> None:
+    """Remove one night's level correction (a night republished uncorrected)."""
+    with engine.begin() as conn:
+        _run(conn, "delete_level_correction", {"as_of": as_of})
+
+
 def store_level_correction(engine: sa.Engine, as_of: dt.date, model_version: str, level: Mapping[str, Any]) -> None:
     """Replace one night's level correction (:func:`level_factor`'s result) in one transaction."""
     based_on = level.get("based_on_as_of")

@@ -701,10 +701,16 @@ def publish_scores(tiers_result: RunRef, dry_run: bool = False, url: str | None 
         return {"as_of": run.as_of.isoformat(), "rows": table.num_rows, "published": False}
     with warehouse.opened_engine(url) as engine:
         level = meta.get("level") or {}
-        if level.get("enabled") and not level.get("error"):  # recorded first: a rerun reuses it
-            from spendpred import monitoring
+        from spendpred import monitoring
 
+        if level.get("enabled") and not level.get("error"):  # recorded first: a rerun reuses it
             monitoring.store_level_correction(engine, run.as_of, str(meta["model_version"]), level)
+        elif not level.get("enabled"):  # published uncorrected: an earlier run's factor no longer holds
+            try:
+                monitoring.clear_level_correction(engine, run.as_of)
+            except _sa_errors() as exc:
+                logger.warning("could not clear the level correction of %s (%s): run `spendpred db init`",
+                               run.as_of, str(exc).splitlines()[0])  # fmt: skip
         rows = publish.publish_scores(
             engine, run.as_of, table, meta["thresholds"], model_name=registry.REGISTERED_MODEL, model_version=meta["model_version"],
             reasons=explained[0] if explained else None, reason_template=explained[1] if explained else "v1",

@@ -81,3 +81,9 @@ def test_second_night_is_scaled_by_the_first_nights_realized_ratio(
     assert again["thresholds"] == second["thresholds"]
     pd.testing.assert_frame_equal(_published(warehouse_url, NIGHT2), corrected)
     assert [r for r in _corrections(warehouse_url) if r[0] == NIGHT2.isoformat()] == [stored]
+
+    monkeypatch.setenv("SPENDPRED_LEVEL_CORRECTION", "false")  # republished uncorrected: its factor is gone
+    pipeline.score(NIGHT2, url=warehouse_url)
+    pd.testing.assert_frame_equal(_published(warehouse_url, NIGHT2).drop(columns="scored_at", errors="ignore"),
+                                  raw.drop(columns="scored_at", errors="ignore"))  # fmt: skip
+    assert [r[0] for r in _corrections(warehouse_url)] == [NIGHT1.isoformat()]
