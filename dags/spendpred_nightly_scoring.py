@@ -124,7 +124,7 @@ def spendpred_nightly_scoring() -> None:
         from spendpred import pipeline
 
         # a slice fetches every shard's result in one request (iterating probes past the end)
-        return pipeline.assign_tiers(snapshot, list(shard_results[:]))
+        return pipeline.assign_tiers(snapshot, list(shard_results[:]), url=warehouse_url())
 
     @task
     @one_line()
