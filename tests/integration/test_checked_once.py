@@ -66,6 +66,6 @@ def test_one_train_checks_each_parameter_once(
     first = received[0][1]
     assert isinstance(first, TrainParams) and all(run is first for _, run in received)
     assert (first.loss, first.freeze, first.device, first.promote_mode) == ("huber", "all-but-head", "cpu", "force")
-    # the promotion mode is checked by the gate's public entries only, never by a pipeline step: registry.promote
-    # (before it reads the registry) and promotion.decide; force's look at the auto rule checks nothing again
-    assert modes == ["force", "force"], modes
+    # the promotion mode is checked once, by the gate (promotion.decide), never by a pipeline step or by
+    # registry.promote; force's look at the auto rule checks nothing again
+    assert modes == ["force"], modes

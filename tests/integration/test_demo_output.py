@@ -18,7 +18,7 @@ def test_the_demo_warehouse_step_says_it_once_in_words(tmp_path: Path) -> None:
     seed = next(ln for ln in lines if ln.startswith("spendpred seed "))
     assert seed.endswith(">/dev/null")
     env = {**os.environ, "SPENDPRED_HOME": str(tmp_path / "var"), "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
-           "DEMO_USERS": "30", "DEMO_DATE": "2024-06-30"}  # fmt: skip
+           "DEMO_USERS": "30", "DEMO_DATE": "2024-06-30", "DEMO_SEED": "42"}  # fmt: skip
     done = subprocess.run(["bash", "-c", seed.replace("730", "20")], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=300, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
