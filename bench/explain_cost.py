@@ -13,10 +13,15 @@ of the last night explaining everyone; ``--split-text`` has the nightly split th
 segment (``explain_scores(split_text=True)``; off by default). ``--repeat N`` then times the last
 night's ``score_shard`` and ``explain_scores`` alternately N times (medians; each explain without the
 night's own reasons file, as a night after the previous one, then once more as a rerun that carries
-every user's reasons); ``--profile FILE`` writes cProfile stats of one more such ``explain_scores``.
+every user's reasons); ``--profile FILE`` writes cProfile stats of one more such ``explain_scores``;
+``--model-cache-ab N`` times the last night's two steps with the local model cache (``SPENDPRED_MODEL_CACHE``)
+off and on, alternating, N times each (medians). ``--home DIR`` reuses an earlier run's bench home (pass its
+``--encoder`` and ``--nights``): no set-up and no nights, only those re-timings of its last night.
 
     .venv/bin/python bench/explain_cost.py                       # tiny encoder, 1,000 users
     .venv/bin/python bench/explain_cost.py --repeat 5 --profile /tmp/explain.prof
+    .venv/bin/python bench/explain_cost.py --nights 3 --model-cache-ab 5
+    .venv/bin/python bench/explain_cost.py --home /tmp/spendpred-explain-bench-XXXX --encoder minilm --nights 2 --model-cache-ab 3
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 500 --max-users 500
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 100000 --max-users 3000 --freeze all-but-head --nights 2
 """
@@ -93,6 +98,35 @@ def _interleaved(pipeline, day: dt.date, url: str, repeat: int) -> dict:  # noqa
             "rerun_over_score": round(med(rerun_s) / med(score_s), 3), "rerun_carried": rerun["reasons"]["carried"]}  # fmt: skip
 
 
+def _model_cache_ab(pipeline, day: dt.date, url: str, repeat: int) -> dict:  # noqa: ANN001
+    """Night ``day`` again, ``score_shard`` then ``explain_scores`` (as a night after the previous one)
+    with the local model cache off and on (``SPENDPRED_MODEL_CACHE``), alternating, ``repeat`` times each (medians)."""
+    import statistics
+
+    from spendpred.snapshot import RunFolder
+
+    snap = pipeline.extract_scoring_snapshot(day, url, model="champion")
+    pipeline.validate_snapshot(snap)
+    plan = pipeline.plan_shards(snap, 1)
+    run = RunFolder.for_date("score", day)
+    times: dict[str, dict[str, list[float]]] = {mode: {"score": [], "explain": []} for mode in ("off", "on")}
+    for _ in range(repeat):
+        for mode in ("off", "on"):
+            os.environ["SPENDPRED_MODEL_CACHE"] = "false" if mode == "off" else "true"
+            began = time.perf_counter()
+            scored = [pipeline.score_shard(spec, spec["shard"], spec["shards"], "champion") for spec in plan]
+            times[mode]["score"].append(time.perf_counter() - began)
+            tiers = pipeline.assign_tiers(snap, scored)
+            run.reasons_parquet.unlink(missing_ok=True)
+            began = time.perf_counter()
+            pipeline.explain_scores(tiers)
+            times[mode]["explain"].append(time.perf_counter() - began)
+    os.environ.pop("SPENDPRED_MODEL_CACHE", None)
+    med = statistics.median
+    return {mode: {"score_s": round(med(t["score"]), 3), "explain_s": round(med(t["explain"]), 3),
+                   "explain_over_score": round(med(t["explain"]) / med(t["score"]), 3)} for mode, t in times.items()}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1000)
@@ -106,16 +140,23 @@ def main() -> int:
                         help="split the text's contribution by segment in the nightly (one encoder pass per explained user)")
     parser.add_argument("--repeat", type=int, default=0,
                         help="then time the second night's score_shard and explain_scores interleaved this many times (medians)")
+    parser.add_argument("--model-cache-ab", type=int, default=0, metavar="N",
+                        help="then time the last night's score_shard and explain_scores with the local model cache off and on, "
+                        "alternating, N times each (medians)")
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of the second night's explain_scores here")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="reuse the bench home of an earlier run (its seed, champion and --nights): no set-up, no nights, "
+                        "only --repeat / --model-cache-ab / --profile / --scope-all on its last night")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="spendpred-explain-bench-"))
+    home = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="spendpred-explain-bench-"))
     os.environ["SPENDPRED_HOME"] = str(home)
     os.environ["SPENDPRED_HORIZON_DAYS"] = "60"
     if args.encoder == "tiny":
         from spendpred.model.tiny import make_tiny_bert
 
-        os.environ["SPENDPRED_ENCODER_DIR"] = str(make_tiny_bert(home / "tiny-bert"))
+        tiny = home / "tiny-bert"
+        os.environ["SPENDPRED_ENCODER_DIR"] = str(tiny if args.home else make_tiny_bert(tiny))
     import torch
 
     from spendpred import pipeline
@@ -124,20 +165,24 @@ def main() -> int:
     day = dt.date(2024, 6, 30)
     load_before = os.getloadavg()
     began = time.perf_counter()
-    pipeline.seed(users=args.users, days=400, end_date=day, seed=7, url=url)
-    print(f"seeded {args.users} users in {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
-    pipeline.train(day, epochs=1, max_users=args.max_users, freeze=args.freeze, promote="force", url=url)
-    setup = time.perf_counter() - began
+    setup = 0.0
     split = True if args.split_text else None
-    print(f"set up (seed and train) in {setup:.1f}s", file=sys.stderr, flush=True)
-    nights = [_night(pipeline, day, url, split)]
-    print(f"night {day}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
-    for k in range(1, max(args.nights, 2)):
-        pipeline.append_day(day + dt.timedelta(days=k), 7, url, daily_active=0.05)
-        nights.append(_night(pipeline, day + dt.timedelta(days=k), url, split))
-        print(f"night {day + dt.timedelta(days=k)}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
+    nights: list[dict] = []
+    if args.home is None:
+        pipeline.seed(users=args.users, days=400, end_date=day, seed=7, url=url)
+        print(f"seeded {args.users} users in {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
+        pipeline.train(day, epochs=1, max_users=args.max_users, freeze=args.freeze, promote="force", url=url)
+        setup = time.perf_counter() - began
+        print(f"set up (seed and train) in {setup:.1f}s", file=sys.stderr, flush=True)
+        nights = [_night(pipeline, day, url, split)]
+        print(f"night {day}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
+        for k in range(1, max(args.nights, 2)):
+            pipeline.append_day(day + dt.timedelta(days=k), 7, url, daily_active=0.05)
+            nights.append(_night(pipeline, day + dt.timedelta(days=k), url, split))
+            print(f"night {day + dt.timedelta(days=k)}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
     last = day + dt.timedelta(days=max(args.nights, 2) - 1)
     interleaved = _interleaved(pipeline, last, url, args.repeat) if args.repeat else None
+    cache_ab = _model_cache_ab(pipeline, last, url, args.model_cache_ab) if args.model_cache_ab else None
     if args.profile:
         import cProfile
 
@@ -154,7 +199,7 @@ def main() -> int:
         nights.append({**_night(pipeline, last, url, split), "scope": "all"})
     load_after = os.getloadavg()
     result = {"users": args.users, "encoder": args.encoder, "freeze": args.freeze, "setup_s": round(setup, 1), "nights": nights,
-              "interleaved": interleaved, "load_before": load_before, "load_after": load_after,
+              "interleaved": interleaved, "model_cache_ab": cache_ab, "load_before": load_before, "load_after": load_after,
               "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "platform": platform.platform()}}  # fmt: skip
     print(f"{args.users} users, encoder {args.encoder}, freeze {args.freeze or 'default'}, setup {setup:.1f}s, "
@@ -172,6 +217,11 @@ def main() -> int:
         print(f"second night interleaved x{i['repeat']} (medians): score {i['score_s']:.3f}s, explain {i['explain_s']:.3f}s "
               f"({i['explain_over_score']:.3f}x), explain rerun with every reason carried {i['rerun_explain_s']:.3f}s "
               f"({i['rerun_over_score']:.3f}x, {i['rerun_carried']} carried)")  # fmt: skip
+    if cache_ab:
+        for mode in ("off", "on"):
+            c = cache_ab[mode]
+            print(f"last night, local model cache {mode:<3} x{args.model_cache_ab} (medians): score {c['score_s']:.3f}s, "
+                  f"explain {c['explain_s']:.3f}s ({c['explain_over_score']:.3f}x)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
