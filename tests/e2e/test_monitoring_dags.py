@@ -47,10 +47,14 @@ def _queued_retrains() -> int:
 
 
 def _unpause(dag_id: str) -> None:
+    """Unpause ``dag_id`` with an empty asset queue: the metadata database lives for the whole session,
+    so another test's queued asset-triggered run must not count as this test's."""
+    from airflow.models.asset import AssetDagRunQueue
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
+        session.query(AssetDagRunQueue).filter(AssetDagRunQueue.target_dag_id == dag_id).delete()
         session.query(DagModel).filter(DagModel.dag_id == dag_id).update({DagModel.is_paused: False})
 
 
