@@ -46,6 +46,18 @@ airflow dags test spendpred_weekly_retrain \
     -c "{\"as_of\": \"$DEMO_DATE\", \"epochs\": $DEMO_EPOCHS, \"freeze\": \"$DEMO_FREEZE\", \"promote\": \"auto\"}" \
     >"$AIRFLOW_HOME/retrain.log" 2>&1 || { tail -n 60 "$AIRFLOW_HOME/retrain.log"; exit 1; }
 summarise "test metrics|promotion of version|DagRun Finished" "$AIRFLOW_HOME/retrain.log"
+# The gate may keep the new version out (it must beat past spend and the gradient-boosted trees on
+# its held-out users): then there is no champion and nothing to score with. Say so, and how to go on.
+if ! spendpred report --json 2>/dev/null | python -c 'import json, sys; sys.exit(0 if json.load(sys.stdin).get("champion") else 1)'; then
+    printf '
+no champion: the retrain did not beat the simple baselines on its held-out users (the promotion line above says which),
+'
+    printf 'so the nightly has no model to score with. Try another synthetic world (DEMO_SEED=7 make demo), or make this version
+'
+    printf 'champion by hand: VENV=%s; . scripts/airflow-env.sh && spendpred train --as-of %s --promote force
+' "$VENV" "$DEMO_DATE"
+    exit 1
+fi
 
 step "Nightly scoring DAG (as of $DEMO_DATE, $DEMO_SHARDS shards)"
 airflow dags test spendpred_nightly_scoring \
