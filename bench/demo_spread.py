@@ -43,8 +43,9 @@ def _yesterday() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
 
 
-def run_demo(seed: int, date: dt.date, home: Path, venv: Path) -> dict[str, float]:
-    """Run scripts/demo.sh for (seed, date) under ``home``; return its figures and wall seconds."""
+def run_demo(seed: int, date: dt.date, home: Path, venv: Path) -> dict[str, float] | None:
+    """Run scripts/demo.sh for (seed, date) under ``home``; return its figures and wall seconds, or
+    ``None`` when the promotion gate kept the new version out (the demo stops: no champion)."""
     env = {**os.environ, **OFFLINE_ENV, "DEMO_SEED": str(seed), "DEMO_DATE": date.isoformat(),
            "SPENDPRED_HOME": str(home), "VENV": str(venv)}  # fmt: skip
     for key in [k for k in env if k.startswith(("AIRFLOW_", "AIRFLOW__", "SPENDPRED_WAREHOUSE", "SPENDPRED_MLFLOW"))]:
@@ -52,6 +53,8 @@ def run_demo(seed: int, date: dt.date, home: Path, venv: Path) -> dict[str, floa
     started = time.monotonic()
     done = subprocess.run([str(ROOT / "scripts" / "demo.sh")], env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
+    if done.returncode != 0 and "no champion:" in done.stdout:
+        return None
     if done.returncode != 0:
         raise SystemExit(f"demo (seed {seed}, {date}) failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     report = subprocess.run([str(venv / "bin" / "spendpred"), "report", "--json"], env=env, capture_output=True,
@@ -76,13 +79,21 @@ def main() -> None:
     else:
         runs = [(seed, dt.date.fromisoformat(day)) for day in args.dates for seed in args.seeds]
     rows = []
+    refused = 0
     with tempfile.TemporaryDirectory(prefix="demo-spread-") as tmp:
         for i, (seed, date) in enumerate(runs):
             row = run_demo(seed, date, Path(tmp) / f"run{i}", args.venv.resolve())
+            if row is None:
+                refused += 1
+                print(f"seed {seed:>5} date {date}  not promoted: the gate kept the version out (no champion)", flush=True)
+                continue
             rows.append((seed, date, row))
             print(f"seed {seed:>5} date {date}  " + "  ".join(f"{k} {row[k]:.3f}" for k, _, _ in FIGURES)
                   + f"  ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
-    print(f"\n{len(rows)} runs of scripts/demo.sh (2,000 users, 2 epochs, bottom-k:4)")
+    print(f"\n{len(rows) + refused} runs of scripts/demo.sh (2,000 users, 2 epochs, bottom-k:4); "
+          f"{refused} not promoted by the gate, left out below")
+    if not rows:
+        return
     for key, label, _ in FIGURES:
         values = [row[key] for _, _, row in rows]
         print(f"{label:<36} mean {statistics.fmean(values):.3f}  min {min(values):.3f}  max {max(values):.3f}")
