@@ -227,3 +227,16 @@ def test_metric_labels_never_show_a_raw_key() -> None:
     assert metric_label("finetune_lift_rmse") == "Fine-tuning lift: RMSE"
     assert metric_label("high_tier_precision") == "High tier precision"  # unknown: in words
     assert metric_label("finetune_lift_") == "Finetune lift"
+
+
+def test_the_health_lines_say_clock_features_drift_by_construction() -> None:
+    """Tenure and recency grow with the date: their drift is shown, and said to be expected."""
+    health = {"drift_as_of": "2024-06-30", "drift": [
+        {"feature": "tenure_days", "status": "alert"}, {"feature": "monetary_90d", "status": "warn"},
+        {"feature": "recency_days", "status": "warn"}, {"feature": "frequency_30d", "status": "ok"},
+    ]}  # fmt: skip
+    line = next(ln for ln in report.format_health(health) if ln.strip().startswith("drift on"))
+    assert line.strip() == ("drift on 2024-06-30: 1 alert (tenure_days), 2 warn, 1 ok; recency_days, tenure_days grow "
+                            "with the date (expected, never request a retrain)")  # fmt: skip
+    calm = {"drift_as_of": "2024-06-30", "drift": [{"feature": "monetary_90d", "status": "warn"}]}
+    assert "grow with the date" not in "\n".join(report.format_health(calm))

@@ -124,3 +124,7 @@ def test_the_drift_table_shows_population_rows_as_labelled_shares() -> None:
     assert cells["_unseen_categories"][:4] == ["orders in categories unseen in training", "—", "—", "6.2%"]
     assert cells["_text_changed_share"][:4] == ["users whose text changed since the last night", "—", "—", "2.0%"]
     assert "_unseen_categories</td>" not in table  # the raw key is never shown
+    assert 'id="health-clock"' not in html  # no clock feature drifted
+    clock = ui._health({"drift_as_of": "2024-06-30", "drift": [
+        {"feature": "tenure_days", "psi": 0.9, "statistic": 0.4, "status": "alert", "model_version": "3"}]})  # fmt: skip
+    assert re.search(r'id="health-clock">tenure_days grow with the date .*never requests a retrain', clock)
