@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from spendpred import monitoring, pipeline
-from tests.e2e.test_dags_e2e import END, RETRAIN_DUE, SCORING_DUE, _airflow_uri, _asset_events, _states, dags
-from tests.e2e.test_monitoring_dags import REQUEST_URI, SCORES_URI, _queued_retrains, _rows, _unpause
+from tests.e2e.test_dags_e2e import END, SCORING_DUE, _asset_events, _states, dags
+from tests.e2e.test_monitoring_dags import REQUEST_URI, SCORES_URI, _queued_retrains, _rows, _unpause, forced_champion
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,8 @@ MONEY = {"monetary_30d", "monetary_90d", "monetary_365d", "monetary_all", "avg_b
 def test_the_first_night_in_cents_requests_a_retrain_and_the_night_before_does_not(
     sqlite_url: str, airflow_db: Path, dags: dict[str, Any], tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
-
-    torch.set_num_threads(1)
     url = sqlite_url
-    monkeypatch.setenv("SPENDPRED_ENCODER_DIR", str(tiny_encoder))
-    monkeypatch.setenv("AIRFLOW_CONN_SPENDPRED_WAREHOUSE", _airflow_uri(url))
-    monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
-    pipeline.seed(users=300, days=400, end_date=END, seed=11, url=url)
-    retrain = dags["spendpred_weekly_retrain"].test(logical_date=RETRAIN_DUE, run_conf={"epochs": 1, "promote": "force"})
-    assert str(retrain.state) == "success", _states(retrain.run_id)
+    forced_champion(url, 300, dags, tiny_encoder, monkeypatch)
     _unpause("spendpred_weekly_retrain")  # a paused DAG's asset events are not queued
     scoring = dags["spendpred_nightly_scoring"]
 

@@ -58,21 +58,28 @@ def _unpause(dag_id: str) -> None:
         session.query(DagModel).filter(DagModel.dag_id == dag_id).update({DagModel.is_paused: False})
 
 
-def test_an_alert_night_requests_one_retrain_and_the_cooldown_holds(
-    sqlite_url: str, airflow_db: Path, dags: dict[str, Any], tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def forced_champion(url: str, users: int, dags: dict[str, Any], tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The world both asset tests start from: a tiny encoder, the warehouse seeded with ``users`` up to END,
+    the Airflow connection on it, and a champion from the weekly retrain DAG (promoted by force).
+    Returns the retrain's DAG run (asserted successful)."""
     import torch
 
     torch.set_num_threads(1)
-    url = sqlite_url
     monkeypatch.setenv("SPENDPRED_ENCODER_DIR", str(tiny_encoder))
     monkeypatch.setenv("AIRFLOW_CONN_SPENDPRED_WAREHOUSE", _airflow_uri(url))
     monkeypatch.setenv("SPENDPRED_WAREHOUSE_URL", url)
-    monkeypatch.setenv("SPENDPRED_RETRAIN_COOLDOWN_DAYS", "7")
-    pipeline.seed(users=200, days=400, end_date=END, seed=11, url=url)
-
+    pipeline.seed(users=users, days=400, end_date=END, seed=11, url=url)
     retrain = dags["spendpred_weekly_retrain"].test(logical_date=RETRAIN_DUE, run_conf={"epochs": 1, "promote": "force"})
     assert str(retrain.state) == "success", _states(retrain.run_id)
+    return retrain
+
+
+def test_an_alert_night_requests_one_retrain_and_the_cooldown_holds(
+    sqlite_url: str, airflow_db: Path, dags: dict[str, Any], tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = sqlite_url
+    monkeypatch.setenv("SPENDPRED_RETRAIN_COOLDOWN_DAYS", "7")
+    forced_champion(url, 200, dags, tiny_encoder, monkeypatch)
     client = registry.get_client()
     champion = client.get_model_version_by_alias(registry.REGISTERED_MODEL, registry.CHAMPION)
     tags = client.get_run(champion.run_id).data.tags
