@@ -14,6 +14,7 @@ from spendpred import publish, report, ui, warehouse
 from spendpred.config import Settings
 from spendpred.tiers import assign_tiers
 from tests.integration.test_publish import D1, D2, D3, STAMP, _run, engine
+from tests.unit.test_ui import CHAMPION  # the page's hand-made champion, one copy
 
 __all__ = ["engine"]  # the fixture, shared with test_publish.py
 
@@ -156,14 +157,6 @@ def test_page_data_reports_an_uninitialised_warehouse_as_an_error(sqlite_url: st
     assert len(data["errors"]) == 1 and "spendpred db init" in data["errors"][0]
 
 
-CHAMPION = {
-    "name": "spendpred-regressor", "version": "7", "tags": {"loss": "ziln"},
-    "metrics": {"normalised_gini": 0.71, "top10_capture": 0.52, "rmse": 40.0, "decile_mape": 0.2, "total_ratio": 1.04,
-                "total_predicted": 10400.0, "total_actual": 10000.0, "finetune_lift_normalised_gini": 0.012},
-    "baselines": {"past_spend": {"normalised_gini": 0.55, "top10_capture": 0.45, "rmse": 60.0},
-                  "gbt_numeric": {"normalised_gini": 0.66, "top10_capture": 0.50, "rmse": 45.0},
-                  "before_finetuning": {"normalised_gini": 0.698, "top10_capture": 0.51, "rmse": 41.0}},
-}  # fmt: skip
 
 
 def test_the_champion_is_shown_beside_its_peers_with_lift_and_calibration() -> None:
