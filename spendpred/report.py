@@ -215,7 +215,6 @@ def _read_summary(url: str, data: dict[str, Any]) -> None:
 
     file = warehouse.sqlite_file(url)
     if file is not None and not file.exists():
-        data["warehouse_missing"] = str(file)  # the page says "not yet"; the CLI refuses it (a mistyped path)
         data["notes"].append(f"The warehouse file {file} does not exist yet: run `spendpred db init`.")
         return
     engine = warehouse.get_engine(url, create=False)  # reading never writes, not even an empty file's header
