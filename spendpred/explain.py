@@ -25,7 +25,8 @@ needed: every contribution is already in the currency of ``predicted_spend``.
 **Reasons** (:func:`reasons`): the contributions grouped into readable items (a numeric
 feature; the text's orders, each category, each distinct search query, the reviews, the
 fixed sentences), each rendered from the versioned template ``REASON_TEMPLATE_VERSION`` with
-its signed size in currency, and the three largest by absolute size kept. PII-free: queries
+its signed size in currency, and three kept (:func:`reason_items`: the largest of those that move
+the prediction from the baseline towards where it is). PII-free: queries
 and categories come from the rendered text (already scrubbed by ``textify``), are scrubbed
 again and cut short; a review shows its rating only, never its body.
 """
@@ -49,9 +50,10 @@ from spendpred.textify import Segment, scrub, segments
 
 logger = logging.getLogger(__name__)
 
-REASON_TEMPLATE_VERSION = "v2"
-"""Version of the reason phrases (:func:`feature_phrase`, :func:`reasons`): change it with any wording change.
-v2 adds the one phrase ``TEXT_PHRASE`` (the nightly's unsplit text); every v1 phrase is unchanged."""
+REASON_TEMPLATE_VERSION = "v3"
+"""Version of the reason phrases and their choice (:func:`feature_phrase`, :func:`reason_items`): change it with any
+wording or selection change. v2 added the one phrase ``TEXT_PHRASE`` (the nightly's unsplit text); v3 keeps every
+phrase and chooses the reasons in the direction of ``prediction - baseline`` (v1 and v2: the largest absolute)."""
 TEXT_KEY = "text:activity"
 """The reason key of the whole behaviour text when it is not split by segment."""
 TEXT_PHRASE = "recent activity (orders, searches, reviews)"
@@ -60,6 +62,11 @@ TOP_REASONS = 3
 """Reasons kept per user."""
 N_STEPS = 32
 """Integrated-gradients steps (Gauss-Legendre) per user."""
+HEAD_STEPS = 8
+"""Integrated-gradients steps (Gauss-Legendre) per user of the head-only path (:func:`attribute_head`). The head is a
+small smooth MLP: with the MiniLM champion of ``bench/explain_cost.py`` (600 users), 8 steps gave the same reasons as
+128 for every user, each contribution within 1.5e-4 of the 128-step one and every completeness gap under 8e-4
+(tolerance at least 0.05); 32 steps cost 4x the head pass for float32 noise (``bench/README.md``)."""
 RETRY_STEPS = 128
 """Steps of the second try for a user whose completeness gap exceeds the tolerance."""
 ABS_TOLERANCE = 0.05
@@ -69,7 +76,7 @@ REL_TOLERANCE = 0.01
 BATCH_USERS = 8
 """Users attributed together (each expanded to ``N_STEPS`` interpolated inputs)."""
 HEAD_BATCH_USERS = 256
-"""Users attributed together through the head only (:func:`attribute_head`; ``N_STEPS`` rows each through a small MLP)."""
+"""Users attributed together through the head only (:func:`attribute_head`; ``HEAD_STEPS`` rows each through a small MLP)."""
 SPLIT_BATCH_USERS = 32
 """Users per forward and backward pass of the nightly's approximate text split (:func:`attribute_head`)."""
 BASELINE_BATCH = 64
@@ -409,7 +416,7 @@ def attribute_head(
     factor: float = 1.0,
     pooled: np.ndarray | None = None,
     split_text: bool = False,
-    n_steps: int = N_STEPS,
+    n_steps: int = HEAD_STEPS,
     batch_users: int = HEAD_BATCH_USERS,
     baselines: dict[bytes, np.ndarray] | None = None,
 ) -> list[UserAttribution]:
@@ -683,7 +690,7 @@ BASELINES_META_KEY = b"spendpred.explain.baselines"
 def input_fingerprints(frame: pd.DataFrame, context: str) -> list[bytes]:
     """Return one fingerprint per row of ``frame``: SHA-256 (first ``FINGERPRINT_BYTES``) of ``context``, the user id,
     the text's digest (the one the embedding cache keys by, ``embeddings.text_digests``) and every other
-    column's value (sorted by name, numbers as float64, other values as text).
+    column's value (the numeric columns by name as one row of float64, then the others by name as text).
 
     ``context`` names everything besides the row that the reasons depend on (model version, template version,
     method, steps, text split, anchor factor); equal fingerprints mean equal reasons. Raises ``DataError``
@@ -695,22 +702,18 @@ def input_fingerprints(frame: pd.DataFrame, context: str) -> list[bytes]:
     texts = check_texts(frame, "explanation input")
     digests = text_digests(texts)
     others = sorted(c for c in frame.columns if c not in ("user_id", "text"))
-    parts = []
-    for column in others:
-        values = frame[column]
-        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            parts.append(np.ascontiguousarray(values.to_numpy(dtype="<f8")))
-        else:
-            parts.append(values.astype(str).to_numpy(dtype=object))
-    head = hashlib.sha256("\x00".join([context, *others]).encode()).digest()
+    numeric = [c for c in others if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
+    strings = [c for c in others if c not in numeric]
+    rows = np.ascontiguousarray(frame[numeric].to_numpy(dtype="<f8")) if numeric else np.empty((len(frame), 0), "<f8")
+    words = [frame[c].astype(str).tolist() for c in strings]
+    head = hashlib.sha256("\x00".join([context, *numeric, "", *strings]).encode()).digest()
     user_ids = frame["user_id"].astype(str).tolist()
     out = []
     for i, user in enumerate(user_ids):
         sha = hashlib.sha256(head)
-        sha.update(user.encode("utf-8") + b"\x00" + digests[i])
-        for part in parts:
-            value = part[i]
-            sha.update(value.tobytes() if isinstance(value, np.floating) else str(value).encode("utf-8") + b"\x00")
+        sha.update(user.encode("utf-8") + b"\x00" + digests[i] + rows[i].tobytes())
+        for column in words:
+            sha.update(column[i].encode("utf-8") + b"\x00")
         out.append(sha.digest()[:FINGERPRINT_BYTES])
     return out
 
@@ -897,18 +900,66 @@ def text_items(attribution: UserAttribution) -> list[Item]:
     return items
 
 
-def all_items(attribution: UserAttribution, top: int | None = None) -> list[Item]:
+def all_items(attribution: UserAttribution) -> list[Item]:
     """Every readable part of one user's attribution (features and text groups), largest absolute contribution first
-    (only the first ``top`` when given: the phrases of the others are not rendered)."""
-    order = lambda key, value: (-abs(round(value, 6)), key)  # noqa: E731
-    features = sorted(attribution.features.items(), key=lambda kv: order(*kv))
-    texts = text_items(attribution)
-    if top is not None:
-        features = features[:top]
+    (ties by key)."""
     items = [Item(column, feature_phrase(column, attribution.raw_values.get(column, float("nan"))), value)
-             for column, value in features]  # fmt: skip
-    items = sorted(items + texts, key=lambda item: order(item.key, item.contribution))
-    return items if top is None else items[:top]
+             for column, value in attribution.features.items()]  # fmt: skip
+    return sorted(items + text_items(attribution), key=lambda item: (-abs(round(item.contribution, 6)), item.key))
+
+
+def _choose(values: np.ndarray, keys: Sequence[str], direction: np.ndarray, top: int) -> np.ndarray:
+    """Column indices ``(n, min(top, m))`` of each row's reasons among ``values`` (``(n, m)``, items ``keys``).
+
+    First the items whose value (rounded to 1e-6: float noise does not reorder reasons) has the
+    row's ``direction`` (+1 or -1), largest first; then the others, largest absolute first; ties
+    by key. One sort for every row (the nightly chooses for thousands of users at once).
+    """
+    rounded = np.round(np.asarray(values, dtype=np.float64), 6)
+    toward = direction[:, None] * rounded
+    away = toward <= 0
+    order = np.lexsort((np.broadcast_to(np.argsort(np.argsort(np.asarray(keys, dtype=object))), rounded.shape),
+                        np.where(away, -np.abs(rounded), -toward), away), axis=-1)  # fmt: skip
+    return order[:, :top]
+
+
+def _chosen(attributions: Sequence[UserAttribution], top: int) -> list[list[Item]]:
+    """:func:`reason_items` of each attribution: users with the same items (every nightly user of one model: its head
+    columns and the one text item) are chosen together; only the chosen features' phrases are rendered."""
+    texts = [text_items(a) for a in attributions]
+    batches: dict[tuple[str, ...], list[int]] = {}
+    for i, (a, items) in enumerate(zip(attributions, texts, strict=True)):
+        batches.setdefault((*a.features, *(item.key for item in items)), []).append(i)
+    out: list[list[Item]] = [[] for _ in attributions]
+    for keys, rows in batches.items():
+        values = np.array([[*attributions[i].features.values(), *(item.contribution for item in texts[i])] for i in rows],
+                          dtype=np.float64).reshape(len(rows), len(keys))  # fmt: skip
+        direction = np.array([1.0 if attributions[i].prediction >= attributions[i].baseline else -1.0 for i in rows])
+        for i, picks in zip(rows, _choose(values, keys, direction, top).tolist(), strict=True):
+            a, n_features = attributions[i], len(attributions[i].features)
+            out[i] = [texts[i][k - n_features] if k >= n_features else
+                      Item(keys[k], feature_phrase(keys[k], a.raw_values.get(keys[k], float("nan"))), a.features[keys[k]])
+                      for k in picks]  # fmt: skip
+    return out
+
+
+def reason_items(attribution: UserAttribution, top: int = TOP_REASONS) -> list[Item]:
+    """Return the user's ``top`` reasons: the items that move the prediction from the baseline towards where it
+    is, largest first; when fewer than ``top`` do, the largest of the others (by absolute size) follow.
+
+    The direction is the sign of ``prediction - baseline`` (a user at the baseline counts as above):
+    a high user's reasons are what pushes the score up, a low user's what pushes it down, as
+    credit scoring's reason codes give the factors that moved a score its way. Items pulling the
+    other way stay in :func:`attribution_table` (``spendpred explain`` prints every item). Ties
+    are broken by the key, so the choice is deterministic for a model and input.
+    """
+    return _chosen([attribution], top)[0]
+
+
+def _ranked(items: Sequence[Item]) -> list[dict[str, Any]]:
+    """Reason rows ``{"rank", "reason", "contribution", "feature"}`` of chosen items (contributions rounded to cents)."""
+    return [{"rank": rank, "reason": format_reason(item), "contribution": round(item.contribution, 2), "feature": item.key}
+            for rank, item in enumerate(items, start=1)]  # fmt: skip
 
 
 def format_reason(item: Item) -> str:
@@ -919,14 +970,11 @@ def format_reason(item: Item) -> str:
 
 
 def reasons(attribution: UserAttribution, top: int = TOP_REASONS) -> list[dict[str, Any]]:
-    """Return the user's ``top`` reasons: ``{"rank", "reason", "contribution", "feature"}``, largest absolute first.
+    """Return the user's ``top`` reasons (:func:`reason_items`): ``{"rank", "reason", "contribution", "feature"}``.
 
     Deterministic: ties are broken by the key. Contributions are rounded to cents.
     """
-    return [
-        {"rank": rank, "reason": format_reason(item), "contribution": round(item.contribution, 2), "feature": item.key}
-        for rank, item in enumerate(all_items(attribution, top), start=1)
-    ]
+    return _ranked(reason_items(attribution, top))
 
 
 REASON_COLUMNS: tuple[str, ...] = ("user_id", "rank", "reason", "contribution", "feature")
@@ -935,7 +983,8 @@ REASON_COLUMNS: tuple[str, ...] = ("user_id", "rank", "reason", "contribution", 
 
 def reasons_table(attributions: Sequence[UserAttribution], top: int = TOP_REASONS) -> pd.DataFrame:
     """Return the reasons of every user as one frame with ``REASON_COLUMNS`` (sorted by user, rank)."""
-    rows = [{"user_id": a.user_id, **r} for a in attributions for r in reasons(a, top)]
+    chosen = _chosen(attributions, top)
+    rows = [{"user_id": a.user_id, **r} for a, items in zip(attributions, chosen, strict=True) for r in _ranked(items)]
     frame = pd.DataFrame(rows, columns=list(REASON_COLUMNS))
     return frame.astype({"user_id": str, "rank": "int64", "reason": str, "contribution": "float64", "feature": str})
 

@@ -405,7 +405,7 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef, split_text: bool) -> d
     users = explain.select_users(tiers, before, settings.reasons_scope)
     began = time.perf_counter()
     factor = _score_factor(meta)
-    context = (f"model={meta['model_version']}|template={explain.REASON_TEMPLATE_VERSION}|method=head|steps={explain.N_STEPS}"
+    context = (f"model={meta['model_version']}|template={explain.REASON_TEMPLATE_VERSION}|method=head|steps={explain.HEAD_STEPS}"
                f"|split={bool(split_text)}|factor={factor!r}")  # fmt: skip
     carried, stores = _carried_reasons([run, previous])
     parts = [explain.reasons_table([]).assign(fingerprint=_bytes_column([]), gap=[])]

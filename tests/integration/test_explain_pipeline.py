@@ -61,7 +61,7 @@ def test_nightly_publishes_reasons_and_explain_prints_them(
     scored = pipeline.score(RUN_DATE, url=sqlite_url)
     assert scored["reasons"]["users"] == scored["counts"]["high"] and scored["reasons"]["scope"] == "default"
     rows = _reasons(sqlite_url)
-    assert len(rows) == 3 * scored["counts"]["high"] and {r[5] for r in rows} == {"high"} and {r[4] for r in rows} == {"v2"}
+    assert len(rows) == 3 * scored["counts"]["high"] and {r[5] for r in rows} == {"high"} and {r[4] for r in rows} == {explain.REASON_TEMPLATE_VERSION}
     run = RunFolder.for_date("score", RUN_DATE)
     assert run.reasons_parquet.is_file() and run.reasons_json.is_file()
     info = scored["reasons"]  # head-only, every pooled embedding read from the cache the shard just wrote

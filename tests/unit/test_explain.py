@@ -59,8 +59,30 @@ def test_reasons_are_deterministic_and_readable(model: SpendModel, frame: pd.Dat
     pd.testing.assert_frame_equal(first, second.sort_values(["user_id", "rank"]).reset_index(drop=True))
     assert (first.groupby("user_id")["rank"].apply(list) == pd.Series([[1, 2, 3]] * len(frame), index=sorted(frame["user_id"]))).all()
     assert first["reason"].str.match(r"^.+ \([+-][\d,.]+\)$").all()
-    sizes = first.groupby("user_id")["contribution"].apply(lambda s: list(s.abs()))
-    assert all(s == sorted(s, reverse=True) for s in sizes)
+    for a in explain.attribute(model, frame):  # the reasons are the items that move the prediction its way, largest first
+        shown = first[first["user_id"] == a.user_id]["contribution"].tolist()
+        way = 1 if a.prediction >= a.baseline else -1
+        toward = sorted((round(i.contribution, 2) for i in explain.all_items(a) if way * i.contribution > 0), key=lambda v: -way * v)
+        assert shown[: len(toward)] == toward[:3]
+
+
+def _hand_made(prediction: float, features: dict[str, float], text: float) -> explain.UserAttribution:
+    return explain.UserAttribution("u", "", prediction, 100.0, features, [], raw_values={"frequency_30d": 3, "recency_days": 200},
+                                   text_lump=text)  # fmt: skip
+
+
+def test_reasons_point_the_way_the_prediction_moved_from_the_baseline() -> None:
+    features = {"frequency_30d": 120.0, "recency_days": -60.0, "monetary_90d": 10.0, "tenure_days": -5.0}
+    high = explain.reasons(_hand_made(210.0, features, 45.0))  # 100 + 120 - 60 + 10 - 5 + 45
+    assert [r["reason"] for r in high][:2] == ["3 orders in the last 30 days (+120)", f"{explain.TEXT_PHRASE} (+45)"]
+    assert [r["feature"] for r in high] == ["frequency_30d", explain.TEXT_KEY, "monetary_90d"]  # -60 is larger, but pulls down
+    assert [r["rank"] for r in high] == [1, 2, 3]
+    low = explain.reasons(_hand_made(20.0, {**features, "frequency_30d": -20.0}, -45.0))
+    assert [r["feature"] for r in low] == ["recency_days", explain.TEXT_KEY, "frequency_30d"]
+    assert [r["contribution"] for r in low] == [-60.0, -45.0, -20.0]
+    # fewer than three push its way: the largest of the others follow
+    one_way = explain.reasons(_hand_made(150.0, {"frequency_30d": 120.0, "recency_days": -60.0, "tenure_days": -4.0}, -6.0))
+    assert [r["feature"] for r in one_way] == ["frequency_30d", "recency_days", explain.TEXT_KEY]
 
 
 def test_text_is_split_by_segment_and_keeps_its_total(model: SpendModel, frame: pd.DataFrame) -> None:
@@ -157,7 +179,7 @@ def test_head_path_splits_the_text_by_segment_approximately_or_keeps_it_whole(mo
     assert {"text:orders", "text:search:laptop", "text:reviews"} <= {i.key for i in items}
     assert sum(i.contribution for i in items) == pytest.approx(split.text_total, abs=1e-9)
     assert explain.text_items(whole) == [explain.Item(explain.TEXT_KEY, explain.TEXT_PHRASE, whole.text_total)]
-    assert explain.REASON_TEMPLATE_VERSION == "v2"
+    assert explain.REASON_TEMPLATE_VERSION == "v3"  # v2 added TEXT_PHRASE
     # no proportional split where the one-step parts add up to the other sign (or zero): one item
     assert explain._scaled([(0, 1, 1.0), (1, 2, -3.0)], 4.0) is None and explain._scaled([], 1.0) is None
     scaled = explain._scaled([(0, 1, 1.0), (1, 2, 3.0)], 2.0)
@@ -170,6 +192,11 @@ def test_head_path_reasons_are_deterministic(model: SpendModel, frame: pd.DataFr
     second = explain.reasons_table(explain.attribute_head(model, frame.iloc[::-1], split_text=split_text))
     pd.testing.assert_frame_equal(first, second.sort_values(["user_id", "rank"]).reset_index(drop=True))
     assert len(first) == 3 * len(frame)
+    # the table chooses for every user at once, one user's reasons alone: the same rows
+    attributions = explain.attribute_head(model, frame, split_text=split_text) + explain.attribute(model, frame.head(2))
+    table = explain.reasons_table(attributions)
+    one_by_one = [{"user_id": a.user_id, **r} for a in attributions for r in explain.reasons(a)]
+    assert table.to_dict("records") == one_by_one
 
 
 def test_a_baseline_store_gives_the_same_attributions_without_encoding_again(model: SpendModel, frame: pd.DataFrame) -> None:
