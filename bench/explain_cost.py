@@ -14,7 +14,8 @@ segment (``explain_scores(split_text=True)``; off by default). ``--repeat N`` th
 night's ``score_shard`` and ``explain_scores`` alternately N times (medians; each explain without the
 night's own reasons file, as a night after the previous one, then once more as a rerun that carries
 every user's reasons); ``--profile FILE`` writes cProfile stats of one more such ``explain_scores``;
-``--model-cache-ab N`` times the last night's two steps with the local model cache (``SPENDPRED_MODEL_CACHE``)
+``--steps-check N`` compares the head path's 4, 8, 16 and 32 integrated-gradients steps with 128 on N users of the
+last night (the champion; contribution differences, completeness gaps, same reasons); ``--model-cache-ab N`` times the last night's two steps with the local model cache (``SPENDPRED_MODEL_CACHE``)
 off and on, alternating, N times each (medians). ``--home DIR`` reuses an earlier run's bench home (pass its
 ``--encoder`` and ``--nights``): no set-up and no nights, only those re-timings of its last night.
 
@@ -23,6 +24,7 @@ off and on, alternating, N times each (medians). ``--home DIR`` reuses an earlie
     .venv/bin/python bench/explain_cost.py --nights 3 --model-cache-ab 5
     .venv/bin/python bench/explain_cost.py --home /tmp/spendpred-explain-bench-XXXX --encoder minilm --nights 2 --model-cache-ab 3
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 500 --max-users 500
+    .venv/bin/python bench/explain_cost.py --home /tmp/spendpred-explain-bench-XXXX --encoder minilm --nights 2 --steps-check 600
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 100000 --max-users 3000 --freeze all-but-head --nights 2
 """
 
@@ -127,6 +129,31 @@ def _model_cache_ab(pipeline, day: dt.date, url: str, repeat: int) -> dict:  # n
                    "explain_over_score": round(med(t["explain"]) / med(t["score"]), 3)} for mode, t in times.items()}  # fmt: skip
 
 
+def _steps_check(day: dt.date, users: int) -> list[dict]:
+    """The head path's integrated-gradients steps against 128 steps, on ``users`` users of night ``day`` (champion):
+    largest difference of a contribution, largest completeness gap, users retried, users with the same reasons."""
+    import numpy as np
+    import pandas as pd
+
+    from spendpred import explain, registry
+    from spendpred.snapshot import RunFolder
+
+    model, _ = registry.load_model("champion")
+    frame = pd.read_parquet(RunFolder.for_date("score", day).snapshot.parquet)
+    frame = frame.sample(min(users, len(frame)), random_state=1).sort_values("user_id").reset_index(drop=True)
+    pooled = model.encode(frame["text"].tolist())
+    reference = explain.attribute_head(model, frame, pooled=pooled, n_steps=128)
+    rows = []
+    for steps in (4, 8, 16, 32):
+        got = explain.attribute_head(model, frame, pooled=pooled, n_steps=steps)
+        rows.append({"steps": steps, "users": len(frame),
+                     "max_feature_diff": max(max(abs(g.features[c] - r.features[c]) for c in r.features) for g, r in zip(got, reference)),
+                     "max_text_diff": max(abs(g.text_total - r.text_total) for g, r in zip(got, reference)),
+                     "max_gap": max(abs(g.delta) for g in got), "retried": sum(g.steps != steps for g in got),
+                     "same_reasons": float(np.mean([explain.reasons(g) == explain.reasons(r) for g, r in zip(got, reference)]))})  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1000)
@@ -144,6 +171,8 @@ def main() -> int:
                         help="then time the last night's score_shard and explain_scores with the local model cache off and on, "
                         "alternating, N times each (medians)")
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats of the second night's explain_scores here")
+    parser.add_argument("--steps-check", type=int, default=0, metavar="N",
+                        help="then compare the head path's 4/8/16/32 integrated-gradients steps with 128 on N users of the last night")
     parser.add_argument("--home", type=Path, default=None,
                         help="reuse the bench home of an earlier run (its seed, champion and --nights): no set-up, no nights, "
                         "only --repeat / --model-cache-ab / --profile / --scope-all on its last night")
@@ -194,15 +223,17 @@ def main() -> int:
         RunFolder.for_date("score", last).reasons_parquet.unlink(missing_ok=True)
         cProfile.runctx("pipeline.explain_scores(tiers, split)", globals(), {"pipeline": pipeline, "tiers": tiers, "split": split},
                         str(args.profile))  # fmt: skip
+    steps = _steps_check(last, args.steps_check) if args.steps_check else None
     if args.scope_all:
         os.environ["SPENDPRED_REASONS_SCOPE"] = "all"
         nights.append({**_night(pipeline, last, url, split), "scope": "all"})
     load_after = os.getloadavg()
     result = {"users": args.users, "encoder": args.encoder, "freeze": args.freeze, "setup_s": round(setup, 1), "nights": nights,
-              "interleaved": interleaved, "model_cache_ab": cache_ab, "load_before": load_before, "load_after": load_after,
+              "interleaved": interleaved, "model_cache_ab": cache_ab, "steps_check": steps, "load_before": load_before, "load_after": load_after,
               "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "platform": platform.platform()}}  # fmt: skip
-    print(f"{args.users} users, encoder {args.encoder}, freeze {args.freeze or 'default'}, setup {setup:.1f}s, "
+    print(f"{f'bench home {home}' if args.home else f'{args.users} users'}, encoder {args.encoder}, "
+          f"freeze {args.freeze or 'default'}, setup {setup:.1f}s, "
           f"text split {'on' if args.split_text else 'off'}, load average {'/'.join(f'{x:.1f}' for x in load_before)} before, "
           f"{'/'.join(f'{x:.1f}' for x in load_after)} after")  # fmt: skip
     print(f"{'night':<12}{'scope':<9}{'score s':>9}{'explain s':>11}{'explained':>11}{'carried':>9}{'baselines':>11}{'s/user':>9}"
@@ -222,6 +253,10 @@ def main() -> int:
             c = cache_ab[mode]
             print(f"last night, local model cache {mode:<3} x{args.model_cache_ab} (medians): score {c['score_s']:.3f}s, "
                   f"explain {c['explain_s']:.3f}s ({c['explain_over_score']:.3f}x)")  # fmt: skip
+    for row in steps or []:
+        print(f"head path, {row['steps']} steps vs 128 ({row['users']} users): largest difference of a feature's contribution "
+              f"{row['max_feature_diff']:.1e}, of the text's {row['max_text_diff']:.1e}; largest completeness gap "
+              f"{row['max_gap']:.1e}; {row['retried']} retried; same reasons (to the cent) for {row['same_reasons']:.1%}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -8,8 +8,9 @@ head-only stage), then for ``--explain`` held-out users:
 
 * **completeness**: ``explain.attribute`` (on-demand path, through the encoder) and
   ``explain.attribute_head`` (the nightly's) gap = sum of contributions - (prediction - baseline);
-* **faithfulness**: removing each user's top-3 items (``explain.all_items``: head columns and text
-  groups such as one search query, one category, the orders, the reviews) by setting them to their
+* **faithfulness**: removing each user's top-3 items (the published reasons, ``explain.reason_items``, and for
+  comparison the three largest by absolute size, the rule of reason templates v1-v2; items are head columns
+  and text groups such as one search query, one category, the orders, the reviews) by setting them to their
   baseline (``explain.ablate``: a column to 0 in normalised space, a text item's tokens to ``[PAD]``)
   vs removing three items drawn at random from the same user's items (``--draws`` draws a user):
   the share of users whose |prediction change| is larger for the top 3 than for the random 3
@@ -19,7 +20,7 @@ head-only stage), then for ``--explain`` held-out users:
   ``--planted-repeats`` more searches, ``"golden ticket"`` (added as their first searches, the same
   day; the reasons group them as one item), and ``--planted-spend`` more
   spend in their label; no other input says who they are. Reported: the share of planted held-out
-  users whose top-3 reasons include ``text:search:golden ticket``, against chance (3 / the user's
+  users whose reasons (``explain.reason_items``) include ``text:search:golden ticket``, against chance (3 / the user's
   item count, averaged), and the same for the unplanted users' absence.
 
     .venv/bin/python bench/explain_faithfulness.py                      # both data sets, CPU-sized
@@ -97,38 +98,48 @@ def evaluate(model, test, draws: int, seed: int, planted=None) -> dict:  # noqa:
         spread = np.array([abs(a.prediction - a.baseline) for a in attributions])
         within = np.mean([abs(a.delta) <= explain.tolerance(a.prediction, a.baseline) for a in attributions])
         items = [[i.key for i in explain.all_items(a)] for a in attributions]
-        top = [set(keys[:3]) for keys in items]
         random_sets = [[set(rng.choice(keys, size=3, replace=False).tolist()) for keys in items] for _ in range(draws)]
         predicted = np.array([a.prediction for a in attributions])
-        top_move = np.abs(predicted - explain.ablate(model, test, top))
         random_moves = np.stack([np.abs(predicted - explain.ablate(model, test, sets)) for sets in random_sets])
-        signs = [{np.sign(i.contribution) for i in explain.all_items(a, 3)} for a in attributions]
-        same = np.array([len(s_) == 1 for s_ in signs])
-        beats = top_move[None, :] > random_moves
         out[name] = {
             "completeness": {"mean_abs_gap": float(gaps.mean()), "max_abs_gap": float(gaps.max()),
                              "mean_gap_share_of_spread": float(np.mean(gaps / np.maximum(spread, 1e-9))),
                              "within_tolerance": float(within)},
             "items_per_user": float(np.mean([len(k) for k in items])),
-            "top3_beats_random3_per_draw": float(np.mean(top_move[None, :] > random_moves)),
-            "top3_beats_random3_mean": float(np.mean(top_move > random_moves.mean(axis=0))),
-            "same_sign_top3_users": int(same.sum()),
-            "top3_beats_random3_per_draw_same_sign": float(beats[:, same].mean()) if same.any() else None,
-            "top3_beats_random3_per_draw_mixed_sign": float(beats[:, ~same].mean()) if (~same).any() else None,
-            "mean_abs_change_top3": float(top_move.mean()),
             "mean_abs_change_random3": float(random_moves.mean()),
             "mean_abs_prediction": float(np.abs(predicted).mean()),
         }  # fmt: skip
+        # the published reasons (reason_items: the largest that move the prediction its way) and, for comparison,
+        # the rule of reason templates v1-v2 (the three largest by absolute size)
+        rules = {"reasons": [explain.reason_items(a) for a in attributions], "largest_abs": [explain.all_items(a)[:3] for a in attributions]}
+        for rule, chosen in rules.items():
+            top_move = np.abs(predicted - explain.ablate(model, test, [{i.key for i in c} for c in chosen]))
+            same = np.array([len({np.sign(i.contribution) for i in c}) == 1 for c in chosen])
+            beats = top_move[None, :] > random_moves
+            out[name][rule] = {
+                "top3_beats_random3_per_draw": float(beats.mean()),
+                "top3_beats_random3_mean": float(np.mean(top_move > random_moves.mean(axis=0))),
+                "same_sign_top3_users": int(same.sum()),
+                "top3_beats_random3_per_draw_same_sign": float(beats[:, same].mean()) if same.any() else None,
+                "top3_beats_random3_per_draw_mixed_sign": float(beats[:, ~same].mean()) if (~same).any() else None,
+                "mean_abs_change_top3": float(top_move.mean()),
+            }  # fmt: skip
     if planted is not None:
         items = [[i.key for i in explain.all_items(a)] for a in full]
+        shown = [[i.key for i in explain.reason_items(a)] for a in full]
         has = np.array([PLANTED_KEY in keys for keys in items])
-        in_top = np.array([PLANTED_KEY in keys[:3] for keys in items])
+        in_top = np.array([PLANTED_KEY in keys for keys in shown])
+        in_abs = np.array([PLANTED_KEY in keys[:3] for keys in items])
+        below = np.array([a.prediction < a.baseline for a in full])
         ranks = [keys.index(PLANTED_KEY) + 1 for keys in items if PLANTED_KEY in keys]
         chance = np.array([3 / len(keys) for keys in items])
         sign = [next(i.contribution for i in explain.all_items(a) if i.key == PLANTED_KEY) > 0 for a, h in zip(full, has, strict=True) if h]
         out["planted"] = {
             "planted_users": int(planted.sum()), "planted_users_with_item_in_text": int((planted & has).sum()),
             "top3_rate": float(in_top[planted & has].mean()) if (planted & has).any() else None,
+            "top3_rate_largest_abs": float(in_abs[planted & has].mean()) if (planted & has).any() else None,
+            "planted_below_baseline": int((planted & has & below).sum()),
+            "planted_missed_below_baseline": int((planted & has & ~in_top & below).sum()),
             "chance_rate": float(chance[planted & has].mean()) if (planted & has).any() else None,
             "median_rank": float(np.median(ranks)) if ranks else None,
             "positive_share": float(np.mean(sign)) if sign else None,
@@ -202,18 +213,22 @@ def main() -> int:
         for path in ("full", "head"):
             m = r[path]
             c = m["completeness"]
-            print(f"  {path:<4} top3 > random3: {m['top3_beats_random3_per_draw']:.1%} of (user, draw) pairs, "
-                  f"{m['top3_beats_random3_mean']:.1%} of users vs the draws' mean; mean |change| top3 "
-                  f"{m['mean_abs_change_top3']:.2f} vs random3 {m['mean_abs_change_random3']:.2f} (mean prediction "
-                  f"{m['mean_abs_prediction']:.2f}, {m['items_per_user']:.1f} items a user); completeness gap mean "
-                  f"{c['mean_abs_gap']:.5f} max {c['max_abs_gap']:.5f}, within tolerance {c['within_tolerance']:.1%}; "
-                  f"{m['same_sign_top3_users']} users whose top 3 share a sign: {m['top3_beats_random3_per_draw_same_sign']}, "
-                  f"the others: {m['top3_beats_random3_per_draw_mixed_sign']}")  # fmt: skip
+            print(f"  {path:<4} completeness gap mean {c['mean_abs_gap']:.5f} max {c['max_abs_gap']:.5f}, within tolerance "
+                  f"{c['within_tolerance']:.1%}; mean prediction {m['mean_abs_prediction']:.2f}, {m['items_per_user']:.1f} items "
+                  f"a user; mean |change| random3 {m['mean_abs_change_random3']:.2f}")  # fmt: skip
+            for rule in ("reasons", "largest_abs"):
+                t = m[rule]
+                print(f"    {rule:<11} top3 > random3: {t['top3_beats_random3_per_draw']:.1%} of (user, draw) pairs, "
+                      f"{t['top3_beats_random3_mean']:.1%} of users vs the draws' mean; mean |change| top3 "
+                      f"{t['mean_abs_change_top3']:.2f}; {t['same_sign_top3_users']} users whose top 3 share a sign: "
+                      f"{t['top3_beats_random3_per_draw_same_sign']}, the others: {t['top3_beats_random3_per_draw_mixed_sign']}")  # fmt: skip
         if r.get("planted"):
             p = r["planted"]
             print(f"  planted '{PLANTED_QUERY}': {p['planted_users_with_item_in_text']} held-out planted users with it in "
-                  f"the (truncated) text; in their top 3: {p['top3_rate']:.1%} vs chance {p['chance_rate']:.1%}; median rank "
-                  f"{p['median_rank']}; positive for {p['positive_share']:.1%}")  # fmt: skip
+                  f"the (truncated) text; in their reasons: {p['top3_rate']:.1%} (three largest by absolute size: "
+                  f"{p['top3_rate_largest_abs']:.1%}) vs chance {p['chance_rate']:.1%}; median rank {p['median_rank']}; "
+                  f"positive for {p['positive_share']:.1%}; {p['planted_below_baseline']} predicted below the baseline, of whom "
+                  f"{p['planted_missed_below_baseline']} without it in their reasons")  # fmt: skip
     print(json.dumps(results, indent=2, default=str))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
