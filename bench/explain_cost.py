@@ -17,7 +17,8 @@ every user's reasons); ``--profile FILE`` writes cProfile stats of one more such
 ``--steps-check N`` compares the head path's 4, 8, 16 and 32 integrated-gradients steps with 128 on N users of the
 last night (the champion; contribution differences, completeness gaps, same reasons); ``--model-cache-ab N`` times the last night's two steps with the local model cache (``SPENDPRED_MODEL_CACHE``)
 off and on, alternating, N times each (medians). ``--home DIR`` reuses an earlier run's bench home (pass its
-``--encoder`` and ``--nights``): no set-up and no nights, only those re-timings of its last night.
+``--encoder`` and ``--nights``): no set-up and no nights, only those re-timings of its last night; with ``--more-nights N``
+it first runs N more real nights (``append_day``, then each step timed, as a next night: its changed texts encoded).
 
     .venv/bin/python bench/explain_cost.py                       # tiny encoder, 1,000 users
     .venv/bin/python bench/explain_cost.py --repeat 5 --profile /tmp/explain.prof
@@ -25,6 +26,7 @@ off and on, alternating, N times each (medians). ``--home DIR`` reuses an earlie
     .venv/bin/python bench/explain_cost.py --home /tmp/spendpred-explain-bench-XXXX --encoder minilm --nights 2 --model-cache-ab 3
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 500 --max-users 500
     .venv/bin/python bench/explain_cost.py --home /tmp/spendpred-explain-bench-XXXX --encoder minilm --nights 2 --steps-check 600
+    .venv/bin/python bench/explain_cost.py --home /tmp/spendpred-explain-bench-XXXX --encoder minilm --nights 2 --more-nights 1
     .venv/bin/python bench/explain_cost.py --encoder minilm --users 100000 --max-users 3000 --freeze all-but-head --nights 2
 """
 
@@ -176,6 +178,8 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=None,
                         help="reuse the bench home of an earlier run (its seed, champion and --nights): no set-up, no nights, "
                         "only --repeat / --model-cache-ab / --profile / --scope-all on its last night")
+    parser.add_argument("--more-nights", type=int, default=0, metavar="N",
+                        help="with --home: first run N more nights after its last one (append_day, then the night's steps, timed)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     home = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="spendpred-explain-bench-"))
@@ -197,6 +201,12 @@ def main() -> int:
     setup = 0.0
     split = True if args.split_text else None
     nights: list[dict] = []
+    def next_night(k: int) -> None:
+        pipeline.append_day(day + dt.timedelta(days=k), 7, url, daily_active=0.05)
+        nights.append(_night(pipeline, day + dt.timedelta(days=k), url, split))
+        print(f"night {day + dt.timedelta(days=k)}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
+
+    more = args.more_nights if args.home else 0
     if args.home is None:
         pipeline.seed(users=args.users, days=400, end_date=day, seed=7, url=url)
         print(f"seeded {args.users} users in {time.perf_counter() - began:.1f}s", file=sys.stderr, flush=True)
@@ -206,10 +216,10 @@ def main() -> int:
         nights = [_night(pipeline, day, url, split)]
         print(f"night {day}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
         for k in range(1, max(args.nights, 2)):
-            pipeline.append_day(day + dt.timedelta(days=k), 7, url, daily_active=0.05)
-            nights.append(_night(pipeline, day + dt.timedelta(days=k), url, split))
-            print(f"night {day + dt.timedelta(days=k)}: {nights[-1]['seconds']}", file=sys.stderr, flush=True)
-    last = day + dt.timedelta(days=max(args.nights, 2) - 1)
+            next_night(k)
+    for k in range(max(args.nights, 2), max(args.nights, 2) + more):
+        next_night(k)
+    last = day + dt.timedelta(days=max(args.nights, 2) + more - 1)
     interleaved = _interleaved(pipeline, last, url, args.repeat) if args.repeat else None
     cache_ab = _model_cache_ab(pipeline, last, url, args.model_cache_ab) if args.model_cache_ab else None
     if args.profile:

@@ -314,17 +314,24 @@ def _head_forward(model: Any, factor: float):  # noqa: ANN202 - a closure for Ca
     return forward
 
 
-def _baseline_ids(model: Any, ids: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Each user's baseline token ids, as :func:`attribute` builds them: content tokens ``[PAD]``, special tokens kept."""
+def _baseline_ids(model: Any, ids: Sequence[Sequence[int]]) -> list[bytes]:
+    """Each user's baseline token ids, as :func:`attribute` builds them (content tokens ``[PAD]``, special tokens
+    kept), as little-endian int64 bytes (what :func:`baseline_key` hashes): one pass over every token at once."""
+    import itertools
+
     tokenizer = model.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    special = set(tokenizer.all_special_ids)
-    return [tuple(int(t) if int(t) in special else pad_id for t in seq) for seq in ids]
+    lengths = np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype="<i8", count=int(lengths.sum()))
+    base = np.where(np.isin(flat, np.asarray(tokenizer.all_special_ids, dtype="<i8")), flat, pad_id).astype("<i8")
+    return [part.tobytes() for part in np.split(base, np.cumsum(lengths)[:-1])] if len(ids) else []
 
 
-def baseline_key(ids: Sequence[int]) -> bytes:
-    """The key of one baseline token sequence in a baseline store (:func:`baseline_pooled`'s ``known``): 16 bytes of SHA-256."""
-    return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).digest()[:16]
+def baseline_key(ids: Sequence[int] | bytes) -> bytes:
+    """The key of one baseline token sequence (ids, or their little-endian int64 bytes) in a baseline store
+    (:func:`baseline_pooled`'s ``known``): 16 bytes of SHA-256."""
+    raw = ids if isinstance(ids, bytes) else np.asarray(ids, dtype="<i8").tobytes()
+    return hashlib.sha256(raw).digest()[:16]
 
 
 def baseline_pooled(model: Any, ids: Sequence[Sequence[int]], known: dict[bytes, np.ndarray] | None = None) -> np.ndarray:
@@ -344,12 +351,12 @@ def baseline_pooled(model: Any, ids: Sequence[Sequence[int]], known: dict[bytes,
 
     keys = _baseline_ids(model, ids)
     store = known if known is not None else {}
-    found: dict[tuple[int, ...], np.ndarray] = {}
+    found: dict[bytes, np.ndarray] = {}
     for key in set(keys):
         hit = store.get(baseline_key(key))
         if hit is not None and hit.shape == (model.hidden_size,):
             found[key] = hit
-    distinct = sorted(set(keys) - set(found), key=lambda k: (len(k), k))
+    distinct = [np.frombuffer(k, dtype="<i8") for k in sorted(set(keys) - set(found), key=lambda k: (len(k), k))]
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     model.regressor.eval()
     for start in range(0, len(distinct), BASELINE_BATCH):
@@ -358,15 +365,15 @@ def baseline_pooled(model: Any, ids: Sequence[Sequence[int]], known: dict[bytes,
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for k, key in enumerate(chunk):
-            input_ids[k, : len(key)] = torch.tensor(key, dtype=torch.long)
+            input_ids[k, : len(key)] = torch.from_numpy(key.astype(np.int64))
             mask[k, : len(key)] = 1
         input_ids, mask = input_ids.to(model.device), mask.to(model.device)
         with torch.no_grad():
             embeds = _word_embeddings(model)(input_ids).float()
             hidden = model.regressor.encoder(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
             pooled = mean_pool(hidden, mask).float().cpu().numpy()
-        found.update(zip(chunk, pooled, strict=True))
-        store.update((baseline_key(key), row) for key, row in zip(chunk, pooled, strict=True))
+        found.update((key.tobytes(), row) for key, row in zip(chunk, pooled, strict=True))
+        store.update((baseline_key(key.tobytes()), row) for key, row in zip(chunk, pooled, strict=True))
     out = np.empty((len(keys), model.hidden_size), dtype=np.float32)
     for i, key in enumerate(keys):
         out[i] = found[key]
@@ -448,10 +455,10 @@ def attribute_head(
     pooled = np.asarray(pooled, dtype=np.float32)
     if pooled.shape != (len(frame), model.hidden_size):
         raise ModelError(f"pooled embeddings have shape {pooled.shape}, the frame needs ({len(frame)}, {model.hidden_size})")
-    encoded = model.tokenizer(texts, truncation=True, max_length=model.max_length, return_offsets_mapping=True,
+    encoded = model.tokenizer(texts, truncation=True, max_length=model.max_length, return_offsets_mapping=split_text,
                               return_attention_mask=False, return_token_type_ids=False)  # fmt: skip
     ids = encoded["input_ids"]
-    offsets = encoded["offset_mapping"]
+    offsets = encoded["offset_mapping"] if split_text else None
     base = baseline_pooled(model, ids, baselines)
     model.regressor.eval()
     n = len(frame)

@@ -483,25 +483,44 @@ def _reasons_file_schema() -> Any:
 
 
 class _Carried:
-    """The reasons of earlier runs by input fingerprint (``reasons.parquet`` with its ``fingerprint`` column)."""
+    """The reasons of earlier runs by input fingerprint (``reasons.parquet`` with its ``fingerprint`` column).
+
+    Only an index (fingerprint to rows) is built when a file is added; rows are cut out for the
+    fingerprints that match, so a night on which nothing matches (the usual next night) costs a
+    pass over the fingerprints, not one frame per user.
+    """
 
     def __init__(self) -> None:
-        self.tables: dict[bytes, Any] = {}
+        self.frames: list[Any] = []
+        self.index: dict[bytes, tuple[int, list[int]]] = {}
 
     def __contains__(self, fingerprint: bytes) -> bool:
-        return fingerprint in self.tables
+        return fingerprint in self.index
 
     def add(self, frame: Any) -> None:
-        for fingerprint, rows in frame.groupby("fingerprint", sort=False):
-            self.tables.setdefault(bytes(fingerprint), rows)
+        """Add one file's rows; a fingerprint already known (from an earlier-added file) keeps its rows."""
+        number = len(self.frames)
+        self.frames.append(frame.reset_index(drop=True))
+        rows: dict[bytes, list[int]] = {}
+        for i, fingerprint in enumerate(frame["fingerprint"].tolist()):
+            rows.setdefault(bytes(fingerprint), []).append(i)
+        for fingerprint, positions in rows.items():
+            self.index.setdefault(fingerprint, (number, positions))
+
+    def _positions(self, fingerprints: Sequence[bytes]) -> dict[int, list[int]]:
+        by_file: dict[int, list[int]] = {}
+        for fingerprint in fingerprints:
+            number, positions = self.index[fingerprint]
+            by_file.setdefault(number, []).extend(positions)
+        return by_file
 
     def rows(self, fingerprints: Sequence[bytes]) -> Any:
         import pandas as pd
 
-        return pd.concat([self.tables[f] for f in fingerprints], ignore_index=True)
+        return pd.concat([self.frames[n].iloc[p] for n, p in self._positions(fingerprints).items()], ignore_index=True)
 
     def max_gap(self, fingerprints: Sequence[bytes]) -> float:
-        return max((float(self.tables[f]["gap"].max()) for f in fingerprints), default=0.0)
+        return max((float(self.frames[n]["gap"].iloc[p].max()) for n, p in self._positions(fingerprints).items()), default=0.0)
 
 
 def _carried_reasons(runs: Sequence[RunFolder | None]) -> tuple[_Carried, dict[str, bytes]]:
