@@ -85,9 +85,10 @@ QUERY_CHARS = 32
 """Longest search query a reason shows (cut at a word)."""
 
 
-def tolerance(prediction: float, baseline: float) -> float:
-    """Return the completeness tolerance of one user: ``max(ABS_TOLERANCE, REL_TOLERANCE * |prediction - baseline|)``."""
-    return max(ABS_TOLERANCE, REL_TOLERANCE * abs(prediction - baseline))
+def tolerance(prediction: Any, baseline: Any) -> Any:
+    """Return the completeness tolerance of one user, ``max(ABS_TOLERANCE, REL_TOLERANCE * |prediction - baseline|)``
+    (a float; arrays of users give an array)."""
+    return np.maximum(ABS_TOLERANCE, REL_TOLERANCE * np.abs(np.subtract(prediction, baseline)))
 
 
 @dataclass
@@ -472,14 +473,19 @@ def attribute_head(
         text[rows], predicted[rows], at_base[rows] = part[0], part[2], part[3]
         if part[1] is not None:
             feats[rows] = part[1]
+    limits = tolerance(predicted, at_base)
     gaps = feats.sum(axis=1) + text - (predicted - at_base)
-    retry = [i for i in range(n) if abs(gaps[i]) > tolerance(predicted[i], at_base[i])] if n_steps < RETRY_STEPS else []
+    retry = np.flatnonzero(np.abs(gaps) > limits).tolist() if n_steps < RETRY_STEPS else []
     for start in range(0, len(retry), batch_users):
         rows = np.array(retry[start : start + batch_users])
         part = _head_batch(model, pooled[rows], base[rows], None if features is None else features[rows], factor, RETRY_STEPS)
         text[rows], steps[rows] = part[0], RETRY_STEPS
         if part[1] is not None:
             feats[rows] = part[1]
+    gaps = feats.sum(axis=1) + text - (predicted - at_base)
+    for i in np.flatnonzero(np.abs(gaps) > limits).tolist():
+        logger.warning("head attribution of one user leaves a completeness gap of %.4f (tolerance %.4f) after %d steps",
+                       gaps[i], limits[i], steps[i])  # fmt: skip
     tokens: list[list[tuple[int, int, float]] | None] = [None] * n
     if split_text:
         order = sorted(range(n), key=lambda i: (len(ids[i]), i))
@@ -498,9 +504,6 @@ def attribute_head(
             tokens[i] or [], int(steps[i]), dict(zip(shown, values[i], strict=True)),
             text_lump=None if tokens[i] is not None else float(text[i]), method="head",
         )  # fmt: skip
-        if abs(result.delta) > tolerance(result.prediction, result.baseline):
-            logger.warning("head attribution of one user leaves a completeness gap of %.4f (tolerance %.4f) after %d steps",
-                           result.delta, tolerance(result.prediction, result.baseline), result.steps)  # fmt: skip
         out.append(result)
     return out
 

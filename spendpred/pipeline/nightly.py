@@ -666,7 +666,7 @@ def explain_user(user_id: str, as_of: dt.date | None = None, model: str | int | 
         "scored_with": str(meta["model_version"]),
         "published_spend": tiers[0]["predicted_spend"] if tiers else None, "tier": tiers[0]["tier"] if tiers else None,
         "prediction": attribution.prediction, "baseline": attribution.baseline, "gap": attribution.delta,
-        "tolerance": explain.tolerance(attribution.prediction, attribution.baseline),
+        "tolerance": float(explain.tolerance(attribution.prediction, attribution.baseline)),
         "template_version": explain.REASON_TEMPLATE_VERSION, "reasons": explain.reasons(attribution),
         "attributions": table.to_dict(orient="records"),
     }  # fmt: skip
