@@ -280,3 +280,20 @@ def test_global_importance_per_feature_and_behaviour_kind(model: SpendModel, fra
     for name in ("text", column):
         assert abs(fast.loc[("feature", name), "mean_abs_attribution"] - exact.loc[("feature", name), "mean_abs_attribution"]) <= 0.05 * spread
     assert fast.loc["kind", "mean_attribution"].sum() == pytest.approx(fast.loc[("feature", "text"), "mean_attribution"], abs=1e-6)
+
+
+def test_head_path_retries_and_logs_a_gap_above_the_tolerance(model: SpendModel, frame: pd.DataFrame, monkeypatch, caplog) -> None:  # noqa: ANN001
+    real = explain._head_batch
+    calls: list[int] = []
+
+    def off_by_one(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - an injected fault: the text part 1.0 too large
+        calls.append(args[-1])
+        text, feats, predicted, at_base = real(*args, **kwargs)
+        return text + 1.0, feats, predicted, at_base
+
+    monkeypatch.setattr(explain, "_head_batch", off_by_one)
+    with caplog.at_level("WARNING", logger="spendpred.explain"):
+        out = explain.attribute_head(model, frame.head(3))
+    assert calls == [explain.HEAD_STEPS, explain.RETRY_STEPS] and all(a.steps == explain.RETRY_STEPS for a in out)
+    assert all(a.delta == pytest.approx(1.0, abs=1e-3) for a in out)
+    assert sum("completeness gap of 1.0" in r.getMessage() for r in caplog.records) == 3
