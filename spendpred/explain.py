@@ -64,9 +64,10 @@ N_STEPS = 32
 """Integrated-gradients steps (Gauss-Legendre) per user."""
 HEAD_STEPS = 8
 """Integrated-gradients steps (Gauss-Legendre) per user of the head-only path (:func:`attribute_head`). The head is a
-small smooth MLP: with the MiniLM champion of ``bench/explain_cost.py`` (600 users), 8 steps gave the same reasons as
-128 for every user, each contribution within 1.5e-4 of the 128-step one and every completeness gap under 8e-4
-(tolerance at least 0.05); 32 steps cost 4x the head pass for float32 noise (``bench/README.md``)."""
+small smooth MLP: with the MiniLM champion of ``bench/explain_cost.py --steps-check`` (600 users of a 100,000-user
+night), 8 steps gave the same reasons as 128 to the cent for every user, each contribution within 5e-5 of the 128-step
+one and every completeness gap under 3e-4 (tolerance at least 0.05); 32 steps cost 4x the head pass for float32 noise
+(``bench/README.md``)."""
 RETRY_STEPS = 128
 """Steps of the second try for a user whose completeness gap exceeds the tolerance."""
 ABS_TOLERANCE = 0.05
