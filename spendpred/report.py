@@ -537,7 +537,9 @@ SELECT user_id, predicted_spend, tier, as_of FROM {schema}user_spend_tier_curren
 -- churn-warning feed: users whose tier dropped or whose predicted spend fell by more than half
 SELECT user_id, previous_tier, current_tier, spend_change_pct FROM {schema}user_spend_tier_changes WHERE churn_warning;
 -- the thresholds of each run: a tier holds predicted spend in [lower_bound, upper_bound)
-SELECT as_of, tier, lower_bound, upper_bound FROM {schema}user_spend_tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;"""
+SELECT as_of, tier, lower_bound, upper_bound FROM {schema}user_spend_tier_thresholds ORDER BY as_of DESC, lower_bound DESC NULLS LAST;
+-- why: the three reasons of each explained user (the high tier and users whose tier changed), in currency
+SELECT user_id, rank, reason FROM {schema}current_user_spend_reasons ORDER BY user_id, rank LIMIT 9;"""
 """What the text report suggests running: only the views a read-only role may read (``publish.readonly_views``)."""
 
 REPORT_METRICS: tuple[str, ...] = ("normalised_gini", "top10_capture", "spearman", "rmse", "mae", "decile_mape")

@@ -296,8 +296,10 @@ def test_every_example_query_of_the_report_runs_as_the_readonly_role(
     publish.grant_readonly(pg_engine, reader)
     text = report.format_report(report.page_data(pg_url, Settings(home=tmp_path / "var")))
     queries = _example_queries(text)
-    assert len(queries) == 3 and all("spendpred.user_spend_tier_" in q for q in queries)
+    assert len(queries) == 4 and all("spendpred.user_spend_tier_" in q for q in queries[:3])
+    assert "FROM spendpred.current_user_spend_reasons" in queries[3]
     results = [_as_role(pg_engine, reader, sql) for sql in queries]  # none raises permission denied
+    assert results[3] == []  # no reasons published in this world: the query runs, as the reader
     assert [len(rows) for rows in results[:2]] == [9, 3]  # the latest users (top 10), the churn warnings
     thresholds = [tuple(r) for r in results[2]]
     assert thresholds[:3] == [(D3, "high", 144.48, None), (D3, "medium", 10.0, 144.48), (D3, "low", None, 10.0)]
@@ -316,7 +318,7 @@ def test_the_report_queries_run_on_sqlite_too(sqlite_url: str, tmp_path: Any) ->
         _load(engine, ROWS)
         _publish_thresholds(engine)
         queries = _example_queries(report.format_report(report.page_data(sqlite_url, Settings(home=tmp_path / "var"))))
-        assert [len(_query(engine, sql)) for sql in queries] == [9, 3, 9]
+        assert [len(_query(engine, sql)) for sql in queries] == [9, 3, 9, 0]  # no reasons published in this world
         assert _query(engine, queries[2])[0] == {"as_of": "2024-03-03", "tier": "high", "lower_bound": 144.48, "upper_bound": None}
     finally:
         engine.dispose()
