@@ -717,6 +717,14 @@ CLOCK_FEATURES: frozenset[str] = frozenset({"tenure_days", "recency_days", "days
 """Durations up to the as-of date: for unchanged users they grow with the date, so tonight's values sit
 at least H days past the training snapshot's and drift by construction. Their drift is stored and
 shown, but an alert on them alone requests no retrain (it would every night)."""
+
+
+def clock_drift(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Return the :data:`CLOCK_FEATURES` among stored drift rows (:func:`read_drift`) that warn or alert, sorted:
+    what the report and the page call expected drift."""
+    return sorted({str(r["feature"]) for r in rows if r.get("status") in ("warn", "alert")} & CLOCK_FEATURES)
+
+
 TRIGGERS: tuple[str, ...] = ("schedule", "asset", "manual")
 """Why a retrain ran (MLflow run tag ``trigger``): its cron, the monitoring's asset event, or someone asked."""
 

@@ -404,7 +404,7 @@ def format_health(health: dict[str, Any] | None) -> list[str]:
     if drift:
         alert = [r["feature"] for r in drift if r["status"] == "alert"]
         warn = [r["feature"] for r in drift if r["status"] == "warn"]
-        clock = sorted(set(alert + warn) & monitoring.CLOCK_FEATURES)
+        clock = monitoring.clock_drift(drift)
         lines.append(f"  drift on {health.get('drift_as_of')}: {len(alert)} alert ({', '.join(alert) or 'none'}), "
                      f"{len(warn)} warn, {len(drift) - len(alert) - len(warn)} ok"
                      + (f"; {', '.join(clock)} grow with the date (expected, never request a retrain)" if clock else ""))  # fmt: skip

@@ -73,10 +73,8 @@ def apply_anchor(table: Any, results: Sequence[Mapping[str, Any]], anchor: Mappi
 
     ``results`` are the shards' results, each with ``totals`` (:meth:`Totals.as_dict`).
     The factor is 1 (the table is returned unchanged) without an anchor or without every
-    shard's forecast. Scaled scores are rounded to ``PUBLISHED_DECIMALS`` again.
+    shard's forecast. Scaled scores are rounded to ``PUBLISHED_DECIMALS`` again (:func:`scale_scores`).
     """
-    import pyarrow as pa
-
     from spendpred.model.losses import anchor_factor
 
     totals = [r.get("totals") or {} for r in results]
@@ -86,11 +84,19 @@ def apply_anchor(table: Any, results: Sequence[Mapping[str, Any]], anchor: Mappi
     factor = anchor_factor(dict(anchor) if anchor else None, predicted, forecast or 0.0)
     info = {"factor": factor, "predicted_total": predicted, "forecast_total": forecast,
             "reference_ratio": (anchor or {}).get("reference_ratio")}  # fmt: skip
+    return scale_scores(table, factor), info
+
+
+def scale_scores(table: Any, factor: float) -> Any:
+    """Return ``table`` with ``predicted_spend`` multiplied by ``factor`` and rounded to ``PUBLISHED_DECIMALS`` again
+    (the table itself when the factor is 1): the trend anchor and the level correction both scale this way."""
+    import pyarrow as pa
+
     if factor == 1.0:
-        return table, info
+        return table
     scaled = round_published(table.column("predicted_spend").to_numpy() * factor)
     index = table.schema.get_field_index("predicted_spend")
-    return table.set_column(index, "predicted_spend", pa.array(scaled, pa.float64())), info
+    return table.set_column(index, "predicted_spend", pa.array(scaled, pa.float64()))
 
 
 def require_same_template(model_template: str | None, snapshot_template: str, model_label: str) -> None:

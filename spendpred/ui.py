@@ -17,7 +17,7 @@ from typing import Any
 
 from spendpred.embeddings import describe_cost
 from spendpred.metrics import METRIC_LABELS, metric_label  # champion's test metrics in this order, others follow sorted
-from spendpred.monitoring import CLOCK_FEATURES, POPULATION_LABELS
+from spendpred.monitoring import POPULATION_LABELS, clock_drift
 from spendpred.tiers import TIERS, tier_of
 
 TIER_COLOURS: dict[str, str] = {"high": "#1a7f37", "medium": "#bf8700", "low": "#8c959f"}
@@ -374,7 +374,7 @@ def _health(health: Mapping[str, Any] | None) -> str:
                    f'{_e(drift[0].get("model_version"))} (population stability index, Kolmogorov–Smirnov statistic).</p>'
                    '<table id="health-drift"><thead><tr><th>feature</th><th>PSI</th><th>KS</th><th>share</th><th>status</th></tr></thead>'
                    f"<tbody>{rows}</tbody></table>")  # fmt: skip
-        clock = sorted({str(r["feature"]) for r in drift if r["status"] in ("warn", "alert")} & CLOCK_FEATURES)
+        clock = clock_drift(drift)
         if clock:
             out.append(f'<p class="muted" id="health-clock">{_e(", ".join(clock))} grow with the date (a user is older '
                        "tonight than in the training snapshot): their drift is expected and never requests a retrain.</p>")

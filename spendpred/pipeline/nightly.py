@@ -299,10 +299,7 @@ def _assign_tiers(
             anchored["reference_ratio"] or 0.0, anchored["factor"],
         )  # fmt: skip
     level = _level_correction(run.as_of, version, url)
-    if level["factor"] != 1.0:
-        index = table.schema.get_field_index("predicted_spend")
-        scaled = shards.round_published(table.column("predicted_spend").to_numpy() * level["factor"])
-        table = table.set_column(index, "predicted_spend", pa.array(scaled, pa.float64()))
+    table = shards.scale_scores(table, level["factor"])
     logger.info("level correction for %s (model version %s): factor %.6f%s, from the partition as of %s%s",
                 run.as_of, version, level["factor"], " (clipped)" if level.get("clipped") else "",
                 level.get("based_on_as_of") or "none (none matured)" if level["enabled"] else "none (SPENDPRED_LEVEL_CORRECTION=false)",
@@ -419,8 +416,9 @@ def _explain_scores(run: RunFolder, tiers_result: RunRef, split_text: bool) -> d
         prints = explain.input_fingerprints(frame, context)
         same = [i for i, f in enumerate(prints) if f in carried]
         if same:
-            parts.append(carried.rows([prints[i] for i in same]))
-            gap = max(gap, carried.max_gap([prints[i] for i in same]))
+            kept_rows = carried.rows([prints[i] for i in same])
+            parts.append(kept_rows)
+            gap = max(gap, float(kept_rows["gap"].max()))
             kept = len(same)
         todo = [i for i in range(len(frame)) if prints[i] not in carried]
         if todo:
@@ -507,20 +505,15 @@ class _Carried:
         for fingerprint, positions in rows.items():
             self.index.setdefault(fingerprint, (number, positions))
 
-    def _positions(self, fingerprints: Sequence[bytes]) -> dict[int, list[int]]:
+    def rows(self, fingerprints: Sequence[bytes]) -> Any:
+        """The stored rows of ``fingerprints`` (each known), as one frame."""
+        import pandas as pd
+
         by_file: dict[int, list[int]] = {}
         for fingerprint in fingerprints:
             number, positions = self.index[fingerprint]
             by_file.setdefault(number, []).extend(positions)
-        return by_file
-
-    def rows(self, fingerprints: Sequence[bytes]) -> Any:
-        import pandas as pd
-
-        return pd.concat([self.frames[n].iloc[p] for n, p in self._positions(fingerprints).items()], ignore_index=True)
-
-    def max_gap(self, fingerprints: Sequence[bytes]) -> float:
-        return max((float(self.frames[n]["gap"].iloc[p].max()) for n, p in self._positions(fingerprints).items()), default=0.0)
+        return pd.concat([self.frames[n].iloc[p] for n, p in by_file.items()], ignore_index=True)
 
 
 def _carried_reasons(runs: Sequence[RunFolder | None]) -> tuple[_Carried, dict[str, bytes]]:
